@@ -1,0 +1,66 @@
+"""Audit records shaped after FHIR AuditEvent (type, subtype, action, outcome, agent, entity).
+
+Event types are the DICOM audit codes of PS3.16 CID 400 ("DCM" 1101xx) that IHE ATNA uses;
+the subtype names our hop. Records hold identifiers only, never clinical content.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """FHIR AuditEvent.action (http://hl7.org/fhir/R4/valueset-audit-event-action.html)."""
+
+    CREATE = "C"
+    READ = "R"
+    UPDATE = "U"
+    DELETE = "D"
+    EXECUTE = "E"
+
+
+class Outcome(StrEnum):
+    """FHIR AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure, 12 major failure."""
+
+    SUCCESS = "0"
+    MINOR_FAILURE = "4"
+    SERIOUS_FAILURE = "8"
+    MAJOR_FAILURE = "12"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """What kind of step a record is about: a DCM event type code plus our subtype."""
+
+    type_code: str
+    subtype: str
+    action: Action
+
+
+# DCM 110114 User Authenticated: a peer's association or token was accepted or refused.
+ASSOCIATION_ACCEPTED = Hop("110114", "association-accepted", Action.EXECUTE)
+ASSOCIATION_REJECTED = Hop("110114", "association-rejected", Action.EXECUTE)
+# DCM 110104 DICOM Instances Transferred (PS3.15 A.5.3.2).
+INSTANCE_STORED = Hop("110104", "instance-stored", Action.CREATE)
+INSTANCE_REFUSED = Hop("110104", "instance-refused", Action.CREATE)
+# DCM 110100 Application Activity: the engine's own pipeline steps.
+STUDY_READY = Hop("110100", "study-ready", Action.EXECUTE)
+STUDY_ROUTED = Hop("110100", "study-routed", Action.EXECUTE)
+INFERENCE_RUN = Hop("110100", "inference-run", Action.EXECUTE)
+# DCM 110110 Patient Record: reports and other FHIR resources created, read or changed.
+REPORT_CREATED = Hop("110110", "report-created", Action.CREATE)
+RESOURCE_READ = Hop("110110", "resource-read", Action.READ)
+# DCM 110112 Query: a FHIR search (FHIR marks searches with action E).
+RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One record: which hop, who did it (and from where), on what, and how it ended."""
+
+    hop: Hop
+    correlation_id: str
+    agent_who: str
+    entity_what: str
+    outcome: Outcome = Outcome.SUCCESS
+    agent_address: str = ""
+    detail: dict[str, str] = field(default_factory=dict)

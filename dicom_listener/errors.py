@@ -1,0 +1,11 @@
+"""Listener errors; only handlers.py turns them into DIMSE statuses."""
+
+
+class ListenerError(Exception):
+    """Base class."""
+
+    retriable = False
+
+
+class CannotUnderstand(ListenerError):
+    """The dataset cannot be parsed or lacks required UIDs (C-STORE status 0xC000)."""

@@ -1,0 +1,63 @@
+"""`python -m integration`: the outbox relay and the router."""
+
+import asyncio
+import logging
+import signal
+
+from aiokafka import ConsumerRecord
+from prometheus_client import start_http_server
+
+from integration import kafka, relay, topics
+from integration.config import get_settings
+from integration.messages import StudyReady
+from integration.router import route
+from integration.rules import DEFAULT_RULES
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine
+
+log = logging.getLogger("integration")
+
+ROUTER_GROUP = "doctorai-router"
+
+
+async def serve() -> None:
+    """Run the relay and the router until SIGTERM or SIGINT."""
+    settings = get_settings()
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await kafka.ensure_topics(settings, [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ])
+    producer = kafka.make_producer(settings)
+    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=[topics.STUDY_READY])
+    await producer.start()
+    await consumer.start()
+
+    async def on_study_ready(record: ConsumerRecord[bytes, bytes]) -> None:
+        study = StudyReady.model_validate_json(record.value or b"")
+        await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
+
+    try:
+        if settings.integration_metrics_port:
+            start_http_server(settings.integration_metrics_port, addr="127.0.0.1")
+        log.info("relay and router running")
+        await asyncio.gather(
+            relay.run(engine, producer, settings, stop),
+            kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),
+        )
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        engine.dispose()
+        log.info("stopped")
+
+
+def main() -> None:
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Settings for Kafka and the pipeline (env prefix DOCTORAI_)."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IntegrationSettings(BaseSettings):
+    """Where Kafka is and how events flow through it."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Every topic name is prefixed, so several deployments can share one cluster.
+    topic_prefix: str = "doctorai."
+    topic_partitions: int = 3
+    relay_batch_size: int = 200
+    relay_poll_seconds: float = 0.2
+    # Retriable handler errors back off from the first delay, doubling up to the maximum.
+    retry_first_delay_seconds: float = 0.5
+    retry_max_delay_seconds: float = 30.0
+    # Metrics (and health) port of `python -m integration`; 0 turns it off.
+    integration_metrics_port: int = 9102
+
+
+@lru_cache
+def get_settings() -> IntegrationSettings:
+    """The process's integration settings, read once from the environment."""
+    return IntegrationSettings()

@@ -1,0 +1,130 @@
+"""Kafka plumbing shared by every consumer: topics, publishing, and the consume loop.
+
+The loop commits offsets only after the handler's work (and its audit record) committed;
+retriable errors back off and retry, permanent ones go to the dead-letter topic.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import BaseModel
+
+from integration import topics
+from integration.config import IntegrationSettings
+from integration.messages import DeadLetter
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+async def ensure_topics(settings: IntegrationSettings, names: Iterable[str]) -> None:
+    """Create the topics (unqualified names) that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {topics.qualified(settings.topic_prefix, n) for n in names} - existing
+        for name in sorted(wanted):
+            try:
+                await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass  # another process created it in between
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: IntegrationSettings) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (acks=all); start it in the caller."""
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+
+
+def make_consumer(settings: IntegrationSettings, *, group_id: str, names: Iterable[str]) -> AIOKafkaConsumer:
+    """A consumer-group member on these topics that never commits on its own."""
+    return AIOKafkaConsumer(
+        *[topics.qualified(settings.topic_prefix, n) for n in names],
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+async def publish(
+    producer: AIOKafkaProducer, settings: IntegrationSettings, *, topic: str, key: str, message: BaseModel
+) -> None:
+    """Send one event and wait for the broker's acknowledgement."""
+    await producer.send_and_wait(
+        topics.qualified(settings.topic_prefix, topic), message.model_dump_json().encode(), key=key.encode()
+    )
+
+
+def unqualified(settings: IntegrationSettings, name: str) -> str:
+    """A broker topic name without the deployment prefix."""
+    return name.removeprefix(settings.topic_prefix)
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    settings: IntegrationSettings,
+    *,
+    handler: Handler,
+    stop: asyncio.Event,
+) -> None:
+    """Feed every record to `handler`, committing each batch after it was handled, until `stop`."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=500, max_records=64)
+        for records in batches.values():
+            for record in records:
+                await _handle(record, producer, settings, handler=handler, stop=stop)
+        if batches:
+            await consumer.commit()
+
+
+async def _handle(
+    record: ConsumerRecord[bytes, bytes],
+    producer: AIOKafkaProducer,
+    settings: IntegrationSettings,
+    *,
+    handler: Handler,
+    stop: asyncio.Event,
+) -> None:
+    delay = settings.retry_first_delay_seconds
+    while True:
+        try:
+            await handler(record)
+            return
+        except Exception as exc:  # every failure is either retried or dead-lettered, never dropped
+            if not getattr(exc, "retriable", False):
+                await _dead_letter(record, producer, settings, error=f"{type(exc).__name__}: {exc}")
+                return
+            log.warning("retriable failure on %s@%s, retrying in %.1fs: %r", record.topic, record.offset, delay, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            delay = min(delay * 2, settings.retry_max_delay_seconds)
+            continue
+        # Stopping mid-retry: raise so this batch is not committed and is redelivered.
+        raise asyncio.CancelledError("stopped while retrying")
+
+
+async def _dead_letter(
+    record: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer, settings: IntegrationSettings, *, error: str
+) -> None:
+    key = (record.key or b"").decode(errors="replace")
+    log.error("dead-lettering %s@%d:%d: %s", record.topic, record.partition, record.offset, error)
+    letter = DeadLetter(
+        correlation_id=key or "unknown",
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        value=(record.value or b"").decode(errors="replace"),
+        error=error,
+    )
+    await publish(producer, settings, topic=topics.DLQ, key=key, message=letter)

@@ -1,0 +1,122 @@
+"""Everything that crosses a process boundary: pydantic models with a schema version.
+
+Messages carry references (UIDs, object keys), never pixel data or whole reports.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Event(BaseModel):
+    """Fields every event has."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    event_id: str = Field(default_factory=_uuid)
+    correlation_id: str
+    occurred_at: datetime = Field(default_factory=_now)
+
+
+class Coding(BaseModel):
+    """A coded concept (SNOMED CT, LOINC, RadLex)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: str
+    code: str
+    display: str
+
+
+class InstanceRef(BaseModel):
+    """One stored instance and the header fields routing looks at."""
+
+    model_config = ConfigDict(frozen=True)
+
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    modality: str = ""
+    body_part: str = ""
+    instance_number: int | None = None
+    object_key: str
+
+
+class StudyReady(Event):
+    """A study (at `revision`) is complete enough to route."""
+
+    study_uid: str
+    revision: int
+    reason: Literal["quiet-period", "count-reached", "manual-release"]
+    patient_id: str = ""
+    accession_number: str = ""
+    calling_ae: str = ""
+    last_received_at: datetime
+    instances: list[InstanceRef]
+
+
+class InferenceRequest(Event):
+    """Run `model` at `model_version` on these inputs of one study revision."""
+
+    job_id: str
+    study_uid: str
+    revision: int
+    model: str
+    model_version: str
+    patient_id: str = ""
+    inputs: list[InstanceRef]
+    # When the study's last instance arrived, for end-to-end latency.
+    last_received_at: datetime
+
+
+class Finding(BaseModel):
+    """One output label of a model, with its probability and the threshold decision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concept: Coding
+    probability: float
+    threshold: float
+    positive: bool
+
+
+class InferenceResult(Event):
+    """What a model said about one study revision, or why it could not say anything."""
+
+    job_id: str
+    study_uid: str
+    revision: int
+    model: str
+    model_version: str
+    patient_id: str = ""
+    input_keys: list[str]
+    report_code: Coding
+    report_category: Coding
+    findings: list[Finding] = []
+    # Until a site validates a model, every result is marked not for clinical use.
+    clinical_use: bool = False
+    error: str = ""
+    timings: dict[str, float] = {}
+    last_received_at: datetime
+
+
+class DeadLetter(Event):
+    """A message that could not be processed, with why."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str
+    value: str
+    error: str

@@ -1,0 +1,32 @@
+"""The transactional outbox: events committed with their data, published later by the relay."""
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.tables import OutboxEvent
+
+
+def add_event(session: Session, *, topic: str, key: str, message: BaseModel) -> None:
+    """Queue `message` for `topic` in the caller's transaction."""
+    session.add(
+        OutboxEvent(topic=topic, key=key, payload=message.model_dump_json(), created_at=datetime.now(UTC))
+    )
+
+
+def unsent(session: Session, *, limit: int) -> list[OutboxEvent]:
+    """The oldest events not yet published, in the order they were written."""
+    stmt = select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def mark_sent(session: Session, *, ids: list[int]) -> None:
+    """Record that these events reached Kafka."""
+    session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(sent_at=datetime.now(UTC)))
+
+
+def backlog(session: Session) -> int:
+    """How many events wait to be published."""
+    return session.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.sent_at.is_(None))) or 0

@@ -1,0 +1,146 @@
+"""Queries on the study index: studies, series, instances and inference jobs."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.tables import InferenceJob, Instance, Series, Study
+
+
+def correlation_id_for_study(study_uid: str) -> str:
+    """The study's correlation id: derived from its UID, so every process finds the same one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, study_uid))
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """The header fields of a stored instance that the index keeps."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    patient_id: str
+    accession_number: str
+    study_date: str
+    study_description: str
+    modality: str
+    body_part: str
+    series_number: int | None
+    series_description: str
+    instance_number: int | None
+    object_key: str
+    size: int
+    sha256: str
+    calling_ae: str
+    source_address: str
+
+
+def record_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> Study:
+    """Index an instance whose bytes are stored; a study that was ready starts receiving again."""
+    now = now or datetime.now(UTC)
+    study = session.get(Study, item.study_uid)
+    if study is None:
+        study = Study(
+            study_uid=item.study_uid,
+            correlation_id=correlation_id_for_study(item.study_uid),
+            patient_id=item.patient_id,
+            accession_number=item.accession_number,
+            study_date=item.study_date,
+            study_description=item.study_description,
+            status="receiving",
+            revision=0,
+            ready_reason="",
+            first_received_at=now,
+            last_received_at=now,
+        )
+        session.add(study)
+    study.calling_ae = item.calling_ae
+    study.source_address = item.source_address
+    study.last_received_at = now
+    study.status = "receiving"
+    if session.get(Series, item.series_uid) is None:
+        session.add(
+            Series(
+                series_uid=item.series_uid,
+                study_uid=item.study_uid,
+                modality=item.modality,
+                body_part=item.body_part,
+                series_number=item.series_number,
+                series_description=item.series_description,
+            )
+        )
+    instance = session.get(Instance, item.sop_uid)
+    if instance is None:
+        instance = Instance(sop_uid=item.sop_uid, series_uid=item.series_uid, study_uid=item.study_uid)
+        session.add(instance)
+    instance.sop_class_uid = item.sop_class_uid
+    instance.transfer_syntax_uid = item.transfer_syntax_uid
+    instance.instance_number = item.instance_number
+    instance.object_key = item.object_key
+    instance.size = item.size
+    instance.sha256 = item.sha256
+    instance.received_at = now
+    session.flush()
+    return study
+
+
+def is_known_instance(session: Session, *, sop_uid: str, sha256: str) -> bool:
+    """True when this SOP instance is already stored with exactly these bytes (a re-send)."""
+    stored = session.scalar(select(Instance.sha256).where(Instance.sop_uid == sop_uid))
+    return stored == sha256
+
+
+def studies_quiet_since(session: Session, *, before: datetime) -> list[Study]:
+    """Studies still receiving whose last instance arrived before `before`."""
+    stmt = (
+        select(Study)
+        .where(Study.status == "receiving", Study.last_received_at < before)
+        .order_by(Study.last_received_at)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance, Series]]:
+    """A study's instances with their series, in series then instance order."""
+    stmt = (
+        select(Instance, Series)
+        .join(Series, Instance.series_uid == Series.series_uid)
+        .where(Instance.study_uid == study_uid)
+        .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
+    )
+    return [(i, s) for i, s in session.execute(stmt)]
+
+
+def create_job(
+    session: Session, *, job_id: str, study_uid: str, revision: int, model: str, model_version: str
+) -> InferenceJob | None:
+    """Create the job for this input, or return None when it already exists (a replayed event)."""
+    existing = session.scalar(
+        select(InferenceJob).where(
+            InferenceJob.study_uid == study_uid,
+            InferenceJob.model == model,
+            InferenceJob.model_version == model_version,
+            InferenceJob.revision == revision,
+        )
+    )
+    if existing is not None:
+        return None
+    job = InferenceJob(
+        job_id=job_id,
+        study_uid=study_uid,
+        revision=revision,
+        model=model,
+        model_version=model_version,
+        status="queued",
+        error="",
+        created_at=datetime.now(UTC),
+    )
+    session.add(job)
+    session.flush()
+    return job

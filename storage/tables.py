@@ -1,0 +1,195 @@
+"""SQL tables (SQLAlchemy 2.0 declarative). Every change goes through an Alembic migration."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# DICOM UIDs are at most 64 characters (PS3.5 section 9.1).
+UID = String(64)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, on SQLite (which drops the zone) too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store timezone-aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `Base.metadata` is what Alembic migrates."""
+
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+class Study(Base):
+    """One study as received; `revision` counts the times it was declared ready."""
+
+    __tablename__ = "studies"
+
+    study_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    correlation_id: Mapped[str] = mapped_column(String(36), index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_description: Mapped[str] = mapped_column(String(256), default="")
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    source_address: Mapped[str] = mapped_column(String(64), default="")
+    # receiving: instances are arriving; ready: announced as `study.ready` at `revision`.
+    status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    ready_reason: Mapped[str] = mapped_column(String(32), default="")
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Series(Base):
+    """One series of a study."""
+
+    __tablename__ = "series"
+
+    series_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(String(256), default="")
+
+
+class Instance(Base):
+    """One SOP instance and where its bytes are."""
+
+    __tablename__ = "instances"
+
+    sop_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    object_key: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutboxEvent(Base):
+    """An event written with the data it announces; the relay publishes it to Kafka (DESIGN.md 5.2)."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(128))  # without the deployment's prefix
+    key: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)  # a messages.py model as JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "id"),)
+
+
+class InferenceJob(Base):
+    """One model run on one revision of a study; unique so replays never run twice (DESIGN.md 5.3)."""
+
+    __tablename__ = "inference_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    # queued -> done | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (UniqueConstraint("study_uid", "model", "model_version", "revision", name="uq_job_input"),)
+
+
+class Report(Base):
+    """The DiagnosticReport made from one job: at most one per job (DESIGN.md 5.3)."""
+
+    __tablename__ = "reports"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("inference_jobs.job_id"), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    diagnostic_report_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FhirResource(Base):
+    """The current version of a FHIR resource, as R4 JSON."""
+
+    __tablename__ = "fhir_resources"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    content: Mapped[str] = mapped_column(Text)
+
+
+class FhirResourceVersion(Base):
+    """Every version of every FHIR resource, for vread and history."""
+
+    __tablename__ = "fhir_resource_history"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+    content: Mapped[str] = mapped_column(Text)
+
+
+class FhirSearchIndex(Base):
+    """One search-parameter value of a current resource (token, reference, date or string)."""
+
+    __tablename__ = "fhir_search_index"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (
+        Index("ix_fhir_search_lookup", "resource_type", "param", "value"),
+        Index("ix_fhir_search_owner", "resource_type", "resource_id"),
+    )
+
+
+class AuditEvent(Base):
+    """One audit record, shaped after FHIR AuditEvent, hash-chained to the one before it."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    correlation_id: Mapped[str] = mapped_column(String(64), index=True)
+    type_code: Mapped[str] = mapped_column(String(32))
+    subtype: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(1))
+    outcome: Mapped[str] = mapped_column(String(2))
+    agent_who: Mapped[str] = mapped_column(String(128))
+    agent_address: Mapped[str] = mapped_column(String(64), default="")
+    entity_what: Mapped[str] = mapped_column(String(256), default="")
+    detail: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

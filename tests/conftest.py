@@ -1,0 +1,152 @@
+"""Fixtures: the real local stack (rclone S3, Tansu) on free ports, and databases.
+
+The S3 server and the broker start once per session; each engine test gets its own var
+directory (SQLite file), topic prefix and processes, so tests never see each other's data.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from integration.stack import (
+    StackConfig,
+    Supervisor,
+    free_ports,
+    prepare_database,
+    start_broker,
+    start_engine,
+    start_object_store,
+)
+from storage.db import make_engine, migrate
+
+PG_URL = os.environ.get("DOCTORAI_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_databases_used: set[str] = set()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which databases the storage tests ran on."""
+    used = ", ".join(sorted(_databases_used)) or "none"
+    terminalreporter.write_line(f"databases used by the storage tests: {used}")
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, dropped afterwards."""
+    if not _postgres_reachable():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL} (set DOCTORAI_TEST_DATABASE_URL)")
+    name = f"doctorai_test_{uuid.uuid4().hex[:12]}"
+    base = PG_URL.rsplit("/", 1)[0]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: SQLite in tmp_path, and PostgreSQL when reachable."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'doctorai.db'}"
+        migrate(url)
+        _databases_used.add("sqlite")
+        yield url
+        return
+    pg = request.getfixturevalue("postgres_database")
+    url = "postgresql+psycopg://" + pg.removeprefix("postgresql://")
+    migrate(url)
+    _databases_used.add("postgresql")
+    yield url
+    # Empty every table so the next test starts clean (the database lives for the session).
+    from storage.tables import Base
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Engine]:
+    """An engine on the migrated test database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    """rclone S3 and Tansu, started as `doctorai up` starts them, for the whole session."""
+    var_dir = tmp_path_factory.mktemp("stack")
+    config = StackConfig(var_dir=var_dir, ports=free_ports())
+    supervisor = Supervisor(var_dir / "logs")
+    try:
+        start_object_store(config, supervisor)
+        start_broker(config, supervisor)
+        yield config
+    finally:
+        supervisor.stop_all()
+
+
+class EngineRun:
+    """The engine processes of one test on the shared services, with their own data."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.supervisor = Supervisor(config.var_dir / "logs")
+
+    def start(self, *, models: tuple[str, ...] | None = None) -> None:
+        """Start every engine process (optionally with other inference workers)."""
+        config = self.config if models is None else replace(self.config, models=models)
+        start_engine(config, self.supervisor)
+
+    def kill_all(self) -> None:
+        """SIGKILL every engine process, as a power cut would."""
+        for child in list(self.supervisor.children):
+            self.supervisor.kill(child.name)
+
+    def stop(self) -> None:
+        """Stop every engine process cleanly."""
+        self.supervisor.stop_all()
+
+    def logs(self) -> str:
+        """Everything the engine processes logged, for failure messages."""
+        return "\n".join(
+            f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted((self.config.var_dir / "logs").glob("*.log"))
+        )
+
+
+@pytest.fixture
+def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
+    """An engine on the session's services, with its own SQLite database and topic prefix."""
+    base = free_ports()
+    ports = replace(base, s3=services.ports.s3, kafka=services.ports.kafka)
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    config = StackConfig(
+        var_dir=tmp_path / "var",
+        ports=ports,
+        quiet_period_seconds=1.0,
+        topic_prefix=prefix,
+    )
+    prepare_database(config)
+    run = EngineRun(config)
+    yield run
+    run.stop()

@@ -1,0 +1,144 @@
+"""The C-STORE SCP on loopback with pynetdicom SCUs, storing to the real local S3 and SQLite."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from sqlalchemy import Engine, select
+
+from dicom_listener import scp
+from dicom_listener.config import DicomSettings
+from dicom_listener.handlers import StudiesSeen
+from dicom_listener.stability import declare_ready
+from integration.messages import StudyReady
+from integration.stack import StackConfig, free_ports
+from storage.db import make_engine, migrate, session_scope
+from storage.objects import ObjectStore, make_object_store
+from storage.tables import AuditEvent, Instance, OutboxEvent
+
+
+@dataclass
+class Listener:
+    settings: DicomSettings
+    engine: Engine
+    store: ObjectStore
+
+
+def _serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = None) -> Iterator[Listener]:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    settings = DicomSettings(dicom_port=free_ports().dicom, quiet_period_seconds=0.5)
+    store = store or make_object_store(services.storage_settings())
+    server = scp.start(scp.make_ae(settings), settings, store=store, engine=engine, seen=StudiesSeen())
+    try:
+        yield Listener(settings, engine, store)
+    finally:
+        server.shutdown()
+        engine.dispose()
+
+
+@pytest.fixture
+def listener(services: StackConfig, tmp_path: Path) -> Iterator[Listener]:
+    yield from _serve(services, tmp_path)
+
+
+def send(port: int, ds: Dataset, *, called: str = "DOCTORAI") -> Dataset:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    try:
+        status: Dataset = assoc.send_c_store(ds)
+        return status
+    finally:
+        assoc.release()
+
+
+def ct() -> Dataset:
+    return pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+
+
+@pytest.mark.stack
+def test_store_indexes_audits_and_keeps_bytes(listener: Listener) -> None:
+    ds = ct()
+    status = send(listener.settings.dicom_port, ds)
+    assert status.Status == 0x0000
+    with session_scope(listener.engine) as s:
+        instance = s.get(Instance, str(ds.SOPInstanceUID))
+        assert instance is not None
+        stored = pydicom.dcmread(BytesIO(listener.store.get_bytes(instance.object_key)))
+        assert stored.PixelData == ds.PixelData
+        subtypes = [a.subtype for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        assert subtypes == ["association-accepted", "instance-stored"]
+
+
+@pytest.mark.stack
+def test_quiet_study_is_announced_through_the_outbox(listener: Listener) -> None:
+    ds = ct()
+    assert send(listener.settings.dicom_port, ds).Status == 0x0000
+    later = datetime.now(UTC) + timedelta(seconds=1)  # past the quiet period, without waiting for it
+    (ready,) = declare_ready(listener.engine, quiet_period=0.5, ae_title="DOCTORAI", now=later)
+    assert ready.revision == 1 and ready.instances[0].sop_uid == str(ds.SOPInstanceUID)
+    assert declare_ready(listener.engine, quiet_period=0.5, ae_title="DOCTORAI", now=later) == []
+    with session_scope(listener.engine) as s:
+        (event,) = s.scalars(select(OutboxEvent))
+        assert event.topic == "study.ready" and event.key == str(ds.StudyInstanceUID)
+        assert StudyReady.model_validate_json(event.payload).instances[0].modality == "CT"
+
+
+@pytest.mark.stack
+def test_missing_uid_is_cannot_understand(listener: Listener) -> None:
+    ds = ct()
+    del ds.StudyInstanceUID
+    status = send(listener.settings.dicom_port, ds)
+    assert status.Status == 0xC000
+    assert "StudyInstanceUID" in status.ErrorComment
+    with session_scope(listener.engine) as s:
+        assert s.scalars(select(Instance)).first() is None
+        assert [a.subtype for a in s.scalars(select(AuditEvent))] == ["instance-refused"]
+
+
+@pytest.mark.stack
+def test_object_store_down_is_out_of_resources_then_retry_succeeds(services: StackConfig, tmp_path: Path) -> None:
+    dead = services.storage_settings().model_copy(update={"s3_endpoint": f"127.0.0.1:{free_ports().s3}"})
+    ds = ct()
+    for listener in _serve(services, tmp_path, store=make_object_store(dead)):
+        assert send(listener.settings.dicom_port, ds).Status == 0xA700
+        with session_scope(listener.engine) as s:
+            assert s.scalars(select(Instance)).first() is None  # nothing half-written
+    for listener in _serve(services, tmp_path):
+        assert send(listener.settings.dicom_port, ds).Status == 0x0000
+
+
+@pytest.mark.stack
+def test_unknown_called_ae_is_rejected_and_audited(listener: Listener) -> None:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="SOMEONEELSE")
+    assert assoc.is_rejected
+    with session_scope(listener.engine) as s:
+        assert [a.subtype for a in s.scalars(select(AuditEvent))] == ["association-rejected"]
+
+
+@pytest.mark.stack
+def test_echo_and_uncompressed_syntaxes(listener: Listener) -> None:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="DOCTORAI")
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    ds = ct()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    assert ds.SOPClassUID == CTImageStorage
+    assert send(listener.settings.dicom_port, ds).Status == 0x0000
