@@ -1,5 +1,6 @@
 """The C-STORE SCP on loopback with pynetdicom SCUs, storing to the real local S3 and SQLite."""
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,8 +127,15 @@ def test_unknown_called_ae_is_rejected_and_audited(listener: Listener) -> None:
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="SOMEONEELSE")
     assert assoc.is_rejected
-    with session_scope(listener.engine) as s:
-        assert [a.subtype for a in s.scalars(select(AuditEvent))] == ["association-rejected"]
+    # The SCU hears the rejection before the SCP's handler thread has committed its audit row.
+    deadline = time.monotonic() + 10
+    while True:
+        with session_scope(listener.engine) as s:
+            subtypes = [a.subtype for a in s.scalars(select(AuditEvent))]
+        if subtypes or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert subtypes == ["association-rejected"]
 
 
 @pytest.mark.stack
