@@ -5,17 +5,19 @@ retriable errors back off and retry, permanent ones go to the dead-letter topic.
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from integration import topics
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
+from storage.queries import correlation_id_for_study
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ def make_consumer(settings: IntegrationSettings, *, group_id: str, names: Iterab
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # A record whose handler keeps failing retriably is retried in place; allow that for
+        # ten minutes before the group gives its partitions to another member.
+        max_poll_interval_ms=600_000,
     )
 
 
@@ -81,12 +86,21 @@ async def consume(
         batches = await consumer.getmany(timeout_ms=500, max_records=64)
         for records in batches.values():
             for record in records:
-                await _handle(record, producer, settings, handler=handler, stop=stop)
+                await handle_record(record, producer, settings, handler=handler, stop=stop)
         if batches:
-            await consumer.commit()
+            await commit(consumer)
 
 
-async def _handle(
+async def commit(consumer: AIOKafkaConsumer) -> None:
+    """Commit what was handled; after a rebalance the records go to the partition's new owner instead."""
+    try:
+        await consumer.commit()
+    except CommitFailedError as exc:
+        # Handlers are idempotent (DESIGN.md 5.3), so redelivery elsewhere is safe.
+        log.warning("commit refused after a rebalance, records will be redelivered: %r", exc)
+
+
+async def handle_record(
     record: ConsumerRecord[bytes, bytes],
     producer: AIOKafkaProducer,
     settings: IntegrationSettings,
@@ -113,18 +127,30 @@ async def _handle(
         raise asyncio.CancelledError("stopped while retrying")
 
 
+def _correlation_id(value: str, key: str) -> str:
+    """The failed message's own correlation id when it has one, else the study's (keys are study UIDs)."""
+    try:
+        found = json.loads(value).get("correlation_id")
+    except (ValueError, AttributeError):
+        found = None
+    if isinstance(found, str) and found:
+        return found
+    return correlation_id_for_study(key) if key else "unknown"
+
+
 async def _dead_letter(
     record: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer, settings: IntegrationSettings, *, error: str
 ) -> None:
     key = (record.key or b"").decode(errors="replace")
+    value = (record.value or b"").decode(errors="replace")
     log.error("dead-lettering %s@%d:%d: %s", record.topic, record.partition, record.offset, error)
     letter = DeadLetter(
-        correlation_id=key or "unknown",
+        correlation_id=_correlation_id(value, key),
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         key=key,
-        value=(record.value or b"").decode(errors="replace"),
+        value=value,
         error=error,
     )
     await publish(producer, settings, topic=topics.DLQ, key=key, message=letter)

@@ -1,0 +1,1 @@
+"""Inference workers: model packages (manifest + artifact), preprocessing, adapters, the Kafka worker."""

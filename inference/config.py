@@ -1,0 +1,27 @@
+"""Settings for the inference workers (env prefix DOCTORAI_)."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InferenceSettings(BaseSettings):
+    """Which model a worker serves and how it batches."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
+
+    inference_model: str = "chest-xray-pneumonia"
+    # Requests that arrive together run as one batch: at most this many, collected for at most
+    # this long after the first one, so a lone study is not held back.
+    inference_batch_size: int = 8
+    inference_batch_wait_seconds: float = 0.05
+    # Metrics port of `python -m inference`; 0 turns it off.
+    inference_metrics_port: int = 9104
+    # A batch that takes longer than this is given up (its requests are dead-lettered).
+    inference_timeout_seconds: float = 120.0
+
+
+@lru_cache
+def get_settings() -> InferenceSettings:
+    """The process's inference settings, read once from the environment."""
+    return InferenceSettings()

@@ -1,0 +1,27 @@
+"""Inference errors. Consumers retry `retriable` ones with backoff; the rest are permanent."""
+
+
+class InferenceError(Exception):
+    """Base class: permanent unless a subclass says otherwise."""
+
+    retriable = False
+
+
+class InputNotAccepted(InferenceError):
+    """The study has no instance this model accepts (modality, body part, SOP class)."""
+
+
+class CannotDecode(InferenceError):
+    """The instance's pixel data cannot be read or decoded."""
+
+
+class UnknownModel(InferenceError):
+    """No model package of this name is registered, or its artifact is not installed."""
+
+
+class InferenceTimeout(InferenceError):
+    """The model did not answer within `inference_timeout_seconds`."""
+
+
+class UnknownJob(InferenceError):
+    """The request names a job that is not in the database; the router creates jobs before requesting them."""

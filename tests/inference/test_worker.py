@@ -1,0 +1,128 @@
+"""The worker's model holder on the real chest model, and its job + audit transaction on SQLite."""
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from audit.log import trail  # noqa: E402
+from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
+from inference import preprocess, registry  # noqa: E402
+from inference.errors import UnknownJob  # noqa: E402
+from inference.postprocess import findings, probabilities  # noqa: E402
+from inference.worker import LoadedModel, Prepared, record_outcome  # noqa: E402
+from integration.messages import InferenceRequest, InstanceRef  # noqa: E402
+from storage.db import make_engine, migrate, session_scope  # noqa: E402
+from storage.objects import dicom_key  # noqa: E402
+from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
+from storage.tables import InferenceJob  # noqa: E402
+
+RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
+
+
+def test_real_chest_model_gives_two_probabilities() -> None:
+    manifest, artifact = registry.lookup("chest-xray-pneumonia")
+    model = LoadedModel(manifest, artifact, registry.adapter_for(manifest.framework))
+    x = preprocess.prepare(RG1.read_bytes(), manifest)
+    raw = model.predict(x[np.newaxis])
+    assert model.load() is model.load()  # loaded once, cached
+    assert raw.shape == (1, 2)
+    probs = probabilities(raw, manifest.activation)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    [finding] = findings(manifest, probs)
+    # An adult radiograph, out of the (paediatric) training domain; the model calls it normal.
+    assert finding.probability < 0.5 and not finding.positive
+
+
+def _request(job_id: str, study_uid: str, ref: InstanceRef) -> InferenceRequest:
+    return InferenceRequest(
+        correlation_id=correlation_id_for_study(study_uid),
+        job_id=job_id,
+        study_uid=study_uid,
+        revision=1,
+        model="chest-xray-pneumonia",
+        model_version="0.3.0",
+        inputs=[ref],
+        last_received_at=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize("error", ["", "CannotDecode: cannot decode pixel data"])
+def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, error: str) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    ds = dcmread(RG1, stop_before_pixels=True)
+    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    key = dicom_key(study_uid, series_uid, sop_uid)
+    item = ReceivedInstance(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        patient_id=str(ds.get("PatientID", "")),
+        accession_number=str(ds.get("AccessionNumber", "")),
+        study_date=str(ds.get("StudyDate", "")),
+        study_description="",
+        modality=str(ds.Modality),
+        body_part=str(ds.BodyPartExamined),
+        series_number=None,
+        series_description="",
+        instance_number=None,
+        object_key=key,
+        size=RG1.stat().st_size,
+        sha256="0" * 64,
+        calling_ae="TEST",
+        source_address="127.0.0.1",
+    )
+    with session_scope(engine) as session:
+        record_instance(session, item=item)
+        create_job(
+            session,
+            job_id="job-1",
+            study_uid=study_uid,
+            revision=1,
+            model="chest-xray-pneumonia",
+            model_version="0.3.0",
+        )
+
+    manifest, _ = registry.lookup("chest-xray-pneumonia")
+    ref = InstanceRef(
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=item.sop_class_uid,
+        modality="CR",
+        body_part="CHEST",
+        object_key=key,
+    )
+    prepared = Prepared(request=_request("job-1", study_uid, ref), input_keys=[key], error=error)
+    with session_scope(engine) as session:
+        record_outcome(session, manifest=manifest, item=prepared)
+
+    with session_scope(engine) as session:
+        job = session.get(InferenceJob, "job-1")
+        assert job is not None
+        assert job.status == ("failed" if error else "done")
+        assert job.error == error
+        assert job.finished_at is not None
+        [record] = trail(session, correlation_id=correlation_id_for_study(study_uid))[-1:]
+        assert record.subtype == INFERENCE_RUN.subtype
+        assert record.agent_who == "model:chest-xray-pneumonia:0.3.0"
+        assert record.entity_what == study_uid
+        assert record.outcome == (Outcome.MINOR_FAILURE if error else Outcome.SUCCESS).value
+        assert record.detail["input_keys"] == key
+        assert record.detail["outcome"] == job.status
+
+    with pytest.raises(UnknownJob), session_scope(engine) as session:
+        record_outcome(
+            session, manifest=manifest, item=Prepared(request=_request("no-such-job", study_uid, ref), input_keys=[key])
+        )
+    engine.dispose()
