@@ -1,4 +1,5 @@
-"""The `doctorai` command: `up` starts the local stack and the engine; `token` prints a bearer token.
+"""The `doctorai` command: `up` starts the local stack and the engine, `init` prepares real services,
+`token` prints a bearer token.
 
 This is a composition root like a `__main__`: it may reach into every package.
 """
@@ -104,6 +105,25 @@ def up(args: argparse.Namespace) -> int:
         supervisor.stop_all()
 
 
+def init(args: argparse.Namespace) -> int:
+    """Prepare a deployment's real services: database schema, bucket and topics (idempotent)."""
+    import asyncio
+
+    from integration import kafka, topics
+    from integration.stack import DEFAULT_MODELS
+    from storage.db import migrate
+    from storage.objects import make_object_store
+
+    storage = get_storage_settings()
+    migrate(storage.resolved_database_url())
+    make_object_store(storage).ensure_bucket()
+    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ]
+    names += [topics.inference_request(m) for m in DEFAULT_MODELS]
+    asyncio.run(kafka.ensure_topics(get_integration_settings(), names))
+    print("database migrated, bucket and topics in place")
+    return 0
+
+
 def token(args: argparse.Namespace) -> int:
     """Print a bearer token signed with this engine's secret."""
     from fhir_api.auth import issue_token
@@ -120,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the local stack and the engine (what `make run` does)")
     p_up.add_argument("--var-dir", default="", help="where data lives (default: DOCTORAI_VAR_DIR or ./var)")
     p_up.set_defaults(func=up)
+    p_init = sub.add_parser("init", help="migrate the database, create the bucket and topics (production start-up)")
+    p_init.set_defaults(func=init)
     p_token = sub.add_parser("token", help="print a bearer token for the local engine")
     p_token.add_argument("--subject", default="local-cli")
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
