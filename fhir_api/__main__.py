@@ -1,0 +1,26 @@
+"""`python -m fhir_api`: serve the HTTP API (FHIR R4 at /fhir, /healthz, /readyz, /metrics)."""
+
+import logging
+
+import uvicorn
+
+from fhir_api.config import ProductionConfigError, check_production, get_settings
+from fhir_api.main import create_app
+
+
+def main() -> None:
+    """Check the settings, then serve until SIGTERM or SIGINT (uvicorn stops gracefully on both)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    try:
+        check_production(settings)
+    except ProductionConfigError as exc:
+        raise SystemExit(f"refusing to start: {exc}") from None
+    # No access log: request URLs carry patient identifiers (search parameters), which logs must not hold.
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()

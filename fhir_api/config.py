@@ -1,0 +1,50 @@
+"""Settings of the HTTP API and the FHIR-store consumer (env prefix DOCTORAI_)."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Good enough for a laptop, refused in production (DESIGN.md section 8).
+DEFAULT_JWT_SECRET = "doctorai-local-development-secret"
+
+
+class ApiSettings(BaseSettings):
+    """Where the API listens and how it checks bearer tokens."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    # HS256 key shared by the token issuer (`doctorai token`) and the API.
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_issuer: str = "doctorai"
+    token_ttl_seconds: int = 3600
+    # Metrics port of `python -m fhir_api.results`; the API serves /metrics itself.
+    results_metrics_port: int = 9103
+    # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
+    public_base_url: str = ""
+
+
+class ProductionConfigError(RuntimeError):
+    """The settings are not safe to run in production."""
+
+
+def check_production(settings: ApiSettings) -> None:
+    """Refuse to start in production with the default or an empty JWT secret."""
+    if settings.env != "production":
+        return
+    if not settings.jwt_secret or settings.jwt_secret == DEFAULT_JWT_SECRET:
+        raise ProductionConfigError(
+            "DOCTORAI_JWT_SECRET must be set to a secret of your own when DOCTORAI_ENV=production"
+        )
+    # An HS256 key must be at least as long as the hash output (RFC 7518 section 3.2).
+    if len(settings.jwt_secret.encode()) < 32:
+        raise ProductionConfigError("DOCTORAI_JWT_SECRET must be at least 32 bytes long when DOCTORAI_ENV=production")
+
+
+@lru_cache
+def get_settings() -> ApiSettings:
+    """The process's API settings, read once from the environment."""
+    return ApiSettings()

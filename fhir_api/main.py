@@ -1,0 +1,106 @@
+"""The HTTP API application: `create_app()` and the lifespan that builds its collaborators."""
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fhir_api import fhir, metrics
+from fhir_api.config import ApiSettings, check_production, get_settings
+from fhir_api.errors import FhirError
+from fhir_api.responses import error_response, outcome_response
+from fhir_api.routes import fhir as fhir_routes
+from fhir_api.routes import health
+from fhir_api.routes import metrics as metrics_routes
+from storage.config import StorageSettings
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine
+from storage.errors import StorageUnavailable
+from storage.objects import make_object_store
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying when storage is down (RFC 9110 section 10.2.3).
+_RETRY_AFTER = "5"
+
+
+def _interaction(request: Request) -> tuple[str, str] | None:
+    """(interaction, resource type) of a FHIR request, for metrics; None for other paths."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", "")
+    if path == "/fhir/metadata":
+        return "capabilities", "CapabilityStatement"
+    if path == "/fhir/DiagnosticReport":
+        return "search-type", "DiagnosticReport"
+    if path.startswith("/fhir/"):
+        kind = request.path_params.get("resource_type", "")
+        label = kind if kind in fhir.RESOURCE_CLASSES else "other"
+        return ("read" if path.endswith("{resource_id}") else "search-type"), label
+    if request.url.path.startswith("/fhir"):
+        return "unknown", "other"
+    return None
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def _fhir_error(_request: Request, exc: FhirError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_down(_request: Request, exc: StorageUnavailable) -> Response:
+        log.warning("storage unavailable: %s", type(exc).__name__)
+        return outcome_response(
+            503, "transient", "storage is unavailable, retry later", headers={"Retry-After": _RETRY_AFTER}
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return outcome_response(400, "invalid", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if not request.url.path.startswith("/fhir"):
+            return await http_exception_handler(request, exc)
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "exception")
+        return outcome_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        labels = _interaction(request)
+        if labels is not None:
+            metrics.REQUESTS.labels(labels[0], labels[1], str(response.status_code)).inc()
+            metrics.REQUEST_SECONDS.labels(labels[0]).observe(time.perf_counter() - started)
+        return response
+
+
+def create_app(settings: ApiSettings | None = None, storage_settings: StorageSettings | None = None) -> FastAPI:
+    """The API with its routes and error handlers; the lifespan connects the database and object store."""
+    settings = settings or get_settings()
+    storage_settings = storage_settings or get_storage_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_production(settings)
+        engine = make_engine(storage_settings.resolved_database_url())
+        app.state.engine = engine
+        app.state.object_store = make_object_store(storage_settings)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="DoctorAI", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    _install_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics_routes.router)
+    app.include_router(fhir_routes.router)
+    return app

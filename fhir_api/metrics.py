@@ -1,0 +1,23 @@
+"""Prometheus metrics of the HTTP API and the FHIR-store consumer."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "doctorai_fhir_requests_total",
+    "FHIR interactions answered, by interaction, resource type and HTTP status",
+    ["interaction", "resource_type", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "doctorai_fhir_request_seconds",
+    "Time to answer a FHIR interaction",
+    ["interaction"],
+)
+REPORTS_CREATED = Counter(
+    "doctorai_fhir_reports_created_total",
+    "DiagnosticReports created from inference results",
+)
+MESSAGES = Counter(
+    "doctorai_fhir_messages_total",
+    "Kafka messages handled by the FHIR-store consumer, by topic and outcome",
+    ["topic", "outcome"],
+)

@@ -1,0 +1,259 @@
+"""The FHIR-store consumer: study.ready -> Patient + ImagingStudy, inference.result -> DiagnosticReport.
+
+Run as `python -m fhir_api.results`. Consumer group "doctorai-fhir-store". Offsets are committed
+(by integration.kafka.consume) only after the resources, the report row and the audit record
+committed; a replayed result finds its report row and does nothing (DESIGN.md 5.3).
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+from aiokafka import ConsumerRecord
+from prometheus_client import start_http_server
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from audit import log as audit_log
+from audit.records import REPORT_CREATED, AuditRecord, Outcome
+from fhir_api import metrics, store
+from fhir_api.config import ApiSettings
+from fhir_api.config import get_settings as get_api_settings
+from fhir_api.errors import Conflict, InvalidResult
+from fhir_api.mapping import imaging_study_from_index, patient_from_study, report_from_result
+from integration import topics
+from integration.config import IntegrationSettings
+from integration.config import get_settings as get_integration_settings
+from integration.errors import InvalidMessage
+from integration.kafka import consume, ensure_topics, make_consumer, make_producer, unqualified
+from integration.messages import InferenceResult, StudyReady
+from storage.config import StorageSettings
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine, session_scope
+from storage.queries import correlation_id_for_study, study_instances
+from storage.tables import AuditEvent, InferenceJob, Report, Study
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "doctorai-fhir-store"
+AGENT = "doctorai-results"
+TOPICS = (topics.STUDY_READY, topics.INFERENCE_RESULT)
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+
+
+def _study(session: Session, study_uid: str) -> Study:
+    study = session.get(Study, study_uid)
+    if study is None:
+        raise InvalidResult(f"study {study_uid} is not in the index")
+    return study
+
+
+def _store_patient_and_study(session: Session, study: Study) -> str:
+    """Save the study's Patient (if new) and its ImagingStudy (if changed); returns the Patient reference."""
+    patient = patient_from_study(study.patient_id, study_uid=study.study_uid)
+    patient_id = patient.id or ""
+    # A Patient may already hold more than DICOM tells us; never overwrite it from a study.
+    if not store.exists(session, "Patient", patient_id):
+        store.save(session, patient)
+    store.save(session, imaging_study_from_index(study, study_instances(session, study_uid=study.study_uid)))
+    return f"Patient/{patient_id}"
+
+
+def apply_study_ready(session: Session, message: StudyReady) -> None:
+    """Upsert the Patient and the ImagingStudy of a study that became ready."""
+    _store_patient_and_study(session, _study(session, message.study_uid))
+
+
+def _failure_recorded(session: Session, correlation_id: str, entity: str) -> bool:
+    stmt = select(AuditEvent.id).where(
+        AuditEvent.correlation_id == correlation_id,
+        AuditEvent.subtype == REPORT_CREATED.subtype,
+        AuditEvent.entity_what == entity,
+    )
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def _supersedes(session: Session, message: InferenceResult) -> bool:
+    """Whether a report of this model exists for an earlier revision of the study (DESIGN.md 5.4)."""
+    stmt = (
+        select(Report.job_id)
+        .join(InferenceJob, InferenceJob.job_id == Report.job_id)
+        .where(
+            Report.study_uid == message.study_uid,
+            Report.revision < message.revision,
+            InferenceJob.model == message.model,
+        )
+        .limit(1)
+    )
+    return session.scalar(stmt) is not None
+
+
+def apply_result(session: Session, message: InferenceResult) -> str | None:
+    """Store the DiagnosticReport and Observations of a result; returns the report id, None if nothing new.
+
+    Idempotent per job: a replayed result finds its Report row and does nothing. A failed
+    result (`error` set) creates no report, only a serious-failure audit record.
+    """
+    if session.get(Report, message.job_id) is not None:
+        return None
+    study = _study(session, message.study_uid)
+    correlation_id = correlation_id_for_study(study.study_uid)
+    entity = f"DiagnosticReport/{message.job_id}"
+    if message.error:
+        if not _failure_recorded(session, correlation_id, entity):
+            audit_log.append(
+                session,
+                AuditRecord(
+                    hop=REPORT_CREATED,
+                    correlation_id=correlation_id,
+                    agent_who=AGENT,
+                    entity_what=entity,
+                    outcome=Outcome.SERIOUS_FAILURE,
+                    detail={
+                        "job_id": message.job_id,
+                        "model": message.model,
+                        "model_version": message.model_version,
+                        "error": message.error,
+                    },
+                ),
+            )
+        log.warning("job %s of study %s failed; no report", message.job_id, correlation_id)
+        return None
+    if session.get(InferenceJob, message.job_id) is None:
+        raise InvalidResult(f"job {message.job_id} is not in the index")
+    patient_ref = _store_patient_and_study(session, study)
+    status = "amended" if _supersedes(session, message) else "preliminary"
+    report, observations = report_from_result(message, patient_ref, status=status)
+    for observation in observations:
+        store.save(session, observation)
+    store.save(session, report)
+    report_id = report.id or message.job_id
+    session.add(
+        Report(
+            job_id=message.job_id,
+            study_uid=study.study_uid,
+            revision=message.revision,
+            diagnostic_report_id=report_id,
+            created_at=datetime.now(UTC),
+        )
+    )
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=REPORT_CREATED,
+            correlation_id=correlation_id,
+            agent_who=AGENT,
+            entity_what=entity,
+            detail={
+                "job_id": message.job_id,
+                "model": message.model,
+                "model_version": message.model_version,
+                "revision": str(message.revision),
+                "status": status,
+            },
+        ),
+    )
+    session.flush()
+    return report_id
+
+
+def _parse(model: type[M], payload: bytes) -> M:
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise InvalidMessage(f"not a {model.__name__}: {exc.error_count()} validation errors") from exc
+
+
+def _in_transaction(engine: Engine, apply: Callable[[Session, M], R], message: M) -> R:
+    with session_scope(engine) as session:
+        return apply(session, message)
+
+
+async def handle(record: ConsumerRecord[bytes, bytes], *, engine: Engine, settings: IntegrationSettings) -> None:
+    """Handle one consumed record; errors are retriable (storage, races) or permanent (dead-lettered)."""
+    topic = unqualified(settings, record.topic)
+    payload = record.value or b""
+    try:
+        if topic == topics.STUDY_READY:
+            ready = _parse(StudyReady, payload)
+            await asyncio.to_thread(_in_transaction, engine, apply_study_ready, ready)
+        elif topic == topics.INFERENCE_RESULT:
+            result = _parse(InferenceResult, payload)
+            report_id = await asyncio.to_thread(_in_transaction, engine, apply_result, result)
+            if report_id is not None:
+                metrics.REPORTS_CREATED.inc()
+                log.info("report %s created for study %s", report_id, result.correlation_id)
+        else:
+            raise InvalidMessage(f"unexpected topic {record.topic}")
+    except IntegrityError as exc:
+        # Another member wrote the same rows first (a rebalance redelivered the record): the retry
+        # sees its work and does nothing.
+        metrics.MESSAGES.labels(topic, "retry").inc()
+        raise Conflict(f"concurrent write: {type(exc.orig).__name__}") from exc
+    except Exception:
+        metrics.MESSAGES.labels(topic, "error").inc()
+        raise
+    metrics.MESSAGES.labels(topic, "ok").inc()
+
+
+async def run(
+    api_settings: ApiSettings,
+    integration_settings: IntegrationSettings,
+    storage_settings: StorageSettings,
+    *,
+    stop: asyncio.Event,
+) -> None:
+    """Consume study.ready and inference.result into the FHIR store until `stop` is set."""
+    engine = make_engine(storage_settings.resolved_database_url())
+    await ensure_topics(integration_settings, [*TOPICS, topics.DLQ])
+    producer = make_producer(integration_settings)  # for the dead-letter topic
+    consumer = make_consumer(integration_settings, group_id=GROUP_ID, names=TOPICS)
+    await producer.start()
+    try:
+        await consumer.start()
+        metrics_server = None
+        try:
+            if api_settings.results_metrics_port:
+                # Started only now: the launcher takes an answering /metrics as "consumer ready".
+                metrics_server, _ = start_http_server(api_settings.results_metrics_port, addr=api_settings.http_host)
+            log.info("FHIR-store consumer started (group %s)", GROUP_ID)
+            handler = partial(handle, engine=engine, settings=integration_settings)
+            await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            await consumer.stop()
+    finally:
+        await producer.stop()
+        engine.dispose()
+        log.info("FHIR-store consumer stopped")
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(get_api_settings(), get_integration_settings(), get_storage_settings(), stop=stop)
+
+
+def main() -> None:
+    """`python -m fhir_api.results`: run the consumer until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
