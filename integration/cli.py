@@ -124,6 +124,24 @@ def init(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_verify(args: argparse.Namespace) -> int:
+    """Walk the audit chain; exit 1 naming the first record that was changed, removed or reordered."""
+    from audit.verify import verify
+    from storage.db import make_engine, session_scope
+
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    try:
+        with session_scope(engine) as session:
+            result = verify(session)
+    finally:
+        engine.dispose()
+    if result.first_break is None:
+        print(f"audit chain intact: {result.records} records")
+        return 0
+    print(f"audit chain broken at record {result.first_break.record_id}: {result.first_break.reason}")
+    return 1
+
+
 def token(args: argparse.Namespace) -> int:
     """Print a bearer token signed with this engine's secret."""
     from fhir_api.auth import issue_token
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     p_up.set_defaults(func=up)
     p_init = sub.add_parser("init", help="migrate the database, create the bucket and topics (production start-up)")
     p_init.set_defaults(func=init)
+    p_audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the hash chain of the audit trail").set_defaults(func=audit_verify)
     p_token = sub.add_parser("token", help="print a bearer token for the local engine")
     p_token.add_argument("--subject", default="local-cli")
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
