@@ -1,4 +1,4 @@
-"""`python -m integration`: the outbox relay and the router."""
+"""`python -m integration`: the outbox relay, the router and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -7,6 +7,8 @@ import signal
 from aiokafka import ConsumerRecord
 from prometheus_client import start_http_server
 
+from audit import syslog
+from audit.config import get_settings as get_audit_settings
 from integration import kafka, relay, topics
 from integration.config import get_settings
 from integration.messages import StudyReady
@@ -41,11 +43,16 @@ async def serve() -> None:
     try:
         if settings.integration_metrics_port:
             start_http_server(settings.integration_metrics_port, addr="127.0.0.1")
-        log.info("relay and router running")
-        await asyncio.gather(
+        tasks = [
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),
-        )
+        ]
+        audit_settings = get_audit_settings()
+        collector = syslog.make_collector(audit_settings)
+        if collector is not None:
+            tasks.append(syslog.run(engine, collector, audit_settings, stop))
+        log.info("relay, router%s running", " and audit export" if collector else "")
+        await asyncio.gather(*tasks)
     finally:
         await consumer.stop()
         await producer.stop()

@@ -194,3 +194,13 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditExport(Base):
+    """How far the audit trail has been delivered to one external repository (syslog collector)."""
+
+    __tablename__ = "audit_exports"
+
+    destination: Mapped[str] = mapped_column(String(256), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

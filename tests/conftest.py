@@ -129,10 +129,10 @@ class EngineRun:
         """Stop every engine process cleanly."""
         self.supervisor.stop_all()
 
-    def logs(self) -> str:
-        """Everything the engine processes logged, for failure messages."""
+    def logs(self, tail: int | None = 4000) -> str:
+        """What the engine processes logged: the last `tail` characters of each log, or all of it."""
         return "\n".join(
-            f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            f"==== {p.name}\n{p.read_text(errors='replace')[-tail if tail else 0:]}"
             for p in sorted((self.config.var_dir / "logs").glob("*.log"))
         )
 

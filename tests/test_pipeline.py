@@ -71,12 +71,27 @@ def count_reports(run: EngineRun) -> int:
         engine.dispose()
 
 
+# Values no log line may contain (DESIGN.md 8: logs carry identifiers, never PHI).
+PHI_MARKERS = {"PatientName": "Zzmarkerfamily^Zzmarkergiven", "PatientBirthDate": "19010203",
+               "StudyDescription": "ZZFREETEXTMARKER", "ReferringPhysicianName": "Zzmarkerdoctor"}
+
+
+def with_phi_markers(tmp_path: Path) -> Path:
+    """RG1_UNCR.dcm with marker values in its PHI and free-text elements (UIDs and PatientID kept)."""
+    ds = pydicom.dcmread(RG1)
+    for keyword, value in PHI_MARKERS.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / "rg1-markers.dcm"
+    ds.save_as(path)
+    return path
+
+
 @pytest.mark.stack
-def test_cstore_to_diagnostic_report(engine_run: EngineRun) -> None:
+def test_cstore_to_diagnostic_report(engine_run: EngineRun, tmp_path: Path) -> None:
     """A real CR chest radiograph in by C-STORE comes out as a searchable FHIR DiagnosticReport."""
     engine_run.start()
     token = cli_token()
-    storescu(engine_run, RG1)
+    storescu(engine_run, with_phi_markers(tmp_path))
     sent = time.monotonic()
 
     bundle = wait_for_reports(engine_run, token)
@@ -123,6 +138,7 @@ def test_cstore_to_diagnostic_report(engine_run: EngineRun) -> None:
 
     stored = pydicom.dcmread(BytesIO(store.get_bytes(key)))
     assert stored.PixelData == pydicom.dcmread(RG1).PixelData
+    assert stored.PatientName == PHI_MARKERS["PatientName"]  # the archive keeps what was sent
 
     # One audit trail from association to report read, under the study's correlation id.
     engine = make_engine(engine_run.config.storage_settings().resolved_database_url())
@@ -143,6 +159,11 @@ def test_cstore_to_diagnostic_report(engine_run: EngineRun) -> None:
     positions = [subtypes.index(s) for s in expected]
     assert positions == sorted(positions), subtypes
     assert next(r for r in records if r.subtype == "association-accepted").agent_who == "ae:TESTPACS"
+
+    # No engine log line holds the patient's name, birth date or free text.
+    logs = engine_run.logs(tail=None)
+    markers = {"Zzmarkerfamily", "Zzmarkergiven", "19010203", "ZZFREETEXTMARKER", "Zzmarkerdoctor"}
+    assert logs.strip() and not [m for m in markers if m.lower() in logs.lower()]
 
 
 @pytest.mark.stack
