@@ -9,6 +9,7 @@ from prometheus_client import start_http_server
 from dicom_listener import scp, stability
 from dicom_listener.config import get_settings
 from dicom_listener.handlers import StudiesSeen
+from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -28,7 +29,7 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     server = scp.start(scp.make_ae(settings), settings, store=store, engine=engine, seen=StudiesSeen())
     if settings.dicom_metrics_port:
-        start_http_server(settings.dicom_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host)
     log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
     try:
         stability.run(engine, quiet_period=settings.quiet_period_seconds, ae_title=settings.dicom_ae_title, stop=stop)

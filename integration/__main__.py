@@ -42,7 +42,7 @@ async def serve() -> None:
 
     try:
         if settings.integration_metrics_port:
-            start_http_server(settings.integration_metrics_port, addr="127.0.0.1")
+            start_http_server(settings.integration_metrics_port, addr=settings.metrics_host)
         tasks = [
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),

@@ -21,6 +21,9 @@ class IntegrationSettings(BaseSettings):
     retry_max_delay_seconds: float = 30.0
     # Metrics (and health) port of `python -m integration`; 0 turns it off.
     integration_metrics_port: int = 9102
+    # Address every background process's metrics port binds to: loopback on one machine,
+    # 0.0.0.0 in containers so Prometheus and the kubelet's probes reach it.
+    metrics_host: str = "127.0.0.1"
 
 
 @lru_cache

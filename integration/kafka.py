@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
-from integration import topics
+from integration import metrics, topics
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
 from storage.queries import correlation_id_for_study
@@ -89,6 +89,21 @@ async def consume(
                 await handle_record(record, producer, settings, handler=handler, stop=stop)
         if batches:
             await commit(consumer)
+        await measure_lag(consumer, settings)
+
+
+async def measure_lag(consumer: AIOKafkaConsumer, settings: IntegrationSettings) -> None:
+    """Publish how far each assigned partition's position is behind the last fetched log end."""
+    group = consumer._group_id or ""  # aiokafka exposes the group id only on this attribute
+    per_topic: dict[str, int] = {}
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue  # nothing fetched from this partition yet
+        position = await consumer.position(tp)
+        per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, end - position)
+    for topic, lag in per_topic.items():
+        metrics.CONSUMER_LAG.labels(group, unqualified(settings, topic)).set(lag)
 
 
 async def commit(consumer: AIOKafkaConsumer) -> None:
@@ -144,6 +159,7 @@ async def _dead_letter(
     key = (record.key or b"").decode(errors="replace")
     value = (record.value or b"").decode(errors="replace")
     log.error("dead-lettering %s@%d:%d: %s", record.topic, record.partition, record.offset, error)
+    metrics.DEAD_LETTERS.labels(unqualified(settings, record.topic)).inc()
     letter = DeadLetter(
         correlation_id=_correlation_id(value, key),
         source_topic=record.topic,

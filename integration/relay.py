@@ -2,16 +2,17 @@
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 
-from integration import topics
+from integration import metrics, topics
 from integration.config import IntegrationSettings
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
-from storage.outbox import mark_sent, unsent
+from storage.outbox import backlog, mark_sent, oldest_unsent, unsent
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,14 @@ def _load(engine: Engine, limit: int) -> list[tuple[int, str, str, str]]:
 def _mark(engine: Engine, ids: list[int]) -> None:
     with session_scope(engine) as session:
         mark_sent(session, ids=ids)
+
+
+def _measure(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        waiting = backlog(session)
+        oldest = oldest_unsent(session)
+    metrics.OUTBOX_BACKLOG.set(waiting)
+    metrics.OUTBOX_OLDEST_UNSENT.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
 
 
 async def relay_once(engine: Engine, producer: AIOKafkaProducer, settings: IntegrationSettings) -> int:
@@ -40,6 +49,8 @@ async def relay_once(engine: Engine, producer: AIOKafkaProducer, settings: Integ
     await asyncio.gather(*pending)
     # A crash here republishes the batch: consumers are idempotent (DESIGN.md 5.3).
     await asyncio.to_thread(_mark, engine, [event_id for event_id, *_ in batch])
+    for _, topic, _, _ in batch:
+        metrics.EVENTS_PUBLISHED.labels(topic).inc()
     return len(batch)
 
 
@@ -48,6 +59,7 @@ async def run(engine: Engine, producer: AIOKafkaProducer, settings: IntegrationS
     delay = settings.retry_first_delay_seconds
     while not stop.is_set():
         try:
+            await asyncio.to_thread(_measure, engine)
             sent = await relay_once(engine, producer, settings)
             delay = settings.retry_first_delay_seconds
         except (KafkaError, StorageUnavailable) as exc:

@@ -30,3 +30,9 @@ def mark_sent(session: Session, *, ids: list[int]) -> None:
 def backlog(session: Session) -> int:
     """How many events wait to be published."""
     return session.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.sent_at.is_(None))) or 0
+
+
+def oldest_unsent(session: Session) -> datetime | None:
+    """When the oldest event still waiting was written, or None when nothing waits."""
+    stmt = select(OutboxEvent.created_at).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id).limit(1)
+    return session.scalar(stmt)
