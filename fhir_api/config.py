@@ -34,7 +34,7 @@ class ApiSettings(BaseSettings):
     subscription_timeout_seconds: float = 10.0
     subscription_retry_initial_seconds: float = 5.0
     subscription_retry_max_seconds: float = 1800.0
-    subscription_metrics_port: int = 9104
+    subscription_metrics_port: int = 9110
 
 
 class ProductionConfigError(RuntimeError):
