@@ -28,6 +28,8 @@ SUMMARY_VALUES = ("true", "false", "count", "data", "text")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 DEFAULT_SORT = (("_lastUpdated", True),)
+# Below this many matches a page is read through the index rather than in sort order (see _page).
+FEW = 1000
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ def _matching(query: SearchQuery) -> Any:
     return stmt
 
 
-def _page(session: Session, query: SearchQuery) -> tuple[list[fhir.Resource], tuple[Any, ...] | None, tuple[Any, ...] | None]:
+def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list[fhir.Resource], tuple[Any, ...] | None, tuple[Any, ...] | None]:
     columns = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
     if not any(name == "_id" for name, _ in query.sort):
         columns.append((FhirResource.resource_id, False))
@@ -243,9 +245,14 @@ def _page(session: Session, query: SearchQuery) -> tuple[list[fhir.Resource], tu
     )
     for criterion in query.criteria:
         stmt = stmt.where(criteria.condition(query.resource_type, criterion))
+    # Few matches: sort an expression, so that the database finds them through the search index and
+    # sorts those few; left to itself SQLite walks the whole type in sort order probing every row,
+    # which is what suits many matches.
+    few = bool(query.criteria) and total is not None and total <= FEW
     if query.cursor is not None:
         stmt = stmt.where(_after(walk, query.cursor.key))
-    stmt = stmt.order_by(*(c.desc() if d else c.asc() for c, d in walk)).limit(query.count + 1)
+    order = [(func.coalesce(c, c) if few else c, d) for c, d in walk]
+    stmt = stmt.order_by(*(c.desc() if d else c.asc() for c, d in order)).limit(query.count + 1)
     rows = list(session.execute(stmt))
     more = len(rows) > query.count
     rows = rows[: query.count]
@@ -271,7 +278,7 @@ def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResu
     total = count(session, query) if query.total or query.summary == "count" else None
     if query.summary == "count" or query.count == 0:
         return SearchResult(total=total, matches=[], included=[])
-    matches, next_key, previous_key = _page(session, query)
+    matches, next_key, previous_key = _page(session, query, total)
     ids = [m.id for m in matches if m.id]
     refs: list[str] = []
     for inc in query.includes:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from fhir_api import criteria, fhir, registry
@@ -62,26 +62,35 @@ def _last_version(session: Session, resource_type: str, resource_id: str) -> Fhi
     return session.scalars(stmt).first()
 
 
-def _index(session: Session, resource: fhir.Resource) -> None:
+def _index_rows(resource: fhir.Resource) -> list[dict[str, Any]]:
     resource_type, resource_id = resource.get_resource_type(), resource.id or ""
-    session.execute(
-        sql_delete(FhirSearchIndex).where(
-            FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id
-        )
-    )
-    session.add_all(
-        FhirSearchIndex(
-            resource_type=resource_type,
-            resource_id=resource_id,
-            param=v.param,
-            value=v.value,
-            system=v.system,
-            exact=v.exact,
-            low=v.low,
-            high=v.high,
-        )
+    return [
+        {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "param": v.param,
+            "value": v.value,
+            "system": v.system,
+            "exact": v.exact,
+            "low": v.low,
+            "high": v.high,
+        }
         for v in registry.extract(resource)
-    )
+    ]
+
+
+def _index(session: Session, resource: fhir.Resource, *, replace: bool = True) -> None:
+    resource_type, resource_id = resource.get_resource_type(), resource.id or ""
+    if replace:
+        session.execute(
+            sql_delete(FhirSearchIndex)
+            .where(FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id)
+            .execution_options(synchronize_session=False)
+        )
+    rows = _index_rows(resource)
+    if rows:
+        # One Core executemany instead of an ORM object per row: index rows are many and never read back here.
+        session.connection().execute(insert(FhirSearchIndex.__table__), rows)
 
 
 def save(session: Session, resource: fhir.Resource, *, now: datetime | None = None) -> int:
@@ -123,10 +132,53 @@ def save(session: Session, resource: fhir.Resource, *, now: datetime | None = No
             method="POST" if version == 1 else "PUT",
         )
     )
-    _index(session, stored)
-    session.flush()
+    _index(session, stored, replace=previous > 0)
     queue.enqueue_matches(session, resource_type=resource_type, resource_id=resource.id, version_id=version)
     return version
+
+
+def save_many(session: Session, resources: Sequence[fhir.Resource], *, now: datetime | None = None) -> None:
+    """Save many resources in one go (bulk loads): new ones with three executemany inserts, others one by one.
+
+    Same effect as calling `save` for each: version 1 (or the next after a deletion), history,
+    index rows and subscription notifications.
+    """
+    by_type: dict[str, list[fhir.Resource]] = {}
+    for resource in resources:
+        if not resource.id:
+            raise ValueError(f"a {resource.get_resource_type()} needs an id to be stored")
+        by_type.setdefault(resource.get_resource_type(), []).append(resource)
+    now = now or datetime.now(UTC)
+    for resource_type, group in by_type.items():
+        ids = [r.id or "" for r in group]
+        known_ids = set(
+            session.scalars(
+                select(FhirResourceVersion.resource_id)
+                .where(FhirResourceVersion.resource_type == resource_type, FhirResourceVersion.resource_id.in_(ids))
+                .distinct()
+            )
+        )
+        repeated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) < len(ids) else set()
+        fresh = [r for r in group if r.id not in known_ids and r.id not in repeated]
+        for resource in group:
+            if resource.id in known_ids or resource.id in repeated:
+                save(session, resource, now=now)
+        current, history, index = [], [], []
+        for resource in fresh:
+            meta = resource.meta.model_copy() if resource.meta else fhir.Meta()
+            meta.versionId, meta.lastUpdated = "1", now
+            stored = resource.model_copy(update={"meta": meta})
+            content = fhir.dump(stored)
+            key = {"resource_type": resource_type, "resource_id": resource.id}
+            current.append({**key, "version_id": 1, "last_updated": now, "content": content})
+            history.append({**key, "version_id": 1, "last_updated": now, "content": content, "method": "POST"})
+            index.extend(_index_rows(stored))
+        connection = session.connection()
+        for table, rows in ((FhirResource, current), (FhirResourceVersion, history), (FhirSearchIndex, index)):
+            if rows:
+                connection.execute(insert(table.__table__), rows)
+        for resource in fresh:
+            queue.enqueue_matches(session, resource_type=resource_type, resource_id=resource.id or "", version_id=1)
 
 
 def delete(session: Session, resource_type: str, resource_id: str, *, now: datetime | None = None) -> int | None:
@@ -138,9 +190,9 @@ def delete(session: Session, resource_type: str, resource_id: str, *, now: datet
     version = current.version_id + 1
     session.delete(current)
     session.execute(
-        sql_delete(FhirSearchIndex).where(
-            FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id
-        )
+        sql_delete(FhirSearchIndex)
+        .where(FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id)
+        .execution_options(synchronize_session=False)
     )
     session.add(
         FhirResourceVersion(

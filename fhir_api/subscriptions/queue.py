@@ -39,7 +39,19 @@ def watch(subscription: fhir.Subscription) -> Watch:
     return Watch(resource_type=resource_type, criteria=criteria.parse_all(resource_type, query))
 
 
+# session.info key of the subscriptions read in this transaction (bulk loads save thousands of resources).
+_CACHE = "doctorai.active_subscriptions"
+
+
+def forget(session: Session) -> None:
+    """Drop the transaction's cached subscriptions (a Subscription was just written)."""
+    session.info.pop(_CACHE, None)
+
+
 def _subscriptions(session: Session) -> list[fhir.Subscription]:
+    cached: list[fhir.Subscription] | None = session.info.get(_CACHE)
+    if cached is not None:
+        return cached
     active = select(FhirSearchIndex.resource_id).where(
         FhirSearchIndex.resource_type == "Subscription",
         FhirSearchIndex.param == "status",
@@ -50,7 +62,9 @@ def _subscriptions(session: Session) -> list[fhir.Subscription]:
             FhirResource.resource_type == "Subscription", FhirResource.resource_id.in_(active)
         )
     )
-    return [s for s in (fhir.parse(r) for r in rows) if isinstance(s, fhir.Subscription)]
+    found = [s for s in (fhir.parse(r) for r in rows) if isinstance(s, fhir.Subscription)]
+    session.info[_CACHE] = found
+    return found
 
 
 def enqueue_matches(session: Session, *, resource_type: str, resource_id: str, version_id: int) -> int:
@@ -60,6 +74,7 @@ def enqueue_matches(session: Session, *, resource_type: str, resource_id: str, v
     (http://hl7.org/fhir/R4/subscription.html).
     """
     if resource_type == "Subscription":
+        forget(session)
         return 0
     now = datetime.now(UTC)
     queued = 0
