@@ -168,7 +168,7 @@ def _parse_chain(spec: SearchParam, modifier: str, chain: str, raw: str, key: st
 # --- SQL ---------------------------------------------------------------------------------
 
 
-def _date_test(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
+def _date_test(low: Any, high: Any, v: DateValue) -> Any:
     # The target's range [low, high] against the parameter's range (search.html#prefix).
     if v.prefix == "eq":
         return and_(low >= v.low, high <= v.high)
@@ -191,7 +191,7 @@ def _date_test(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
     return and_(low <= v.high + slack, high >= v.low - slack)
 
 
-def _value_test(criterion: Criterion, value: Any) -> ColumnElement[bool]:
+def _value_test(criterion: Criterion, value: Any) -> Any:
     idx = FhirSearchIndex
     if criterion.type == "token":
         tests = []
@@ -211,7 +211,7 @@ def _value_test(criterion: Criterion, value: Any) -> ColumnElement[bool]:
     return idx.value == value
 
 
-def _resource_column_test(resource_type: str, criterion: Criterion) -> Select[tuple[str]] | None:
+def _resource_column_test(resource_type: str, criterion: Criterion) -> Select[Any] | None:
     # _id and _lastUpdated live on the resource row itself, not in the index.
     res = FhirResource
     base = select(res.resource_id).where(res.resource_type == resource_type)
@@ -223,7 +223,7 @@ def _resource_column_test(resource_type: str, criterion: Criterion) -> Select[tu
     return None
 
 
-def _positive_ids(resource_type: str, criterion: Criterion) -> Select[tuple[str]]:
+def _positive_ids(resource_type: str, criterion: Criterion) -> Select[Any]:
     direct = _resource_column_test(resource_type, criterion)
     if direct is not None:
         return direct

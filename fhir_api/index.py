@@ -112,7 +112,8 @@ def _reference(param: str, item: Any) -> list[IndexValue]:
 
 def _strings(item: Any) -> list[str]:
     if isinstance(item, fhir.HumanName):
-        return [*(item.given or []), *(item.prefix or []), *(item.suffix or []), *filter(None, [item.family, item.text])]
+        parts: list[str | None] = [*(item.given or []), *(item.prefix or []), *(item.suffix or []), item.family, item.text]
+        return [p for p in parts if p]
     if isinstance(item, str):
         return [item]
     return []

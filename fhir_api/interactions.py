@@ -85,7 +85,7 @@ def _prepare(resource: fhir.Resource) -> fhir.Resource:
         raise Unprocessable("only rest-hook Subscription channels with an endpoint are supported")
     if channel.payload and channel.payload.split(";")[0].strip() not in _JSON_PAYLOADS:
         raise Unprocessable(f"unsupported Subscription payload {channel.payload!r}: use application/fhir+json")
-    if not all(":" in h for h in channel.header or []):
+    if not all(":" in (h or "") for h in channel.header or []):
         raise Unprocessable("Subscription.channel.header values must be 'Name: value'")
     try:
         watch(resource)

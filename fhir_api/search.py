@@ -196,7 +196,7 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
 # --- running -----------------------------------------------------------------------------
 
 
-def _sort_column(resource_type: str, name: str, descending: bool) -> ColumnElement[Any]:
+def _sort_column(resource_type: str, name: str, descending: bool) -> Any:
     if name == "_lastUpdated":
         return FhirResource.last_updated
     if name == "_id":
@@ -208,6 +208,7 @@ def _sort_column(resource_type: str, name: str, descending: bool) -> ColumnEleme
     )
     # A resource sorts by its largest value descending and its smallest ascending (search.html#sort);
     # one without a value sorts last.
+    column: Any
     if spec.type == "date":
         column = idx.high if descending else idx.low
         sentinel = literal(EARLIEST if descending else LATEST, UTCDateTime())
@@ -234,7 +235,7 @@ def _matching(query: SearchQuery) -> Any:
 
 
 def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list[fhir.Resource], tuple[Any, ...] | None, tuple[Any, ...] | None]:
-    columns = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
+    columns: list[tuple[Any, bool]] = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
     if not any(name == "_id" for name, _ in query.sort):
         columns.append((FhirResource.resource_id, False))
     backwards = query.cursor is not None and query.cursor.direction == "previous"

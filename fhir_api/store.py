@@ -90,7 +90,7 @@ def _index(session: Session, resource: fhir.Resource, *, replace: bool = True) -
     rows = _index_rows(resource)
     if rows:
         # One Core executemany instead of an ORM object per row: index rows are many and never read back here.
-        session.connection().execute(insert(FhirSearchIndex.__table__), rows)
+        session.connection().execute(insert(FhirSearchIndex), rows)
 
 
 def save(session: Session, resource: fhir.Resource, *, now: datetime | None = None) -> int:
@@ -176,7 +176,7 @@ def save_many(session: Session, resources: Sequence[fhir.Resource], *, now: date
         connection = session.connection()
         for table, rows in ((FhirResource, current), (FhirResourceVersion, history), (FhirSearchIndex, index)):
             if rows:
-                connection.execute(insert(table.__table__), rows)
+                connection.execute(insert(table), rows)
         for resource in fresh:
             queue.enqueue_matches(session, resource_type=resource_type, resource_id=resource.id or "", version_id=1)
 

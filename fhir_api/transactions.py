@@ -80,7 +80,7 @@ def _resolve_ids(session: Session, entries: list[fhir.BundleEntry], base_url: st
         request, full_url = entry.request, entry.fullUrl or ""
         if request is None or not full_url.startswith("urn:"):
             continue
-        target = _target(request.url, base_url)
+        target = _target(request.url or "", base_url)
         if request.method == "POST":
             found = interactions.find(session, target.resource_type, request.ifNoneExist) if request.ifNoneExist else []
             ids[full_url] = f"{target.resource_type}/{found[0] if len(found) == 1 else interactions.new_id()}"
@@ -136,7 +136,7 @@ def _entry(session: Session, entry: fhir.BundleEntry, ids: dict[str, str], ctx: 
     if request is None:
         raise BadRequest("every entry needs a request (method and url)")
     method = request.method
-    target = _target(request.url, ctx.base_url)
+    target = _target(request.url or "", ctx.base_url)
     if method in ("GET", "HEAD"):
         return _get(session, target, ctx)
     if method not in _INTERACTION_SCOPE:
@@ -176,7 +176,7 @@ def _entry(session: Session, entry: fhir.BundleEntry, ids: dict[str, str], ctx: 
 def transaction(engine: Engine, bundle: fhir.Bundle, ctx: Context) -> fhir.Bundle:
     """Run a transaction Bundle all-or-nothing; an entry's error fails the whole Bundle."""
     entries = list(bundle.entry or [])
-    order = sorted(range(len(entries)), key=lambda i: _ORDER.get(entries[i].request.method if entries[i].request else "", 9))
+    order = sorted(range(len(entries)), key=lambda i: _ORDER.get(str(getattr(entries[i].request, "method", "")), 9))
     answers: dict[int, fhir.BundleEntry] = {}
     with session_scope(engine) as session:
         ids = _resolve_ids(session, entries, ctx.base_url)
@@ -190,7 +190,7 @@ def transaction(engine: Engine, bundle: fhir.Bundle, ctx: Context) -> fhir.Bundl
                     exc.args = (f"{where}: {exc}",)
                     raise
                 raise BadRequest(f"{where}: {exc}") from exc
-    return _answer("transaction-response", [answers[i] for i in range(len(entries))], ids, ctx)
+    return _answer("transaction-response", [answers[i] for i in range(len(entries))], ctx)
 
 
 def batch(engine: Engine, bundle: fhir.Bundle, ctx: Context) -> fhir.Bundle:
@@ -210,10 +210,10 @@ def batch(engine: Engine, bundle: fhir.Bundle, ctx: Context) -> fhir.Bundle:
                     )
                 )
             )
-    return _answer("batch-response", answers, {}, ctx)
+    return _answer("batch-response", answers, ctx)
 
 
-def _answer(kind: str, entries: list[fhir.BundleEntry], ids: dict[str, str], ctx: Context) -> fhir.Bundle:
+def _answer(kind: str, entries: list[fhir.BundleEntry], ctx: Context) -> fhir.Bundle:
     for entry in entries:
         if entry.resource is not None and entry.resource.id and entry.resource.get_resource_type() != "Bundle":
             entry.fullUrl = f"{ctx.base_url}/{entry.resource.get_resource_type()}/{entry.resource.id}"

@@ -58,13 +58,13 @@ def _notification(session: Session, row: SubscriptionDelivery, now: datetime) ->
     if subscription.status == "off" or (subscription.end is not None and subscription.end <= now):
         return Notification(row.id, row.attempts, subscription, dropped="the subscription is off or ended")
     channel = subscription.channel
-    headers = [tuple(p.strip() for p in h.split(":", 1)) for h in channel.header or []]
+    headers = [tuple(p.strip() for p in (h or "").split(":", 1)) for h in channel.header or []]
     if not channel.payload:
         return Notification(row.id, row.attempts, subscription, "POST", channel.endpoint, tuple(headers))  # type: ignore[arg-type]
     version = session.get(FhirResourceVersion, (row.resource_type, row.resource_id, row.version_id))
     content = version.content.encode() if version is not None else b""
     headers.append(("Content-Type", channel.payload))
-    url = f"{channel.endpoint.rstrip('/')}/{row.resource_type}/{row.resource_id}"
+    url = f"{str(channel.endpoint).rstrip('/')}/{row.resource_type}/{row.resource_id}"
     return Notification(row.id, row.attempts, subscription, "PUT", url, tuple(headers), content)  # type: ignore[arg-type]
 
 
