@@ -49,6 +49,9 @@ INFERENCE_RUN = Hop("110100", "inference-run", Action.EXECUTE)
 # DCM 110110 Patient Record: reports and other FHIR resources created, read or changed.
 REPORT_CREATED = Hop("110110", "report-created", Action.CREATE)
 RESOURCE_READ = Hop("110110", "resource-read", Action.READ)
+RESOURCE_CREATED = Hop("110110", "resource-created", Action.CREATE)
+RESOURCE_UPDATED = Hop("110110", "resource-updated", Action.UPDATE)
+RESOURCE_DELETED = Hop("110110", "resource-deleted", Action.DELETE)
 # DCM 110112 Query: a FHIR search (FHIR marks searches with action E).
 RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
 

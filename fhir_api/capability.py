@@ -1,12 +1,17 @@
-"""The CapabilityStatement: what this FHIR server really supports (http://hl7.org/fhir/R4/capabilitystatement.html)."""
+"""The CapabilityStatement: what this FHIR server really supports (http://hl7.org/fhir/R4/capabilitystatement.html).
+
+Generated from the registry the search parser and the routes use, so it cannot claim more
+than they do.
+"""
 
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from fhir_api import fhir
-from fhir_api.search import INCLUDES, SEARCH_PARAMS
+from fhir_api import fhir, registry
 
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+# http://hl7.org/fhir/smart-app-launch/conformance.html: token endpoint advertised in the statement.
+_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
 def _software_version() -> str:
@@ -17,21 +22,25 @@ def _software_version() -> str:
 
 
 def _resource(resource_type: str) -> fhir.CapabilityStatementRestResource:
-    interactions = [fhir.CapabilityStatementRestResourceInteraction(code="read")]
-    params = SEARCH_PARAMS.get(resource_type, {})
-    includes: list[str | None] = [i for i in sorted(INCLUDES.get(resource_type, {}))]
-    if params:
-        interactions.append(fhir.CapabilityStatementRestResourceInteraction(code="search-type"))
+    params = registry.SEARCH_PARAMS.get(resource_type, {})
+    include: list[str | None] = [*registry.includes(resource_type)]
+    revinclude: list[str | None] = [*registry.revincludes(resource_type)]
     return fhir.CapabilityStatementRestResource(
         type=resource_type,
-        interaction=interactions,
-        versioning="versioned",
-        readHistory=False,
-        updateCreate=False,
-        searchInclude=includes or None,
+        interaction=[fhir.CapabilityStatementRestResourceInteraction(code=code) for code in registry.INTERACTIONS],
+        versioning="versioned-update",
+        readHistory=True,
+        updateCreate=True,
+        conditionalCreate=True,
+        conditionalUpdate=True,
+        conditionalDelete="single",
+        conditionalRead="not-supported",
+        referencePolicy=["literal", "local"],
+        searchInclude=include or None,
+        searchRevInclude=revinclude or None,
         searchParam=[
             fhir.CapabilityStatementRestResourceSearchParam(
-                name=name, definition=spec.definition, type=spec.type, documentation=spec.documentation
+                name=name, definition=spec.definition or None, type=spec.type, documentation=spec.documentation
             )
             for name, spec in params.items()
         ]
@@ -41,6 +50,7 @@ def _resource(resource_type: str) -> fhir.CapabilityStatementRestResource:
 
 def capability_statement(base_url: str) -> fhir.CapabilityStatement:
     """The statement served at /fhir/metadata, for the server reachable at `base_url`."""
+    root = base_url.removesuffix("/fhir")
     return fhir.CapabilityStatement(
         status="active",
         date=datetime.now(UTC),
@@ -48,7 +58,7 @@ def capability_statement(base_url: str) -> fhir.CapabilityStatement:
         kind="instance",
         software=fhir.CapabilityStatementSoftware(name="DoctorAI", version=_software_version()),
         implementation=fhir.CapabilityStatementImplementation(
-            description="DoctorAI FHIR R4 results store (AI DiagnosticReports, not for clinical use unless validated)",
+            description="DoctorAI FHIR R4 server (AI DiagnosticReports, not for clinical use unless validated)",
             url=base_url,
         ),
         fhirVersion=fhir.FHIR_VERSION,
@@ -58,6 +68,12 @@ def capability_statement(base_url: str) -> fhir.CapabilityStatement:
                 mode="server",
                 security=fhir.CapabilityStatementRestSecurity(
                     cors=False,
+                    extension=[
+                        fhir.Extension(
+                            url=_OAUTH_URIS,
+                            extension=[fhir.Extension(url="token", valueUri=f"{root}/auth/token")],
+                        )
+                    ],
                     service=[
                         fhir.CodeableConcept(
                             coding=[
@@ -66,11 +82,13 @@ def capability_statement(base_url: str) -> fhir.CapabilityStatement:
                         )
                     ],
                     description=(
-                        "OAuth2 bearer tokens (JWT, HS256) with SMART v2 system scopes, "
-                        "e.g. system/DiagnosticReport.rs or system/*.cruds"
+                        "SMART Backend Services: POST /auth/token (client_credentials with a private_key_jwt "
+                        "assertion, or client_secret_basic) issues short-lived bearer tokens with SMART v2 "
+                        "system scopes, e.g. system/DiagnosticReport.rs or system/*.cruds"
                     ),
                 ),
                 resource=[_resource(t) for t in sorted(fhir.RESOURCE_CLASSES)],
+                interaction=[fhir.CapabilityStatementRestInteraction(code=c) for c in registry.SYSTEM_INTERACTIONS],
             )
         ],
     )

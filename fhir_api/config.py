@@ -25,6 +25,16 @@ class ApiSettings(BaseSettings):
     results_metrics_port: int = 9103
     # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
     public_base_url: str = ""
+    # Lifetime of the tokens POST /auth/token issues; SMART Backend Services recommends at most 300 s.
+    client_token_ttl_seconds: int = 300
+    # Subscription delivery (python -m fhir_api.subscriptions): poll interval, request timeout, and
+    # exponential backoff from the first to the largest delay; a notification is retried until it is
+    # acknowledged, so an endpoint down for hours still gets everything once it is back.
+    subscription_poll_seconds: float = 1.0
+    subscription_timeout_seconds: float = 10.0
+    subscription_retry_initial_seconds: float = 5.0
+    subscription_retry_max_seconds: float = 1800.0
+    subscription_metrics_port: int = 9110
 
 
 class ProductionConfigError(RuntimeError):

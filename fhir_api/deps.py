@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from fhir_api.auth import Principal, verify_token
 from fhir_api.config import ApiSettings
-from fhir_api.errors import Unauthorized
+from fhir_api.errors import NotAcceptable, Unauthorized, UnsupportedMediaType
 from storage.objects import ObjectStore
 
 # auto_error=False: we answer a missing token ourselves, with an OperationOutcome and a challenge.
@@ -53,3 +53,36 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def client_address(request: Request) -> str:
     """The peer's address, for audit records."""
     return request.client.host if request.client else ""
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body, read before a synchronous route runs in the thread pool."""
+    return await request.body()
+
+
+BodyDep = Annotated[bytes, Depends(raw_body)]
+
+# Media types we serve (http://hl7.org/fhir/R4/http.html#mime-type); XML and Turtle are not.
+_JSON_TYPES = ("application/fhir+json", "application/json", "json", "application/*", "*/*")
+_FORMAT_ALIASES = ("json", "application/json", "application/fhir+json")
+
+
+def _media(value: str) -> str:
+    return value.split(";")[0].strip().lower()
+
+
+def negotiate(request: Request) -> None:
+    """406 unless `_format` and Accept allow FHIR JSON (http.html#mime-type)."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None and _media(fmt) not in _FORMAT_ALIASES:
+        raise NotAcceptable(f"_format={fmt} is not served; this server speaks application/fhir+json")
+    accept = request.headers.get("accept")
+    if fmt is None and accept and not any(_media(part) in _JSON_TYPES for part in accept.split(",")):
+        raise NotAcceptable(f"cannot answer with {accept}; this server speaks application/fhir+json")
+
+
+def require_json_body(request: Request) -> None:
+    """415 unless the body is declared as FHIR JSON (or plain JSON)."""
+    kind = _media(request.headers.get("content-type", ""))
+    if kind not in ("application/fhir+json", "application/json"):
+        raise UnsupportedMediaType(f"send FHIR resources as application/fhir+json, not {kind or 'no content type'}")

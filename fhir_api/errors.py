@@ -61,3 +61,59 @@ class Conflict(FhirError):
     retriable = True
     status_code = 409
     issue_code = "conflict"
+
+
+class Gone(FhirError):
+    """The resource (or this version of it) was deleted (http.html#read)."""
+
+    status_code = 410
+    issue_code = "deleted"
+
+
+class PreconditionFailed(FhirError):
+    """If-Match did not match the current version, or a conditional interaction matched several resources."""
+
+    status_code = 412
+    issue_code = "conflict"
+
+
+class NotAcceptable(FhirError):
+    """The client asked for a format we do not serve (http.html#mime-type)."""
+
+    status_code = 406
+    issue_code = "not-supported"
+
+
+class UnsupportedMediaType(FhirError):
+    """The request body is not FHIR JSON."""
+
+    status_code = 415
+    issue_code = "not-supported"
+
+
+class Unprocessable(FhirError):
+    """The resource is well-formed but breaks a rule of this server (http.html#update: 422)."""
+
+    status_code = 422
+    issue_code = "processing"
+
+
+class MethodNotAllowed(FhirError):
+    """The interaction is not supported on this resource type."""
+
+    status_code = 405
+    issue_code = "not-supported"
+
+
+class TokenRequestError(FhirError):
+    """A refused OAuth2 token request; answered as RFC 6749 section 5.2 JSON, not an OperationOutcome."""
+
+    status_code = 400
+    issue_code = "security"
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        # invalid_request, invalid_client, invalid_grant, invalid_scope, unsupported_grant_type.
+        self.error = error
+        if error == "invalid_client":
+            self.status_code = 401

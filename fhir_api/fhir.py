@@ -5,15 +5,26 @@ models, emit with `dump`, read back with `parse` (nazrulworld/fhir.resources REA
 """
 
 import json
+from typing import Any
+
+from pydantic import ValidationError
 
 from fhir.resources.R4B.annotation import Annotation
-from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntrySearch, BundleLink
+from fhir.resources.R4B.bundle import (
+    Bundle,
+    BundleEntry,
+    BundleEntryRequest,
+    BundleEntryResponse,
+    BundleEntrySearch,
+    BundleLink,
+)
 from fhir.resources.R4B.capabilitystatement import (
     CapabilityStatement,
     CapabilityStatementImplementation,
     CapabilityStatementRest,
     CapabilityStatementRestResource,
     CapabilityStatementRestResourceInteraction,
+    CapabilityStatementRestInteraction,
     CapabilityStatementRestResourceSearchParam,
     CapabilityStatementRestSecurity,
     CapabilityStatementSoftware,
@@ -21,6 +32,7 @@ from fhir.resources.R4B.capabilitystatement import (
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.endpoint import Endpoint
 from fhir.resources.R4B.extension import Extension
 from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
@@ -32,6 +44,8 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.quantity import Quantity
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.subscription import Subscription
 
 # The R4 version this API speaks (CapabilityStatement.fhirVersion).
 FHIR_VERSION = "4.0.1"
@@ -40,9 +54,12 @@ MEDIA_TYPE = "application/fhir+json"
 # Resource types this store holds; anything else is "not supported" at the edge.
 RESOURCE_CLASSES: dict[str, type[Resource]] = {
     "DiagnosticReport": DiagnosticReport,
+    "Endpoint": Endpoint,
     "ImagingStudy": ImagingStudy,
     "Observation": Observation,
     "Patient": Patient,
+    "ServiceRequest": ServiceRequest,
+    "Subscription": Subscription,
 }
 
 __all__ = [
@@ -52,6 +69,8 @@ __all__ = [
     "Annotation",
     "Bundle",
     "BundleEntry",
+    "BundleEntryRequest",
+    "BundleEntryResponse",
     "BundleEntrySearch",
     "BundleLink",
     "CapabilityStatement",
@@ -59,12 +78,14 @@ __all__ = [
     "CapabilityStatementRest",
     "CapabilityStatementRestResource",
     "CapabilityStatementRestResourceInteraction",
+    "CapabilityStatementRestInteraction",
     "CapabilityStatementRestResourceSearchParam",
     "CapabilityStatementRestSecurity",
     "CapabilityStatementSoftware",
     "CodeableConcept",
     "Coding",
     "DiagnosticReport",
+    "Endpoint",
     "Extension",
     "HumanName",
     "Identifier",
@@ -79,8 +100,13 @@ __all__ = [
     "Quantity",
     "Reference",
     "Resource",
+    "ServiceRequest",
+    "Subscription",
+    "ValidationError",
     "dump",
     "parse",
+    "parse_bundle",
+    "parse_data",
 ]
 
 
@@ -91,10 +117,56 @@ def dump(resource: Resource) -> str:
 
 def parse(text: str | bytes) -> Resource:
     """Validate FHIR JSON of one of the stored resource types into its model."""
+    return parse_data(json.loads(text))
+
+
+def parse_data(data: Any) -> Resource:
+    """Validate decoded FHIR JSON of one of the stored resource types into its model.
+
+    Raises ValueError for other types and pydantic's ValidationError (a ValueError) for invalid content.
+    """
     # Dispatch on resourceType, then validate with the right model.
-    data = json.loads(text)
     kind = data.get("resourceType", "") if isinstance(data, dict) else ""
     cls = RESOURCE_CLASSES.get(kind)
     if cls is None:
         raise ValueError(f"not a stored resource type: {kind!r}")
     return cls.model_validate(data)
+
+
+def parse_bundle(data: Any) -> Bundle:
+    """Validate decoded FHIR JSON as a Bundle (batch or transaction requests)."""
+    return Bundle.model_validate(data)
+
+
+# http://hl7.org/fhir/R4/search.html#elements: a subsetted resource is tagged so nobody stores it as whole.
+SUBSETTED = Coding(system="http://terminology.hl7.org/CodeSystem/v3-ObservationValue", code="SUBSETTED", display="subsetted")
+
+
+def subset(resource: Resource, *, elements: tuple[str, ...] = (), summary: str = "") -> Resource:
+    """The resource cut down to `_elements` or a `_summary` form (true, text, data), tagged SUBSETTED.
+
+    Mandatory elements the model marks as such are always kept (search.html#elements). The
+    result may not validate as a whole resource, which is what the tag says.
+    """
+    cls = type(resource)
+    fields = cls.model_fields
+
+    def keep(name: str) -> bool:
+        extra = fields[name].json_schema_extra
+        info = extra if isinstance(extra, dict) else {}
+        if name in ("id", "meta", "resource_type") or info.get("element_required"):
+            return True
+        base = name.removesuffix("__ext")
+        if elements:
+            return base in elements
+        if summary == "true":
+            return bool(info.get("summary_element_property"))
+        if summary == "text":
+            return base == "text"
+        return base != "text"  # summary == "data"
+
+    kept = {name: getattr(resource, name) for name in fields if keep(name) and getattr(resource, name) is not None}
+    meta = resource.meta.model_copy() if resource.meta else Meta()
+    meta.tag = [*(meta.tag or []), SUBSETTED]
+    kept["meta"] = meta
+    return cls.model_construct(**kept)

@@ -1,25 +1,29 @@
 """The HTTP API application: `create_app()` and the lifespan that builds its collaborators."""
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from sqlalchemy import Engine
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fhir_api import fhir, metrics
+from fhir_api import fhir, metrics, store
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError
 from fhir_api.responses import error_response, outcome_response
+from fhir_api.routes import auth as auth_routes
 from fhir_api.routes import fhir as fhir_routes
+from fhir_api.routes import fhir_write as fhir_write_routes
 from fhir_api.routes import health
 from fhir_api.routes import metrics as metrics_routes
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
+from storage.db import make_engine, session_scope
 from storage.errors import StorageUnavailable
 from storage.objects import make_object_store
 
@@ -35,15 +39,43 @@ def _interaction(request: Request) -> tuple[str, str] | None:
     path = getattr(route, "path", "")
     if path == "/fhir/metadata":
         return "capabilities", "CapabilityStatement"
-    if path == "/fhir/DiagnosticReport":
-        return "search-type", "DiagnosticReport"
+    if path in ("/fhir", "/fhir/"):
+        return "batch-transaction", "Bundle"
     if path.startswith("/fhir/"):
         kind = request.path_params.get("resource_type", "")
         label = kind if kind in fhir.RESOURCE_CLASSES else "other"
-        return ("read" if path.endswith("{resource_id}") else "search-type"), label
+        return _INTERACTIONS.get((request.method, path.removeprefix("/fhir/{resource_type}")), "other"), label
     if request.url.path.startswith("/fhir"):
         return "unknown", "other"
     return None
+
+
+# (method, path after /fhir/{resource_type}) -> FHIR interaction name (http.html).
+_INTERACTIONS = {
+    ("GET", ""): "search-type",
+    ("POST", "/_search"): "search-type",
+    ("POST", ""): "create",
+    ("PUT", ""): "update",
+    ("DELETE", ""): "delete",
+    ("GET", "/_history"): "history-type",
+    ("GET", "/{resource_id}"): "read",
+    ("PUT", "/{resource_id}"): "update",
+    ("DELETE", "/{resource_id}"): "delete",
+    ("GET", "/{resource_id}/_history"): "history-instance",
+    ("GET", "/{resource_id}/_history/{version_id}"): "vread",
+}
+
+
+def _reindex(engine: Engine) -> None:
+    try:
+        with session_scope(engine) as session:
+            count = store.reindex_missing(session)
+    except StorageUnavailable:
+        # /readyz reports the database; the rows are rebuilt at the next start.
+        log.warning("database unavailable at start-up; search index not checked")
+        return
+    if count:
+        log.info("rebuilt the search index of %d FHIR resources", count)
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -91,6 +123,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         check_production(settings)
         engine = make_engine(storage_settings.resolved_database_url())
         app.state.engine = engine
+        await asyncio.to_thread(_reindex, engine)
         app.state.object_store = make_object_store(storage_settings)
         try:
             yield
@@ -102,5 +135,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     _install_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
+    # The SMART configuration under /fhir/.well-known must be matched before /fhir/{type}/{id}.
+    app.include_router(auth_routes.router)
     app.include_router(fhir_routes.router)
+    app.include_router(fhir_write_routes.router)
     return app

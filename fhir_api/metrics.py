@@ -21,3 +21,8 @@ MESSAGES = Counter(
     "Kafka messages handled by the FHIR-store consumer, by topic and outcome",
     ["topic", "outcome"],
 )
+NOTIFICATIONS = Counter(
+    "doctorai_subscription_notifications_total",
+    "Subscription notification attempts, by outcome (delivered, failed, dropped)",
+    ["outcome"],
+)

@@ -1,222 +1,302 @@
-"""FHIR search on the store: parse the query, run it, answer with a searchset Bundle.
+"""FHIR search on the store: parse the query, run it with keyset paging, answer with a searchset Bundle.
 
-http://hl7.org/fhir/R4/search.html. Parameters AND, comma-separated values OR. Unknown
-parameters are ignored and reported in an OperationOutcome entry, unless the client sent
-`Prefer: handling=strict`, which turns them into a 400.
+http://hl7.org/fhir/R4/search.html. Unknown parameters are ignored and reported in an
+OperationOutcome entry, unless the client sent `Prefer: handling=strict`, which turns them
+into a 400. Pages are keyset pages: a `next` link carries the sort key of the page's last
+entry (an opaque `_cursor`), so resources created meanwhile never shift what a later page holds.
 """
 
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import urlencode
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir, store
+from fhir_api import criteria, fhir, registry, store
 from fhir_api.errors import InvalidSearch
-from fhir_api.mapping import operation_outcome, relative_reference
+from fhir_api.index import EARLIEST, LATEST
+from storage.tables import FhirResource, FhirSearchIndex, UTCDateTime
+
+COUNT, SORT, CURSOR, TOTAL = "_count", "_sort", "_cursor", "_total"
+INCLUDE, REVINCLUDE, SUMMARY, ELEMENTS = "_include", "_revinclude", "_summary", "_elements"
+# Format parameters apply to every interaction (http.html#parameters); negotiation checks them.
+FORMAT_PARAMS = ("_format", "_pretty")
+SUMMARY_VALUES = ("true", "false", "count", "data", "text")
+DEFAULT_COUNT = 20
+MAX_COUNT = 100
+DEFAULT_SORT = (("_lastUpdated", True),)
+# Below this many matches a page is read through the index rather than in sort order (see _page).
+FEW = 1000
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """A search parameter we support: its FHIR type and its definition's canonical URL."""
+class Include:
+    """An `_include` (from the searched type) or `_revinclude` (from `source` to it) to follow."""
 
-    type: str  # "token" or "reference"
-    definition: str
-    documentation: str
-    # For a reference given as a bare id, the resource type it is assumed to point at.
-    default_target: str = ""
-
-
-@dataclass(frozen=True)
-class IncludeSpec:
-    """An _include value we support: the index parameter it follows."""
-
+    source: str
     param: str
     target: str
 
 
-_SP = "http://hl7.org/fhir/SearchParameter/"
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page starts: after (next) or before (previous) this sort key."""
 
-SEARCH_PARAMS: dict[str, dict[str, ParamSpec]] = {
-    "DiagnosticReport": {
-        "_id": ParamSpec("token", _SP + "Resource-id", "Logical id of the report (the inference job id)"),
-        "patient": ParamSpec(
-            "reference", _SP + "clinical-patient", "The subject of the report if a patient", "Patient"
-        ),
-        "subject": ParamSpec("reference", _SP + "DiagnosticReport-subject", "The subject of the report", "Patient"),
-        "status": ParamSpec("token", _SP + "DiagnosticReport-status", "The status of the report"),
-    },
-}
-
-INCLUDES: dict[str, dict[str, IncludeSpec]] = {
-    "DiagnosticReport": {
-        "DiagnosticReport:result": IncludeSpec("result", "Observation"),
-        "DiagnosticReport:imaging-study": IncludeSpec("imaging-study", "ImagingStudy"),
-        "DiagnosticReport:subject": IncludeSpec("subject", "Patient"),
-    },
-}
-
-# Result parameters we handle; `_offset` pages through a searchset (our next links use it).
-_COUNT = "_count"
-_OFFSET = "_offset"
-_INCLUDE = "_include"
-DEFAULT_COUNT = 20
-MAX_COUNT = 100
+    direction: str
+    key: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A parsed search: what to match, which page, what to include, and what was ignored."""
+    """A parsed search: what to match, in which order, which page, what to include, and what was ignored."""
 
     resource_type: str
-    criteria: tuple[store.Criterion, ...]
+    criteria: tuple[criteria.Criterion, ...]
     count: int
-    offset: int
-    includes: tuple[IncludeSpec, ...]
-    accepted: tuple[tuple[str, str], ...]
-    unknown: tuple[str, ...]
+    sort: tuple[tuple[str, bool], ...] = DEFAULT_SORT
+    cursor: Cursor | None = None
+    includes: tuple[Include, ...] = ()
+    revincludes: tuple[Include, ...] = ()
+    summary: str = ""
+    elements: tuple[str, ...] = ()
+    total: bool = True
+    accepted: tuple[tuple[str, str], ...] = ()
+    unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One page of matches, the resources they include, and how many match in all."""
+    """One page of matches, the resources they include, how many match in all, and the page keys."""
 
-    total: int
+    total: int | None
     matches: list[fhir.Resource]
     included: list[fhir.Resource]
+    next_key: tuple[Any, ...] | None = None
+    previous_key: tuple[Any, ...] | None = None
+    included_types: list[str] = field(default_factory=list)
 
 
-def _reference_value(value: str, target: str) -> str:
-    # A bare id means the parameter's one (or assumed) target type (search.html#reference).
-    if "/" in value:
-        return relative_reference(value)
-    return f"{target}/{value}" if target else value
-
-
-def _token_value(value: str) -> str:
-    # "|code" means a code without a system; this index holds bare codes for every token.
-    return value[1:] if value.startswith("|") else value
-
-
-def _non_negative_int(name: str, value: str) -> int:
+def _count(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise InvalidSearch(f"{name} must be a whole number, not {value!r}") from None
+        raise InvalidSearch(f"_count must be a whole number, not {value!r}") from None
     if number < 0:
-        raise InvalidSearch(f"{name} must not be negative")
-    return number
+        raise InvalidSearch("_count must not be negative")
+    return min(number, MAX_COUNT)
 
 
-def parse_query(resource_type: str, items: Sequence[tuple[str, str]], *, strict: bool) -> SearchQuery:
+def encode_cursor(cursor: Cursor) -> str:
+    """The opaque `_cursor` value of a page link."""
+    key = [{"t": v.isoformat()} if isinstance(v, datetime) else v for v in cursor.key]
+    text = json.dumps({"d": cursor.direction, "k": key}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> Cursor:
+    """The page position a `_cursor` value names; InvalidSearch when it is not one of ours."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        key = tuple(datetime.fromisoformat(v["t"]) if isinstance(v, dict) else v for v in data["k"])
+        if data["d"] not in ("next", "previous"):
+            raise ValueError(data["d"])
+        return Cursor(direction=data["d"], key=key)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidSearch(f"not a valid {CURSOR} value") from None
+
+
+def _include(resource_type: str, value: str, *, reverse: bool) -> Include | None:
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        return None
+    source, param = parts[0], parts[1]
+    spec = registry.SEARCH_PARAMS.get(source, {}).get(param)
+    if spec is None or spec.type != "reference":
+        return None
+    if reverse:
+        target = resource_type
+        if target not in spec.targets or (len(parts) == 3 and parts[2] != target):
+            return None
+    else:
+        if source != resource_type:
+            return None
+        target = parts[2] if len(parts) == 3 else ""
+        if target and (target not in spec.targets or target not in fhir.RESOURCE_CLASSES):
+            return None
+    return Include(source=source, param=param, target=target)
+
+
+def _sort(resource_type: str, value: str) -> tuple[tuple[str, bool], ...] | None:
+    keys = []
+    for item in value.split(","):
+        name = item.strip().removeprefix("-")
+        if name not in registry.SEARCH_PARAMS.get(resource_type, {}):
+            return None
+        keys.append((name, item.strip().startswith("-")))
+    return tuple(keys) or None
+
+
+def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
     """Parse query items (in order, repeats kept) into a search on `resource_type`."""
-    specs = SEARCH_PARAMS.get(resource_type, {})
-    include_specs = INCLUDES.get(resource_type, {})
-    criteria: list[store.Criterion] = []
-    includes: list[IncludeSpec] = []
+    found: list[criteria.Criterion] = []
     accepted: list[tuple[str, str]] = []
     unknown: list[str] = []
-    count, offset = DEFAULT_COUNT, 0
+    includes: list[Include] = []
+    revincludes: list[Include] = []
+    options: dict[str, Any] = {"count": DEFAULT_COUNT, "sort": DEFAULT_SORT, "cursor": None}
+    options.update(summary="", elements=(), total=True)
     for key, raw in items:
         value = raw.strip()
-        name, _, modifier = key.partition(":")
-        if key == _COUNT:
-            count = min(_non_negative_int(key, value), MAX_COUNT)
-        elif key == _OFFSET:
-            offset = _non_negative_int(key, value)
-        elif key == _INCLUDE and value in include_specs:
-            includes.append(include_specs[value])
-        elif key == _INCLUDE and value.count(":") == 2 and value.rsplit(":", 1)[0] in include_specs:
-            # "DiagnosticReport:subject:Patient": the target type must be the one we follow.
-            include = include_specs[value.rsplit(":", 1)[0]]
-            if value.rsplit(":", 1)[1] != include.target:
-                unknown.append(f"{key}={value}")
-                continue
-            includes.append(include)
-        elif name in specs and (not modifier or (specs[name].type == "reference" and modifier[:1].isupper())):
-            spec = specs[name]
-            if not value:
-                continue  # an empty parameter value is ignored (search.html#errors)
-            if spec.type == "reference":
-                target = modifier or spec.default_target
-                values = [_reference_value(v.strip(), target) for v in value.split(",") if v.strip()]
-            else:
-                values = [_token_value(v.strip()) for v in value.split(",") if v.strip()]
-            criteria.append((name, tuple(values)))
-        else:
-            unknown.append(key if key != _INCLUDE else f"{key}={value}")
+        if key in FORMAT_PARAMS:
             continue
+        if key == COUNT:
+            options["count"] = _count(value)
+        elif key == CURSOR:
+            options["cursor"] = decode_cursor(value)
+            continue  # page links add their own
+        elif key == TOTAL and value in ("none", "estimate", "accurate"):
+            options["total"] = value != "none"
+        elif key == SUMMARY and value in SUMMARY_VALUES:
+            options["summary"] = value
+        elif key == ELEMENTS:
+            options["elements"] = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif key == SORT and _sort(resource_type, value):
+            options["sort"] = _sort(resource_type, value)
+        elif key in (INCLUDE, REVINCLUDE) and _include(resource_type, value, reverse=key == REVINCLUDE):
+            spec = _include(resource_type, value, reverse=key == REVINCLUDE)
+            (revincludes if key == REVINCLUDE else includes).append(spec)  # type: ignore[arg-type]
+        elif key.startswith("_") and key.split(":")[0].split(".")[0] not in registry.SEARCH_PARAMS[resource_type]:
+            unknown.append(f"{key}={value}" if key in (INCLUDE, REVINCLUDE, SORT, SUMMARY, TOTAL) else key)
+            continue
+        else:
+            try:
+                criterion = criteria.parse(resource_type, key, value)
+            except criteria.UnknownParameter:
+                unknown.append(key)
+                continue
+            if criterion is not None:
+                found.append(criterion)
         accepted.append((key, raw))
     if unknown and strict:
         raise InvalidSearch(f"unsupported search parameters: {', '.join(unknown)}")
     return SearchQuery(
         resource_type=resource_type,
-        criteria=tuple(criteria),
-        count=count,
-        offset=offset,
+        criteria=tuple(found),
         includes=tuple(includes),
+        revincludes=tuple(revincludes),
         accepted=tuple(accepted),
         unknown=tuple(unknown),
+        **options,
     )
 
 
-def run(session: Session, query: SearchQuery, *, may_include: Callable[[str], bool]) -> SearchResult:
-    """Run the search; `may_include(type)` says which included resource types the caller may see."""
-    total = store.count(session, query.resource_type, query.criteria)
-    matches = (
-        store.search(session, query.resource_type, query.criteria, limit=query.count, offset=query.offset)
-        if query.count
-        else []
+# --- running -----------------------------------------------------------------------------
+
+
+def _sort_column(resource_type: str, name: str, descending: bool) -> Any:
+    if name == "_lastUpdated":
+        return FhirResource.last_updated
+    if name == "_id":
+        return FhirResource.resource_id
+    spec = registry.SEARCH_PARAMS[resource_type][name]
+    idx = FhirSearchIndex
+    owner = and_(
+        idx.resource_type == resource_type, idx.resource_id == FhirResource.resource_id, idx.param == name
     )
+    # A resource sorts by its largest value descending and its smallest ascending (search.html#sort);
+    # one without a value sorts last.
+    column: Any
+    if spec.type == "date":
+        column = idx.high if descending else idx.low
+        sentinel = literal(EARLIEST if descending else LATEST, UTCDateTime())
+    else:
+        column, sentinel = idx.value, literal("")
+    aggregate = func.max(column) if descending else func.min(column)
+    return func.coalesce(select(aggregate).where(owner).scalar_subquery(), sentinel)
+
+
+def _after(columns: list[tuple[ColumnElement[Any], bool]], key: tuple[Any, ...]) -> ColumnElement[bool]:
+    # Keyset condition: (c1, c2, ...) comes after `key` in the sort order, column by column.
+    alternatives = []
+    for i, (column, descending) in enumerate(columns):
+        equal = [c == key[j] for j, (c, _) in enumerate(columns[:i])]
+        alternatives.append(and_(*equal, column < key[i] if descending else column > key[i]))
+    return or_(*alternatives)
+
+
+def _matching(query: SearchQuery) -> Any:
+    stmt = select(FhirResource.resource_id).where(FhirResource.resource_type == query.resource_type)
+    for criterion in query.criteria:
+        stmt = stmt.where(criteria.condition(query.resource_type, criterion))
+    return stmt
+
+
+def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list[fhir.Resource], tuple[Any, ...] | None, tuple[Any, ...] | None]:
+    columns: list[tuple[Any, bool]] = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
+    if not any(name == "_id" for name, _ in query.sort):
+        columns.append((FhirResource.resource_id, False))
+    backwards = query.cursor is not None and query.cursor.direction == "previous"
+    # A previous page is read in reverse order, then turned round.
+    walk = [(c, d != backwards) for c, d in columns]
+    stmt = select(FhirResource.content, *(c for c, _ in columns)).where(
+        FhirResource.resource_type == query.resource_type
+    )
+    for criterion in query.criteria:
+        stmt = stmt.where(criteria.condition(query.resource_type, criterion))
+    # Few matches: sort an expression, so that the database finds them through the search index and
+    # sorts those few; left to itself SQLite walks the whole type in sort order probing every row,
+    # which is what suits many matches.
+    few = bool(query.criteria) and total is not None and total <= FEW
+    if query.cursor is not None:
+        stmt = stmt.where(_after(walk, query.cursor.key))
+    order = [(func.coalesce(c, c) if few else c, d) for c, d in walk]
+    stmt = stmt.order_by(*(c.desc() if d else c.asc() for c, d in order)).limit(query.count + 1)
+    rows = list(session.execute(stmt))
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if backwards:
+        rows.reverse()
+    keys = [tuple(row[1:]) for row in rows]
+    matches = [fhir.parse(row[0]) for row in rows]
+    if not rows:
+        return matches, None, None
+    has_next = more if not backwards else True
+    has_previous = (query.cursor is not None) if not backwards else more
+    return matches, keys[-1] if has_next else None, keys[0] if has_previous else None
+
+
+def count(session: Session, query: SearchQuery) -> int:
+    """How many resources match the query's criteria."""
+    inner = _matching(query).subquery()
+    return session.scalar(select(func.count()).select_from(inner)) or 0
+
+
+def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResult:
+    """Run the search; `may_include(type)` says which included resource types the caller may read."""
+    total = count(session, query) if query.total or query.summary == "count" else None
+    if query.summary == "count" or query.count == 0:
+        return SearchResult(total=total, matches=[], included=[])
+    matches, next_key, previous_key = _page(session, query, total)
     ids = [m.id for m in matches if m.id]
     refs: list[str] = []
-    for spec in query.includes:
-        if may_include(spec.target):
+    for inc in query.includes:
+        for ref in store.references(session, query.resource_type, ids, inc.param):
+            kind = ref.split("/", 1)[0]
+            if (not inc.target or kind == inc.target) and may_include(kind) and ref not in refs:
+                refs.append(ref)
+    targets = [f"{query.resource_type}/{i}" for i in ids]
+    for inc in query.revincludes:
+        if may_include(inc.source):
             refs.extend(
                 r
-                for r in store.references(session, query.resource_type, ids, spec.param)
-                if r.startswith(spec.target + "/") and r not in refs
+                for r in (f"{inc.source}/{i}" for i in store.referring(session, inc.source, inc.param, targets))
+                if r not in refs
             )
-    return SearchResult(total=total, matches=matches, included=store.read_references(session, refs))
-
-
-def _page_url(base_url: str, query: SearchQuery, offset: int) -> str:
-    items = [(k, v) for k, v in query.accepted if k not in (_COUNT, _OFFSET)]
-    items += [(_COUNT, str(query.count)), (_OFFSET, str(offset))]
-    return f"{base_url}/{query.resource_type}?{urlencode(items)}"
-
-
-def searchset(result: SearchResult, query: SearchQuery, *, base_url: str) -> fhir.Bundle:
-    """The searchset Bundle: total, self (and next) links, match and include entries, and an outcome."""
-
-    def entry(resource: fhir.Resource, mode: str) -> fhir.BundleEntry:
-        return fhir.BundleEntry(
-            fullUrl=f"{base_url}/{resource.get_resource_type()}/{resource.id}",
-            resource=resource,
-            search=fhir.BundleEntrySearch(mode=mode),
-        )
-
-    entries = [entry(r, "match") for r in result.matches] + [entry(r, "include") for r in result.included]
-    if query.unknown:
-        outcome = operation_outcome(
-            "warning", "not-supported", f"ignored unsupported search parameters: {', '.join(query.unknown)}"
-        )
-        entries.append(
-            fhir.BundleEntry(
-                fullUrl=f"urn:uuid:{uuid.uuid4()}", resource=outcome, search=fhir.BundleEntrySearch(mode="outcome")
-            )
-        )
-    # The self link shows the search as executed, without the parameters we ignored.
-    links = [fhir.BundleLink(relation="self", url=_page_url(base_url, query, query.offset))]
-    if query.count and query.offset + query.count < result.total:
-        links.append(fhir.BundleLink(relation="next", url=_page_url(base_url, query, query.offset + query.count)))
-    return fhir.Bundle(
-        id=str(uuid.uuid4()),
-        meta=fhir.Meta(lastUpdated=datetime.now(UTC)),
-        type="searchset",
-        total=result.total,
-        link=links,
-        entry=entries or None,
+    matched = {f"{query.resource_type}/{i}" for i in ids}
+    included = store.read_references(session, [r for r in refs if r not in matched])
+    return SearchResult(
+        total=total, matches=matches, included=included, next_key=next_key, previous_key=previous_key
     )

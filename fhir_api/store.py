@@ -1,79 +1,45 @@
-"""The FHIR store: current resources, every version of them, and a search index, in SQL.
+"""The FHIR store: current resources, every version of them (history), and a search index, in SQL.
 
-Index rows are (resource type, id, search parameter name, normalised value). References are
-stored as relative "Type/id"; tokens as both "code" and "system|code"; dates as UTC ISO 8601
-text, so that string order is time order. New parameters (code, date, ...) only need an entry
-in `_extract`.
+Writes keep three tables in step in the caller's transaction: the current row, an appended
+history row (POST, PUT or DELETE), and the index rows of the current version. A change also
+queues the notifications of the Subscriptions it matches, in the same transaction, so none is
+lost (fhir_api/subscriptions/queue.py).
 """
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir
-from fhir_api.errors import NotFound
-from fhir_api.mapping import relative_reference
+from fhir_api import criteria, fhir, registry
+from fhir_api.errors import Gone, NotFound
+from fhir_api.subscriptions import queue
 from storage.tables import FhirResource, FhirResourceVersion, FhirSearchIndex
 
 # http://hl7.org/fhir/R4/valueset-diagnostic-report-status.html
 REPORT_STATUS_SYSTEM = "http://hl7.org/fhir/diagnostic-report-status"
 
-# A criterion: a parameter and the values any of which may match (a comma list, FHIR OR).
-Criterion = tuple[str, Sequence[str]]
+
+@dataclass(frozen=True)
+class Version:
+    """One history row: which version, when, how it was made, and its resource (None once deleted)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    method: str
+    resource: fhir.Resource | None
 
 
 def instant_text(moment: datetime) -> str:
-    """A UTC instant as sortable text (the `_lastUpdated` index value)."""
+    """A UTC instant as sortable text."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _refs(references: Iterable[fhir.Reference] | None) -> list[str]:
-    return [relative_reference(r.reference) for r in references or [] if r.reference]
-
-
-def _tokens(system: str | None, code: str | None) -> list[str]:
-    if not code:
-        return []
-    return [code, f"{system}|{code}"] if system else [code]
-
-
-def _identifier_tokens(identifiers: Iterable[fhir.Identifier] | None) -> list[str]:
-    return [t for i in identifiers or [] for t in _tokens(i.system, i.value)]
-
-
-def _patient_refs(refs: list[str]) -> list[str]:
-    return [r for r in refs if r.startswith("Patient/")]
-
-
-def _extract(resource: fhir.Resource) -> list[tuple[str, str]]:
-    """The search-parameter values of a resource (http://hl7.org/fhir/R4/searchparameter-registry.html)."""
-    values: list[tuple[str, str]] = []
-
-    def add(param: str, items: Iterable[str]) -> None:
-        values.extend((param, v) for v in items)
-
-    if isinstance(resource, fhir.DiagnosticReport):
-        subject = _refs([resource.subject] if resource.subject else [])
-        add("subject", subject)
-        add("patient", _patient_refs(subject))
-        add("status", _tokens(REPORT_STATUS_SYSTEM, resource.status))
-        add("based-on", _refs(resource.basedOn))
-        add("result", _refs(resource.result))
-        add("imaging-study", _refs(resource.imagingStudy))
-    elif isinstance(resource, fhir.ImagingStudy):
-        add("patient", _patient_refs(_refs([resource.subject] if resource.subject else [])))
-        add("identifier", _identifier_tokens(resource.identifier))
-    elif isinstance(resource, fhir.Observation):
-        add("patient", _patient_refs(_refs([resource.subject] if resource.subject else [])))
-        add("derived-from", _refs(resource.derivedFrom))
-    elif isinstance(resource, fhir.Patient):
-        add("identifier", _identifier_tokens(resource.identifier))
-    # Index values are at most 256 characters; a longer one could not be matched exactly anyway.
-    return sorted({(p, v) for p, v in values if len(v) <= 256})
 
 
 def _without_version(content: str) -> str:
@@ -86,10 +52,52 @@ def _without_version(content: str) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def _last_version(session: Session, resource_type: str, resource_id: str) -> FhirResourceVersion | None:
+    stmt = (
+        select(FhirResourceVersion)
+        .where(FhirResourceVersion.resource_type == resource_type, FhirResourceVersion.resource_id == resource_id)
+        .order_by(FhirResourceVersion.version_id.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def _index_rows(resource: fhir.Resource) -> list[dict[str, Any]]:
+    resource_type, resource_id = resource.get_resource_type(), resource.id or ""
+    return [
+        {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "param": v.param,
+            "value": v.value,
+            "system": v.system,
+            "exact": v.exact,
+            "low": v.low,
+            "high": v.high,
+        }
+        for v in registry.extract(resource)
+    ]
+
+
+def _index(session: Session, resource: fhir.Resource, *, replace: bool = True) -> None:
+    resource_type, resource_id = resource.get_resource_type(), resource.id or ""
+    if replace:
+        session.execute(
+            sql_delete(FhirSearchIndex)
+            .where(FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id)
+            .execution_options(synchronize_session=False)
+        )
+    rows = _index_rows(resource)
+    if rows:
+        # One Core executemany instead of an ORM object per row: index rows are many and never read back here.
+        session.connection().execute(insert(FhirSearchIndex), rows)
+
+
 def save(session: Session, resource: fhir.Resource, *, now: datetime | None = None) -> int:
     """Create or update a resource; returns its version (unchanged content keeps the current one).
 
-    Sets meta.versionId and meta.lastUpdated, writes the history row and rewrites the index rows.
+    Sets meta.versionId and meta.lastUpdated, appends the history row, rewrites the index rows
+    and queues matching subscription notifications.
     """
     resource_type = resource.get_resource_type()
     if not resource.id:
@@ -98,11 +106,16 @@ def save(session: Session, resource: fhir.Resource, *, now: datetime | None = No
     if current is not None and _without_version(current.content) == _without_version(fhir.dump(resource)):
         return current.version_id
     now = now or datetime.now(UTC)
-    version = 1 if current is None else current.version_id + 1
+    previous = current.version_id if current is not None else None
+    if previous is None:
+        last = _last_version(session, resource_type, resource.id)
+        previous = last.version_id if last is not None else 0
+    version = previous + 1
     meta = resource.meta.model_copy() if resource.meta else fhir.Meta()
     meta.versionId = str(version)
     meta.lastUpdated = now
-    content = fhir.dump(resource.model_copy(update={"meta": meta}))
+    stored = resource.model_copy(update={"meta": meta})
+    content = fhir.dump(stored)
     if current is None:
         current = FhirResource(resource_type=resource_type, resource_id=resource.id)
         session.add(current)
@@ -116,27 +129,108 @@ def save(session: Session, resource: fhir.Resource, *, now: datetime | None = No
             version_id=version,
             last_updated=now,
             content=content,
+            method="POST" if version == 1 else "PUT",
         )
     )
+    _index(session, stored, replace=previous > 0)
+    queue.enqueue_matches(session, resource_type=resource_type, resource_id=resource.id, version_id=version)
+    return version
+
+
+def save_many(session: Session, resources: Sequence[fhir.Resource], *, now: datetime | None = None) -> None:
+    """Save many resources in one go (bulk loads): new ones with three executemany inserts, others one by one.
+
+    Same effect as calling `save` for each: version 1 (or the next after a deletion), history,
+    index rows and subscription notifications.
+    """
+    by_type: dict[str, list[fhir.Resource]] = {}
+    for resource in resources:
+        if not resource.id:
+            raise ValueError(f"a {resource.get_resource_type()} needs an id to be stored")
+        by_type.setdefault(resource.get_resource_type(), []).append(resource)
+    now = now or datetime.now(UTC)
+    for resource_type, group in by_type.items():
+        ids = [r.id or "" for r in group]
+        known_ids = set(
+            session.scalars(
+                select(FhirResourceVersion.resource_id)
+                .where(FhirResourceVersion.resource_type == resource_type, FhirResourceVersion.resource_id.in_(ids))
+                .distinct()
+            )
+        )
+        repeated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) < len(ids) else set()
+        fresh = [r for r in group if r.id not in known_ids and r.id not in repeated]
+        for resource in group:
+            if resource.id in known_ids or resource.id in repeated:
+                save(session, resource, now=now)
+        current, history, index = [], [], []
+        for resource in fresh:
+            meta = resource.meta.model_copy() if resource.meta else fhir.Meta()
+            meta.versionId, meta.lastUpdated = "1", now
+            stored = resource.model_copy(update={"meta": meta})
+            content = fhir.dump(stored)
+            key = {"resource_type": resource_type, "resource_id": resource.id}
+            current.append({**key, "version_id": 1, "last_updated": now, "content": content})
+            history.append({**key, "version_id": 1, "last_updated": now, "content": content, "method": "POST"})
+            index.extend(_index_rows(stored))
+        connection = session.connection()
+        for table, rows in ((FhirResource, current), (FhirResourceVersion, history), (FhirSearchIndex, index)):
+            if rows:
+                connection.execute(insert(table), rows)
+        for resource in fresh:
+            queue.enqueue_matches(session, resource_type=resource_type, resource_id=resource.id or "", version_id=1)
+
+
+def delete(session: Session, resource_type: str, resource_id: str, *, now: datetime | None = None) -> int | None:
+    """Delete the current version (history keeps every version); returns the new version, None if absent."""
+    current = session.get(FhirResource, (resource_type, resource_id))
+    if current is None:
+        return None
+    now = now or datetime.now(UTC)
+    version = current.version_id + 1
+    session.delete(current)
     session.execute(
-        delete(FhirSearchIndex).where(
-            FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource.id
-        )
+        sql_delete(FhirSearchIndex)
+        .where(FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id == resource_id)
+        .execution_options(synchronize_session=False)
     )
-    rows = [("_id", resource.id), ("_lastUpdated", instant_text(now)), *_extract(resource)]
-    session.add_all(
-        FhirSearchIndex(resource_type=resource_type, resource_id=resource.id, param=p, value=v) for p, v in rows
+    session.add(
+        FhirResourceVersion(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=version,
+            last_updated=now,
+            content="",
+            method="DELETE",
+        )
     )
     session.flush()
     return version
 
 
 def read(session: Session, resource_type: str, resource_id: str) -> fhir.Resource:
-    """The current version of a resource, or NotFound."""
+    """The current version of a resource; NotFound, or Gone when it was deleted (http.html#read)."""
     row = session.get(FhirResource, (resource_type, resource_id))
+    if row is not None:
+        return fhir.parse(row.content)
+    if _last_version(session, resource_type, resource_id) is not None:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    raise NotFound(f"{resource_type}/{resource_id} is not known")
+
+
+def vread(session: Session, resource_type: str, resource_id: str, version_id: int) -> fhir.Resource:
+    """One version of a resource; NotFound, or Gone for the version that recorded a delete."""
+    row = session.get(FhirResourceVersion, (resource_type, resource_id, version_id))
     if row is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+    if row.method == "DELETE":
+        raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
     return fhir.parse(row.content)
+
+
+def known(session: Session, resource_type: str, resource_id: str) -> bool:
+    """Whether the store holds any version of this resource, deleted or not."""
+    return _last_version(session, resource_type, resource_id) is not None
 
 
 def exists(session: Session, resource_type: str, resource_id: str) -> bool:
@@ -144,44 +238,61 @@ def exists(session: Session, resource_type: str, resource_id: str) -> bool:
     return session.get(FhirResource, (resource_type, resource_id)) is not None
 
 
-def _matching(resource_type: str, criteria: Sequence[Criterion]) -> Select[FhirResource]:
-    stmt = select(FhirResource).where(FhirResource.resource_type == resource_type)
-    # Parameters AND together, the values of one parameter OR (http://hl7.org/fhir/R4/search.html#combining).
-    for param, alternatives in criteria:
+def history(
+    session: Session,
+    resource_type: str,
+    resource_id: str | None = None,
+    *,
+    since: datetime | None = None,
+    before: tuple[datetime, str, int] | None = None,
+    limit: int,
+) -> list[Version]:
+    """Versions of one resource or of a whole type, newest first (http.html#history).
+
+    `before` is the (last_updated, id, version) of the last entry of the previous page.
+    """
+    h = FhirResourceVersion
+    stmt = select(h).where(h.resource_type == resource_type)
+    if resource_id is not None:
+        stmt = stmt.where(h.resource_id == resource_id)
+    if since is not None:
+        stmt = stmt.where(h.last_updated >= since)
+    if before is not None:
+        moment, last_id, last_version = before
         stmt = stmt.where(
-            FhirResource.resource_id.in_(
-                select(FhirSearchIndex.resource_id).where(
-                    FhirSearchIndex.resource_type == resource_type,
-                    FhirSearchIndex.param == param,
-                    FhirSearchIndex.value.in_(list(alternatives)),
-                )
-            )
+            (h.last_updated < moment)
+            | ((h.last_updated == moment) & (h.resource_id > last_id))
+            | ((h.last_updated == moment) & (h.resource_id == last_id) & (h.version_id < last_version))
         )
-    return stmt
+    stmt = stmt.order_by(h.last_updated.desc(), h.resource_id, h.version_id.desc()).limit(limit)
+    return [
+        Version(
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            version_id=row.version_id,
+            last_updated=row.last_updated,
+            method=row.method,
+            resource=fhir.parse(row.content) if row.content else None,
+        )
+        for row in session.scalars(stmt)
+    ]
 
 
 def search(
-    session: Session,
-    resource_type: str,
-    criteria: Sequence[Criterion],
-    *,
-    limit: int | None = None,
-    offset: int = 0,
+    session: Session, resource_type: str, params: Sequence[tuple[str, Sequence[str]]], *, limit: int | None = None
 ) -> list[fhir.Resource]:
-    """The resources matching every criterion, newest `_lastUpdated` first."""
-    stmt = (
-        _matching(resource_type, criteria)
-        .order_by(FhirResource.last_updated.desc(), FhirResource.resource_id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return [fhir.parse(row.content) for row in session.scalars(stmt)]
+    """The resources matching every (parameter, alternative values) pair, newest first.
 
-
-def count(session: Session, resource_type: str, criteria: Sequence[Criterion]) -> int:
-    """How many resources match every criterion."""
-    inner = _matching(resource_type, criteria).subquery()
-    return session.scalar(select(func.count()).select_from(inner)) or 0
+    For code that searches the store directly; the API's search (fhir_api/search.py) adds paging,
+    sorting and includes on the same criteria.
+    """
+    stmt = select(FhirResource.content).where(FhirResource.resource_type == resource_type)
+    for name, alternatives in params:
+        criterion = criteria.parse(resource_type, name, ",".join(v.replace(",", "\\,") for v in alternatives))
+        if criterion is not None:
+            stmt = stmt.where(criteria.condition(resource_type, criterion))
+    stmt = stmt.order_by(FhirResource.last_updated.desc(), FhirResource.resource_id).limit(limit)
+    return [fhir.parse(content) for content in session.scalars(stmt)]
 
 
 def references(session: Session, resource_type: str, resource_ids: Sequence[str], param: str) -> list[str]:
@@ -201,6 +312,23 @@ def references(session: Session, resource_type: str, resource_ids: Sequence[str]
     return list(session.scalars(stmt))
 
 
+def referring(session: Session, source_type: str, param: str, refs: Sequence[str]) -> list[str]:
+    """The ids of `source_type` resources whose reference parameter points at one of `refs` (_revinclude)."""
+    if not refs:
+        return []
+    stmt = (
+        select(FhirSearchIndex.resource_id)
+        .where(
+            FhirSearchIndex.resource_type == source_type,
+            FhirSearchIndex.param == param,
+            FhirSearchIndex.value.in_(list(refs)),
+        )
+        .distinct()
+        .order_by(FhirSearchIndex.resource_id)
+    )
+    return list(session.scalars(stmt))
+
+
 def read_references(session: Session, refs: Sequence[str]) -> list[fhir.Resource]:
     """The current versions of these "Type/id" references, skipping the ones not stored."""
     found = []
@@ -210,3 +338,24 @@ def read_references(session: Session, refs: Sequence[str]) -> list[fhir.Resource
         if row is not None:
             found.append(fhir.parse(row.content))
     return found
+
+
+def reindex_missing(session: Session) -> int:
+    """Rebuild the index rows of resources that have none (after a migration emptied the index)."""
+    indexed = select(FhirSearchIndex.resource_id).where(FhirSearchIndex.resource_type == FhirResource.resource_type)
+    stmt = select(FhirResource).where(~FhirResource.resource_id.in_(indexed.where(
+        FhirSearchIndex.resource_id == FhirResource.resource_id
+    )))
+    count = 0
+    for row in session.scalars(stmt):
+        resource = fhir.parse(row.content)
+        if registry.extract(resource):
+            _index(session, resource)
+            count += 1
+    return count
+
+
+def total_versions(session: Session, resource_type: str) -> int:
+    """How many history rows a type has (the total of a type-level history)."""
+    stmt = select(func.count()).select_from(FhirResourceVersion).where(FhirResourceVersion.resource_type == resource_type)
+    return session.scalar(stmt) or 0

@@ -1,5 +1,5 @@
 """The `doctorai` command: `up` starts the local stack and the engine, `init` prepares real services,
-`token` prints a bearer token.
+`token` prints a bearer token, `clients` manages the FHIR API's clients.
 
 This is a composition root like a `__main__`: it may reach into every package.
 """
@@ -60,6 +60,7 @@ def _configured_ports() -> Ports:
         dicom_metrics=dicom.dicom_metrics_port,
         integration_metrics=get_integration_settings().integration_metrics_port,
         results_metrics=api.results_metrics_port,
+        subscriptions_metrics=api.subscription_metrics_port,
         inference_metrics=get_inference_settings().inference_metrics_port,
     )
 
@@ -151,6 +152,48 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def clients(args: argparse.Namespace) -> int:
+    """Register, list or remove API clients (SMART Backend Services) in the engine's database."""
+    import secrets
+
+    from fhir_api import clients as api_clients
+    from storage.db import make_engine, session_scope
+
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    try:
+        with session_scope(engine) as session:
+            if args.action == "list":
+                for client in api_clients.all_clients(session):
+                    print(f"{client.client_id}\t{client.auth_method}\t{client.scopes}\t{client.name}")
+                return 0
+            if args.action == "remove":
+                if not api_clients.remove(session, args.client_id):
+                    print(f"no client {args.client_id}", file=sys.stderr)
+                    return 1
+                return 0
+            jwks = ""
+            if args.jwks:
+                jwks = Path(args.jwks).read_text()
+            elif args.public_key:
+                jwks = api_clients.jwks_from_public_key(Path(args.public_key).read_bytes())
+            secret = "" if jwks else secrets.token_urlsafe(32)
+            try:
+                api_clients.register(
+                    session, client_id=args.client_id, name=args.name, scopes=args.scope, jwks=jwks, secret=secret
+                )
+            except ValueError as exc:
+                print(f"doctorai clients add: {exc}", file=sys.stderr)
+                return 2
+    finally:
+        engine.dispose()
+    if secret:
+        # Shown once: only its hash is stored.
+        print(f"client_id={args.client_id}\nclient_secret={secret}")
+    else:
+        print(f"client_id={args.client_id} (private_key_jwt)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand."""
     parser = argparse.ArgumentParser(prog="doctorai", description="DoctorAI integration engine")
@@ -168,6 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
     p_token.add_argument("--role", action="append", default=None, help="role, repeatable (default admin)")
     p_token.set_defaults(func=token)
+    p_clients = sub.add_parser("clients", help="manage API clients of the FHIR API (SMART Backend Services)")
+    clients_sub = p_clients.add_subparsers(dest="action", required=True)
+    p_add = clients_sub.add_parser("add", help="register a client; without a key it gets a secret (printed once)")
+    p_add.add_argument("client_id")
+    p_add.add_argument("--name", default="")
+    p_add.add_argument("--scope", action="append", required=True, help="SMART scope it may ask for, repeatable")
+    keys = p_add.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", default="", help="JWK Set file of its public keys (private_key_jwt, RS384/ES384)")
+    keys.add_argument("--public-key", default="", help="PEM public key file (private_key_jwt)")
+    clients_sub.add_parser("list", help="list registered clients")
+    p_remove = clients_sub.add_parser("remove", help="remove a client")
+    p_remove.add_argument("client_id")
+    p_clients.set_defaults(func=clients)
     args = parser.parse_args(argv)
     if args.command == "token":
         args.scope = args.scope or ["system/*.cruds"]

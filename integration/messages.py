@@ -120,3 +120,14 @@ class DeadLetter(Event):
     key: str
     value: str
     error: str
+
+
+class FhirReceived(Event):
+    """A FHIR resource was created, updated or deleted through the FHIR API (topic fhir.received)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    interaction: Literal["create", "update", "delete"]
+    # The API client (token subject) that made the change.
+    client_id: str = ""

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from integration import kafka, topics
@@ -50,12 +50,13 @@ class Ports:
     integration_metrics: int = 9102
     results_metrics: int = 9103
     inference_metrics: int = 9104
+    subscriptions_metrics: int = 9110
 
 
 def free_ports() -> Ports:
     """Ports nobody listens on now, for tests and side-by-side stacks."""
     socks = []
-    for _ in range(8):
+    for _ in range(len(fields(Ports))):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         socks.append(s)
@@ -109,6 +110,7 @@ def engine_env(config: StackConfig) -> dict[str, str]:
         "DOCTORAI_INTEGRATION_METRICS_PORT": str(config.ports.integration_metrics),
         "DOCTORAI_RESULTS_METRICS_PORT": str(config.ports.results_metrics),
         "DOCTORAI_INFERENCE_METRICS_PORT": str(config.ports.inference_metrics),
+        "DOCTORAI_SUBSCRIPTION_METRICS_PORT": str(config.ports.subscriptions_metrics),
         # Keras runs on torch: TensorFlow is not installed.
         "KERAS_BACKEND": "torch",
     }
@@ -304,6 +306,9 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
 
     supervisor.start("api", [py, "-m", "fhir_api"], env=env, ready=lambda: http_ok(f"http://127.0.0.1:{p.http}/readyz"))
     supervisor.start("results", [py, "-m", "fhir_api.results"], env=env, ready=metrics(p.results_metrics))
+    supervisor.start(
+        "subscriptions", [py, "-m", "fhir_api.subscriptions"], env=env, ready=metrics(p.subscriptions_metrics)
+    )
     supervisor.start("integration", [py, "-m", "integration"], env=env, ready=metrics(p.integration_metrics))
     for i, model in enumerate(config.models):
         model_env = {**env, "DOCTORAI_INFERENCE_METRICS_PORT": str(p.inference_metrics + i)}

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -146,6 +146,9 @@ class FhirResource(Base):
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     content: Mapped[str] = mapped_column(Text)
 
+    # Search pages walk (last_updated, id) per type: keyset paging (fhir_api/store.py).
+    __table_args__ = (Index("ix_fhir_resources_type_updated", "resource_type", "last_updated", "resource_id"),)
+
 
 class FhirResourceVersion(Base):
     """Every version of every FHIR resource, for vread and history."""
@@ -157,6 +160,10 @@ class FhirResourceVersion(Base):
     version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime())
     content: Mapped[str] = mapped_column(Text)
+    # The interaction that made this version: POST, PUT or DELETE (a DELETE version's content is "").
+    method: Mapped[str] = mapped_column(String(8), default="PUT", server_default="PUT")
+
+    __table_args__ = (Index("ix_fhir_history_type_updated", "resource_type", "last_updated"),)
 
 
 class FhirSearchIndex(Base):
@@ -168,11 +175,19 @@ class FhirSearchIndex(Base):
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
     param: Mapped[str] = mapped_column(String(64))
+    # Token code, "Type/id" reference, or normalised string; "" for dates.
     value: Mapped[str] = mapped_column(String(256))
+    # Token system ("" when none), the string as written (for :exact), and date ranges (closed, UTC).
+    system: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    exact: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    low: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    high: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
-        Index("ix_fhir_search_lookup", "resource_type", "param", "value"),
+        Index("ix_fhir_search_lookup", "resource_type", "param", "value", "resource_id"),
         Index("ix_fhir_search_owner", "resource_type", "resource_id"),
+        Index("ix_fhir_search_low", "resource_type", "param", "low"),
+        Index("ix_fhir_search_high", "resource_type", "param", "high"),
     )
 
 
@@ -204,3 +219,57 @@ class AuditExport(Base):
     destination: Mapped[str] = mapped_column(String(256), primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Issue 5: FHIR server (API clients for SMART Backend Services, subscription deliveries).
+
+
+class ApiClient(Base):
+    """A registered back-end client (SMART Backend Services): its allowed scopes and credentials."""
+
+    __tablename__ = "api_clients"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    # Space-separated SMART scopes this client may ask for.
+    scopes: Mapped[str] = mapped_column(Text)
+    # private_key_jwt: `jwks` holds the public keys (a JWK Set as JSON); client_secret_basic: `secret_hash`.
+    auth_method: Mapped[str] = mapped_column(String(32))
+    jwks: Mapped[str] = mapped_column(Text, default="")
+    secret_hash: Mapped[str] = mapped_column(String(256), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClientAssertion(Base):
+    """The jti of a client assertion already used, kept until it expires (RFC 7523 section 3, replay)."""
+
+    __tablename__ = "client_assertions"
+
+    jti: Mapped[str] = mapped_column(String(256), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SubscriptionDelivery(Base):
+    """One notification owed to a Subscription, queued with the change that caused it."""
+
+    __tablename__ = "subscription_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A deliverer holds a row until this time, so two delivery processes never send it at once.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "resource_type", "resource_id", "version_id", name="uq_delivery_change"),
+        Index("ix_subscription_deliveries_pending", "delivered_at", "subscription_id", "id"),
+    )

@@ -1,17 +1,29 @@
-"""Fixtures of the fhir_api tests: a migrated SQLite index holding pydicom-data's RG1_UNCR.dcm."""
+"""Fixtures of the fhir_api tests: a migrated SQLite index holding pydicom-data's RG1_UNCR.dcm, and the API served."""
 
 import hashlib
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from sqlalchemy import Engine
 
+from fhir_api.auth import issue_token
+from fhir_api.config import ApiSettings
+from fhir_api.main import create_app
 from integration.messages import Coding, Finding, InferenceResult
+from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import dicom_key
 from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance
@@ -112,3 +124,63 @@ def make_job(engine: Engine, indexed: ReceivedInstance) -> Callable[..., Inferen
         )
 
     return make
+
+
+@dataclass
+class Api:
+    """The API served by uvicorn on a free loopback port, its database and its settings."""
+
+    url: str
+    engine: Engine
+    settings: ApiSettings
+
+    def token(self, scopes: list[str], *, subject: str = "ehr-interface", ttl: int | None = None) -> dict[str, str]:
+        """Authorization headers with a token of these scopes."""
+        value = issue_token(self.settings, subject=subject, scopes=scopes, roles=[], ttl_seconds=ttl)
+        return {"Authorization": f"Bearer {value}"}
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def api_on(database_url: str) -> Iterator[Api]:
+    """Serve the API on a migrated database (no object store: FHIR does not need one)."""
+    settings = ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef")
+    storage = StorageSettings(database_url=database_url, s3_endpoint="127.0.0.1:1")
+    engine = make_engine(database_url)
+    try:
+        with serving(create_app(settings, storage)) as url:
+            yield Api(url=url, engine=engine, settings=settings)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def api(db_url: str) -> Iterator[Api]:
+    """The API on a fresh SQLite database."""
+    yield from api_on(db_url)
+
+
+@pytest.fixture
+def http(api: Api) -> Iterator[httpx.Client]:
+    """An HTTP client with a token allowing everything on every type."""
+    with httpx.Client(base_url=api.url, headers=api.token(["system/*.cruds"])) as client:
+        yield client

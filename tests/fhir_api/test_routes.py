@@ -112,11 +112,17 @@ def test_metadata_is_open_and_a_capability_statement(client: httpx.Client) -> No
     assert rest.security is not None and rest.security.service is not None
     assert rest.security.service[0].coding[0].code == "SMART-on-FHIR"  # type: ignore[index]
     kinds = {r.type: r for r in rest.resource or []}
-    assert set(kinds) == {"DiagnosticReport", "ImagingStudy", "Observation", "Patient"}
+    assert set(kinds) == {
+        "DiagnosticReport", "Endpoint", "ImagingStudy", "Observation", "Patient", "ServiceRequest", "Subscription"
+    }
     report_interactions = {i.code for i in kinds["DiagnosticReport"].interaction or []}
-    assert report_interactions == {"read", "search-type"}
-    assert {p.name for p in kinds["DiagnosticReport"].searchParam or []} == {"_id", "patient", "subject", "status"}
-    assert {i.code for i in kinds["Patient"].interaction or []} == {"read"}
+    assert report_interactions == {
+        "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"
+    }
+    report_params = {p.name for p in kinds["DiagnosticReport"].searchParam or []}
+    assert {"_id", "_lastUpdated", "identifier", "patient", "subject", "status", "category", "code", "date"} <= report_params
+    assert {"issued", "based-on", "result"} <= report_params
+    assert {i.code for i in rest.interaction or []} == {"transaction", "batch"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""R4 Subscriptions with rest-hook channels: notifications queued with the change, delivered durably."""

@@ -1,0 +1,45 @@
+"""`python -m fhir_api.subscriptions`: deliver subscription notifications until SIGTERM or SIGINT."""
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from fhir_api.config import get_settings
+from fhir_api.subscriptions.delivery import run
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine
+
+log = logging.getLogger(__name__)
+
+
+async def _main() -> None:
+    settings = get_settings()
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = None
+    try:
+        if settings.subscription_metrics_port:
+            server, _ = start_http_server(settings.subscription_metrics_port, addr=settings.http_host)
+        log.info("subscription delivery started")
+        await run(engine, settings, stop=stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        engine.dispose()
+        log.info("subscription delivery stopped")
+
+
+def main() -> None:
+    """Run the delivery loop."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
