@@ -51,6 +51,11 @@ REPORT_CREATED = Hop("110110", "report-created", Action.CREATE)
 RESOURCE_READ = Hop("110110", "resource-read", Action.READ)
 # DCM 110112 Query: a FHIR search (FHIR marks searches with action E).
 RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
+# Issue 4, HL7 v2: DCM 110107 Import (a message taken in or refused) and 110106 Export (an ORU^R01
+# sent), with the actions IHE ATNA gives them (Import C, Export R).
+HL7_ACCEPTED = Hop("110107", "hl7-accepted", Action.CREATE)
+HL7_REJECTED = Hop("110107", "hl7-rejected", Action.CREATE)
+HL7_SENT = Hop("110106", "hl7-sent", Action.READ)
 
 
 @dataclass(frozen=True)
