@@ -208,7 +208,7 @@ def unescape(value: str, header: Header) -> str:
 
 def escape(value: str, encoding: str = "^~\\&", separator: str = "|") -> str:
     """Escape delimiters in a value written into a message (HL7 v2 2.7.1), escape character first."""
-    component, repetition, esc, sub = encoding
+    component, repetition, esc, sub = encoding[0], encoding[1], encoding[2], encoding[3]
     out = value.replace(esc, f"{esc}E{esc}")
     for char, code in ((separator, "F"), (component, "S"), (repetition, "R"), (sub, "T")):
         out = out.replace(char, f"{esc}{code}{esc}")

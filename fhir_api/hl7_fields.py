@@ -8,6 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from fhir_api import fhir
 from fhir_api.hl7 import Parsed, Segment
@@ -38,7 +39,9 @@ class Usage:
         self.used.add((seg.name, seg.occurrence, position, repetition, component))
         return seg.value(position, component, repetition).strip()
 
-    def datetime(self, seg: Segment, position: int, component: int = 1) -> str | None:
+    # FHIR date/dateTime text: fhir.resources validates it, but its annotations name only date and
+    # datetime, hence Any (as fhir_api.mapping does for ImagingStudy.started).
+    def datetime(self, seg: Segment, position: int, component: int = 1) -> Any:
         """A DTM/TS component as FHIR dateTime; left in the unmapped report when its time had to be dropped."""
         raw = self.get(seg, position, component)
         value = fhir_datetime(raw)
@@ -46,7 +49,7 @@ class Usage:
             self.used.discard((seg.name, seg.occurrence, position, 1, component))
         return value
 
-    def date(self, seg: Segment, position: int) -> str | None:
+    def date(self, seg: Segment, position: int) -> Any:
         """A DT/DTM component's date as FHIR date; left in the unmapped report when it is not a date."""
         value = fhir_date(self.get(seg, position))
         if value is None:

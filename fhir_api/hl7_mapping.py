@@ -6,6 +6,7 @@ fhir_api.hl7_intake. Every populated field not read here ends up in the unmapped
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from fhir_api import fhir
 from fhir_api.errors import MappingFailed
@@ -160,6 +161,12 @@ def patient(u: Usage, pid: Segment) -> tuple[fhir.Patient, str]:
     return resource, primary
 
 
+def _patient_class(code: str) -> fhir.Coding:
+    if code in _PATIENT_CLASS:
+        return fhir.Coding(system=ACT_CODE_SYSTEM, code=_PATIENT_CLASS[code])
+    return fhir.Coding(system=V2_0004_SYSTEM, code=code)
+
+
 def encounter(u: Usage, pv1: Segment, patient_ref: str, sender: str) -> fhir.Encounter | None:
     """PV1 -> Encounter (class, visit number, location, attending doctor, admit/discharge times)."""
     u.get(pv1, 1)
@@ -170,15 +177,15 @@ def encounter(u: Usage, pv1: Segment, patient_ref: str, sender: str) -> fhir.Enc
     start, end = u.datetime(pv1, 44), u.datetime(pv1, 45)
     location = " ".join(p for p in (u.get(pv1, 3, c) for c in (1, 2, 3, 4)) if p)
     doctor = person_name(u, pv1, 7, xcn=True)
+    # `class` is a Python keyword: the model takes it by its FHIR name.
+    visit_class: dict[str, Any] = {"class": _patient_class(patient_class)}
     return fhir.Encounter(
         id=hashed_id("enc-", sender, visit or patient_ref, "" if visit else (start or "")),
         identifier=[fhir.Identifier(value=visit, type=fhir.CodeableConcept(coding=[fhir.Coding(system=V2_0203_SYSTEM, code="VN")]))]
         if visit
         else None,
         status="finished" if end else "in-progress",
-        class_fhir=fhir.Coding(system=ACT_CODE_SYSTEM, code=_PATIENT_CLASS[patient_class])
-        if patient_class in _PATIENT_CLASS
-        else fhir.Coding(system=V2_0004_SYSTEM, code=patient_class),
+        **visit_class,
         subject=fhir.Reference(reference=patient_ref),
         period=fhir.Period(start=start, end=end) if start or end else None,
         location=[fhir.EncounterLocation(location=fhir.Reference(display=location))] if location else None,

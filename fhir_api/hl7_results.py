@@ -5,6 +5,7 @@ Groups are found by segment order (ORC? OBR {OBX NTE*}*), as hl7apy is run witho
 """
 
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from fhir_api import fhir
 from fhir_api.hl7 import Segment
@@ -171,7 +172,7 @@ def _report(
     return report, observations
 
 
-def _instant(u: Usage, seg: Segment, position: int) -> str | None:
+def _instant(u: Usage, seg: Segment, position: int) -> Any:
     # DiagnosticReport.issued is an instant: only a time with an offset can fill it.
     moment = u.datetime(seg, position)
     if moment is None or "T" not in moment:
