@@ -95,8 +95,8 @@ def segments(
         concept = _cwe(finding.concept.code, finding.concept.display, _system_name(finding.concept.system))
         verdict, flag = (_DETECTED, "A") if finding.positive else (_NOT_DETECTED, "N")
         probability = f"{min(max(finding.probability, 0.0), 1.0):.4f}"
-        out.append(f"OBX|{n + 1}|CWE|{concept}|{k}|{verdict}||||{flag}|||{status}|||{observed}")
-        out.append(f"OBX|{n + 2}|NM|PROB^Probability^{LOCAL_CODES}|{k}|{probability}|1^^UCUM||||||{status}|||{observed}")
+        out.append(f"OBX|{n + 1}|CWE|{concept}|{k}|{verdict}|||{flag}|||{status}|||{observed}")
+        out.append(f"OBX|{n + 2}|NM|PROB^Probability^{LOCAL_CODES}|{k}|{probability}|1^^UCUM|||||{status}|||{observed}")
         n += 2
     if report.conclusion:
         out.append(f"OBX|{n + 1}|TX|18782-3^Radiology Study observation^LN||{escape(report.conclusion)}||||||{status}")
@@ -131,7 +131,7 @@ def build(
             else:
                 order.add_group("ORU_R01_OBSERVATION").add(segment)
         message.validate()
-    except HL7apyException as exc:
+    except (HL7apyException, ValueError) as exc:  # hl7apy reports bad values as ValueError
         raise InvalidOutbound(f"ORU^R01 fails strict validation: {exc}") from exc
     return str(message.to_er7()) + "\r"
 
