@@ -85,6 +85,7 @@ class Receiver:
         self.script = script
         self.received: list[bytes] = []
         self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -94,6 +95,7 @@ class Receiver:
         return f"MSH|^~\\&|TESTEHR|HOSP|DOCTORAI|DOCTORAI|20240101000000||ACK^R01^ACK|A{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r".encode()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 data = await reader.readuntil(FS + CR)
@@ -107,6 +109,7 @@ class Receiver:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def _run(self) -> None:
@@ -119,9 +122,9 @@ class Receiver:
 
     async def _shutdown(self) -> None:
         self._server.close()
+        for writer in list(self._writers):
+            writer.close()  # its handler's read ends, and the handler with it
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -146,3 +149,55 @@ def receiver(script: Callable[[bytes], str | None] = lambda _: "AA") -> Iterator
         yield peer
     finally:
         peer.stop()
+
+
+class AckDroppingProxy:
+    """A TCP relay that passes what the sender writes to the listener and drops what comes back.
+
+    It stands for a network that loses the ACK: the sender sees its connection end without one.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self._server.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+
+        def forward() -> None:
+            try:
+                while data := client.recv(65536):
+                    upstream.sendall(data)
+            except OSError:
+                pass
+
+        def drop() -> None:
+            try:
+                while upstream.recv(65536):
+                    pass  # the ACK is lost here
+            except OSError:
+                pass
+            for sock in (client, upstream):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the other relay thread and sends FIN
+                except OSError:
+                    pass
+                sock.close()
+
+        for target in (forward, drop):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop accepting and wait for the relays."""
+        self._server.close()
+        for thread in self._threads:
+            thread.join(10)
