@@ -1,9 +1,9 @@
 """Taking one HL7 v2 message in: stored before it is acknowledged, mapped once, audited (DESIGN.md 5.1).
 
-Order of work: read and check the header; answer a duplicate (same MSH-3/4/10 already accepted)
-from its stored row; map to FHIR (pure); put the raw bytes in object storage; then one
-transaction holds the message row, the FHIR resources, the orders, the outbox event and the audit
-record. Only then is the ACK written. Storage down means AE and nothing half-written: the object
+Order of work: read and check the header; map to FHIR (pure); put the raw bytes in object
+storage; then one transaction either finds the message already accepted (same MSH-3/4/10: a
+duplicate, answered from its row and audited, not processed again) or holds the message row, the
+FHIR resources, the orders, the outbox event and the audit record. Only then is the ACK written. Storage down means AE and nothing half-written: the object
 key derives from the message, so the sender's retry overwrites the same object.
 """
 
@@ -91,9 +91,6 @@ def take(
     except Hl7Error as exc:
         return _refuse(engine, objects, raw, header, exc, source_address=source_address, received=received)
     key = dedupe_key(header.sending_application, header.sending_facility, header.control_id)
-    earlier = _earlier(engine, header, key, source_address)
-    if earlier is not None:
-        return earlier
     mapping: Mapping | None = None
     failure: MappingFailed | None = None
     try:
@@ -101,11 +98,16 @@ def take(
     except MappingFailed as exc:
         failure = exc
     digest = hashlib.sha256(raw).hexdigest()
+    # An accepted message's id (and object key) derives from sender, control id and bytes: a re-send
+    # after a lost ACK overwrites the same object with the same bytes, then finds the first row.
     message_id = str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key}|{digest}")) if mapping else str(uuid.uuid4())
     object_key = hl7_key(received, message_id)
     objects.put_bytes(object_key, raw, content_type="x-application/hl7-v2+er7")
     try:
         with session_scope(engine) as session:
+            earlier = _earlier(session, header, key, source_address)
+            if earlier is not None:
+                return earlier
             row = _row(header, message_id, object_key, raw, source_address, received)
             if mapping is not None:
                 row.status, row.ack_code, row.unmapped, row.dedupe_key = "accepted", "AA", mapping.unmapped, key
@@ -119,7 +121,8 @@ def take(
                 _audit_refusal(session, header, message_id, failure, source_address, stored=True)
     except IntegrityError:
         # The same message was accepted on another connection in between: answer as a duplicate.
-        again = _earlier(engine, header, key, source_address)
+        with session_scope(engine) as session:
+            again = _earlier(session, header, key, source_address)
         if again is None:
             raise
         return again
@@ -150,24 +153,23 @@ def _row(header: Header, message_id: str, object_key: str, raw: bytes, source: s
     )
 
 
-def _earlier(engine: Engine, header: Header, key: str, source_address: str) -> Answer | None:
+def _earlier(session: Session, header: Header, key: str, source_address: str) -> Answer | None:
     """A duplicate's answer: the first one's code, re-sent; audited, not processed again."""
-    with session_scope(engine) as session:
-        first = accepted_message(session, key=key)
-        if first is None:
-            return None
-        append(
-            session,
-            AuditRecord(
-                hop=HL7_ACCEPTED,
-                correlation_id=first.correlation_id,
-                agent_who=_agent(header),
-                agent_address=source_address,
-                entity_what=f"hl7:{first.id}",
-                detail={"control_id": header.control_id, "duplicate": "true", "ack": first.ack_code},
-            ),
-        )
-        return Answer(first.ack_code, header, first.id, duplicate=True, stored=True)
+    first = accepted_message(session, key=key)
+    if first is None:
+        return None
+    append(
+        session,
+        AuditRecord(
+            hop=HL7_ACCEPTED,
+            correlation_id=first.correlation_id,
+            agent_who=_agent(header),
+            agent_address=source_address,
+            entity_what=f"hl7:{first.id}",
+            detail={"control_id": header.control_id, "duplicate": "true", "ack": first.ack_code},
+        ),
+    )
+    return Answer(first.ack_code, header, first.id, duplicate=True, stored=True)
 
 
 def _refuse(
