@@ -51,7 +51,6 @@ class Answer:
     message_id: str = ""
     error: Hl7Error | None = None
     duplicate: bool = False
-    stored: bool = False
 
 
 def _allowed(settings: MllpSettings, header: Header) -> bool:
@@ -118,7 +117,7 @@ def take(
             else:
                 row.status, row.ack_code, row.error = "error", "AE", str(failure)
                 session.add(row)
-                _audit_refusal(session, header, message_id, failure, source_address, stored=True)
+                _audit_refusal(session, header, message_id, failure, source_address)
     except IntegrityError:
         # The same message was accepted on another connection in between: answer as a duplicate.
         with session_scope(engine) as session:
@@ -127,8 +126,8 @@ def take(
             raise
         return again
     if failure is not None:
-        return Answer("AE", header, message_id, error=failure, stored=True)
-    return Answer("AA", header, message_id, stored=True)
+        return Answer("AE", header, message_id, error=failure)
+    return Answer("AA", header, message_id)
 
 
 def _row(header: Header, message_id: str, object_key: str, raw: bytes, source: str, received: datetime) -> Hl7Message:
@@ -169,7 +168,7 @@ def _earlier(session: Session, header: Header, key: str, source_address: str) ->
             detail={"control_id": header.control_id, "duplicate": "true", "ack": first.ack_code},
         ),
     )
-    return Answer(first.ack_code, header, first.id, duplicate=True, stored=True)
+    return Answer(first.ack_code, header, first.id, duplicate=True)
 
 
 def _refuse(
@@ -184,12 +183,12 @@ def _refuse(
         row = _row(header, message_id, object_key, raw, source_address, received)
         row.error = str(error)
         session.add(row)
-        _audit_refusal(session, header, message_id, error, source_address, stored=True)
-    return Answer(error.ack_code, header, message_id, error=error, stored=True)
+        _audit_refusal(session, header, message_id, error, source_address)
+    return Answer(error.ack_code, header, message_id, error=error)
 
 
 def _audit_refusal(
-    session: Session, header: Header, message_id: str, error: Hl7Error | None, source: str, *, stored: bool
+    session: Session, header: Header, message_id: str, error: Hl7Error | None, source: str
 ) -> None:
     append(
         session,
@@ -206,7 +205,7 @@ def _audit_refusal(
                 "ack": error.ack_code if error else "AE",
                 "error_code": error.error_code if error else "",
                 "reason": str(error)[:200],
-                "stored": str(stored).lower(),
+                "stored": "true",
             },
         ),
     )

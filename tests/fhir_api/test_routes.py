@@ -112,7 +112,9 @@ def test_metadata_is_open_and_a_capability_statement(client: httpx.Client) -> No
     assert rest.security is not None and rest.security.service is not None
     assert rest.security.service[0].coding[0].code == "SMART-on-FHIR"  # type: ignore[index]
     kinds = {r.type: r for r in rest.resource or []}
-    assert set(kinds) == {"DiagnosticReport", "ImagingStudy", "Observation", "Patient"}
+    # Encounter and ServiceRequest come from HL7 v2 (issue 4): stored and readable.
+    assert set(kinds) == {"DiagnosticReport", "ImagingStudy", "Observation", "Patient", "Encounter", "ServiceRequest"}
+    assert {i.code for i in kinds["ServiceRequest"].interaction or []} == {"read"}
     report_interactions = {i.code for i in kinds["DiagnosticReport"].interaction or []}
     assert report_interactions == {"read", "search-type"}
     assert {p.name for p in kinds["DiagnosticReport"].searchParam or []} == {"_id", "patient", "subject", "status"}
