@@ -54,6 +54,11 @@ RESOURCE_UPDATED = Hop("110110", "resource-updated", Action.UPDATE)
 RESOURCE_DELETED = Hop("110110", "resource-deleted", Action.DELETE)
 # DCM 110112 Query: a FHIR search (FHIR marks searches with action E).
 RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
+# Issue 4, HL7 v2: DCM 110107 Import (a message taken in or refused) and 110106 Export (an ORU^R01
+# sent), with the actions IHE ATNA gives them (Import C, Export R).
+HL7_ACCEPTED = Hop("110107", "hl7-accepted", Action.CREATE)
+HL7_REJECTED = Hop("110107", "hl7-rejected", Action.CREATE)
+HL7_SENT = Hop("110106", "hl7-sent", Action.READ)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,15 @@ from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.subscription import Subscription
 
+# Issue 4 (HL7 v2 mapping): orders, visits and the patient parts v2 carries.
+from fhir.resources.R4B.address import Address
+from fhir.resources.R4B.contactpoint import ContactPoint
+from fhir.resources.R4B.encounter import Encounter, EncounterLocation, EncounterParticipant
+from fhir.resources.R4B.observation import ObservationReferenceRange
+from fhir.resources.R4B.patient import PatientLink
+from fhir.resources.R4B.period import Period
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
 # The R4 version this API speaks (CapabilityStatement.fhirVersion).
 FHIR_VERSION = "4.0.1"
 MEDIA_TYPE = "application/fhir+json"
@@ -58,11 +67,21 @@ RESOURCE_CLASSES: dict[str, type[Resource]] = {
     "ImagingStudy": ImagingStudy,
     "Observation": Observation,
     "Patient": Patient,
+    "Encounter": Encounter,
     "ServiceRequest": ServiceRequest,
     "Subscription": Subscription,
 }
 
 __all__ = [
+    "Address",
+    "ContactPoint",
+    "Encounter",
+    "EncounterLocation",
+    "EncounterParticipant",
+    "ObservationReferenceRange",
+    "PatientLink",
+    "Period",
+    "ServiceRequest",
     "FHIR_VERSION",
     "MEDIA_TYPE",
     "RESOURCE_CLASSES",

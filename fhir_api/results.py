@@ -24,9 +24,12 @@ from audit import log as audit_log
 from audit.records import REPORT_CREATED, AuditRecord, Outcome
 from fhir_api import metrics, store
 from fhir_api.config import ApiSettings
+from fhir_api.config import get_mllp_settings
 from fhir_api.config import get_settings as get_api_settings
 from fhir_api.errors import Conflict, InvalidResult
 from fhir_api.mapping import imaging_study_from_index, patient_from_study, report_from_result
+from fhir_api.orders import with_order
+from fhir_api.oru import queue_oru
 from integration import topics
 from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
@@ -132,6 +135,8 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
     patient_ref = _store_patient_and_study(session, study)
     status = "amended" if _supersedes(session, message) else "preliminary"
     report, observations = report_from_result(message, patient_ref, status=status)
+    # Issue 4: a study ordered over HL7 gets a report `basedOn` the order's ServiceRequest.
+    report = with_order(session, study, report)
     for observation in observations:
         store.save(session, observation)
     store.save(session, report)
@@ -161,6 +166,8 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
             },
         ),
     )
+    # Issue 4: the report goes out as ORU^R01 to every enabled MLLP destination, in this transaction.
+    queue_oru(session, report=report, result=message, study=study, settings=get_mllp_settings())
     session.flush()
     return report_id
 

@@ -1,4 +1,4 @@
-"""`python -m integration`: the outbox relay, the router and the audit trail's syslog export."""
+"""`python -m integration`: the outbox relay, the router, the outbound sender and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -9,7 +9,7 @@ from prometheus_client import start_http_server
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import kafka, relay, topics
+from integration import kafka, outbound, relay, topics
 from integration.config import get_settings
 from integration.messages import StudyReady
 from integration.router import route
@@ -30,7 +30,7 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await kafka.ensure_topics(settings, [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ])
+    await kafka.ensure_topics(settings, [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ])
     producer = kafka.make_producer(settings)
     consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=[topics.STUDY_READY])
     await producer.start()
@@ -47,6 +47,7 @@ async def serve() -> None:
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),
         ]
+        tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
         audit_settings = get_audit_settings()
         collector = syslog.make_collector(audit_settings)
         if collector is not None:

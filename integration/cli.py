@@ -1,5 +1,6 @@
 """The `doctorai` command: `up` starts the local stack and the engine, `init` prepares real services,
-`token` prints a bearer token, `clients` manages the FHIR API's clients.
+`token` prints a bearer token, `clients` manages the FHIR API's clients,
+`destinations`/`deliveries`/`hl7` show and configure HL7 v2 traffic.
 
 This is a composition root like a `__main__`: it may reach into every package.
 """
@@ -9,7 +10,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from integration.config import get_settings as get_integration_settings
 from integration.stack import (
@@ -24,6 +27,9 @@ from integration.stack import (
 )
 from storage.config import get_settings as get_storage_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 log = logging.getLogger("doctorai")
 
 
@@ -35,6 +41,7 @@ def _endpoints(config: StackConfig) -> str:
             "DoctorAI is up:",
             f"  DICOM C-STORE/C-ECHO   AE title DOCTORAI at 127.0.0.1:{p.dicom}",
             f"  FHIR R4                http://127.0.0.1:{p.http}/fhir  (token: .venv/bin/doctorai token)",
+            f"  HL7 v2 (MLLP)          127.0.0.1:{p.mllp}",
             f"  health / metrics       http://127.0.0.1:{p.http}/readyz  http://127.0.0.1:{p.http}/metrics",
             f"  object store (S3)      http://127.0.0.1:{p.s3}  over {config.var_dir / 'objects'}",
             f"  Kafka (Tansu)          127.0.0.1:{p.kafka}",
@@ -48,6 +55,7 @@ def _endpoints(config: StackConfig) -> str:
 def _configured_ports() -> Ports:
     """The ports the DOCTORAI_* settings name (their defaults are the documented ones)."""
     from dicom_listener.config import get_settings as get_dicom_settings
+    from fhir_api.config import get_mllp_settings
     from fhir_api.config import get_settings as get_api_settings
     from inference.config import get_settings as get_inference_settings
 
@@ -62,6 +70,8 @@ def _configured_ports() -> Ports:
         results_metrics=api.results_metrics_port,
         subscriptions_metrics=api.subscription_metrics_port,
         inference_metrics=get_inference_settings().inference_metrics_port,
+        mllp=get_mllp_settings().mllp_port,
+        mllp_metrics=get_mllp_settings().mllp_metrics_port,
     )
 
 
@@ -118,7 +128,7 @@ def init(args: argparse.Namespace) -> int:
     storage = get_storage_settings()
     migrate(storage.resolved_database_url())
     make_object_store(storage).ensure_bucket()
-    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ]
+    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ]
     names += [topics.inference_request(m) for m in DEFAULT_MODELS]
     asyncio.run(kafka.ensure_topics(get_integration_settings(), names))
     print("database migrated, bucket and topics in place")
@@ -141,6 +151,78 @@ def audit_verify(args: argparse.Namespace) -> int:
         return 0
     print(f"audit chain broken at record {result.first_break.record_id}: {result.first_break.reason}")
     return 1
+
+
+def _in_database(work: "Callable[[Session], int]") -> int:
+    from storage.db import make_engine, session_scope
+
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    try:
+        with session_scope(engine) as session:
+            return work(session)
+    finally:
+        engine.dispose()
+
+
+def destinations_add_mllp(args: argparse.Namespace) -> int:
+    """Configure an MLLP destination that every new report is sent to as ORU^R01 (issue 4)."""
+    from storage.deliveries import DestinationExists, add_destination
+
+    def work(session: "Session") -> int:
+        try:
+            row = add_destination(session, name=args.name, kind="mllp", host=args.host, port=args.port, tls=args.tls)
+        except DestinationExists:
+            print(f"a destination named {args.name} exists already", file=sys.stderr)
+            return 1
+        print(f"destination {row.id} {row.name}: mllp://{row.host}:{row.port}{' (TLS)' if row.tls else ''}")
+        return 0
+
+    return _in_database(work)
+
+
+def destinations_list(args: argparse.Namespace) -> int:
+    """Print the configured destinations and their delivery counts."""
+    from storage.deliveries import deliveries, destinations
+
+    def work(session: "Session") -> int:
+        rows = deliveries(session)
+        for d in destinations(session):
+            counts = {s: sum(1 for r in rows if r.destination_id == d.id and r.status == s) for s in ("pending", "sent", "dead")}
+            state = "enabled" if d.enabled else "disabled"
+            print(f"{d.id}\t{d.name}\t{d.kind}://{d.host}:{d.port}\t{state}\t{counts}")
+        return 0
+
+    return _in_database(work)
+
+
+def deliveries_list(args: argparse.Namespace) -> int:
+    """Print outbound deliveries (optionally of one status) with attempts and last error."""
+    from storage.deliveries import deliveries
+
+    def work(session: "Session") -> int:
+        for r in deliveries(session, status=args.status):
+            print(f"{r.id}\t{r.status}\tdestination {r.destination_id}\t{r.subject}\tattempts {r.attempts}\t{r.ack_code}\t{r.last_error}")
+        return 0
+
+    return _in_database(work)
+
+
+def hl7_unmapped(args: argparse.Namespace) -> int:
+    """Print, as JSON, the fields of a received HL7 message that the FHIR mapping did not use."""
+    import json
+
+    from storage.hl7_messages import unmapped_report
+
+    def work(session: "Session") -> int:
+        try:
+            report = unmapped_report(session, message_id=args.message_id)
+        except KeyError:
+            print(f"no HL7 message {args.message_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+
+    return _in_database(work)
 
 
 def token(args: argparse.Namespace) -> int:
@@ -206,6 +288,23 @@ def main(argv: list[str] | None = None) -> int:
     p_audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain of the audit trail").set_defaults(func=audit_verify)
+    p_dest = sub.add_parser("destinations", help="where results are sent")
+    dest_sub = p_dest.add_subparsers(dest="destinations_command", required=True)
+    p_add = dest_sub.add_parser("add-mllp", help="send every new report as ORU^R01 to an MLLP receiver")
+    p_add.add_argument("name")
+    p_add.add_argument("host")
+    p_add.add_argument("port", type=int)
+    p_add.add_argument("--tls", action="store_true", help="connect with TLS")
+    p_add.set_defaults(func=destinations_add_mllp)
+    dest_sub.add_parser("list", help="configured destinations").set_defaults(func=destinations_list)
+    p_deliveries = sub.add_parser("deliveries", help="outbound deliveries with attempts and last error")
+    p_deliveries.add_argument("--status", choices=["pending", "sent", "dead"], default=None)
+    p_deliveries.set_defaults(func=deliveries_list)
+    p_hl7 = sub.add_parser("hl7", help="HL7 v2 message tools")
+    hl7_sub = p_hl7.add_subparsers(dest="hl7_command", required=True)
+    p_unmapped = hl7_sub.add_parser("unmapped", help="fields of a received message the FHIR mapping did not use")
+    p_unmapped.add_argument("message_id")
+    p_unmapped.set_defaults(func=hl7_unmapped)
     p_token = sub.add_parser("token", help="print a bearer token for the local engine")
     p_token.add_argument("--subject", default="local-cli")
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")

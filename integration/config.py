@@ -24,6 +24,11 @@ class IntegrationSettings(BaseSettings):
     # Address every background process's metrics port binds to: loopback on one machine,
     # 0.0.0.0 in containers so Prometheus and the kubelet's probes reach it.
     metrics_host: str = "127.0.0.1"
+    # Issue 4, outbound deliveries: how often each destination's queue is polled, how long to wait
+    # for an ACK, and after how many failed attempts (AE, timeout, connection) a delivery is dead.
+    outbound_poll_seconds: float = 0.5
+    outbound_ack_timeout_seconds: float = 30.0
+    outbound_max_attempts: int = 100
 
 
 @lru_cache

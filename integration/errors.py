@@ -9,3 +9,20 @@ class PipelineError(Exception):
 
 class InvalidMessage(PipelineError):
     """A message that does not match its schema; retrying cannot help."""
+
+
+class FramingError(PipelineError):
+    """Bytes on an MLLP connection that are not a VT ... FS CR block (HL7 v2 Appendix C, MLLP release 2)."""
+
+
+class MessageTooLarge(FramingError):
+    """An MLLP block longer than the configured maximum; the connection cannot be resynchronised."""
+
+
+class DeliveryFailed(PipelineError):
+    """An outbound message was not acknowledged AA/CA; `retriable` says whether sending again can help."""
+
+    def __init__(self, message: str, *, retriable: bool, ack_code: str = "") -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.ack_code = ack_code

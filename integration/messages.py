@@ -131,3 +131,20 @@ class FhirReceived(Event):
     interaction: Literal["create", "update", "delete"]
     # The API client (token subject) that made the change.
     client_id: str = ""
+
+
+class Hl7Received(Event):
+    """An HL7 v2 message was stored, acknowledged and mapped (issue 4); its raw bytes are at `object_key`."""
+
+    message_id: str
+    sender_application: str
+    sender_facility: str
+    control_id: str
+    message_type: str
+    trigger_event: str
+    version: str
+    object_key: str
+    patient_id: str = ""
+    accession_numbers: list[str] = []
+    # The FHIR resources the message created or changed, as "Type/id".
+    resources: list[str] = []

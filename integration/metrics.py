@@ -11,3 +11,10 @@ CONSUMER_LAG = Gauge(
     "doctorai_kafka_consumer_lag", "Messages between a consumer group's position and the log end", ["group", "topic"]
 )
 DEAD_LETTERS = Counter("doctorai_dead_letters_total", "Messages sent to the dead-letter topic", ["source_topic"])
+
+# Issue 4: outbound deliveries (ORU^R01 over MLLP).
+DELIVERIES = Counter(
+    "doctorai_outbound_deliveries_total",
+    "Outbound delivery attempts by destination and outcome (sent, retry, dead)",
+    ["destination", "outcome"],
+)

@@ -10,6 +10,7 @@ from audit.log import append
 from audit.records import STUDY_ROUTED, AuditRecord
 from integration import topics
 from integration.messages import InferenceRequest, StudyReady
+from integration.orders import skip_cancelled
 from integration.rules import Rule, evaluate
 from storage.db import session_scope
 from storage.outbox import add_event
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def route(engine: Engine, rules: Sequence[Rule], study: StudyReady) -> list[InferenceRequest]:
     """Create the jobs the rules ask for and queue their requests; a replayed event creates nothing new."""
+    if skip_cancelled(engine, study):  # issue 4: an order cancelled over HL7 stops the study here
+        return []
     plan = evaluate(rules, study)
     queued: list[InferenceRequest] = []
     with session_scope(engine) as session:

@@ -51,6 +51,8 @@ class Ports:
     results_metrics: int = 9103
     inference_metrics: int = 9104
     subscriptions_metrics: int = 9110
+    mllp: int = 2575
+    mllp_metrics: int = 9105
 
 
 def free_ports() -> Ports:
@@ -111,6 +113,8 @@ def engine_env(config: StackConfig) -> dict[str, str]:
         "DOCTORAI_RESULTS_METRICS_PORT": str(config.ports.results_metrics),
         "DOCTORAI_INFERENCE_METRICS_PORT": str(config.ports.inference_metrics),
         "DOCTORAI_SUBSCRIPTION_METRICS_PORT": str(config.ports.subscriptions_metrics),
+        "DOCTORAI_MLLP_PORT": str(config.ports.mllp),
+        "DOCTORAI_MLLP_METRICS_PORT": str(config.ports.mllp_metrics),
         # Keras runs on torch: TensorFlow is not installed.
         "KERAS_BACKEND": "torch",
     }
@@ -294,7 +298,7 @@ def start_broker(config: StackConfig, supervisor: Supervisor) -> None:
 
 def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
     """The engine's topics, then every engine process, each health-checked before the next starts."""
-    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ]
+    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ]
     names += [topics.inference_request(m) for m in config.models]
     asyncio.run(kafka.ensure_topics(config.integration_settings(), names))
     env = engine_env(config)
@@ -319,7 +323,8 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
             ready=metrics(p.inference_metrics + i),
             timeout=180,
         )
-    # The listener last: PACS traffic is accepted only once everything behind it runs.
+    # The listeners last: PACS and EHR traffic is accepted only once everything behind it runs.
+    supervisor.start("mllp", [py, "-m", "fhir_api.mllp"], env=env, ready=metrics(p.mllp_metrics))
     supervisor.start("dicom", [py, "-m", "dicom_listener"], env=env, ready=metrics(p.dicom_metrics))
 
 

@@ -112,8 +112,10 @@ def test_metadata_is_open_and_a_capability_statement(client: httpx.Client) -> No
     assert rest.security is not None and rest.security.service is not None
     assert rest.security.service[0].coding[0].code == "SMART-on-FHIR"  # type: ignore[index]
     kinds = {r.type: r for r in rest.resource or []}
+    # Encounter comes from HL7 v2 (issue 4): stored and readable.
     assert set(kinds) == {
-        "DiagnosticReport", "Endpoint", "ImagingStudy", "Observation", "Patient", "ServiceRequest", "Subscription"
+        "DiagnosticReport", "Encounter", "Endpoint", "ImagingStudy", "Observation", "Patient", "ServiceRequest",
+        "Subscription",
     }
     report_interactions = {i.code for i in kinds["DiagnosticReport"].interaction or []}
     assert report_interactions == {

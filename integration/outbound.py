@@ -1,0 +1,204 @@
+"""The outbound sender: every enabled MLLP destination's queued deliveries, sent until acknowledged.
+
+The queue is the `deliveries` table, not a Kafka topic per destination: the message and its
+queueing commit with the report that caused them, and each destination gets its own asyncio task,
+so one destination that is down or refusing never holds up another. Within a destination messages
+go one at a time in queue order (HL7 v2 original mode: wait for the ACK before the next).
+
+Rules (HL7 v2 2.9.2): AA (or CA) -> sent. AR/CR (rejected: the same message will be rejected
+again) -> dead at once. AE/CE, no answer within the timeout, a broken connection or an answer
+that is not an ACK to this message -> retried with exponential backoff, dead after
+`outbound_max_attempts`. Sent and dead deliveries are audited (DCM 110106 Export).
+"""
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from audit.log import append
+from audit.records import HL7_SENT, AuditRecord, Outcome
+from integration import metrics
+from integration.config import IntegrationSettings
+from integration.errors import DeliveryFailed, FramingError
+from integration.mllp import ack_code, exchange
+from storage.db import session_scope
+from storage.deliveries import destinations, due_deliveries, mark_delivered, mark_failed
+from storage.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+BATCH = 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """A destination as the sender needs it."""
+
+    id: int
+    name: str
+    host: str
+    port: int
+    tls: bool
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One delivery as the sender needs it."""
+
+    id: int
+    correlation_id: str
+    subject: str
+    control_id: str
+    payload: str
+    attempts: int
+
+
+def _targets(engine: Engine) -> list[Target]:
+    with session_scope(engine) as session:
+        return [
+            Target(d.id, d.name, d.host, d.port, d.tls, str((d.options or {}).get("ca_file", "")))
+            for d in destinations(session, kind="mllp", enabled_only=True)
+        ]
+
+
+def _due(engine: Engine, destination_id: int) -> list[Queued]:
+    with session_scope(engine) as session:
+        return [
+            Queued(d.id, d.correlation_id, d.subject, d.control_id, d.payload, d.attempts)
+            for d in due_deliveries(session, destination_id=destination_id, limit=BATCH)
+        ]
+
+
+def _record(engine: Engine, target: Target, item: Queued, *, code: str, error: str, retry_in: timedelta | None) -> None:
+    """Write an attempt's outcome; sent and dead ones with their audit record, in one transaction."""
+    with session_scope(engine) as session:
+        if not error:
+            mark_delivered(session, delivery_id=item.id, ack_code=code)
+        else:
+            mark_failed(session, delivery_id=item.id, error=error, ack_code=code, retry_in=retry_in)
+        if error and retry_in is not None:
+            return
+        append(
+            session,
+            AuditRecord(
+                hop=HL7_SENT,
+                correlation_id=item.correlation_id,
+                agent_who="doctorai-outbound",
+                agent_address=f"{target.host}:{target.port}",
+                entity_what=item.subject,
+                outcome=Outcome.SUCCESS if not error else Outcome.SERIOUS_FAILURE,
+                detail={
+                    "destination": target.name,
+                    "control_id": item.control_id,
+                    "ack": code,
+                    "attempts": str(item.attempts + 1),
+                    "error": error[:200],
+                },
+            ),
+        )
+
+
+def backoff(settings: IntegrationSettings, attempts: int) -> timedelta:
+    """The wait before attempt `attempts + 1`: doubling from the first delay up to the maximum."""
+    delay = settings.retry_first_delay_seconds * (2 ** min(attempts, 30))
+    return timedelta(seconds=min(delay, settings.retry_max_delay_seconds))
+
+
+async def _connect(target: Target, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    context = None
+    if target.tls:
+        context = ssl.create_default_context(cafile=target.ca_file or None)
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(target.host, target.port, ssl=context), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise DeliveryFailed(f"cannot connect to {target.host}:{target.port}: {exc!r}", retriable=True) from exc
+
+
+async def send(target: Target, item: Queued, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], *, timeout: float) -> str:
+    """Send one delivery and return the ACK code if it is AA/CA; raise DeliveryFailed otherwise."""
+    reader, writer = connection
+    answer = await exchange(reader, writer, item.payload.encode(), timeout=timeout)
+    try:
+        code, detail = ack_code(answer, control_id=item.control_id)
+    except FramingError as exc:
+        raise DeliveryFailed(str(exc), retriable=True) from exc
+    if code in ("AA", "CA"):
+        return code
+    raise DeliveryFailed(f"{code}: {detail}"[:500], retriable=code not in ("AR", "CR"), ack_code=code)
+
+
+async def run_destination(engine: Engine, settings: IntegrationSettings, target: Target, stop: asyncio.Event) -> None:
+    """Send one destination's deliveries until `stop`; never raises for a delivery's failure."""
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        while not stop.is_set():
+            try:
+                due = await asyncio.to_thread(_due, engine, target.id)
+            except StorageUnavailable as exc:
+                log.warning("outbound %s paused: %r", target.name, exc)
+                due = []
+            for item in due:
+                if not item.payload:
+                    continue
+                try:
+                    if connection is None:
+                        connection = await _connect(target, settings.outbound_ack_timeout_seconds)
+                    code = await send(target, item, connection, timeout=settings.outbound_ack_timeout_seconds)
+                    await asyncio.to_thread(_record, engine, target, item, code=code, error="", retry_in=None)
+                    metrics.DELIVERIES.labels(target.name, "sent").inc()
+                except DeliveryFailed as exc:
+                    _close(connection)
+                    connection = None
+                    last = not exc.retriable or item.attempts + 1 >= settings.outbound_max_attempts
+                    retry_in = None if last else backoff(settings, item.attempts)
+                    await asyncio.to_thread(
+                        _record, engine, target, item, code=exc.ack_code, error=str(exc), retry_in=retry_in
+                    )
+                    metrics.DELIVERIES.labels(target.name, "dead" if last else "retry").inc()
+                    log.warning("delivery %d to %s failed (attempt %d): %s", item.id, target.name, item.attempts + 1, exc)
+                    break  # keep this destination's order: later messages wait for this one's retry
+            await _sleep(stop, settings.outbound_poll_seconds)
+    finally:
+        _close(connection)
+
+
+def _close(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+    if connection is not None:
+        connection[1].close()
+
+
+async def run(engine: Engine, settings: IntegrationSettings, stop: asyncio.Event) -> None:
+    """One task per enabled MLLP destination, re-read every few polls so new destinations start sending."""
+    tasks: dict[Target, asyncio.Task[None]] = {}
+    try:
+        while not stop.is_set():
+            try:
+                targets = set(await asyncio.to_thread(_targets, engine))
+            except StorageUnavailable as exc:
+                log.warning("outbound paused: %r", exc)
+                targets = set(tasks)
+            for target in list(tasks):
+                task = tasks[target]
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("outbound %s stopped, restarting it: %r", target.name, task.exception())
+                if target not in targets or task.done():
+                    tasks.pop(target).cancel()
+            for target in targets - set(tasks):
+                tasks[target] = asyncio.create_task(run_destination(engine, settings, target, stop))
+            await _sleep(stop, settings.outbound_poll_seconds * 4)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

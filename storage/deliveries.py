@@ -1,0 +1,119 @@
+"""Destinations and outbound deliveries: a queue per destination, in the database.
+
+A delivery is due when pending and its `next_attempt_at` has passed; the sender takes each
+destination's due deliveries in id order, so one destination's failures never hold up another.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.tables import Delivery, Destination
+
+
+class DestinationExists(ValueError):
+    """A destination with this name is already configured."""
+
+
+def add_destination(
+    session: Session, *, name: str, kind: str, host: str, port: int, tls: bool = False
+) -> Destination:
+    """Configure a new enabled destination."""
+    if session.scalar(select(Destination.id).where(Destination.name == name)) is not None:
+        raise DestinationExists(name)
+    row = Destination(
+        name=name, kind=kind, host=host, port=port, tls=tls, enabled=True, options={}, created_at=datetime.now(UTC)
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def destinations(session: Session, *, kind: str | None = None, enabled_only: bool = False) -> list[Destination]:
+    """Configured destinations, by id."""
+    stmt = select(Destination).order_by(Destination.id)
+    if kind is not None:
+        stmt = stmt.where(Destination.kind == kind)
+    if enabled_only:
+        stmt = stmt.where(Destination.enabled.is_(True))
+    return list(session.scalars(stmt))
+
+
+def queue_delivery(
+    session: Session, *, destination_id: int, correlation_id: str, subject: str, control_id: str, payload: str
+) -> Delivery | None:
+    """Queue `payload` for a destination; None when this subject was queued there already (a replay)."""
+    existing = session.scalar(
+        select(Delivery.id).where(Delivery.destination_id == destination_id, Delivery.subject == subject)
+    )
+    if existing is not None:
+        return None
+    now = datetime.now(UTC)
+    row = Delivery(
+        destination_id=destination_id,
+        correlation_id=correlation_id,
+        subject=subject,
+        control_id=control_id,
+        payload=payload,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        last_error="",
+        ack_code="",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def due_deliveries(session: Session, *, destination_id: int, limit: int, now: datetime | None = None) -> list[Delivery]:
+    """A destination's pending deliveries whose time has come, oldest first."""
+    stmt = (
+        select(Delivery)
+        .where(
+            Delivery.destination_id == destination_id,
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= (now or datetime.now(UTC)),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_delivered(session: Session, *, delivery_id: int, ack_code: str) -> Delivery:
+    """The destination acknowledged the delivery."""
+    row = session.get_one(Delivery, delivery_id)
+    row.status = "sent"
+    row.attempts += 1
+    row.ack_code = ack_code
+    row.last_error = ""
+    row.finished_at = datetime.now(UTC)
+    return row
+
+
+def mark_failed(
+    session: Session, *, delivery_id: int, error: str, ack_code: str, retry_in: timedelta | None
+) -> Delivery:
+    """An attempt failed: try again after `retry_in`, or dead-letter the delivery when it is None."""
+    row = session.get_one(Delivery, delivery_id)
+    now = datetime.now(UTC)
+    row.attempts += 1
+    row.ack_code = ack_code
+    row.last_error = error[:2000]
+    if retry_in is None:
+        row.status = "dead"
+        row.finished_at = now
+    else:
+        row.next_attempt_at = now + retry_in
+    return row
+
+
+def deliveries(session: Session, *, status: str | None = None) -> list[Delivery]:
+    """Deliveries (optionally of one status), newest first: what the admin sees."""
+    stmt = select(Delivery).order_by(Delivery.id.desc())
+    if status is not None:
+        stmt = stmt.where(Delivery.status == status)
+    return list(session.scalars(stmt))

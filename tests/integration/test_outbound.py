@@ -1,0 +1,80 @@
+"""The outbound sender against real MLLP receivers: retries, dead letters, one destination never blocks another."""
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from integration import outbound
+from integration.config import IntegrationSettings
+from integration.stack import free_ports
+from storage.db import make_engine, migrate, session_scope
+from storage.deliveries import add_destination, queue_delivery
+from storage.tables import AuditEvent, Delivery, Destination
+from tests.mllp_peers import receiver, segment, wait_for
+
+SETTINGS = IntegrationSettings(
+    retry_first_delay_seconds=0.05,
+    retry_max_delay_seconds=0.2,
+    outbound_poll_seconds=0.05,
+    outbound_ack_timeout_seconds=5,
+    outbound_max_attempts=3,
+)
+
+
+def _queue(engine: Engine, name: str, port: int, control_id: str) -> None:
+    payload = f"MSH|^~\\&|DOCTORAI|DOCTORAI|{name}||20240101000000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1||9RG1\r"
+    with session_scope(engine) as session:
+        target = add_destination(session, name=name, kind="mllp", host="127.0.0.1", port=port)
+        queue_delivery(
+            session, destination_id=target.id, correlation_id="c-1", subject=f"DiagnosticReport/{name}",
+            control_id=control_id, payload=payload,
+        )
+
+
+def _statuses(engine: Engine) -> dict[str, tuple[str, int, str]]:
+    with session_scope(engine) as session:
+        rows = session.execute(select(Destination.name, Delivery.status, Delivery.attempts, Delivery.ack_code).join(Delivery))
+        return {name: (status, attempts, code) for name, status, attempts, code in rows}
+
+
+def test_each_destination_is_retried_or_dead_lettered_on_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    answers = {"flaky": ["AE", "AA"]}
+
+    def flaky(_: bytes) -> str:
+        return answers["flaky"].pop(0)
+
+    with receiver() as good, receiver(flaky) as retried, receiver(lambda _: "AR") as rejecting:
+        _queue(engine, "down", free_ports().mllp, "C-DOWN")  # nothing listens there
+        _queue(engine, "good", good.port, "C-GOOD")
+        _queue(engine, "flaky", retried.port, "C-FLAKY")
+        _queue(engine, "rejecting", rejecting.port, "C-AR")
+
+        def finished() -> bool:
+            return all(s in ("sent", "dead") for s, _, _ in _statuses(engine).values())
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(outbound.run(engine, SETTINGS, stop))
+            await asyncio.to_thread(wait_for, finished, timeout=60, what="every delivery finished")
+            stop.set()
+            await task
+
+        asyncio.run(scenario())
+        assert segment(good.received[0], "MSH")[9] == "C-GOOD"
+        assert len(retried.received) == 2  # the same message again after AE
+        assert segment(retried.received[1], "MSH")[9] == "C-FLAKY"
+    statuses = _statuses(engine)
+    assert statuses["good"] == ("sent", 1, "AA")
+    assert statuses["flaky"] == ("sent", 2, "AA")
+    assert statuses["rejecting"] == ("dead", 1, "AR")  # AR: sending it again cannot help
+    assert statuses["down"][:2] == ("dead", SETTINGS.outbound_max_attempts)
+    with session_scope(engine) as session:
+        audited = {(a.detail["destination"], a.outcome) for a in session.scalars(select(AuditEvent).where(AuditEvent.subtype == "hl7-sent"))}
+        last_error = session.scalar(select(Delivery.last_error).join(Destination).where(Destination.name == "down"))
+    assert audited == {("good", "0"), ("flaky", "0"), ("rejecting", "8"), ("down", "8")}
+    assert last_error and "cannot connect" in last_error
+    engine.dispose()
