@@ -21,6 +21,12 @@ def dicom_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"dicom/{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
+def dicom_version_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
+    """Key of a later version of an instance (other bytes, same UIDs): named by its content, so a
+    retry overwrites only itself and earlier versions stay as they were."""
+    return f"dicom/{study_uid}/{series_uid}/{sop_uid}.{sha256[:16]}.dcm"
+
+
 def hl7_key(received: datetime, message_id: str) -> str:
     """Key of one raw HL7 v2 message."""
     return f"hl7/{received:%Y/%m/%d}/{message_id}.hl7"
