@@ -232,7 +232,7 @@ def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, w
     with session_scope(receiver.engine) as session:
         if write:
             study = record_instance(session, item=item)
-            if _count_reached(study, count_instances(session, study_uid=item.study_uid)):
+            if study.expected_instances and _count_reached(study, count_instances(session, study_uid=item.study_uid)):
                 ready = announce(
                     session, study, reason="count-reached", ae_title=receiver.settings.dicom_ae_title, now=study.last_received_at
                 )

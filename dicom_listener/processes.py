@@ -34,6 +34,8 @@ WORKER_START_SECONDS = 60.0
 
 def _setup(settings: DicomSettings, stop: threading.Event) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # pynetdicom logs every association and DIMSE message at INFO: noise, and time on every C-STORE.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if settings.dicom_spool_dir:

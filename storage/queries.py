@@ -87,9 +87,13 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
             )
         )
     instance = session.get(Instance, item.sop_uid)
+    version = 1
     if instance is None:
         instance = Instance(sop_uid=item.sop_uid, series_uid=item.series_uid, study_uid=item.study_uid)
         session.add(instance)
+    else:
+        latest = select(func.max(InstanceVersion.version)).where(InstanceVersion.sop_uid == item.sop_uid)
+        version = (session.scalar(latest) or 0) + 1
     instance.sop_class_uid = item.sop_class_uid
     instance.transfer_syntax_uid = item.transfer_syntax_uid
     instance.instance_number = item.instance_number
@@ -97,12 +101,11 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
     instance.size = item.size
     instance.sha256 = item.sha256
     instance.received_at = now
-    version = session.scalar(select(func.max(InstanceVersion.version)).where(InstanceVersion.sop_uid == item.sop_uid))
     session.add(
         InstanceVersion(
             sop_uid=item.sop_uid,
             study_uid=item.study_uid,
-            version=(version or 0) + 1,
+            version=version,
             object_key=item.object_key,
             size=item.size,
             sha256=item.sha256,
