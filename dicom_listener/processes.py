@@ -122,7 +122,7 @@ def _run_workers(settings: DicomSettings, counts: AssociationCounts, stop: threa
         if settings.dicom_metrics_port:
             # The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; this serves their sum.
             registry = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(registry)
+            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             start_http_server(settings.dicom_metrics_port, addr="127.0.0.1", registry=registry)
         log.info(
             "listening as %s on %s:%d with %d workers",
@@ -136,7 +136,7 @@ def _run_workers(settings: DicomSettings, counts: AssociationCounts, stop: threa
             for i, process in enumerate(processes):
                 if process.exitcode is not None:
                     log.error("worker %d exited with %s; restarting it", i, process.exitcode)
-                    prometheus_multiprocess.mark_process_dead(process.pid)
+                    prometheus_multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
                     counts.forget_worker(i)
                     processes[i] = spawn(i)
                     _drain(ready)

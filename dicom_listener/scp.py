@@ -4,6 +4,7 @@ import socket
 import threading
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -48,13 +49,13 @@ def make_ae(settings: DicomSettings) -> AE:
     ae.network_timeout = settings.dicom_network_timeout
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     return ae
 
 
 def start(ae: AE, settings: DicomSettings, receiver: handlers.Receiver) -> ThreadedAssociationServer:
     """Listen in the background; each association gets its own thread, as pynetdicom does."""
-    bound = [
+    bound: list[EventHandlerType] = [
         (evt.EVT_CONN_OPEN, handlers.handle_conn_open, [receiver]),
         (evt.EVT_CONN_CLOSE, handlers.handle_conn_close, [receiver]),
         (evt.EVT_C_ECHO, handlers.handle_echo),
