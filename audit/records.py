@@ -39,6 +39,7 @@ class Hop:
 # DCM 110114 User Authenticated: a peer's association or token was accepted or refused.
 ASSOCIATION_ACCEPTED = Hop("110114", "association-accepted", Action.EXECUTE)
 ASSOCIATION_REJECTED = Hop("110114", "association-rejected", Action.EXECUTE)
+ASSOCIATION_ABORTED = Hop("110114", "association-aborted", Action.EXECUTE)
 # DCM 110104 DICOM Instances Transferred (PS3.15 A.5.3.2).
 INSTANCE_STORED = Hop("110104", "instance-stored", Action.CREATE)
 INSTANCE_REFUSED = Hop("110104", "instance-refused", Action.CREATE)
@@ -48,6 +49,7 @@ STUDY_ROUTED = Hop("110100", "study-routed", Action.EXECUTE)
 INFERENCE_RUN = Hop("110100", "inference-run", Action.EXECUTE)
 # DCM 110110 Patient Record: reports and other FHIR resources created, read or changed.
 REPORT_CREATED = Hop("110110", "report-created", Action.CREATE)
+REPORT_AMENDED = Hop("110110", "report-amended", Action.UPDATE)
 RESOURCE_READ = Hop("110110", "resource-read", Action.READ)
 RESOURCE_CREATED = Hop("110110", "resource-created", Action.CREATE)
 RESOURCE_UPDATED = Hop("110110", "resource-updated", Action.UPDATE)

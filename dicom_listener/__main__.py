@@ -1,42 +1,27 @@
-"""`python -m dicom_listener`: the C-ECHO/C-STORE SCP and the quiet-period sweep."""
+"""`python -m dicom_listener [--workers N]`: the C-ECHO/C-STORE SCP and the quiet-period sweep."""
 
-import logging
-import signal
-import threading
+import argparse
+import os
+import tempfile
 
-from prometheus_client import start_http_server
-
-from dicom_listener import scp, stability
 from dicom_listener.config import get_settings
-from dicom_listener.handlers import StudiesSeen
-from integration.config import get_settings as get_integration_settings
-from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
-from storage.objects import make_object_store
-
-log = logging.getLogger("dicom_listener")
 
 
 def main() -> None:
-    """Build the listener's objects, serve until SIGTERM or SIGINT, then stop cleanly."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Read the settings, prepare multiprocess metrics when there are several workers, and serve."""
+    parser = argparse.ArgumentParser(prog="python -m dicom_listener", description="DoctorAI DICOM listener")
+    parser.add_argument("--workers", type=int, default=0, help="listener processes (default DOCTORAI_DICOM_WORKERS)")
+    args = parser.parse_args()
     settings = get_settings()
-    storage = get_storage_settings()
-    engine = make_engine(storage.resolved_database_url())
-    store = make_object_store(storage)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = scp.start(scp.make_ae(settings), settings, store=store, engine=engine, seen=StudiesSeen())
-    if settings.dicom_metrics_port:
-        start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host)
-    log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
-    try:
-        stability.run(engine, quiet_period=settings.quiet_period_seconds, ae_title=settings.dicom_ae_title, stop=stop)
-    finally:
-        server.shutdown()
-        engine.dispose()
-        log.info("stopped")
+    if args.workers:
+        settings = settings.model_copy(update={"dicom_workers": args.workers})
+    if settings.dicom_workers > 1:
+        # prometheus_client chooses its multiprocess mode when first imported, so the directory
+        # must be in the environment before anything imports it (and the spawned workers inherit it).
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="doctorai-dicom-metrics-"))
+    from dicom_listener import processes
+
+    processes.run(settings)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
-"""Settings of the DICOM listener (env prefix DOCTORAI_)."""
+"""Settings of the DICOM listener (env prefix DOCTORAI_).
+
+Per-peer values in the `dicom_peers` table override the `dicom_*` defaults below for that
+calling AE (see storage.peers).
+"""
 
 from functools import lru_cache
+from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DuplicatePolicy = Literal["keep-first", "keep-last", "reject"]
 
 
 class DicomSettings(BaseSettings):
-    """How the listener presents itself and when a study counts as complete."""
+    """How the listener presents itself, whom it accepts, and when a study counts as complete."""
 
     model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
 
@@ -15,8 +23,29 @@ class DicomSettings(BaseSettings):
     dicom_host: str = "127.0.0.1"
     dicom_port: int = 11112
     dicom_metrics_port: int = 9101
-    # A study is ready once no instance arrived for this long (DESIGN.md 5.4).
+    # A study is ready once no instance arrived for this long (DESIGN.md 5.4); per peer in dicom_peers.
     quiet_period_seconds: float = 10.0
+    # Listener processes sharing the port (SO_REUSEPORT); the parent runs the quiet-period sweep.
+    dicom_workers: int = Field(default=1, ge=1, le=64)
+    # False: only calling AE titles in dicom_peers may associate (PS3.8 9.3.4 reason 3 otherwise).
+    dicom_allow_unknown_peers: bool = True
+    # Concurrent associations over all listener processes, and per calling AE title.
+    dicom_max_associations: int = Field(default=32, ge=1)
+    dicom_max_associations_per_peer: int = Field(default=8, ge=1)
+    # Maximum length of the P-DATA-TF PDUs we receive (PS3.8 D.1); 0 means no limit.
+    dicom_max_pdu: int = Field(default=131072, ge=0)
+    # Seconds: waiting for A-ASSOCIATE/A-RELEASE, for a DIMSE message, and idle on the network.
+    dicom_acse_timeout: float = 30.0
+    dicom_dimse_timeout: float = 60.0
+    dicom_network_timeout: float = 120.0
+    # Accept SOP classes outside pynetdicom's storage list (stored as received all the same).
+    dicom_accept_unknown_sop_classes: bool = False
+    # What a SOP instance sent again with other bytes does (identical bytes are always acknowledged).
+    dicom_duplicate_policy: DuplicatePolicy = "keep-last"
+    # How long the listener trusts its copy of dicom_peers before reading it again.
+    dicom_peer_cache_seconds: float = 5.0
+    # Where received datasets are spooled before they go to object storage ("" = the system temp dir).
+    dicom_spool_dir: str = ""
 
 
 @lru_cache

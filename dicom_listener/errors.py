@@ -9,3 +9,7 @@ class ListenerError(Exception):
 
 class CannotUnderstand(ListenerError):
     """The dataset cannot be parsed or lacks required UIDs (C-STORE status 0xC000)."""
+
+
+class DuplicateRefused(ListenerError):
+    """A SOP instance we hold came again with other bytes and the peer's policy is "reject"."""

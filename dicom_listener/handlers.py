@@ -1,21 +1,27 @@
 """pynetdicom event handlers: the edge where storage outcomes become DIMSE statuses.
 
 C-STORE answers Success only after the bytes are in object storage and the index row, with its
-audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3.
+audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3 and PS3.7 C.4.
+Datasets arrive in a spool file (pynetdicom's chunked receive) and go to object storage from
+there, so no instance is ever held in memory whole.
 """
 
 import logging
-import threading
 import time
 import uuid
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from audit.log import append
 from audit.records import (
+    ASSOCIATION_ABORTED,
     ASSOCIATION_ACCEPTED,
     ASSOCIATION_REJECTED,
     INSTANCE_REFUSED,
@@ -23,13 +29,20 @@ from audit.records import (
     AuditRecord,
     Outcome,
 )
-from dicom_listener import metrics
-from dicom_listener.errors import CannotUnderstand
+from dicom_listener import metrics, sockets
+from dicom_listener.admission import AdmittingACSE, AssociationCounts, Refusal, check_peer, temporary_congestion
+from dicom_listener.associations import Associations
+from dicom_listener.config import DicomSettings
+from dicom_listener.errors import CannotUnderstand, DuplicateRefused
 from dicom_listener.metadata import read_instance
+from dicom_listener.peers import PeerDirectory, PeerPolicy
+from dicom_listener.stability import announce
+from integration.messages import StudyReady
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
-from storage.objects import ObjectStore
-from storage.queries import correlation_id_for_study, is_known_instance, record_instance
+from storage.objects import ObjectStore, dicom_version_key
+from storage.queries import ReceivedInstance, correlation_id_for_study, count_instances, instance_state, record_instance
+from storage.tables import Study
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +51,20 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 # PS3.4 B.2.3: "Error: Cannot understand" (Cxxx).
 CANNOT_UNDERSTAND = 0xC000
+# PS3.7 C.4 general status "Duplicate SOP Instance" (0111H): the reject duplicate policy.
+DUPLICATE_SOP_INSTANCE = 0x0111
 
 
-class StudiesSeen:
-    """Which studies each association has sent, so its acceptance is audited once per study."""
+@dataclass(frozen=True)
+class Receiver:
+    """What the listener's handlers share in one process (built once, in __main__)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[int, set[str]] = {}
-
-    def first(self, assoc: Association, study_uid: str) -> bool:
-        """True the first time this association sends an instance of this study."""
-        with self._lock:
-            studies = self._seen.setdefault(id(assoc), set())
-            if study_uid in studies:
-                return False
-            studies.add(study_uid)
-            return True
-
-    def forget(self, assoc: Association) -> None:
-        """Drop an association that ended."""
-        with self._lock:
-            self._seen.pop(id(assoc), None)
+    store: ObjectStore
+    engine: Engine
+    settings: DicomSettings
+    peers: PeerDirectory
+    counts: AssociationCounts
+    associations: Associations
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -73,110 +78,90 @@ def _peer(assoc: Association) -> tuple[str, str]:
     return str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address)
 
 
-def handle_echo(event: Event) -> int:
-    """C-ECHO: Success (PS3.7 9.1.5)."""
-    return SUCCESS
-
-
-def handle_store(event: Event, store: ObjectStore, engine: Engine, seen: StudiesSeen, ae_title: str) -> int | Dataset:
-    """C-STORE: store the bytes as received, index them, audit, then answer."""
-    started = time.perf_counter()
-    calling_ae, address = _peer(event.assoc)
-    data = event.encoded_dataset(include_meta=True)
-    try:
-        item = read_instance(data, calling_ae=calling_ae, source_address=address)
-    except CannotUnderstand as exc:
-        metrics.INSTANCES.labels("cannot-understand").inc()
-        _audit_refusal(engine, calling_ae, address, ae_title, reason=str(exc))
-        return _status(CANNOT_UNDERSTAND, str(exc))
-    correlation_id = correlation_id_for_study(item.study_uid)
+def _audit(engine: Engine, record: AuditRecord, what: str) -> None:
     try:
         with session_scope(engine) as session:
-            duplicate = is_known_instance(session, sop_uid=item.sop_uid, sha256=item.sha256)
-        if not duplicate:
-            # Object first, then the row: a crash in between leaves an unindexed object that the
-            # sender's retry overwrites (same key), never a row without its bytes.
-            store.put_bytes(item.object_key, data, content_type="application/dicom")
-        with session_scope(engine) as session:
-            if not duplicate:
-                record_instance(session, item=item)
-            if seen.first(event.assoc, item.study_uid):
-                append(
-                    session,
-                    AuditRecord(
-                        hop=ASSOCIATION_ACCEPTED,
-                        correlation_id=correlation_id,
-                        agent_who=f"ae:{calling_ae}",
-                        agent_address=address,
-                        entity_what=f"ae:{ae_title}",
-                        detail={"study_uid": item.study_uid},
-                    ),
-                )
-            append(
-                session,
-                AuditRecord(
-                    hop=INSTANCE_STORED,
-                    correlation_id=correlation_id,
-                    agent_who=f"ae:{calling_ae}",
-                    agent_address=address,
-                    entity_what=item.sop_uid,
-                    # A re-send of identical bytes is acknowledged and recorded, but changes nothing.
-                    detail={
-                        "study_uid": item.study_uid,
-                        "object_key": item.object_key,
-                        "sha256": item.sha256,
-                        "duplicate": str(duplicate).lower(),
-                    },
-                ),
-            )
-    except StorageUnavailable as exc:
-        log.warning("storage unavailable, answering out of resources: %s", exc)
-        metrics.INSTANCES.labels("out-of-resources").inc()
-        return _status(OUT_OF_RESOURCES, "Storage unavailable, retry later")
-    metrics.INSTANCES.labels("success").inc()
-    metrics.BYTES.inc(item.size)
-    metrics.STORE_SECONDS.observe(time.perf_counter() - started)
-    return SUCCESS
-
-
-def _audit_refusal(engine: Engine, calling_ae: str, address: str, ae_title: str, *, reason: str) -> None:
-    try:
-        with session_scope(engine) as session:
-            append(
-                session,
-                AuditRecord(
-                    hop=INSTANCE_REFUSED,
-                    correlation_id=f"association-{uuid.uuid4()}",
-                    agent_who=f"ae:{calling_ae}",
-                    agent_address=address,
-                    entity_what=f"ae:{ae_title}",
-                    outcome=Outcome.MINOR_FAILURE,
-                    detail={"reason": reason},
-                ),
-            )
+            append(session, record)
     except StorageUnavailable:
-        log.error("could not audit a refused instance from %s: database unavailable", calling_ae)
+        log.error("could not audit %s: database unavailable", what)
 
 
-def handle_rejected(event: Event, engine: Engine, ae_title: str) -> None:
-    """An association we rejected (unknown called AE title, no acceptable context): audit it."""
+# Associations -----------------------------------------------------------------------------
+
+
+def admit(receiver: Receiver, assoc: Association, calling_ae: str) -> Refusal | None:
+    """Decide on an A-ASSOCIATE-RQ before pynetdicom negotiates it; None admits it."""
+    settings = receiver.settings
+    try:
+        policy = receiver.peers.policy(calling_ae)
+    except StorageUnavailable:
+        return temporary_congestion("peer settings unavailable")
+    refusal = check_peer(policy, str(assoc.requestor.address), allow_unknown=settings.dicom_allow_unknown_peers)
+    refusal = refusal or receiver.counts.acquire(
+        policy.ae_title, total_limit=settings.dicom_max_associations, peer_limit=policy.max_associations
+    )
+    if refusal is not None:
+        return refusal
+    receiver.associations.admitted(assoc, policy)
+    metrics.ACTIVE_ASSOCIATIONS.inc()
+    # Per-peer limits (PS3.8 D.1 Maximum Length; PS3.7 timers) take effect before the A-ASSOCIATE-AC.
+    assoc.acceptor.maximum_length = policy.max_pdu
+    assoc.dimse_timeout = policy.dimse_timeout
+    assoc.network_timeout = policy.network_timeout
+    return None
+
+
+def _oversize(receiver: Receiver, assoc: Association, length: int, limit: int) -> None:
+    metrics.OVERSIZE_PDUS.inc()
+    receiver.associations.note_abort(assoc, f"PDU of {length} bytes over the maximum of {limit}")
+
+
+def handle_conn_open(event: Event, receiver: Receiver) -> None:
+    """A TCP connection arrived: tune its socket and put our admission check in its ACSE."""
+    sockets.tune(event.assoc, partial(_oversize, receiver))
+    associations = receiver.associations
+    event.assoc.acse = AdmittingACSE(event.assoc, partial(admit, receiver), associations.refused, associations.lock)
+
+
+def _discard_partial_spool(assoc: Association) -> None:
+    # A dataset cut off by an abort stays in pynetdicom's spool file, open and undeleted
+    # (it creates it with delete=False): remove it, or every aborted transfer leaks disk.
+    message = assoc.dimse.message
+    spool = getattr(message, "_data_set_file", None) if message is not None else None
+    if spool is None:
+        return
+    spool.close()
+    Path(spool.name).unlink(missing_ok=True)
+
+
+def handle_conn_close(event: Event, receiver: Receiver) -> None:
+    """A connection closed (released, aborted or rejected): drop its partial spool file, free its slot."""
+    _discard_partial_spool(event.assoc)
+    policy = receiver.associations.forget(event.assoc)
+    if policy is not None:
+        receiver.counts.release(policy.ae_title)
+        metrics.ACTIVE_ASSOCIATIONS.dec()
+
+
+def handle_rejected(event: Event, receiver: Receiver) -> None:
+    """An association we rejected (allowlist, limits, unknown called AE title, no context): audit it."""
     calling_ae, address = _peer(event.assoc)
+    refusal = receiver.associations.refusal(event.assoc)
+    reason = refusal.why if refusal else "called AE title not recognised or no acceptable context"
     metrics.ASSOCIATIONS.labels("rejected").inc()
-    try:
-        with session_scope(engine) as session:
-            append(
-                session,
-                AuditRecord(
-                    hop=ASSOCIATION_REJECTED,
-                    correlation_id=f"association-{uuid.uuid4()}",
-                    agent_who=f"ae:{calling_ae}",
-                    agent_address=address,
-                    entity_what=f"ae:{ae_title}",
-                    outcome=Outcome.MINOR_FAILURE,
-                ),
-            )
-    except StorageUnavailable:
-        log.error("could not audit a rejected association from %s: database unavailable", calling_ae)
+    _audit(
+        receiver.engine,
+        AuditRecord(
+            hop=ASSOCIATION_REJECTED,
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=f"ae:{calling_ae}",
+            agent_address=address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason},
+        ),
+        "a rejected association",
+    )
 
 
 def handle_accepted(event: Event) -> None:
@@ -184,6 +169,162 @@ def handle_accepted(event: Event) -> None:
     metrics.ASSOCIATIONS.labels("accepted").inc()
 
 
-def handle_released(event: Event, seen: StudiesSeen) -> None:
-    """An association ended (released or aborted): forget what it sent."""
-    seen.forget(event.assoc)
+def handle_aborted(event: Event, receiver: Receiver) -> None:
+    """An association ended by A-ABORT, either side: count it, and audit the ones we aborted."""
+    metrics.ASSOCIATIONS.labels("aborted").inc()
+    reason = receiver.associations.abort_reason(event.assoc)
+    if not reason:
+        return
+    calling_ae, address = _peer(event.assoc)
+    _audit(
+        receiver.engine,
+        AuditRecord(
+            hop=ASSOCIATION_ABORTED,
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=f"ae:{calling_ae}",
+            agent_address=address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason},
+        ),
+        "an aborted association",
+    )
+
+
+def handle_echo(event: Event) -> int:
+    """C-ECHO: Success (PS3.7 9.1.5)."""
+    return SUCCESS
+
+
+# C-STORE ------------------------------------------------------------------------------------
+
+
+def _refuse(receiver: Receiver, calling_ae: str, address: str, *, reason: str, item: ReceivedInstance | None = None) -> None:
+    sop_uid = item.sop_uid if item else ""
+    _audit(
+        receiver.engine,
+        AuditRecord(
+            hop=INSTANCE_REFUSED,
+            # A dataset we could not read belongs to no known study: it gets a correlation id of its own.
+            correlation_id=correlation_id_for_study(item.study_uid) if item else f"association-{uuid.uuid4()}",
+            agent_who=f"ae:{calling_ae}",
+            agent_address=address,
+            entity_what=sop_uid or f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason},
+        ),
+        "a refused instance",
+    )
+
+
+def _count_reached(study: Study, stored: int) -> bool:
+    expected = study.expected_instances
+    # Exactly the announced count: a late extra instance means the count was wrong, so that
+    # revision waits for the quiet period instead.
+    return study.status == "receiving" and expected is not None and stored == expected
+
+
+def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, write: bool, duplicate: str) -> StudyReady | None:
+    """Index (when `write`), maybe declare the study ready by count, and audit, in one transaction."""
+    calling_ae, address = _peer(assoc)
+    correlation_id = correlation_id_for_study(item.study_uid)
+    ready = None
+    with session_scope(receiver.engine) as session:
+        if write:
+            study = record_instance(session, item=item)
+            if study.expected_instances and _count_reached(study, count_instances(session, study_uid=item.study_uid)):
+                ready = announce(
+                    session, study, reason="count-reached", ae_title=receiver.settings.dicom_ae_title, now=study.last_received_at
+                )
+        if receiver.associations.first(assoc, item.study_uid):
+            append(
+                session,
+                AuditRecord(
+                    hop=ASSOCIATION_ACCEPTED,
+                    correlation_id=correlation_id,
+                    agent_who=f"ae:{calling_ae}",
+                    agent_address=address,
+                    entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+                    detail={"study_uid": item.study_uid},
+                ),
+            )
+        append(
+            session,
+            AuditRecord(
+                hop=INSTANCE_STORED,
+                correlation_id=correlation_id,
+                agent_who=f"ae:{calling_ae}",
+                agent_address=address,
+                entity_what=item.sop_uid,
+                # A re-send of identical bytes is acknowledged and recorded, but changes nothing.
+                detail={
+                    "study_uid": item.study_uid,
+                    "object_key": item.object_key,
+                    "sha256": item.sha256,
+                    "duplicate": duplicate,
+                },
+            ),
+        )
+    return ready
+
+
+def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, path: Path, policy: PeerPolicy) -> str:
+    """Store and index one received instance; returns the metrics outcome label."""
+    with session_scope(receiver.engine) as session:
+        state = instance_state(session, sop_uid=item.sop_uid, sha256=item.sha256)
+    duplicate, outcome, write = "false", "success", state == "new"
+    if state == "same":
+        duplicate, outcome = "identical", "duplicate"
+    elif state == "different":
+        if policy.duplicate_policy == "reject":
+            raise DuplicateRefused("SOP instance already stored with other bytes")
+        if policy.duplicate_policy == "keep-first":
+            duplicate, outcome = "other-bytes-ignored", "duplicate-kept-first"
+        else:
+            # keep-last: a new version under its own key; the study opens a new revision.
+            item = replace(item, object_key=dicom_version_key(item.study_uid, item.series_uid, item.sop_uid, item.sha256))
+            duplicate, outcome, write = "new-version", "new-version", True
+    if write:
+        # Object first, then the row: a crash in between leaves an unindexed object that the
+        # sender's retry overwrites (same key), never a row without its bytes.
+        receiver.store.put_file(item.object_key, path, content_type="application/dicom")
+    try:
+        ready = _commit(receiver, assoc, item, write=write, duplicate=duplicate)
+    except IntegrityError:
+        # Another association created the same study or series row first: once more sees it.
+        try:
+            ready = _commit(receiver, assoc, item, write=write, duplicate=duplicate)
+        except IntegrityError as exc:
+            raise StorageUnavailable(f"concurrent index update: {type(exc.orig).__name__}") from exc
+    if ready is not None:
+        metrics.STUDIES_READY.labels(ready.reason).inc()
+    return outcome
+
+
+def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
+    """C-STORE: stream the spooled dataset to object storage as received, index it, audit, then answer."""
+    started = time.perf_counter()
+    assoc = event.assoc
+    calling_ae, address = _peer(assoc)
+    path = Path(event.dataset_path)
+    try:
+        item = read_instance(path, calling_ae=calling_ae, source_address=address)
+    except CannotUnderstand as exc:
+        metrics.INSTANCES.labels("cannot-understand").inc()
+        _refuse(receiver, calling_ae, address, reason=str(exc))
+        return _status(CANNOT_UNDERSTAND, str(exc))
+    try:
+        policy = receiver.associations.policy(assoc) or receiver.peers.policy(calling_ae)
+        outcome = _ingest(receiver, assoc, item, path, policy)
+    except DuplicateRefused as exc:
+        metrics.INSTANCES.labels("duplicate-refused").inc()
+        _refuse(receiver, calling_ae, address, reason=str(exc), item=item)
+        return _status(DUPLICATE_SOP_INSTANCE, str(exc))
+    except StorageUnavailable as exc:
+        log.warning("storage unavailable, answering out of resources: %s", exc)
+        metrics.INSTANCES.labels("out-of-resources").inc()
+        return _status(OUT_OF_RESOURCES, "Storage unavailable, retry later")
+    metrics.INSTANCES.labels(outcome).inc()
+    metrics.BYTES.inc(item.size)
+    metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+    return SUCCESS

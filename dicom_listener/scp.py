@@ -1,13 +1,29 @@
 """The Application Entity: which presentation contexts we accept and how we listen."""
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+import socket
+import threading
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import Engine
 
 from dicom_listener import handlers
 from dicom_listener.config import DicomSettings
-from storage.objects import ObjectStore
+
+
+class ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with SO_REUSEPORT, so several listener processes share one port.
+
+    The kernel spreads new connections over the processes' sockets; each association then lives
+    in one process, with no lock shared between processes.
+    """
+
+    def server_bind(self) -> None:
+        """Set SO_REUSEPORT, then bind as pynetdicom does."""
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def make_ae(settings: DicomSettings) -> AE:
@@ -16,27 +32,42 @@ def make_ae(settings: DicomSettings) -> AE:
     Instances are stored exactly as received, never transcoded, so accepting a compressed
     syntax costs nothing here (PS3.4 Annex B.4.1: the SCP stores without alteration).
     """
+    # Process-wide pynetdicom switches; this AE is the only one in a listener process.
+    # Datasets go to a spool file as they arrive instead of into memory (event.dataset_path).
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Any SOP class proposed is accepted as storage, when the setting allows unknown ones.
+    _config.UNRESTRICTED_STORAGE_SERVICE = settings.dicom_accept_unknown_sop_classes
     ae = AE(ae_title=settings.dicom_ae_title)
     # Check the called AE title (PS3.8 9.3.4: reject with reason "called AE title not recognized").
     ae.require_called_aet = True
+    # Our own limits (admission.py) count over every process and per calling AE; pynetdicom's
+    # per-process count is only a backstop.
+    ae.maximum_associations = settings.dicom_max_associations
+    ae.maximum_pdu_size = settings.dicom_max_pdu
+    ae.acse_timeout = settings.dicom_acse_timeout
+    ae.dimse_timeout = settings.dicom_dimse_timeout
+    ae.network_timeout = settings.dicom_network_timeout
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     return ae
 
 
-def start(
-    ae: AE, settings: DicomSettings, *, store: ObjectStore, engine: Engine, seen: handlers.StudiesSeen
-) -> ThreadedAssociationServer:
+def start(ae: AE, settings: DicomSettings, receiver: handlers.Receiver) -> ThreadedAssociationServer:
     """Listen in the background; each association gets its own thread, as pynetdicom does."""
-    bound = [
+    bound: list[EventHandlerType] = [
+        (evt.EVT_CONN_OPEN, handlers.handle_conn_open, [receiver]),
+        (evt.EVT_CONN_CLOSE, handlers.handle_conn_close, [receiver]),
         (evt.EVT_C_ECHO, handlers.handle_echo),
-        (evt.EVT_C_STORE, handlers.handle_store, [store, engine, seen, settings.dicom_ae_title]),
+        (evt.EVT_C_STORE, handlers.handle_store, [receiver]),
         (evt.EVT_ACCEPTED, handlers.handle_accepted),
-        (evt.EVT_REJECTED, handlers.handle_rejected, [engine, settings.dicom_ae_title]),
-        (evt.EVT_RELEASED, handlers.handle_released, [seen]),
-        (evt.EVT_ABORTED, handlers.handle_released, [seen]),
+        (evt.EVT_REJECTED, handlers.handle_rejected, [receiver]),
+        (evt.EVT_ABORTED, handlers.handle_aborted, [receiver]),
     ]
-    server = ae.start_server((settings.dicom_host, settings.dicom_port), block=False, evt_handlers=bound)
-    assert server is not None  # block=False always returns the server
+    server = ae.make_server(
+        (settings.dicom_host, settings.dicom_port), evt_handlers=bound, server_class=ReusePortServer
+    )
+    thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # as ae.start_server does: shutdown() removes it, ae.shutdown() finds it
     return server

@@ -179,13 +179,21 @@ def conclusion_text(result: InferenceResult) -> str:
 
 
 def _observation(
-    result: InferenceResult, index: int, finding: Finding, *, patient_ref: str, study_ref: str, issued: datetime
+    result: InferenceResult,
+    index: int,
+    finding: Finding,
+    *,
+    report_id: str,
+    status: str,
+    patient_ref: str,
+    study_ref: str,
+    issued: datetime,
 ) -> fhir.Observation:
     model = f"{result.model} {result.model_version}"
     return fhir.Observation(
-        id=f"{result.job_id}-{index}",
+        id=f"{report_id}-{index}",
         meta=None if result.clinical_use else fhir.Meta(tag=[_not_for_clinical_use_tag()]),
-        status="preliminary",
+        status=status,
         category=[
             fhir.CodeableConcept(
                 coding=[fhir.Coding(system=OBSERVATION_CATEGORY_SYSTEM, code="imaging", display="Imaging")]
@@ -228,21 +236,35 @@ def report_from_result(
     *,
     status: str = "preliminary",
     issued: datetime | None = None,
+    report_id: str = "",
 ) -> tuple[fhir.DiagnosticReport, list[fhir.Observation]]:
     """The DiagnosticReport and its Observations for one successful inference result.
 
-    Status is "preliminary": AI output nobody has signed; "amended" when it supersedes the
-    report of an earlier revision of the study (DESIGN.md 5.4).
+    Status is "preliminary": AI output nobody has signed; "amended" when it replaces the report
+    of an earlier revision of the study, in place: `report_id` is then that report's id, so the
+    result is a new version of the same resources, not a second report (DESIGN.md 5.4).
     """
     issued = issued or datetime.now(UTC)
+    report_id = report_id or result.job_id
     study_ref = f"ImagingStudy/{study_resource_id(result.study_uid)}"
+    # Observation.status has "amended" too (http://hl7.org/fhir/R4/valueset-observation-status.html).
+    observation_status = "amended" if status == "amended" else "preliminary"
     observations = [
-        _observation(result, i, f, patient_ref=patient_ref, study_ref=study_ref, issued=issued)
+        _observation(
+            result,
+            i,
+            f,
+            report_id=report_id,
+            status=observation_status,
+            patient_ref=patient_ref,
+            study_ref=study_ref,
+            issued=issued,
+        )
         for i, f in enumerate(result.findings)
     ]
     # R4 DiagnosticReport has no `note`: the warning goes in the conclusion and in meta.tag.
     report = fhir.DiagnosticReport(
-        id=result.job_id,
+        id=report_id,
         meta=None if result.clinical_use else fhir.Meta(tag=[_not_for_clinical_use_tag()]),
         extension=[fhir.Extension(url=MODEL_EXTENSION, valueString=f"{result.model} {result.model_version}")],
         identifier=[fhir.Identifier(system=JOB_SYSTEM, value=result.job_id)],

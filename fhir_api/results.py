@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import log as audit_log
-from audit.records import REPORT_CREATED, AuditRecord, Outcome
+from audit.records import REPORT_AMENDED, REPORT_CREATED, AuditRecord, Outcome
 from fhir_api import metrics, store
 from fhir_api.config import ApiSettings
 from fhir_api.config import get_mllp_settings
@@ -84,19 +84,32 @@ def _failure_recorded(session: Session, correlation_id: str, entity: str) -> boo
     return session.scalar(stmt.limit(1)) is not None
 
 
-def _supersedes(session: Session, message: InferenceResult) -> bool:
-    """Whether a report of this model exists for an earlier revision of the study (DESIGN.md 5.4)."""
+def _reported(session: Session, message: InferenceResult, *, later: bool) -> Report | None:
+    """The newest report of this model for an earlier (or, with `later`, a later) revision of the study."""
     stmt = (
-        select(Report.job_id)
+        select(Report)
         .join(InferenceJob, InferenceJob.job_id == Report.job_id)
         .where(
             Report.study_uid == message.study_uid,
-            Report.revision < message.revision,
             InferenceJob.model == message.model,
+            Report.revision > message.revision if later else Report.revision < message.revision,
         )
+        .order_by(Report.revision.desc())
         .limit(1)
     )
-    return session.scalar(stmt) is not None
+    return session.scalar(stmt)
+
+
+def _record_report(session: Session, message: InferenceResult, report_id: str) -> None:
+    session.add(
+        Report(
+            job_id=message.job_id,
+            study_uid=message.study_uid,
+            revision=message.revision,
+            diagnostic_report_id=report_id,
+            created_at=datetime.now(UTC),
+        )
+    )
 
 
 def apply_result(session: Session, message: InferenceResult) -> str | None:
@@ -132,31 +145,34 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
         return None
     if session.get(InferenceJob, message.job_id) is None:
         raise InvalidResult(f"job {message.job_id} is not in the index")
+    newer = _reported(session, message, later=True)
+    if newer is not None:
+        # A result for an older revision arrived after a newer one was reported: the newer report
+        # stays current; this job only records that it was superseded.
+        _record_report(session, message, newer.diagnostic_report_id)
+        log.info("job %s of study %s superseded by revision %d", message.job_id, correlation_id, newer.revision)
+        return None
     patient_ref = _store_patient_and_study(session, study)
-    status = "amended" if _supersedes(session, message) else "preliminary"
-    report, observations = report_from_result(message, patient_ref, status=status)
+    # One current report per study and model (DESIGN.md 5.4): a later revision amends the
+    # earlier report in place, as a new version of the same resource, instead of adding a
+    # second one (FHIR R4 DiagnosticReport.status "amended": the issued report was modified).
+    earlier = _reported(session, message, later=False)
+    status = "amended" if earlier is not None else "preliminary"
+    report_id = earlier.diagnostic_report_id if earlier is not None else message.job_id
+    report, observations = report_from_result(message, patient_ref, status=status, report_id=report_id)
     # Issue 4: a study ordered over HL7 gets a report `basedOn` the order's ServiceRequest.
     report = with_order(session, study, report)
     for observation in observations:
         store.save(session, observation)
     store.save(session, report)
-    report_id = report.id or message.job_id
-    session.add(
-        Report(
-            job_id=message.job_id,
-            study_uid=study.study_uid,
-            revision=message.revision,
-            diagnostic_report_id=report_id,
-            created_at=datetime.now(UTC),
-        )
-    )
+    _record_report(session, message, report_id)
     audit_log.append(
         session,
         AuditRecord(
-            hop=REPORT_CREATED,
+            hop=REPORT_AMENDED if earlier is not None else REPORT_CREATED,
             correlation_id=correlation_id,
             agent_who=AGENT,
-            entity_what=entity,
+            entity_what=f"DiagnosticReport/{report_id}",
             detail={
                 "job_id": message.job_id,
                 "model": message.model,

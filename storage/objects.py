@@ -21,6 +21,12 @@ def dicom_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"dicom/{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
+def dicom_version_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
+    """Key of a later version of an instance (other bytes, same UIDs): named by its content, so a
+    retry overwrites only itself and earlier versions stay as they were."""
+    return f"dicom/{study_uid}/{series_uid}/{sop_uid}.{sha256[:16]}.dcm"
+
+
 def hl7_key(received: datetime, message_id: str) -> str:
     """Key of one raw HL7 v2 message."""
     return f"hl7/{received:%Y/%m/%d}/{message_id}.hl7"
@@ -49,7 +55,9 @@ class ObjectStore:
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         """Upload a file, streaming it in parts, so memory stays flat whatever its size."""
         try:
-            self.client.fput_object(self.bucket, key, str(path), content_type=content_type)
+            # One part in flight (5 MiB): minio's default of three parallel parts triples the
+            # memory a large instance costs, for no gain on a LAN.
+            self.client.fput_object(self.bucket, key, str(path), content_type=content_type, num_parallel_uploads=1)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store refused {key}: {exc!r}") from exc
 

@@ -3,11 +3,14 @@
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import InferenceJob, Instance, Series, Study
+from storage.tables import InferenceJob, Instance, InstanceVersion, Series, Study
+
+InstanceState = Literal["new", "same", "different"]
 
 
 def correlation_id_for_study(study_uid: str) -> str:
@@ -38,12 +41,19 @@ class ReceivedInstance:
     sha256: str
     calling_ae: str
     source_address: str
+    # NumberOfStudyRelatedInstances (0020,1208) when the sender gave it.
+    expected_instances: int | None = None
 
 
 def record_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> Study:
-    """Index an instance whose bytes are stored; a study that was ready starts receiving again."""
+    """Index an instance (or a new version of one) whose bytes are stored.
+
+    A study that was ready starts receiving again, which opens its next revision. The study row
+    is locked first, so concurrent associations update one study one at a time (on PostgreSQL;
+    SQLite transactions already hold the write lock).
+    """
     now = now or datetime.now(UTC)
-    study = session.get(Study, item.study_uid)
+    study = session.get(Study, item.study_uid, with_for_update=True)
     if study is None:
         study = Study(
             study_uid=item.study_uid,
@@ -61,6 +71,8 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
         session.add(study)
     study.calling_ae = item.calling_ae
     study.source_address = item.source_address
+    if item.expected_instances:
+        study.expected_instances = item.expected_instances
     study.last_received_at = now
     study.status = "receiving"
     if session.get(Series, item.series_uid) is None:
@@ -75,9 +87,13 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
             )
         )
     instance = session.get(Instance, item.sop_uid)
+    version = 1
     if instance is None:
         instance = Instance(sop_uid=item.sop_uid, series_uid=item.series_uid, study_uid=item.study_uid)
         session.add(instance)
+    else:
+        latest = select(func.max(InstanceVersion.version)).where(InstanceVersion.sop_uid == item.sop_uid)
+        version = (session.scalar(latest) or 0) + 1
     instance.sop_class_uid = item.sop_class_uid
     instance.transfer_syntax_uid = item.transfer_syntax_uid
     instance.instance_number = item.instance_number
@@ -85,14 +101,36 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
     instance.size = item.size
     instance.sha256 = item.sha256
     instance.received_at = now
+    session.add(
+        InstanceVersion(
+            sop_uid=item.sop_uid,
+            study_uid=item.study_uid,
+            version=version,
+            object_key=item.object_key,
+            size=item.size,
+            sha256=item.sha256,
+            calling_ae=item.calling_ae,
+            received_at=now,
+        )
+    )
     session.flush()
     return study
 
 
-def is_known_instance(session: Session, *, sop_uid: str, sha256: str) -> bool:
-    """True when this SOP instance is already stored with exactly these bytes (a re-send)."""
-    stored = session.scalar(select(Instance.sha256).where(Instance.sop_uid == sop_uid))
-    return stored == sha256
+def instance_state(session: Session, *, sop_uid: str, sha256: str) -> InstanceState:
+    """Whether a SOP instance is new, stored with exactly these bytes (any version), or stored with others."""
+    current = session.scalar(select(Instance.sha256).where(Instance.sop_uid == sop_uid))
+    if current is None:
+        return "new"
+    if current == sha256:
+        return "same"
+    older = select(InstanceVersion.id).where(InstanceVersion.sop_uid == sop_uid, InstanceVersion.sha256 == sha256)
+    return "same" if session.scalar(older.limit(1)) is not None else "different"
+
+
+def count_instances(session: Session, *, study_uid: str) -> int:
+    """How many SOP instances a study holds."""
+    return session.scalar(select(func.count()).select_from(Instance).where(Instance.study_uid == study_uid)) or 0
 
 
 def studies_quiet_since(session: Session, *, before: datetime) -> list[Study]:

@@ -3,7 +3,8 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import TypeDecorator
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,6 +58,9 @@ class Study(Base):
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Instances the sender announced (NumberOfStudyRelatedInstances, or an order): the study is
+    # ready as soon as this many are stored, without waiting for the quiet period.
+    expected_instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Series(Base):
@@ -365,3 +369,42 @@ class Delivery(Base):
         UniqueConstraint("destination_id", "subject", name="uq_delivery_subject"),
         Index("ix_deliveries_due", "destination_id", "status", "next_attempt_at"),
     )
+
+
+# Issue 3: DICOM ingest (per-peer settings, instance versions).
+
+
+class DicomPeer(Base):
+    """A calling AE title allowed to send to the listener, with its own settings (NULL: the global one)."""
+
+    __tablename__ = "dicom_peers"
+
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # Empty: any address; otherwise the only host or IP address the AE may call from.
+    host: Mapped[str] = mapped_column(String(255), default="")
+    quiet_period_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_associations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_pdu: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dimse_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    network_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # keep-first | keep-last | reject: what a re-send of a SOP instance with other bytes does.
+    duplicate_policy: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InstanceVersion(Base):
+    """Every version of a SOP instance that was stored; `instances` points at the current one."""
+
+    __tablename__ = "instance_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_uid: Mapped[str] = mapped_column(UID, index=True)
+    study_uid: Mapped[str] = mapped_column(UID)
+    version: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("sop_uid", "version", name="uq_instance_version"),)

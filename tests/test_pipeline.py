@@ -196,3 +196,43 @@ def test_restart_mid_way_and_resend_yield_one_report(engine_run: EngineRun) -> N
     engine.dispose()
     assert count_reports(engine_run) == 1
     assert wait_for_reports(engine_run, token)["total"] == 1
+
+
+@pytest.mark.stack
+def test_late_instance_opens_a_revision_whose_report_amends_the_first(engine_run: EngineRun, tmp_path: Path) -> None:
+    """Instances arriving after the study was ready make revision 2; its report amends the first
+    report in place (one current DiagnosticReport, status amended, version 2), not a second one."""
+    engine_run.start()
+    token = cli_token()
+    storescu(engine_run, RG1)
+    first = wait_for_reports(engine_run, token)["entry"][0]["resource"]
+    assert first["status"] == "preliminary"
+
+    late = pydicom.dcmread(RG1)
+    late.SOPInstanceUID = late.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    late.InstanceNumber = 2
+    late_path = tmp_path / "late.dcm"
+    late.save_as(late_path, enforce_file_format=True)
+    storescu(engine_run, late_path)
+
+    api = f"http://127.0.0.1:{engine_run.config.ports.http}/fhir"
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 180
+    while True:
+        bundle = httpx.get(f"{api}/DiagnosticReport", params={"patient": PATIENT_ID}, headers=headers).json()
+        report = bundle["entry"][0]["resource"]
+        if report["status"] == "amended" or time.monotonic() > deadline:
+            break
+        assert not engine_run.supervisor.dead(), engine_run.logs()
+        time.sleep(0.25)
+    assert report["status"] == "amended", engine_run.logs()
+    assert bundle["total"] == 1 and report["id"] == first["id"] and report["meta"]["versionId"] == "2"
+
+    engine = make_engine(engine_run.config.storage_settings().resolved_database_url())
+    with session_scope(engine) as session:
+        rows = list(session.scalars(select(Report).order_by(Report.revision)))
+        assert [(r.revision, r.diagnostic_report_id) for r in rows] == [(1, first["id"]), (2, first["id"])]
+        subtypes = [r.subtype for r in trail(session, correlation_id=correlation_id_for_study(STUDY_UID))]
+    engine.dispose()
+    assert subtypes.count("study-ready") == 2
+    assert subtypes.index("report-created") < subtypes.index("report-amended")

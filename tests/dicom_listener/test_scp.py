@@ -1,72 +1,25 @@
 """The C-STORE SCP on loopback with pynetdicom SCUs, storing to the real local S3 and SQLite."""
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
-from dicom_listener import scp
-from dicom_listener.config import DicomSettings
-from dicom_listener.handlers import StudiesSeen
 from dicom_listener.stability import declare_ready
 from integration.messages import StudyReady
 from integration.stack import StackConfig, free_ports
-from storage.db import make_engine, migrate, session_scope
-from storage.objects import ObjectStore, make_object_store
+from storage.db import session_scope
+from storage.objects import make_object_store
 from storage.tables import AuditEvent, Instance, OutboxEvent
-
-
-@dataclass
-class Listener:
-    settings: DicomSettings
-    engine: Engine
-    store: ObjectStore
-
-
-def _serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = None) -> Iterator[Listener]:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    engine = make_engine(url)
-    settings = DicomSettings(dicom_port=free_ports().dicom, quiet_period_seconds=0.5)
-    store = store or make_object_store(services.storage_settings())
-    server = scp.start(scp.make_ae(settings), settings, store=store, engine=engine, seen=StudiesSeen())
-    try:
-        yield Listener(settings, engine, store)
-    finally:
-        server.shutdown()
-        engine.dispose()
-
-
-@pytest.fixture
-def listener(services: StackConfig, tmp_path: Path) -> Iterator[Listener]:
-    yield from _serve(services, tmp_path)
-
-
-def send(port: int, ds: Dataset, *, called: str = "DOCTORAI") -> Dataset:
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
-    assert assoc.is_established
-    try:
-        status: Dataset = assoc.send_c_store(ds)
-        return status
-    finally:
-        assoc.release()
-
-
-def ct() -> Dataset:
-    return pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+from tests.dicom_listener.conftest import Listener, ct, send
+from tests.dicom_listener.conftest import serve as _serve
 
 
 @pytest.mark.stack

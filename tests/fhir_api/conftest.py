@@ -91,7 +91,12 @@ def make_job(engine: Engine, indexed: ReceivedInstance) -> Callable[..., Inferen
     """Create an inference job for the RG1 study and return its (successful) result."""
 
     def make(
-        *, revision: int = 1, clinical_use: bool = False, error: str = "", probability: float = 0.87
+        *,
+        revision: int = 1,
+        clinical_use: bool = False,
+        error: str = "",
+        probability: float = 0.87,
+        model: str = "pneumonia-cxr",
     ) -> InferenceResult:
         job_id = str(uuid.uuid4())
         with session_scope(engine) as session:
@@ -100,7 +105,7 @@ def make_job(engine: Engine, indexed: ReceivedInstance) -> Callable[..., Inferen
                 job_id=job_id,
                 study_uid=indexed.study_uid,
                 revision=revision,
-                model="pneumonia-cxr",
+                model=model,
                 model_version="1.2.0",
             )
             assert job is not None
@@ -109,7 +114,7 @@ def make_job(engine: Engine, indexed: ReceivedInstance) -> Callable[..., Inferen
             job_id=job_id,
             study_uid=indexed.study_uid,
             revision=revision,
-            model="pneumonia-cxr",
+            model=model,
             model_version="1.2.0",
             patient_id=indexed.patient_id,
             input_keys=[indexed.object_key],

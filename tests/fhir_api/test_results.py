@@ -119,10 +119,38 @@ def test_report_of_a_later_revision_is_amended(engine: Engine, make_job: MakeJob
     with session_scope(engine) as session:
         results.apply_result(session, later)
     with session_scope(engine) as session:
-        old = store.read(session, "DiagnosticReport", first.job_id)
-        new = store.read(session, "DiagnosticReport", later.job_id)
-    assert isinstance(old, fhir.DiagnosticReport) and old.status == "preliminary"
-    assert isinstance(new, fhir.DiagnosticReport) and new.status == "amended"
+        report = store.read(session, "DiagnosticReport", first.job_id)
+        reports = store.search(session, "DiagnosticReport", [])
+        assert not store.exists(session, "DiagnosticReport", later.job_id)
+        versions = session.scalars(
+            select(FhirResourceVersion.content)
+            .where(FhirResourceVersion.resource_type == "DiagnosticReport")
+            .order_by(FhirResourceVersion.version_id)
+        ).all()
+    # The report of revision 1 is amended in place (a new version), not joined by a second one.
+    assert isinstance(report, fhir.DiagnosticReport) and report.status == "amended"
+    assert report.meta is not None and report.meta.versionId == "2"
+    assert report.identifier is not None and report.identifier[0].value == later.job_id
+    assert [fhir.DiagnosticReport.model_validate_json(v).status for v in versions] == ["preliminary", "amended"]
+    assert len(reports) == 1
+    # A result of revision 1 replayed or arriving late changes nothing.
+    before = _count(engine, FhirResourceVersion)
+    with session_scope(engine) as session:
+        assert results.apply_result(session, first) is None
+    assert _count(engine, FhirResourceVersion) == before
+
+
+def test_late_result_of_an_older_revision_leaves_the_newer_report(engine: Engine, make_job: MakeJob) -> None:
+    older, newer = make_job(revision=1), make_job(revision=2)
+    with session_scope(engine) as session:
+        assert results.apply_result(session, newer) == newer.job_id
+    with session_scope(engine) as session:
+        assert results.apply_result(session, older) is None
+    with session_scope(engine) as session:
+        report = store.read(session, "DiagnosticReport", newer.job_id)
+        assert not store.exists(session, "DiagnosticReport", older.job_id)
+        assert session.get(Report, older.job_id) is not None  # recorded, so a replay is a no-op
+    assert isinstance(report, fhir.DiagnosticReport) and report.status == "preliminary"
 
 
 def test_result_for_an_unknown_job_is_permanent_error(engine: Engine, make_job: MakeJob) -> None:

@@ -208,9 +208,10 @@ def test_unknown_parameter_reported_or_refused_under_strict(client: httpx.Client
 
 
 def test_paging_with_count(client: httpx.Client, engine: Engine, make_job: Callable[..., InferenceResult]) -> None:
-    for revision in (1, 2, 3):
+    # Three models, so three current reports (later revisions of one model amend one report).
+    for model in ("model-a", "model-b", "model-c"):
         with session_scope(engine) as session:
-            results.apply_result(session, make_job(revision=revision))
+            results.apply_result(session, make_job(model=model))
     first = Bundle.model_validate_json(client.get("/fhir/DiagnosticReport?_count=2", headers=_auth(READER)).content)
     assert first.total == 3 and len(first.entry or []) == 2
     next_url = next(link.url for link in first.link or [] if link.relation == "next")

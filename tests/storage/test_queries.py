@@ -10,7 +10,7 @@ from storage.queries import (
     ReceivedInstance,
     correlation_id_for_study,
     create_job,
-    is_known_instance,
+    instance_state,
     record_instance,
     studies_quiet_since,
     study_instances,
@@ -47,9 +47,9 @@ def test_record_instance_creates_study_series_instance(db: Engine) -> None:
     with session_scope(db) as s:
         rows = study_instances(s, study_uid="1.2.3")
         assert [(i.sop_uid, ser.modality) for i, ser in rows] == [("1.2.3.1.1", "CR")]
-        assert is_known_instance(s, sop_uid="1.2.3.1.1", sha256="a" * 64)
-        assert not is_known_instance(s, sop_uid="1.2.3.1.1", sha256="b" * 64)
-        assert not is_known_instance(s, sop_uid="9.9", sha256="a" * 64)
+        assert instance_state(s, sop_uid="1.2.3.1.1", sha256="a" * 64) == "same"
+        assert instance_state(s, sop_uid="1.2.3.1.1", sha256="b" * 64) == "different"
+        assert instance_state(s, sop_uid="9.9", sha256="a" * 64) == "new"
 
 
 def test_quiet_studies_and_timestamps_are_utc(db: Engine) -> None:

@@ -1,0 +1,166 @@
+"""The listener's processes: one or several SCP workers sharing the port, and the quiet-period sweep.
+
+With one worker everything runs in one process. With several, the parent starts the workers
+(spawned, each with its own engine, object store client and threads), restarts any that dies,
+serves the merged metrics, and is the only process that sweeps for quiet studies.
+"""
+
+import logging
+import multiprocessing
+import signal
+import tempfile
+import threading
+from multiprocessing.context import SpawnProcess
+from queue import Empty, Queue
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from dicom_listener import scp, stability
+from dicom_listener.admission import AssociationCounts
+from dicom_listener.associations import Associations
+from dicom_listener.config import DicomSettings
+from dicom_listener.handlers import Receiver
+from dicom_listener.peers import PeerDirectory
+from integration.config import get_settings as get_integration_settings
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine
+from storage.objects import make_object_store
+
+log = logging.getLogger(__name__)
+
+WORKER_START_SECONDS = 60.0
+
+
+def _setup(settings: DicomSettings, stop: threading.Event) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # pynetdicom logs every association and DIMSE message at INFO: noise, and time on every C-STORE.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if settings.dicom_spool_dir:
+        # pynetdicom spools received datasets with NamedTemporaryFile: put them where we were told.
+        tempfile.tempdir = settings.dicom_spool_dir
+
+
+def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
+    storage = get_storage_settings()
+    engine = make_engine(storage.resolved_database_url())
+    return Receiver(
+        store=make_object_store(storage),
+        engine=engine,
+        settings=settings,
+        peers=PeerDirectory(engine, settings),
+        counts=counts,
+        associations=Associations(),
+    )
+
+
+def worker(settings: DicomSettings, counts: AssociationCounts, index: int, ready: "Queue[int]") -> None:
+    """One SCP process of several: serve on the shared port until SIGTERM."""
+    stop = threading.Event()
+    _setup(settings, stop)
+    counts.worker = index
+    receiver = _receiver(settings, counts)
+    server = scp.start(scp.make_ae(settings), settings, receiver)
+    ready.put(index)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        receiver.engine.dispose()
+
+
+def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: threading.Event) -> None:
+    stability.run(
+        engine,
+        quiet_period=settings.quiet_period_seconds,
+        ae_title=settings.dicom_ae_title,
+        stop=stop,
+        per_ae=peers.quiet_periods,
+    )
+
+
+def run(settings: DicomSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+    stop = threading.Event()
+    _setup(settings, stop)
+    counts = AssociationCounts(settings.dicom_workers)
+    if settings.dicom_workers == 1:
+        receiver = _receiver(settings, counts)
+        server = scp.start(scp.make_ae(settings), settings, receiver)
+        if settings.dicom_metrics_port:
+            start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host)
+        log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
+        try:
+            _sweep(settings, receiver.engine, receiver.peers, stop)
+        finally:
+            server.shutdown()
+            receiver.engine.dispose()
+            log.info("stopped")
+        return
+    _run_workers(settings, counts, stop)
+
+
+def _run_workers(settings: DicomSettings, counts: AssociationCounts, stop: threading.Event) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready: Queue[int] = ctx.Queue()  # type: ignore[assignment]
+
+    def spawn(index: int) -> SpawnProcess:
+        process = ctx.Process(target=worker, args=(settings, counts, index, ready), name=f"dicom-worker-{index}")
+        process.start()
+        return process
+
+    processes = [spawn(i) for i in range(settings.dicom_workers)]
+    storage = get_storage_settings()
+    engine = make_engine(storage.resolved_database_url())
+    peers = PeerDirectory(engine, settings)
+    sweeper = threading.Thread(target=_sweep, args=(settings, engine, peers, stop), name="quiet-period-sweep")
+    try:
+        for _ in processes:
+            ready.get(timeout=WORKER_START_SECONDS)
+        if settings.dicom_metrics_port:
+            # The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; this serves their sum.
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host, registry=registry)
+        log.info(
+            "listening as %s on %s:%d with %d workers",
+            settings.dicom_ae_title,
+            settings.dicom_host,
+            settings.dicom_port,
+            settings.dicom_workers,
+        )
+        sweeper.start()
+        while not stop.wait(0.5):
+            for i, process in enumerate(processes):
+                if process.exitcode is not None:
+                    log.error("worker %d exited with %s; restarting it", i, process.exitcode)
+                    prometheus_multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+                    counts.forget_worker(i)
+                    processes[i] = spawn(i)
+                    _drain(ready)
+    except Empty:
+        log.error("a worker did not start within %.0fs", WORKER_START_SECONDS)
+        raise
+    finally:
+        stop.set()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(20)
+            if process.exitcode is None:
+                process.kill()
+        if sweeper.is_alive():
+            sweeper.join()
+        engine.dispose()
+        log.info("stopped")
+
+
+def _drain(ready: "Queue[int]") -> None:
+    try:
+        while True:
+            ready.get_nowait()
+    except Empty:
+        return

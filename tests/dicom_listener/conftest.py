@@ -1,0 +1,81 @@
+"""The listener in this process on a free port, storing to the session's real S3 and a fresh SQLite."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from sqlalchemy import Engine
+
+from dicom_listener import scp
+from dicom_listener.admission import AssociationCounts
+from dicom_listener.associations import Associations
+from dicom_listener.config import DicomSettings
+from dicom_listener.handlers import Receiver
+from dicom_listener.peers import PeerDirectory
+from integration.stack import StackConfig, free_ports
+from storage.db import make_engine, migrate
+from storage.objects import ObjectStore, make_object_store
+
+
+@dataclass
+class Listener:
+    settings: DicomSettings
+    engine: Engine
+    store: ObjectStore
+    receiver: Receiver
+
+
+def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = None, **overrides: Any) -> Iterator[Listener]:
+    """Run the SCP with `overrides` of its settings until the generator is closed."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    settings = DicomSettings(dicom_port=free_ports().dicom, quiet_period_seconds=0.5, dicom_peer_cache_seconds=0, **overrides)
+    store = store or make_object_store(services.storage_settings())
+    receiver = Receiver(
+        store=store,
+        engine=engine,
+        settings=settings,
+        peers=PeerDirectory(engine, settings),
+        counts=AssociationCounts(1),
+        associations=Associations(),
+    )
+    server = scp.start(scp.make_ae(settings), settings, receiver)
+    try:
+        yield Listener(settings, engine, store, receiver)
+    finally:
+        server.shutdown()
+        engine.dispose()
+
+
+@pytest.fixture
+def listener(services: StackConfig, tmp_path: Path) -> Iterator[Listener]:
+    yield from serve(services, tmp_path)
+
+
+def send(port: int, ds: Dataset | Path, *, called: str = "DOCTORAI", calling: str = "TESTSCU") -> Dataset:
+    """One association, one C-STORE, release; the status dataset."""
+    if isinstance(ds, Path):
+        meta = pydicom.dcmread(ds, stop_before_pixels=True)
+        sop_class, syntax = meta.SOPClassUID, meta.file_meta.TransferSyntaxUID
+    else:
+        sop_class, syntax = ds.SOPClassUID, ds.file_meta.TransferSyntaxUID
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    try:
+        status: Dataset = assoc.send_c_store(ds)
+        return status
+    finally:
+        assoc.release()
+
+
+def ct() -> Dataset:
+    return pydicom.dcmread(get_testdata_file("CT_small.dcm"))
