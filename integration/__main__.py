@@ -1,4 +1,4 @@
-"""`python -m integration`: the outbox relay and the router."""
+"""`python -m integration`: the outbox relay and the router (study.ready and fhir.received)."""
 
 import asyncio
 import logging
@@ -9,8 +9,8 @@ from prometheus_client import start_http_server
 
 from integration import kafka, relay, topics
 from integration.config import get_settings
-from integration.messages import StudyReady
-from integration.router import route
+from integration.messages import ResourceReceived, StudyReady
+from integration.router import route, route_report
 from integration.rules import DEFAULT_RULES
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -28,13 +28,18 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await kafka.ensure_topics(settings, [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.DLQ])
+    routed = [topics.STUDY_READY, topics.FHIR_RECEIVED]
+    await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.DLQ])
     producer = kafka.make_producer(settings)
-    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=[topics.STUDY_READY])
+    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
     await producer.start()
     await consumer.start()
 
-    async def on_study_ready(record: ConsumerRecord[bytes, bytes]) -> None:
+    async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
+        if kafka.unqualified(settings, record.topic) == topics.FHIR_RECEIVED:
+            resource = ResourceReceived.model_validate_json(record.value or b"")
+            await asyncio.to_thread(route_report, engine, DEFAULT_RULES, resource)
+            return
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
 
@@ -44,7 +49,7 @@ async def serve() -> None:
         log.info("relay and router running")
         await asyncio.gather(
             relay.run(engine, producer, settings, stop),
-            kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),
+            kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
         )
     finally:
         await consumer.stop()

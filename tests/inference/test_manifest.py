@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from inference.manifest import Manifest, accepts
-from inference.registry import lookup
+from inference.packages import lookup
 
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE = "1.2.840.10008.5.1.4.1.1.1.1"

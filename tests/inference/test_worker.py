@@ -14,9 +14,11 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 from audit.log import trail  # noqa: E402
 from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
 from inference import preprocess, registry  # noqa: E402
+from inference.models import LoadedModel  # noqa: E402
+from inference.packages import lookup  # noqa: E402
 from inference.errors import UnknownJob  # noqa: E402
 from inference.postprocess import findings, probabilities  # noqa: E402
-from inference.worker import LoadedModel, Prepared, record_outcome  # noqa: E402
+from inference.worker import Prepared, record_outcome  # noqa: E402
 from integration.messages import InferenceRequest, InstanceRef  # noqa: E402
 from storage.db import make_engine, migrate, session_scope  # noqa: E402
 from storage.objects import dicom_key  # noqa: E402
@@ -27,7 +29,7 @@ RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 
 def test_real_chest_model_gives_two_probabilities() -> None:
-    manifest, artifact = registry.lookup("chest-xray-pneumonia")
+    manifest, artifact = lookup("chest-xray-pneumonia")
     model = LoadedModel(manifest, artifact, registry.adapter_for(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
     raw = model.predict(x[np.newaxis])
@@ -94,7 +96,7 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
             model_version="0.3.0",
         )
 
-    manifest, _ = registry.lookup("chest-xray-pneumonia")
+    manifest, _ = lookup("chest-xray-pneumonia")
     ref = InstanceRef(
         series_uid=series_uid,
         sop_uid=sop_uid,
