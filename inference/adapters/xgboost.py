@@ -32,8 +32,12 @@ def predict(model: object, batch: Batch) -> NDArray[np.float32]:
 
     if isinstance(batch, list) or not isinstance(model, list):
         raise InferenceError("an XGBoost model reads a 2-D float array of features")
-    features = xgboost.DMatrix(np.asarray(batch, dtype=np.float32))
-    outputs = [np.asarray(b.predict(features), dtype=np.float64) for b in model]
+    values = np.asarray(batch, dtype=np.float32)
+    outputs = []
+    for booster in model:
+        # Boosters trained on a DataFrame insist on its column names; columns are in the manifest's order.
+        features = xgboost.DMatrix(values, feature_names=booster.feature_names)
+        outputs.append(np.asarray(booster.predict(features), dtype=np.float64))
     mean = np.mean(outputs, axis=0)
     if mean.ndim == 1:  # binary:logistic gives p(class 1) only
         mean = np.stack([1.0 - mean, mean], axis=1)
