@@ -97,8 +97,8 @@ def series_statistics(request: InferenceRequest, manifest: Manifest, fetch: Fetc
 
 
 def report_text(request: InferenceRequest, manifest: Manifest, fetch: Fetch) -> ModelInput:
-    """The sentences of the request's report texts (each sentence is scored on its own)."""
-    found = [s for t in request.texts for s in text.sentences(t.text)]
+    """The clauses of the request's report texts (each clause is scored on its own)."""
+    found = [c for t in request.texts for c in text.clauses(t.text)]
     if not found:
         raise InputNotAccepted(f"{manifest.name} reads report text; the request has none")
     return ModelInput(batch=found, input_keys=[t.ref for t in request.texts])

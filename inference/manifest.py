@@ -72,7 +72,7 @@ class Preprocessing(BaseModel):
     # C.7.6.2.1.1). And the voxel size (mm) to resample to; None keeps the acquired one.
     orientation: Literal["RAS", "LPS"] = "RAS"
     spacing: tuple[float, float, float] | None = None
-    # Report text: split into sentences, each scored on its own (a report names many findings).
+    # Report text: split into clauses, each scored on its own (a report names many findings).
     max_tokens: int = Field(default=256, ge=8)
 
 
@@ -87,11 +87,6 @@ class Postprocessing(BaseModel):
     mask_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     largest_component: bool = False
     fill_holes: bool = False
-    # Report text: a sentence counts for a finding only when it is at least this similar to the
-    # finding's description or its negation; the margin between the two, divided by
-    # `temperature`, goes through a logistic function to give a 0..1 score.
-    relevance: float = Field(default=0.5, ge=-1.0, le=1.0)
-    temperature: float = Field(default=0.05, gt=0.0)
     # Consistency checks: the DICOM attribute (keyword) whose value the predicted class should
     # match, and the finding raised when it does not.
     compare_with_attribute: str = ""
@@ -110,9 +105,8 @@ class OutputLabel(BaseModel):
     # Measurements: the UCUM unit of the value (FHIR Quantity.code), e.g. "cm3"; and its name.
     unit: str = ""
     text: str = ""
-    # Report text: what a sentence reporting this finding says, and what one ruling it out says.
+    # Report text: a sentence reporting this finding (see inference.text for how it is used).
     description: str = ""
-    negation: str = ""
     # Consistency checks: the attribute value this class stands for, e.g. "CT".
     attribute_value: str = ""
 
@@ -149,8 +143,8 @@ class Manifest(BaseModel):
             raise ValueError("an image model needs preprocessing.size")
         if pre.kind == "series-statistics" and not self.accepts.features:
             raise ValueError("a series-statistics model needs accepts.features")
-        if self.task == "text-classification" and not all(o.description and o.negation for o in self.outputs):
-            raise ValueError("text-classification outputs need a description and a negation")
+        if self.task == "text-classification" and not all(o.description for o in self.outputs):
+            raise ValueError("text-classification outputs need a description")
         if self.task in ("segmentation", "measurement") and not any(o.unit for o in self.outputs[1:]):
             raise ValueError("segmentation/measurement outputs need a measurement with a unit after the structure")
         post = self.postprocessing

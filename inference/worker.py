@@ -279,7 +279,8 @@ class Worker:
         task = manifest.task
         if task == "text-classification":
             anchors = await asyncio.to_thread(model.anchors)
-            return Said(findings=findings(manifest, text.scores(manifest, raw, anchors)[np.newaxis]))
+            clause_texts = model_input.batch if isinstance(model_input.batch, list) else []
+            return Said(findings=findings(manifest, text.scores(manifest, clause_texts, raw, anchors)[np.newaxis]))
         if task in ("segmentation", "measurement"):
             return await asyncio.to_thread(self._segment, item, manifest, model_input, raw)
         probs = probabilities(raw, manifest.activation)

@@ -25,17 +25,26 @@ class FhirClient:
         bundle: dict[str, Any] = response.json()
         return bundle
 
-    def report_with_results(self, patient: str, *, timeout: float = 240) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Poll until the patient has a DiagnosticReport; it and its Observations (by _include)."""
+    def report_with_results(
+        self, patient: str, *, own: bool = False, timeout: float = 240
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Poll until the patient has a DiagnosticReport (`own`: one the engine wrote); it and its Observations."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             bundle = self.search(
                 "DiagnosticReport", [("patient", patient), ("_include", "DiagnosticReport:result")]
             )
             entries = [e["resource"] for e in bundle.get("entry", [])]
-            reports = [r for r in entries if r["resourceType"] == "DiagnosticReport"]
+            reports = [
+                r
+                for r in entries
+                if r["resourceType"] == "DiagnosticReport"
+                and (not own or any(i.get("system") == "urn:doctorai:job" for i in r.get("identifier", [])))
+            ]
             if reports:
-                return reports[0], [r for r in entries if r["resourceType"] == "Observation"]
+                wanted = {ref["reference"] for ref in reports[0].get("result", [])}
+                observations = [r for r in entries if r["resourceType"] == "Observation"]
+                return reports[0], [o for o in observations if f"Observation/{o['id']}" in wanted]
             dead = self.run.supervisor.dead()
             assert not dead, f"engine process died: {[c.name for c in dead]}\n{self.run.logs()}"
             time.sleep(0.5)
