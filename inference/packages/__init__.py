@@ -6,6 +6,7 @@ artifact path. `doctorai models add --builtin NAME` uploads the result into the 
 """
 
 import importlib.util
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,9 +70,10 @@ BUILTIN: dict[str, Builtin] = {
 
 
 def lookup(name: str, scratch: Path | None = None) -> tuple[Manifest, Path]:
-    """The manifest and artifact path of a builtin package; `scratch` holds artifacts built on the way."""
+    """The manifest and artifact path of a builtin package; `scratch` (default: under the system's
+    temporary directory) holds artifacts built on the way."""
     try:
         build = BUILTIN[name]
     except KeyError:
         raise UnknownModel(f"no builtin model package named {name!r}; known: {', '.join(sorted(BUILTIN))}") from None
-    return build(scratch or Path.cwd())
+    return build(scratch or Path(tempfile.gettempdir()) / "doctorai-builtin-packages")
