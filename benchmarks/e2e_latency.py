@@ -47,9 +47,9 @@ def model_reference(path: Path, repeats: int) -> float:
 
     from inference.adapters import keras as keras_adapter
     from inference.preprocess import prepare
-    from inference.registry import BUILTIN
+    from inference.packages import lookup
 
-    manifest, artifact = BUILTIN["chest-xray-pneumonia"]()
+    manifest, artifact = lookup("chest-xray-pneumonia")
     model = keras_adapter.load(artifact)
     data = path.read_bytes()
     keras_adapter.predict(model, np.stack([prepare(data, manifest)]))  # warm up

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_api import fhir
-from integration.messages import Coding, Finding, InferenceResult
+from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.tables import Instance, Series, Study
 
 # FHIR R4 id datatype (http://hl7.org/fhir/R4/datatypes.html#id).
@@ -17,6 +17,7 @@ PATIENT_ID_SYSTEM = "urn:doctorai:dicom-patient-id"
 JOB_SYSTEM = "urn:doctorai:job"
 MODEL_EXTENSION = "urn:doctorai:model"
 THRESHOLD_EXTENSION = "urn:doctorai:threshold"
+OUTPUT_OBJECT_EXTENSION = "urn:doctorai:output-object"
 TAG_SYSTEM = "urn:doctorai:tags"
 NOT_FOR_CLINICAL_USE = "not-for-clinical-use"
 # DICOM UIDs as FHIR identifiers and codes (http://hl7.org/fhir/R4/imagingstudy.html#notes).
@@ -171,9 +172,14 @@ def _finding_phrase(finding: Finding) -> str:
     )
 
 
+def _measurement_phrase(measurement: Measurement) -> str:
+    return f"{measurement.text or measurement.concept.display} {measurement.value:.1f} {measurement.unit}"
+
+
 def conclusion_text(result: InferenceResult) -> str:
-    """A plain sentence naming the model's findings and their probabilities."""
-    body = "; ".join(_finding_phrase(f) for f in result.findings) or "no findings reported"
+    """A plain sentence naming the model's findings and their probabilities, and its measurements."""
+    phrases = [_finding_phrase(f) for f in result.findings] + [_measurement_phrase(m) for m in result.measurements]
+    body = "; ".join(phrases) or "no findings reported"
     sentence = f"AI model {result.model} {result.model_version}: {body}."
     return sentence if result.clinical_use else "NOT FOR CLINICAL USE: " + sentence
 
@@ -222,11 +228,54 @@ def _observation(
             )
         ],
         derivedFrom=[fhir.Reference(reference=study_ref)],
+        focus=_focus(result),
         method=fhir.CodeableConcept(text=model),
         extension=[fhir.Extension(url=THRESHOLD_EXTENSION, valueDecimal=_decimal(finding.threshold))],
-        note=None
-        if result.clinical_use
-        else [fhir.Annotation(text=f"Not for clinical use: output of {model}, a model this site has not validated.")],
+        note=_note(result),
+    )
+
+
+def _focus(result: InferenceResult) -> list[fhir.Reference] | None:
+    # Observation.focus: what the observation is about when it is not the subject, here the
+    # report whose text a model read (http://hl7.org/fhir/R4/observation-definitions.html#Observation.focus).
+    return [fhir.Reference(reference=ref) for ref in result.focus] or None
+
+
+def _note(result: InferenceResult) -> list[fhir.Annotation] | None:
+    model = f"{result.model} {result.model_version}"
+    if result.clinical_use:
+        return None
+    return [fhir.Annotation(text=f"Not for clinical use: output of {model}, a model this site has not validated.")]
+
+
+def _measurement_observation(
+    result: InferenceResult, index: int, measurement: Measurement, *, patient_ref: str, study_ref: str, issued: datetime
+) -> fhir.Observation:
+    """A measured value as valueQuantity in its UCUM unit (http://hl7.org/fhir/R4/observation.html#units)."""
+    return fhir.Observation(
+        id=f"{result.job_id}-m{index}",
+        meta=None if result.clinical_use else fhir.Meta(tag=[_not_for_clinical_use_tag()]),
+        status="preliminary",
+        category=[
+            fhir.CodeableConcept(
+                coding=[fhir.Coding(system=OBSERVATION_CATEGORY_SYSTEM, code="imaging", display="Imaging")]
+            )
+        ],
+        code=fhir.CodeableConcept(coding=[_coding(measurement.concept)], text=measurement.text or measurement.concept.display),
+        subject=fhir.Reference(reference=patient_ref),
+        effectiveDateTime=result.occurred_at,
+        issued=issued,
+        valueQuantity=fhir.Quantity(
+            value=Decimal(str(round(measurement.value, 2))),
+            unit=measurement.unit,
+            system=UCUM_SYSTEM,
+            code=measurement.unit,
+        ),
+        derivedFrom=[fhir.Reference(reference=study_ref)],
+        focus=_focus(result),
+        method=fhir.CodeableConcept(text=f"{result.model} {result.model_version}"),
+        extension=[fhir.Extension(url=OUTPUT_OBJECT_EXTENSION, valueString=key) for key in result.output_keys] or None,
+        note=_note(result),
     )
 
 
@@ -261,6 +310,9 @@ def report_from_result(
             issued=issued,
         )
         for i, f in enumerate(result.findings)
+    ] + [
+        _measurement_observation(result, i, m, patient_ref=patient_ref, study_ref=study_ref, issued=issued)
+        for i, m in enumerate(result.measurements)
     ]
     # R4 DiagnosticReport has no `note`: the warning goes in the conclusion and in meta.tag.
     report = fhir.DiagnosticReport(

@@ -1,4 +1,4 @@
-"""`python -m inference --model NAME`: one worker process serving one model."""
+"""`python -m inference --model NAME`: one worker process serving one model (every registered version)."""
 
 import argparse
 import asyncio
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from inference import registry
+from inference import metrics, registry
 from inference.config import get_settings
-from inference.errors import UnknownModel
-from inference.manifest import Manifest
-from inference.worker import LoadedModel, Worker
+from inference.errors import InferenceError
+from inference.models import LoadedModel, ModelCache
+from inference.worker import Worker
 from integration import kafka, topics
 from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
@@ -22,33 +22,39 @@ from storage.objects import make_object_store
 log = logging.getLogger("inference")
 
 
-async def serve(manifest: Manifest, artifact: Path) -> None:
-    """Run the worker for one model package until SIGTERM or SIGINT."""
+async def serve(name: str) -> None:
+    """Run the worker for one model until SIGTERM or SIGINT."""
     settings = get_settings()
     integration = get_integration_settings()
     storage = get_storage_settings()
-    model = LoadedModel(manifest, artifact, registry.adapter_for(manifest.framework))
+    store = make_object_store(storage)
+    engine = make_engine(storage.resolved_database_url())
+    cache_dir = Path(settings.inference_cache_dir) if settings.inference_cache_dir else storage.var_dir / "model-cache"
 
+    def loader(model: str, version: str) -> LoadedModel:
+        manifest = registry.manifest_of(engine, model, version)
+        package = registry.fetch(store, cache_dir, model, version)
+        return LoadedModel(manifest, package / manifest.artifact, registry.adapter_for(manifest.framework))
+
+    models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    # Load now, so the first study does not wait for it (and a broken artifact fails at start).
-    await asyncio.to_thread(model.load)
+    # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
+    version = await asyncio.to_thread(registry.active_version, engine, name)
+    loaded = await asyncio.to_thread(models.get, name, version)
+    metrics.LOADED_MODELS.labels(name).set_function(lambda: len(models.loaded()))
     if stop.is_set():
         return
-    if manifest.clinical_use is False:
-        log.warning("%s %s is not validated for clinical use; its results say so", manifest.name, manifest.version)
+    if loaded.manifest.clinical_use is False:
+        log.warning("%s %s is not validated for clinical use; its results say so", name, version)
 
-    store = make_object_store(storage)
-    engine = make_engine(storage.resolved_database_url())
-    request_topic = topics.inference_request(manifest.name)
+    request_topic = topics.inference_request(name)
     await kafka.ensure_topics(integration, [request_topic, topics.INFERENCE_RESULT, topics.DLQ])
-    producer = kafka.make_producer(integration)
-    consumer = kafka.make_consumer(
-        integration, group_id=topics.consumer_group_for_model(manifest.name), names=[request_topic]
-    )
+    producer = kafka.make_producer(integration)  # for the dead-letter topic; results go through the outbox
+    consumer = kafka.make_consumer(integration, group_id=topics.consumer_group_for_model(name), names=[request_topic])
     await producer.start()
     try:
         await consumer.start()
@@ -56,9 +62,10 @@ async def serve(manifest: Manifest, artifact: Path) -> None:
             if settings.inference_metrics_port:
                 # Ready: the launcher polls this port to know the worker is up.
                 start_http_server(settings.inference_metrics_port)
-            log.info("serving %s %s on %s", manifest.name, manifest.version, request_topic)
+            log.info("serving %s (active version %s) on %s", name, version, request_topic)
             worker = Worker(
-                model=model,
+                name=name,
+                models=models,
                 store=store,
                 engine=engine,
                 producer=producer,
@@ -81,10 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        manifest, artifact = registry.lookup(args.model)
-    except UnknownModel as exc:
+        asyncio.run(serve(args.model))
+    except InferenceError as exc:  # no active version, a package that does not load
         parser.exit(2, f"{parser.prog}: {exc}\n")
-    asyncio.run(serve(manifest, artifact))
 
 
 if __name__ == "__main__":

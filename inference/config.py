@@ -17,8 +17,14 @@ class InferenceSettings(BaseSettings):
     inference_batch_wait_seconds: float = 0.05
     # Metrics port of `python -m inference`; 0 turns it off.
     inference_metrics_port: int = 9104
-    # A batch that takes longer than this is given up (its requests are dead-lettered).
+    # A job that takes longer than this is abandoned: its job fails, its result says why, and the
+    # request is dead-lettered.
     inference_timeout_seconds: float = 120.0
+    # Loaded models are kept until their artifacts (on disk, a proxy for their memory) would
+    # exceed this; then the least recently used are unloaded.
+    inference_memory_budget_mb: float = 4096.0
+    # Local copies of model packages fetched from object storage; empty: <var_dir>/model-cache.
+    inference_cache_dir: str = ""
 
 
 @lru_cache

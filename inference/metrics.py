@@ -1,10 +1,10 @@
 """Prometheus metrics of the inference workers."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Counter(
     "doctorai_inference_jobs_total",
-    "Inference requests handled, by outcome (done, failed: result with an error, dead-lettered).",
+    "Inference requests handled, by outcome (done, failed: result with an error, dead-lettered, duplicate).",
     ["model", "outcome"],
 )
 INFERENCE_SECONDS = Histogram(
@@ -18,4 +18,14 @@ BATCH_SIZE = Histogram(
     "Requests run together in one batch.",
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+PARTITIONS = Gauge(
+    "doctorai_inference_assigned_partitions",
+    "Partitions of the request topic this worker owns now (workers of one model share them).",
+    ["model"],
+)
+LOADED_MODELS = Gauge(
+    "doctorai_inference_loaded_models",
+    "Model versions this worker holds in memory.",
+    ["model"],
 )

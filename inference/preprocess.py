@@ -12,7 +12,7 @@ from pydicom import Dataset, dcmread
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from inference.errors import CannotDecode, InputNotAccepted
-from inference.manifest import Manifest, Preprocessing, accepts
+from inference.manifest import Manifest, Preprocessing, Window, accepts
 
 Array = NDArray[np.float32]
 
@@ -40,8 +40,11 @@ def check_accepted(ds: Dataset, manifest: Manifest) -> None:
         )
 
 
-def grey_unit(ds: Dataset, *, invert_monochrome1: bool = True) -> Array:
-    """The first frame as a 2-D greyscale image in 0..1 where 0 is dark (air on a radiograph)."""
+def grey_unit(ds: Dataset, *, invert_monochrome1: bool = True, window: Window | None = None) -> Array:
+    """The first frame as a 2-D greyscale image in 0..1 where 0 is dark (air on a radiograph).
+
+    With `window`, that fixed window (in modality units, e.g. HU) replaces the instance's own VOI.
+    """
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # no pixel data, unknown syntax, missing decoder plugin, truncated data
@@ -68,10 +71,21 @@ def grey_unit(ds: Dataset, *, invert_monochrome1: bool = True) -> Array:
         # Stored values -> modality values (PS3.3 C.11.1: Rescale Slope/Intercept or Modality
         # LUT), then the VOI LUT or window the modality chose for display (PS3.3 C.11.2:
         # VOI LUT Sequence, else Window Center/Width). With neither, min-max below is the window.
-        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+        values = apply_modality_lut(pixels, ds).astype(np.float64)
+        if window is None:
+            values = apply_voi_lut(values, ds).astype(np.float64)
+        else:
+            # PS3.3 C.11.2.1.2.1, linear window: values outside [c - w/2, c + w/2] saturate.
+            low = window.center - window.width / 2.0
+            values = np.clip((values - low) / window.width, 0.0, 1.0)
     if values.ndim != 2:
         raise CannotDecode(f"expected one 2-D frame, got pixel array of shape {values.shape}")
 
+    if window is not None and samples == 1:
+        unit = values  # already 0..1 across the fixed window
+        if invert_monochrome1 and photometric == "MONOCHROME1":
+            unit = 1.0 - unit
+        return unit.astype(np.float32)
     # The VOI output range depends on which transform applied (window: the display range;
     # LUT: its descriptor's bit depth), so stretch what came out to 0..1. This equals the
     # window's range when the image reaches both ends of it, as a clinical window does.
@@ -88,6 +102,8 @@ def grey_unit(ds: Dataset, *, invert_monochrome1: bool = True) -> Array:
 
 def model_input(image: Array, pre: Preprocessing) -> Array:
     """Resize a 0..1 greyscale image to the model's size, replicate channels, normalise: (rows, cols, channels)."""
+    if pre.size is None:
+        raise InputNotAccepted("the manifest gives no image size")
     rows, cols = pre.size
     # PIL's 32-bit float mode keeps full precision; size is (width, height) in PIL.
     resample = Image.Resampling.NEAREST if pre.resample == "nearest" else Image.Resampling.BILINEAR
@@ -104,5 +120,6 @@ def prepare(data: bytes, manifest: Manifest) -> Array:
     """Stored DICOM bytes -> one model input, checking the header against what the model accepts."""
     ds = read(data)
     check_accepted(ds, manifest)
-    image = grey_unit(ds, invert_monochrome1=manifest.preprocessing.invert_monochrome1)
+    pre = manifest.preprocessing
+    image = grey_unit(ds, invert_monochrome1=pre.invert_monochrome1, window=pre.window)
     return model_input(image, manifest.preprocessing)

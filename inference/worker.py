@@ -1,21 +1,18 @@
-"""The inference worker: Kafka requests in, micro-batched model runs, job + audit rows, results out.
+"""The inference worker: consumes `inference.request.<model>`, answers through `inference.result`.
 
-Per batch of records: prepare each request (fetch its instances, check and preprocess them), run
-every prepared image through the model in one call, then per request, in record order, commit the
-job row and its audit record in one transaction and publish the InferenceResult. Offsets are
-committed only after every record of the batch was handled. Each record goes through
-`integration.kafka`'s retry/dead-letter step: retriable errors (storage, broker) back off and
-retry, other unexpected errors dead-letter the record; inputs the model cannot use
-(InputNotAccepted, CannotDecode) are answered with an InferenceResult that carries the error.
+Requests that arrive together are prepared concurrently and run as one batch per model version
+(when their inputs have the same shape). Each job's outcome, its audit record and its result
+event are committed in one transaction (the outbox relay publishes the result), and the offsets
+are committed after that; a redelivered request whose job is no longer queued does not run again
+(DESIGN.md 5.3). The model version is the one the request names, so jobs queued before an
+activation finish on their version.
 """
 
 import asyncio
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
@@ -26,18 +23,20 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import INFERENCE_RUN, AuditRecord, Outcome
-from inference import metrics
-from inference.adapters import Adapter
+from inference import inputs, metrics, text, volumes
+from inference.adapters import Batch
 from inference.config import InferenceSettings
 from inference.errors import CannotDecode, InferenceError, InferenceTimeout, InputNotAccepted, UnknownJob
-from inference.manifest import Manifest, accepts
-from inference.postprocess import findings, probabilities
-from inference.preprocess import prepare
+from inference.manifest import Manifest
+from inference.models import LoadedModel, ModelCache
+from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
 from integration.config import IntegrationSettings
-from integration.messages import Finding, InferenceRequest, InferenceResult
+from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, result_key
+from storage.outbox import add_event
+from storage.queries import job_status
 from storage.tables import InferenceJob
 
 log = logging.getLogger(__name__)
@@ -45,62 +44,65 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
-class LoadedModel:
-    """A model package's artifact, loaded on first use and kept for the life of the process."""
-
-    def __init__(self, manifest: Manifest, artifact: Path, adapter: Adapter) -> None:
-        self.manifest = manifest
-        self._artifact = artifact
-        self._adapter = adapter
-        self._model: object | None = None
-        self._lock = threading.Lock()
-
-    def load(self) -> object:
-        """The loaded model; the first call loads it (blocking: call it from a thread)."""
-        with self._lock:
-            if self._model is None:
-                started = time.perf_counter()
-                self._model = self._adapter.load(self._artifact)
-                log.info(
-                    "loaded %s %s from %s in %.1fs",
-                    self.manifest.name,
-                    self.manifest.version,
-                    self._artifact.name,
-                    time.perf_counter() - started,
-                )
-            return self._model
-
-    def predict(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Raw model outputs for a batch (blocking: call it from a thread)."""
-        return self._adapter.predict(self.load(), batch)
-
-
 @dataclass(frozen=True)
 class Prepared:
-    """One request ready to run (`images`), or the reason it cannot run (`error`)."""
+    """One request ready to run (`model_input`), or why it cannot run (`error`), or already done (`duplicate`)."""
 
     request: InferenceRequest
     input_keys: list[str]
-    images: NDArray[np.float32] | None = None
+    model: LoadedModel | None = None
+    model_input: inputs.ModelInput | None = None
     error: str = ""
+    duplicate: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Said:
+    """What a model said about one request."""
+
+    findings: list[Finding] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    output_keys: list[str] = field(default_factory=list)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _rows(batch: Batch) -> int:
+    return len(batch)
+
+
+def _batch_key(item: Prepared) -> tuple[object, ...]:
+    assert item.model is not None and item.model_input is not None
+    batch = item.model_input.batch
+    shape: tuple[object, ...] = ("text",) if isinstance(batch, list) else tuple(batch.shape[1:])
+    return (item.model.manifest.name, item.model.manifest.version, *shape)
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    if isinstance(batches[0], list):
+        return [t for b in batches if isinstance(b, list) for t in b]
+    return np.concatenate([b for b in batches if not isinstance(b, list)])
+
+
 class Worker:
-    """Serves one model: consumes its request topic, answers on the result topic."""
+    """Serves one model name (any of its versions): consumes its request topic, records its results."""
 
     def __init__(
         self,
         *,
-        model: LoadedModel,
+        name: str,
+        models: ModelCache,
         store: ObjectStore,
         engine: Engine,
         producer: AIOKafkaProducer,
         settings: InferenceSettings,
         integration: IntegrationSettings,
     ) -> None:
-        self._model = model
-        self._manifest = model.manifest
+        self._name = name
+        self._models = models
         self._store = store
         self._engine = engine
         self._producer = producer
@@ -113,6 +115,7 @@ class Worker:
         wait_ms = int(self._settings.inference_batch_wait_seconds * 1000)
         while not stop.is_set():
             got = await consumer.getmany(timeout_ms=500, max_records=size)
+            metrics.PARTITIONS.labels(self._name).set(len(consumer.assignment()))
             records = [r for part in got.values() for r in part]
             if not records:
                 continue
@@ -140,23 +143,27 @@ class Worker:
             if isinstance(outcome, BaseException):  # e.g. stopped mid-retry: the batch is not committed
                 raise outcome
 
-        runnable = [i for i in sorted(prepared) if prepared[i].images is not None]
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i in sorted(prepared):
+            if prepared[i].model_input is not None:
+                groups.setdefault(_batch_key(prepared[i]), []).append(i)
         outputs: dict[int, tuple[NDArray[np.float32], float]] = {}
-        if runnable:
-            metrics.BATCH_SIZE.labels(self._manifest.name).observe(len(runnable))
-            batch = np.concatenate([_images(prepared[i]) for i in runnable])
+        for members in groups.values():
+            model = prepared[members[0]].model
+            assert model is not None
+            batches = [prepared[i].model_input.batch for i in members]  # type: ignore[union-attr]
+            metrics.BATCH_SIZE.labels(self._name).observe(len(members))
             try:
-                raw, seconds = await self.run_model(batch)
+                raw, seconds = await self.run_model(model, _concat(batches))
             except Exception as exc:  # not swallowed: each request runs again alone below, under retry/DLQ
-                log.warning("batch of %d requests failed (%r); running them one by one", len(runnable), exc)
-            else:
-                start = 0
-                for i in runnable:
-                    count = len(_images(prepared[i]))
-                    outputs[i] = (raw[start : start + count], seconds)
-                    start += count
+                log.warning("batch of %d requests failed (%r); running them one by one", len(members), exc)
+                continue
+            start = 0
+            for i, batch in zip(members, batches, strict=True):
+                outputs[i] = (raw[start : start + _rows(batch)], seconds)
+                start += _rows(batch)
 
-        # In record order, so results of one study (one partition) are published in order.
+        # In record order, so results of one study (one partition) are recorded in order.
         for i in sorted(prepared):
             await self._handle(records[i], self._answering(prepared[i], outputs.get(i)), stop=stop)
 
@@ -174,71 +181,131 @@ class Worker:
         return handler
 
     async def prepare_request(self, request: InferenceRequest) -> Prepared:
-        """Fetch and preprocess the accepted inputs of one request; permanent input errors become `error`."""
-        manifest = self._manifest
-        candidates = [
-            ref for ref in request.inputs if accepts(manifest, ref.modality, ref.body_part, ref.sop_class_uid)
-        ]
-        all_keys = [ref.object_key for ref in request.inputs]
-        if not candidates:
-            wanted = f"modalities {manifest.accepts.modalities}, body parts {manifest.accepts.body_parts}"
-            error = InputNotAccepted(f"none of the {len(request.inputs)} inputs matches {manifest.name} ({wanted})")
-            return Prepared(request=request, input_keys=all_keys, error=_describe(error))
-        images: list[NDArray[np.float32]] = []
-        keys: list[str] = []
-        problems: list[str] = []
-        fetch = preprocess = 0.0
-        for ref in candidates:
-            started = time.perf_counter()
-            data = await asyncio.to_thread(self._store.get_bytes, ref.object_key)  # StorageUnavailable: retried
-            fetch += time.perf_counter() - started
-            started = time.perf_counter()
-            try:
-                images.append(await asyncio.to_thread(prepare, data, manifest))
-                keys.append(ref.object_key)
-            except (InputNotAccepted, CannotDecode) as exc:
-                # One unreadable instance does not sink the study: the others still answer.
-                problems.append(f"{ref.object_key}: {_describe(exc)}")
-            finally:
-                preprocess += time.perf_counter() - started
-        timings = {"fetch": fetch, "preprocess": preprocess}
-        if not images:
-            return Prepared(request=request, input_keys=all_keys, error="; ".join(problems), timings=timings)
-        if problems:
-            log.warning("job %s: skipped %d unusable inputs: %s", request.job_id, len(problems), "; ".join(problems))
-        return Prepared(request=request, input_keys=keys, images=np.stack(images), timings=timings)
+        """Load the request's model version and read its inputs; permanent input errors become `error`."""
+        status = await asyncio.to_thread(self._job_status, request.job_id)
+        if status is None:
+            raise UnknownJob(f"job {request.job_id} is not in the database")
+        if status != "queued":
+            # A redelivered request (a crash before the commit, a rebalance): its result is recorded.
+            log.info("job %s is %s already; not running it again", request.job_id, status)
+            metrics.JOBS.labels(self._name, "duplicate").inc()
+            return Prepared(request=request, input_keys=[], duplicate=True)
+        all_keys = [ref.object_key for ref in request.inputs] + [t.ref for t in request.texts]
+        started = time.perf_counter()
+        model = await asyncio.to_thread(self._models.get, request.model, request.model_version)
+        timings = {"load": time.perf_counter() - started}
+        fetched = 0.0
 
-    async def run_model(self, batch: NDArray[np.float32]) -> tuple[NDArray[np.float32], float]:
-        """Raw outputs for a batch, run in a thread so the event loop keeps serving Kafka; with its duration."""
+        def fetch(key: str) -> bytes:
+            nonlocal fetched
+            began = time.perf_counter()
+            try:
+                return self._store.get_bytes(key)  # StorageUnavailable: retried
+            finally:
+                fetched += time.perf_counter() - began
+
         started = time.perf_counter()
         try:
-            raw = await asyncio.wait_for(
-                asyncio.to_thread(self._model.predict, batch), timeout=self._settings.inference_timeout_seconds
-            )
+            model_input = await asyncio.to_thread(inputs.model_input, request, model.manifest, fetch)
+        except (InputNotAccepted, CannotDecode) as exc:
+            timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
+            return Prepared(request=request, input_keys=all_keys, model=model, error=_describe(exc), timings=timings)
+        timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
+        if model_input.problems:
+            log.warning("job %s: skipped %d unusable inputs: %s", request.job_id, len(model_input.problems), "; ".join(model_input.problems))
+        return Prepared(
+            request=request, input_keys=model_input.input_keys, model=model, model_input=model_input, timings=timings
+        )
+
+    async def run_model(self, model: LoadedModel, batch: Batch) -> tuple[NDArray[np.float32], float]:
+        """Raw outputs for a batch, run in a thread so the event loop keeps serving Kafka; with its duration.
+
+        Past the timeout the job is abandoned: the thread cannot be killed and finishes in the
+        background, but nobody waits for it.
+        """
+        started = time.perf_counter()
+        timeout = self._settings.inference_timeout_seconds
+        try:
+            raw = await asyncio.wait_for(asyncio.to_thread(model.predict, batch), timeout=timeout)
         except TimeoutError:
-            raise InferenceTimeout(
-                f"{self._manifest.name} took over {self._settings.inference_timeout_seconds}s for {len(batch)} images"
-            ) from None
+            raise InferenceTimeout(f"{model.manifest.name} took over {timeout}s for {len(batch)} inputs") from None
         seconds = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.labels(self._manifest.name).observe(seconds)
-        if raw.ndim != 2 or len(raw) != len(batch):
-            raise InferenceError(f"model gave outputs of shape {raw.shape} for {len(batch)} images")
+        metrics.INFERENCE_SECONDS.labels(self._name).observe(seconds)
+        if len(raw) != len(batch):
+            raise InferenceError(f"model gave outputs of shape {raw.shape} for {len(batch)} inputs")
         return raw, seconds
 
     async def answer(self, item: Prepared, output: tuple[NDArray[np.float32], float] | None) -> None:
-        """Record the job's outcome with its audit record in one transaction, then publish the result.
+        """Record the job's outcome, its audit record and its result in one transaction.
 
         `output` is the request's share of the batch's raw outputs and the batch's seconds; without
-        it (the batch failed) the request runs alone here.
+        it (the batch failed) the request runs alone here. A model that fails or runs past the
+        timeout fails the job with an error result, and the request is dead-lettered as well.
         """
-        found: list[Finding] = []
+        if item.duplicate:
+            return
+        failure: InferenceError | None = None
+        said = Said()
         timings = dict(item.timings)
-        if item.images is not None:
-            raw, timings["inference"] = output if output is not None else await self.run_model(item.images)
-            found = findings(self._manifest, probabilities(raw, self._manifest.activation))
-        await asyncio.to_thread(self._record, item)
-        request, manifest = item.request, self._manifest
-        result = InferenceResult(
+        if item.model_input is not None and item.model is not None:
+            try:
+                raw, timings["inference"] = output if output is not None else await self.run_model(item.model, item.model_input.batch)
+                started = time.perf_counter()
+                said = await self._postprocess(item, item.model, item.model_input, raw)
+                timings["postprocess"] = time.perf_counter() - started
+            except InferenceError as exc:
+                failure = exc
+                item = replace(item, error=_describe(exc))
+        manifest = item.model.manifest if item.model is not None else None
+        if manifest is None:
+            raise InferenceError("no model for the request")
+        result = self._result(item, manifest, said, timings)
+        await asyncio.to_thread(self._record, item, manifest, result)
+        metrics.JOBS.labels(self._name, "failed" if item.error else "done").inc()
+        log.info(
+            "job %s (correlation %s): %s in %s",
+            item.request.job_id,
+            item.request.correlation_id,
+            item.error or "done",
+            {k: round(v, 3) for k, v in timings.items()},
+        )
+        if failure is not None:
+            raise failure  # after the error result is recorded: to the dead-letter topic, for a replay
+
+    async def _postprocess(
+        self, item: Prepared, model: LoadedModel, model_input: inputs.ModelInput, raw: NDArray[np.float32]
+    ) -> Said:
+        manifest = model.manifest
+        task = manifest.task
+        if task == "text-classification":
+            anchors = await asyncio.to_thread(model.anchors)
+            clause_texts = model_input.batch if isinstance(model_input.batch, list) else []
+            return Said(findings=findings(manifest, text.scores(manifest, clause_texts, raw, anchors)[np.newaxis]))
+        if task in ("segmentation", "measurement"):
+            return await asyncio.to_thread(self._segment, item, manifest, model_input, raw)
+        probs = probabilities(raw, manifest.activation)
+        found = findings(manifest, probs)
+        checked = contradiction(manifest, probs, model_input.attribute_value)
+        return Said(findings=found + ([checked] if checked is not None else []))
+
+    def _segment(
+        self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, raw: NDArray[np.float32]
+    ) -> Said:
+        post = manifest.postprocessing
+        if model_input.affine is None or raw.ndim != 5:
+            raise InferenceError(f"a segmentation needs a volume input and output, got output shape {raw.shape}")
+        mask = volumes.clean_mask(
+            raw[0, 0] > post.mask_threshold, largest_component=post.largest_component, fill_holes=post.fill_holes
+        )
+        spacing = tuple(float(v) for v in np.linalg.norm(model_input.affine[:3, :3], axis=0))
+        measured = volume_measurements(manifest, int(mask.sum()), (spacing[0], spacing[1], spacing[2]))
+        key = result_key(item.request.job_id, "mask.nii.gz")
+        self._store.put_bytes(key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
+        return Said(measurements=measured, output_keys=[key])
+
+    def _result(self, item: Prepared, manifest: Manifest, said: Said, timings: dict[str, float]) -> InferenceResult:
+        request = item.request
+        return InferenceResult(
             correlation_id=request.correlation_id,
             job_id=request.job_id,
             study_uid=request.study_uid,
@@ -249,27 +316,23 @@ class Worker:
             input_keys=item.input_keys,
             report_code=manifest.report_code,
             report_category=manifest.report_category,
-            findings=found,
+            findings=said.findings,
+            measurements=said.measurements,
+            output_keys=said.output_keys,
+            focus=[t.ref for t in request.texts],
             clinical_use=manifest.clinical_use,
             error=item.error,
             timings=timings,
             last_received_at=request.last_received_at,
         )
-        await kafka.publish(
-            self._producer, self._integration, topic=topics.INFERENCE_RESULT, key=request.study_uid, message=result
-        )
-        metrics.JOBS.labels(manifest.name, "failed" if item.error else "done").inc()
-        log.info(
-            "job %s (correlation %s): %s in %s",
-            request.job_id,
-            request.correlation_id,
-            item.error or "done",
-            {k: round(v, 3) for k, v in timings.items()},
-        )
 
-    def _record(self, item: Prepared) -> None:
+    def _job_status(self, job_id: str) -> str | None:
         with session_scope(self._engine) as session:
-            record_outcome(session, manifest=self._manifest, item=item)
+            return job_status(session, job_id=job_id)
+
+    def _record(self, item: Prepared, manifest: Manifest, result: InferenceResult) -> None:
+        with session_scope(self._engine) as session:
+            record_outcome(session, manifest=manifest, item=item, result=result)
 
     async def _handle(self, record: Record, handler: kafka.Handler, *, stop: asyncio.Event) -> None:
         # integration.kafka's per-record step: retry retriable errors with backoff, dead-letter the rest.
@@ -278,31 +341,25 @@ class Worker:
                 await handler(rec)
             except Exception as exc:
                 if not getattr(exc, "retriable", False):
-                    metrics.JOBS.labels(self._manifest.name, "dead-lettered").inc()
+                    metrics.JOBS.labels(self._name, "dead-lettered").inc()
                 raise
 
         await kafka.handle_record(record, self._producer, self._integration, handler=counted, stop=stop)
 
 
-def _images(item: Prepared) -> NDArray[np.float32]:
-    assert item.images is not None
-    return item.images
+def record_outcome(
+    session: Session, *, manifest: Manifest, item: Prepared, result: InferenceResult | None = None
+) -> InferenceJob | None:
+    """Mark the job done or failed, append its audit record and queue its result, in the caller's transaction.
 
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def record_outcome(session: Session, *, manifest: Manifest, item: Prepared) -> InferenceJob:
-    """Mark the request's job done or failed and append its audit record, in the caller's transaction."""
+    Returns None, writing nothing, when the job was finished already (a retried answer).
+    """
     request = item.request
-    if request.model_version != manifest.version:
-        log.warning(
-            "job %s asked for version %s; this worker runs %s", request.job_id, request.model_version, manifest.version
-        )
     job = session.get(InferenceJob, request.job_id)
     if job is None:
         raise UnknownJob(f"job {request.job_id} is not in the database")
+    if job.status != "queued":
+        return None
     job.status = "failed" if item.error else "done"
     job.error = item.error
     job.finished_at = datetime.now(UTC)
@@ -327,4 +384,6 @@ def record_outcome(session: Session, *, manifest: Manifest, item: Prepared) -> I
             detail=detail,
         ),
     )
+    if result is not None:
+        add_event(session, topic=topics.INFERENCE_RESULT, key=request.study_uid, message=result)
     return job

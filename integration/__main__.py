@@ -1,4 +1,5 @@
-"""`python -m integration`: the outbox relay, the router, the outbound sender and the audit trail's syslog export."""
+"""`python -m integration`: the outbox relay, the router (study.ready and fhir.received), the outbound
+sender and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -11,8 +12,8 @@ from audit import syslog
 from audit.config import get_settings as get_audit_settings
 from integration import kafka, outbound, relay, topics
 from integration.config import get_settings
-from integration.messages import StudyReady
-from integration.router import route
+from integration.messages import FhirReceived, StudyReady
+from integration.router import route, route_report
 from integration.rules import DEFAULT_RULES
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -30,13 +31,18 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await kafka.ensure_topics(settings, [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ])
+    routed = [topics.STUDY_READY, topics.FHIR_RECEIVED]
+    await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ])
     producer = kafka.make_producer(settings)
-    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=[topics.STUDY_READY])
+    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
     await producer.start()
     await consumer.start()
 
-    async def on_study_ready(record: ConsumerRecord[bytes, bytes]) -> None:
+    async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
+        if kafka.unqualified(settings, record.topic) == topics.FHIR_RECEIVED:
+            resource = FhirReceived.model_validate_json(record.value or b"")
+            await asyncio.to_thread(route_report, engine, DEFAULT_RULES, resource)
+            return
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
 
@@ -45,7 +51,7 @@ async def serve() -> None:
             start_http_server(settings.integration_metrics_port, addr=settings.metrics_host)
         tasks = [
             relay.run(engine, producer, settings, stop),
-            kafka.consume(consumer, producer, settings, handler=on_study_ready, stop=stop),
+            kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
         ]
         tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
         audit_settings = get_audit_settings()

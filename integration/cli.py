@@ -1,7 +1,7 @@
 """The `doctorai` command: `up` starts the local stack and the engine, `init` prepares real services,
 `token` prints a bearer token, `clients` manages the FHIR API's clients,
 `destinations`/`deliveries`/`hl7` show and configure HL7 v2 traffic, `peers` manages the DICOM peers
-allowed to send.
+allowed to send, `models` drives the model registry.
 
 This is a composition root like a `__main__`: it may reach into every package.
 """
@@ -313,6 +313,76 @@ def peers(args: argparse.Namespace) -> int:
     return 0
 
 
+def models(args: argparse.Namespace) -> int:
+    """Add, list, activate, roll back and retire model packages (inference.registry)."""
+    from inference import registry
+    from inference.errors import InferenceError
+    from inference.packages import lookup
+    from storage.db import make_engine
+    from storage.errors import StorageError
+    from storage.objects import make_object_store
+
+    storage = get_storage_settings()
+    engine = make_engine(storage.resolved_database_url())
+    try:
+        if args.action == "add":
+            store = make_object_store(storage)
+            store.ensure_bucket()
+            if args.builtin:
+                sources = [lookup(name, storage.var_dir / "builtin-packages") for name in args.builtin]
+            elif args.path:
+                sources = [registry.read_package(Path(args.path))]
+            else:
+                print("doctorai models add: give PATH or --builtin NAME", file=sys.stderr)
+                return 2
+            for manifest, artifact in sources:
+                registry.upload(engine, store, manifest, artifact)
+                if args.activate:
+                    registry.activate(engine, manifest.name, manifest.version)
+                elif args.ensure_active:
+                    registry.ensure_active(engine, manifest.name, manifest.version)
+                print(f"{manifest.name} {manifest.version} registered")
+        elif args.action == "list":
+            for row in registry.registered(engine, args.name):
+                activated = f"{row.activated_at:%Y-%m-%d %H:%M:%S}" if row.activated_at else "-"
+                print(f"{row.name:24} {row.version:16} {row.framework:12} {row.status:9} activated {activated}")
+        elif args.action == "activate":
+            registry.activate(engine, args.name, args.version)
+            print(f"{args.name} {args.version} active")
+        elif args.action == "rollback":
+            print(f"{args.name} {registry.rollback(engine, args.name)} active")
+        elif args.action == "retire":
+            registry.retire(engine, args.name, args.version)
+            print(f"{args.name} {args.version} retired")
+        return 0
+    except (InferenceError, StorageError) as exc:
+        print(f"doctorai models {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _models_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p_models = sub.add_parser("models", help="the model registry: add, list, activate, rollback, retire")
+    p_models.set_defaults(func=models)
+    actions = p_models.add_subparsers(dest="action", required=True)
+    p_add = actions.add_parser("add", help="upload a package directory (manifest.json + artifact) or a builtin")
+    p_add.add_argument("path", nargs="?", default="", help="package directory")
+    p_add.add_argument("--builtin", action="append", default=[], help="builtin package name, repeatable")
+    p_add.add_argument("--activate", action="store_true", help="make the added version the active one")
+    p_add.add_argument(
+        "--ensure-active", action="store_true", help="activate it unless another version is active (idempotent)"
+    )
+    p_list = actions.add_parser("list", help="registered versions and their status")
+    p_list.add_argument("name", nargs="?", default="")
+    for action, text in (("activate", "make VERSION the one new jobs use"), ("retire", "take VERSION out of use")):
+        p = actions.add_parser(action, help=text)
+        p.add_argument("name")
+        p.add_argument("version")
+    p_rollback = actions.add_parser("rollback", help="activate the version that was active before")
+    p_rollback.add_argument("name")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand."""
     parser = argparse.ArgumentParser(prog="doctorai", description="DoctorAI integration engine")
@@ -375,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("--network-timeout", type=float, default=None)
     p_add.add_argument("--duplicate-policy", choices=["keep-first", "keep-last", "reject"], default=None)
     p_peers.set_defaults(func=peers)
+    _models_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "token":
         args.scope = args.scope or ["system/*.cruds"]

@@ -78,6 +78,8 @@ class InferenceRequest(Event):
     inputs: list[InstanceRef]
     # When the study's last instance arrived, for end-to-end latency.
     last_received_at: datetime
+    # Report text models read this instead of instances (issue 6).
+    texts: list["TextInput"] = []
 
 
 class Finding(BaseModel):
@@ -109,6 +111,11 @@ class InferenceResult(Event):
     error: str = ""
     timings: dict[str, float] = {}
     last_received_at: datetime
+    # Issue 6: measured values, objects the model produced (a mask) and the FHIR resources the
+    # result is about besides the study (the report whose text it read).
+    measurements: list["Measurement"] = []
+    output_keys: list[str] = []
+    focus: list[str] = []
 
 
 class DeadLetter(Event):
@@ -148,3 +155,32 @@ class Hl7Received(Event):
     accession_numbers: list[str] = []
     # The FHIR resources the message created or changed, as "Type/id".
     resources: list[str] = []
+
+
+# Issue 6: measurements, report text and the resources a result is about.
+
+
+class Measurement(BaseModel):
+    """A value a model measured, with its UCUM unit (e.g. total intracranial volume in cm3)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concept: Coding
+    value: float
+    # UCUM code (http://unitsofmeasure.org), as FHIR Quantity.code takes it.
+    unit: str
+    # What was measured, in words, when the concept alone is generic (SNOMED "Volume").
+    text: str = ""
+
+
+class TextInput(BaseModel):
+    """Report text a model reads, with the FHIR reference of the resource it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    text: str
+
+
+InferenceRequest.model_rebuild()
+InferenceResult.model_rebuild()

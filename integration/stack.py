@@ -304,6 +304,7 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
     env = engine_env(config)
     py = _python()
     p = config.ports
+    register_builtin_models(config, env)
 
     def metrics(port: int) -> Callable[[], bool]:
         return lambda: http_ok(f"http://127.0.0.1:{port}/metrics")
@@ -326,6 +327,21 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
     # The listeners last: PACS and EHR traffic is accepted only once everything behind it runs.
     supervisor.start("mllp", [py, "-m", "fhir_api.mllp"], env=env, ready=metrics(p.mllp_metrics))
     supervisor.start("dicom", [py, "-m", "dicom_listener"], env=env, ready=metrics(p.dicom_metrics))
+
+
+def register_builtin_models(config: StackConfig, env: Mapping[str, str]) -> None:
+    """Register the spine's chest model and the builtin packages of `config.models`, and activate
+    each unless one of its versions is active (a site's own activation stays).
+
+    Through the `doctorai models` command, so the stack (in `integration`) does not import
+    `inference`; idempotent, so every start-up may run it.
+    """
+    names = list(dict.fromkeys([*DEFAULT_MODELS, *config.models]))
+    argv = [_python(), "-m", "integration.cli", "models", "add", "--ensure-active"]
+    argv += [f"--builtin={m}" for m in names]
+    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise StackError(f"registering {', '.join(names)} failed: {done.stderr.strip()[-2000:]}")
 
 
 def prepare_database(config: StackConfig) -> None:

@@ -37,6 +37,11 @@ def model_key(name: str, version: str, filename: str) -> str:
     return f"models/{name}/{version}/{filename}"
 
 
+def result_key(job_id: str, filename: str) -> str:
+    """Key of an object a model produced for one job (a mask, a segmentation)."""
+    return f"results/{job_id}/{filename}"
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """A bucket on an S3-compatible server."""
@@ -79,6 +84,24 @@ class ObjectStore:
                 response.release_conn()
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download an object to a file, streaming it, so memory stays flat whatever its size."""
+        try:
+            self.client.fget_object(self.bucket, key, str(path))
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
+
+    def list_keys(self, prefix: str) -> dict[str, int]:
+        """Every key under `prefix` with its size in bytes."""
+        try:
+            return {
+                o.object_name: o.size or 0
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name is not None
+            }
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store cannot list {prefix}: {exc!r}") from exc
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""

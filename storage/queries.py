@@ -1,4 +1,4 @@
-"""Queries on the study index: studies, series, instances and inference jobs."""
+"""Queries on the study index (studies, series, instances), inference jobs and model packages."""
 
 import uuid
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from typing import Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import InferenceJob, Instance, InstanceVersion, Series, Study
+from storage.tables import FhirResource, InferenceJob, Instance, InstanceVersion, ModelPackage, Series, Study
 
 InstanceState = Literal["new", "same", "different"]
 
@@ -182,3 +182,64 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+# Issue 6: the model registry and what the router and the workers read.
+
+
+def model_packages(session: Session, *, name: str = "") -> list[ModelPackage]:
+    """Registered model package versions (of one name, or all), by name then upload time."""
+    stmt = select(ModelPackage).order_by(ModelPackage.name, ModelPackage.uploaded_at, ModelPackage.version)
+    if name:
+        stmt = stmt.where(ModelPackage.name == name)
+    return list(session.scalars(stmt))
+
+
+def model_package(session: Session, *, name: str, version: str) -> ModelPackage | None:
+    """One registered version, or None."""
+    return session.get(ModelPackage, (name, version))
+
+
+def active_model_version(session: Session, *, name: str) -> str | None:
+    """The version new jobs of model `name` use, or None when no version is active."""
+    stmt = select(ModelPackage.version).where(ModelPackage.name == name, ModelPackage.status == "active")
+    return session.scalar(stmt.limit(1))
+
+
+def add_model_package(session: Session, *, name: str, version: str, framework: str, manifest: str) -> ModelPackage:
+    """Register a new, inactive version (the caller checked it is not registered yet)."""
+    row = ModelPackage(
+        name=name,
+        version=version,
+        framework=framework,
+        manifest=manifest,
+        status="inactive",
+        uploaded_at=datetime.now(UTC),
+        activated_at=None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def activate_model_package(session: Session, *, row: ModelPackage) -> None:
+    """Make `row` the one active version of its name; the previously active one becomes inactive."""
+    others = select(ModelPackage).where(
+        ModelPackage.name == row.name, ModelPackage.status == "active", ModelPackage.version != row.version
+    )
+    for other in session.scalars(others.with_for_update()):
+        other.status = "inactive"
+    row.status = "active"
+    row.activated_at = datetime.now(UTC)
+    session.flush()
+
+
+def job_status(session: Session, *, job_id: str) -> str | None:
+    """A job's status (queued, done, failed), or None when there is no such job."""
+    return session.scalar(select(InferenceJob.status).where(InferenceJob.job_id == job_id))
+
+
+def fhir_resource_json(session: Session, *, resource_type: str, resource_id: str) -> str | None:
+    """The current version of a stored FHIR resource as JSON, or None."""
+    row = session.get(FhirResource, (resource_type, resource_id))
+    return None if row is None else row.content

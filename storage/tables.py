@@ -408,3 +408,26 @@ class InstanceVersion(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("sop_uid", "version", name="uq_instance_version"),)
+
+
+# Issue 6: model packages and their registry.
+
+
+class ModelPackage(Base):
+    """One version of a model package; its files are under `models/{name}/{version}/` in object storage.
+
+    At most one version per name is `active`: new jobs use it. `inactive` versions can be
+    activated again (roll back); `retired` ones cannot.
+    """
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    framework: Mapped[str] = mapped_column(String(32))
+    # The validated manifest (inference.manifest.Manifest) as JSON.
+    manifest: Mapped[str] = mapped_column(Text)
+    # active | inactive | retired
+    status: Mapped[str] = mapped_column(String(16), default="inactive", index=True)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -6,6 +6,9 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+# What a model reads: an array whose first axis is the batch, or report texts (transformers).
+Batch = NDArray[np.float32] | list[str]
+
 
 class Adapter(Protocol):
     """What every adapter module provides."""
@@ -14,6 +17,6 @@ class Adapter(Protocol):
         """Load the artifact at `path` into a ready-to-run model."""
         ...
 
-    def predict(self, model: object, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run the model on a batch (first axis = images) and return its raw outputs."""
+    def predict(self, model: object, batch: Batch) -> NDArray[np.float32]:
+        """Run the model on a batch (first axis = inputs) and return its raw outputs."""
         ...

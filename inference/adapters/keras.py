@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.adapters import Batch
 from inference.errors import InferenceError
 
 
@@ -19,10 +20,12 @@ def load(path: Path) -> object:
     return keras.models.load_model(path, compile=False)
 
 
-def predict(model: object, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+def predict(model: object, batch: Batch) -> NDArray[np.float32]:
     """The model's raw outputs for a batch (single-output models), as float32 numpy."""
     import keras
 
+    if isinstance(batch, list):
+        raise InferenceError("a Keras model reads arrays, not text")
     keras_model: Any = model
     if keras.backend.backend() != "torch":
         return np.asarray(keras_model.predict(batch, verbose=0), dtype=np.float32)

@@ -1,6 +1,7 @@
 """Mapping of index rows and inference results to FHIR R4 resources."""
 
 import hashlib
+from decimal import Decimal
 from datetime import UTC, datetime
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -9,7 +10,7 @@ from fhir.resources.R4B.observation import Observation
 from sqlalchemy import Engine
 
 from fhir_api import fhir, mapping
-from integration.messages import Coding, Finding, InferenceResult
+from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.db import session_scope
 from storage.queries import ReceivedInstance, study_instances
 from storage.tables import Study
@@ -146,3 +147,32 @@ def test_imaging_study_from_the_index(engine: Engine, indexed: ReceivedInstance)
         "urn:oid:1.2.840.10008.5.1.4.1.1.1",
     )
     assert instance.number == 1
+
+
+def test_a_measurement_becomes_a_quantity_in_its_ucum_unit_and_text_results_focus_on_their_report() -> None:
+    volume = Coding(system="http://snomed.info/sct", code="118565006", display="Volume")
+    result = _result(clinical_use=False).model_copy(
+        update={
+            "findings": [],
+            "measurements": [Measurement(concept=volume, value=1534.567, unit="cm3", text="Total intracranial volume")],
+            "output_keys": ["results/job/mask.nii.gz"],
+            "focus": ["DiagnosticReport/rad-1"],
+        }
+    )
+    report, [observation] = mapping.report_from_result(result, "Patient/9RG1")
+    parsed = Observation.model_validate_json(fhir.dump(observation))
+    assert parsed.valueQuantity is not None
+    quantity = parsed.valueQuantity
+    assert (quantity.value, quantity.unit, quantity.system, quantity.code) == (
+        Decimal("1534.57"),
+        "cm3",
+        "http://unitsofmeasure.org",
+        "cm3",
+    )
+    assert parsed.code.text == "Total intracranial volume"
+    assert [r.reference for r in parsed.focus or []] == ["DiagnosticReport/rad-1"]
+    assert [(e.url, e.valueString) for e in parsed.extension or []] == [
+        ("urn:doctorai:output-object", "results/job/mask.nii.gz")
+    ]
+    assert [r.reference for r in report.result or []] == [f"Observation/{parsed.id}"]
+    assert "Total intracranial volume 1534.6 cm3" in (report.conclusion or "")

@@ -1,10 +1,12 @@
 """The builtin manifest and the accepts() rule."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from inference.manifest import Manifest, accepts
-from inference.registry import lookup
+from inference.packages import lookup
 
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -49,3 +51,27 @@ def test_unknown_framework_is_rejected() -> None:
     data["framework"] = "caffe"
     with pytest.raises(ValidationError):
         Manifest.model_validate(data)
+
+
+@pytest.mark.parametrize("name", ["report-triage", "modality-check"])
+def test_other_builtin_manifests_round_trip(name: str, tmp_path: Path) -> None:
+    manifest, artifact = lookup(name, tmp_path)
+    assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
+    assert artifact.is_dir() and artifact.name == manifest.artifact and not manifest.clinical_use
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"preprocessing": {"kind": "image"}}, "preprocessing.size"),
+        ({"task": "measurement"}, "unit"),
+        ({"task": "text-classification", "preprocessing": {"kind": "report-text"}}, "description"),
+        ({"preprocessing": {"kind": "series-statistics"}}, "accepts.features"),
+        ({"artifact": "../model.keras"}, "artifact"),
+        ({"name": "Chest X-ray"}, "name"),
+    ],
+)
+def test_inconsistent_manifests_are_refused(change: dict[str, object], problem: str) -> None:
+    manifest, _ = lookup("chest-xray-pneumonia")
+    with pytest.raises(ValidationError, match=problem.split(".")[-1]):
+        Manifest.model_validate({**manifest.model_dump(), **change})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inference.postprocess import findings, probabilities
-from inference.registry import lookup
+from inference.packages import lookup
 
 
 def test_softmax_of_logits() -> None:

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 
 from inference import preprocess
 from inference.errors import CannotDecode, InputNotAccepted
-from inference.registry import lookup
+from inference.packages import lookup
 
 
 def _path(name: str) -> Path:

@@ -1,11 +1,14 @@
 """The worker's model holder on the real chest model, and its job + audit transaction on SQLite."""
 
+import asyncio
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -14,20 +17,27 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 from audit.log import trail  # noqa: E402
 from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
 from inference import preprocess, registry  # noqa: E402
-from inference.errors import UnknownJob  # noqa: E402
+from inference.models import LoadedModel, ModelCache  # noqa: E402
+from inference.packages import lookup  # noqa: E402
+from inference.config import InferenceSettings  # noqa: E402
+from inference.errors import InferenceTimeout, UnknownJob  # noqa: E402
+from inference.inputs import ModelInput  # noqa: E402
 from inference.postprocess import findings, probabilities  # noqa: E402
-from inference.worker import LoadedModel, Prepared, record_outcome  # noqa: E402
-from integration.messages import InferenceRequest, InstanceRef  # noqa: E402
+from inference.worker import Prepared, Worker, record_outcome  # noqa: E402
+from integration.config import IntegrationSettings  # noqa: E402
+from integration.messages import InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
+from sqlalchemy import Engine, select  # noqa: E402
+from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, session_scope  # noqa: E402
-from storage.objects import dicom_key  # noqa: E402
+from storage.objects import dicom_key, make_object_store  # noqa: E402
 from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
-from storage.tables import InferenceJob  # noqa: E402
+from storage.tables import AuditEvent, InferenceJob, OutboxEvent  # noqa: E402
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 
 def test_real_chest_model_gives_two_probabilities() -> None:
-    manifest, artifact = registry.lookup("chest-xray-pneumonia")
+    manifest, artifact = lookup("chest-xray-pneumonia")
     model = LoadedModel(manifest, artifact, registry.adapter_for(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
     raw = model.predict(x[np.newaxis])
@@ -94,7 +104,7 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
             model_version="0.3.0",
         )
 
-    manifest, _ = registry.lookup("chest-xray-pneumonia")
+    manifest, _ = lookup("chest-xray-pneumonia")
     ref = InstanceRef(
         series_uid=series_uid,
         sop_uid=sop_uid,
@@ -125,4 +135,95 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
         record_outcome(
             session, manifest=manifest, item=Prepared(request=_request("no-such-job", study_uid, ref), input_keys=[key])
         )
+    engine.dispose()
+
+
+def _study_with_job(tmp_path: Path, *, status: str = "queued") -> tuple[Engine, InferenceRequest]:
+    """A SQLite database holding RG1's study and one job on it."""
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    ds = dcmread(RG1, stop_before_pixels=True)
+    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    key = dicom_key(study_uid, series_uid, sop_uid)
+    item = ReceivedInstance(
+        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid="1.2.840.10008.1.2.1", patient_id="P", accession_number="", study_date="",
+        study_description="", modality="CR", body_part="CHEST", series_number=None, series_description="",
+        instance_number=None, object_key=key, size=1, sha256="0" * 64, calling_ae="T", source_address="",
+    )
+    with session_scope(engine) as session:
+        record_instance(session, item=item)
+        job = create_job(session, job_id="job-1", study_uid=study_uid, revision=1, model="slow", model_version="1")
+        assert job is not None
+        job.status = status
+    ref = InstanceRef(series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=item.sop_class_uid, object_key=key)
+    return engine, _request("job-1", study_uid, ref).model_copy(update={"model": "slow", "model_version": "1"})
+
+
+class _SlowAdapter:
+    """Fault injection: a model that answers long after the worker's timeout."""
+
+    @staticmethod
+    def load(path: Path) -> object:
+        return object()
+
+    @staticmethod
+    def predict(model: object, batch: object) -> NDArray[np.float32]:
+        time.sleep(2.0)
+        return np.zeros((1, 2), dtype=np.float32)
+
+
+def _worker(engine: Engine, cache: ModelCache, timeout: float = 120.0) -> Worker:
+    return Worker(
+        name="slow",
+        models=cache,
+        store=make_object_store(StorageSettings()),  # never reached by these tests
+        engine=engine,
+        producer=None,  # type: ignore[arg-type]  # only the dead-letter path (not run here) publishes
+        settings=InferenceSettings(inference_timeout_seconds=timeout),
+        integration=IntegrationSettings(),
+    )
+
+
+def test_a_job_past_its_timeout_is_abandoned_failed_and_reported(tmp_path: Path) -> None:
+    engine, request = _study_with_job(tmp_path)
+    manifest, _ = lookup("chest-xray-pneumonia")
+    manifest = manifest.model_copy(update={"name": "slow", "version": "1"})
+    model = LoadedModel(manifest, RG1, _SlowAdapter())  # type: ignore[arg-type]
+    worker = _worker(engine, ModelCache(lambda n, v: model, budget_bytes=1e9), timeout=0.2)
+    item = Prepared(
+        request=request,
+        input_keys=["k"],
+        model=model,
+        model_input=ModelInput(batch=np.zeros((1, 150, 150, 3), dtype=np.float32), input_keys=["k"]),
+    )
+
+    # The model thread cannot be killed: the job is abandoned, and its error raised after it was
+    # recorded so the request is dead-lettered too.
+    with pytest.raises(InferenceTimeout):
+        asyncio.run(worker.answer(item, None))
+
+    with session_scope(engine) as session:
+        job = session.get(InferenceJob, "job-1")
+        assert job is not None and job.status == "failed" and job.error.startswith("InferenceTimeout")
+        [event] = session.scalars(select(OutboxEvent)).all()
+    result = InferenceResult.model_validate_json(event.payload)
+    assert event.topic == "inference.result" and result.error.startswith("InferenceTimeout") and result.findings == []
+    engine.dispose()
+
+
+def test_a_redelivered_request_of_a_finished_job_does_not_run_again(tmp_path: Path) -> None:
+    engine, request = _study_with_job(tmp_path, status="done")
+
+    def no_loading(name: str, version: str) -> LoadedModel:
+        raise AssertionError("a finished job must not load its model")
+
+    worker = _worker(engine, ModelCache(no_loading, budget_bytes=1e9))
+    prepared = asyncio.run(worker.prepare_request(request))
+    assert prepared.duplicate
+    asyncio.run(worker.answer(prepared, None))
+    with session_scope(engine) as session:
+        assert session.scalars(select(OutboxEvent)).all() == []
+        assert session.scalars(select(AuditEvent)).all() == []
     engine.dispose()

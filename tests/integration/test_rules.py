@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from integration.messages import InstanceRef, StudyReady
-from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, evaluate
+from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, evaluate, report_models
 
 
 def study(*instances: tuple[str, str], calling_ae: str = "PACS") -> StudyReady:
@@ -25,13 +25,25 @@ def study(*instances: tuple[str, str], calling_ae: str = "PACS") -> StudyReady:
 def test_chest_radiographs_go_to_the_pneumonia_model() -> None:
     for modality in ("CR", "DX", "cr"):
         plan = evaluate(DEFAULT_RULES, study((modality, "CHEST")))
-        assert [(a.model, a.version) for a in plan] == [("chest-xray-pneumonia", "0.3.0")]
+        assert [a.model for a in plan] == ["chest-xray-pneumonia"]
+
+
+def test_brain_mr_goes_to_brain_extraction_and_the_modality_check() -> None:
+    plan = evaluate(DEFAULT_RULES, study(("MR", "BRAIN")))
+    assert [a.model for a in plan] == ["brain-extraction", "modality-check"]
+    assert [a.model for a in evaluate(DEFAULT_RULES, study(("CT", "CHEST")))] == ["modality-check"]
 
 
 def test_other_studies_are_not_routed() -> None:
-    assert evaluate(DEFAULT_RULES, study(("CT", "CHEST"))) == {}
     assert evaluate(DEFAULT_RULES, study(("CR", "HAND"))) == {}
+    assert evaluate(DEFAULT_RULES, study(("US", "ABDOMEN"))) == {}
     assert evaluate(DEFAULT_RULES, study()) == {}
+
+
+def test_report_rules_name_the_text_models_and_never_match_studies() -> None:
+    assert [a.model for a in report_models(DEFAULT_RULES)] == ["report-triage"]
+    only_reports = [r for r in DEFAULT_RULES if r.trigger == "report"]
+    assert evaluate(only_reports, study(("CR", "CHEST"))) == {}
 
 
 def test_only_matching_instances_are_inputs() -> None:
@@ -41,12 +53,14 @@ def test_only_matching_instances_are_inputs() -> None:
 
 
 def test_disabled_rules_and_priority_and_calling_ae() -> None:
-    a = RunModel(model="m", version="1")
-    b = RunModel(model="m", version="2")
+    m = RunModel(model="m")
     rules = [
-        Rule(name="late", priority=200, match=Match(), run=(b,)),
-        Rule(name="early", priority=10, match=Match(calling_aes=("CT1",)), run=(a,)),
-        Rule(name="off", priority=1, enabled=False, match=Match(), run=(RunModel(model="x", version="1"),)),
+        Rule(name="late", priority=200, match=Match(), run=(m,)),
+        Rule(name="early", priority=10, match=Match(calling_aes=("CT1",), body_parts=("CHEST",)), run=(m,)),
+        Rule(name="off", priority=1, enabled=False, match=Match(), run=(RunModel(model="x"),)),
     ]
-    assert list(evaluate(rules, study(("CR", "CHEST"), calling_ae="CT1"))) == [a]
-    assert list(evaluate(rules, study(("CR", "CHEST"), calling_ae="OTHER"))) == [b]
+    # The first matching rule (by priority) decides a model's inputs.
+    early = evaluate(rules, study(("CR", "CHEST"), ("CR", "HAND"), calling_ae="CT1"))
+    assert list(early) == [m] and [i.body_part for i in early[m]] == ["CHEST"]
+    late = evaluate(rules, study(("CR", "CHEST"), ("CR", "HAND"), calling_ae="OTHER"))
+    assert list(late) == [m] and [i.body_part for i in late[m]] == ["CHEST", "HAND"]
