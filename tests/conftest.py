@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +28,18 @@ from storage.db import make_engine, migrate
 
 PG_URL = os.environ.get("DOCTORAI_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _databases_used: set[str] = set()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, hand this worker's databases to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["databases_used"] = sorted(_databases_used)
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Under pytest-xdist, collect what each worker used."""
+    _databases_used.update(getattr(node, "workeroutput", {}).get("databases_used", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
