@@ -188,6 +188,22 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
     return report_id
 
 
+def observe_latency(result: InferenceResult, *, committed_at: datetime) -> None:
+    """Record the end-to-end latency of a committed report and its stages, from the message's timestamps."""
+    stages = {"total": (result.last_received_at, committed_at)}
+    if result.ready_at is not None:
+        stages["quiet-period"] = (result.last_received_at, result.ready_at)
+        if result.started_at is not None:
+            stages["queue"] = (result.ready_at, result.started_at)
+    if result.started_at is not None and result.finished_at is not None:
+        stages["inference"] = (result.started_at, result.finished_at)
+    if result.finished_at is not None:
+        stages["report"] = (result.finished_at, committed_at)
+    for stage, (begin, end) in stages.items():
+        # Clocks of different hosts may disagree by a little: never observe a negative time.
+        metrics.E2E_LATENCY.labels(result.model, stage).observe(max(0.0, (end - begin).total_seconds()))
+
+
 def _parse(model: type[M], payload: bytes) -> M:
     try:
         return model.model_validate_json(payload)
@@ -213,6 +229,7 @@ async def handle(record: ConsumerRecord[bytes, bytes], *, engine: Engine, settin
             report_id = await asyncio.to_thread(_in_transaction, engine, apply_result, result)
             if report_id is not None:
                 metrics.REPORTS_CREATED.inc()
+                observe_latency(result, committed_at=datetime.now(UTC))
                 log.info("report %s created for study %s", report_id, result.correlation_id)
         else:
             raise InvalidMessage(f"unexpected topic {record.topic}")
