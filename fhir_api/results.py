@@ -14,7 +14,6 @@ from functools import partial
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from prometheus_client import start_http_server
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +29,7 @@ from fhir_api.errors import Conflict, InvalidResult
 from fhir_api.mapping import imaging_study_from_index, patient_from_study, report_from_result
 from fhir_api.orders import with_order
 from fhir_api.oru import queue_oru
-from integration import topics
+from integration import health, topics
 from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
 from integration.errors import InvalidMessage
@@ -263,7 +262,7 @@ async def run(
         try:
             if api_settings.results_metrics_port:
                 # Started only now: the launcher takes an answering /metrics as "consumer ready".
-                metrics_server, _ = start_http_server(api_settings.results_metrics_port, addr=api_settings.http_host)
+                metrics_server = health.serve(api_settings.results_metrics_port)
             log.info("FHIR-store consumer started (group %s)", GROUP_ID)
             handler = partial(handle, engine=engine, settings=integration_settings)
             await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
@@ -271,9 +270,7 @@ async def run(
             if not stop.is_set():
                 raise
         finally:
-            if metrics_server is not None:
-                metrics_server.shutdown()
-                metrics_server.server_close()
+            health.stop(metrics_server)
             await consumer.stop()
     finally:
         await producer.stop()

@@ -6,14 +6,13 @@ import logging
 import signal
 from pathlib import Path
 
-from prometheus_client import start_http_server
 
 from inference import metrics, registry
 from inference.config import get_settings
 from inference.errors import InferenceError
 from inference.models import LoadedModel, ModelCache
 from inference.worker import Worker
-from integration import kafka, topics
+from integration import health, kafka, topics
 from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -58,10 +57,11 @@ async def serve(name: str) -> None:
     await producer.start()
     try:
         await consumer.start()
+        metrics_server = None
         try:
             if settings.inference_metrics_port:
                 # Ready: the launcher polls this port to know the worker is up.
-                start_http_server(settings.inference_metrics_port)
+                metrics_server = health.serve(settings.inference_metrics_port)
             log.info("serving %s (active version %s) on %s", name, version, request_topic)
             worker = Worker(
                 name=name,
@@ -74,6 +74,7 @@ async def serve(name: str) -> None:
             )
             await worker.run(consumer, stop=stop)
         finally:
+            health.stop(metrics_server)
             await consumer.stop()
     finally:
         await producer.stop()  # flushes what is still buffered

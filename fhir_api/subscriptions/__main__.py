@@ -4,10 +4,10 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
 
 from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
+from integration import health
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -24,13 +24,11 @@ async def _main() -> None:
     server = None
     try:
         if settings.subscription_metrics_port:
-            server, _ = start_http_server(settings.subscription_metrics_port, addr=settings.http_host)
+            server = health.serve(settings.subscription_metrics_port)
         log.info("subscription delivery started")
         await run(engine, settings, stop=stop)
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        health.stop(server)
         engine.dispose()
         log.info("subscription delivery stopped")
 
