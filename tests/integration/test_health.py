@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from integration.health import KafkaProbe, MetricsServer, stop
+from integration.health import Check, KafkaProbe, MetricsServer, stop
 
 
 def _unused_port() -> int:
@@ -32,7 +32,7 @@ def server() -> Iterator[MetricsServer]:
     registry = CollectorRegistry()
     Counter("doctorai_test_things", "Things", registry=registry).inc(3)
     # Nothing listens on this port: Kafka is unreachable, a real fault.
-    checks = {"kafka": KafkaProbe(f"127.0.0.1:{_unused_port()}"), "database": lambda: None}
+    checks: dict[str, Check] = {"kafka": KafkaProbe(f"127.0.0.1:{_unused_port()}"), "database": lambda: None}
     running = MetricsServer(("127.0.0.1", 0), registry=registry, checks=checks)
     threading.Thread(target=running.serve_forever, daemon=True).start()
     yield running
