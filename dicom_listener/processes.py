@@ -24,6 +24,7 @@ from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
 from dicom_listener.peers import PeerDirectory
 from integration import health
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -34,7 +35,7 @@ WORKER_START_SECONDS = 60.0
 
 
 def _setup(settings: DicomSettings, stop: threading.Event) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     # pynetdicom logs every association and DIMSE message at INFO: noise, and time on every C-STORE.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for sig in (signal.SIGTERM, signal.SIGINT):

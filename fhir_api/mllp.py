@@ -23,6 +23,7 @@ from fhir_api.hl7 import Header, ack, decode, minimal_header, read_header
 from fhir_api.hl7_intake import Answer, record_refusal, take
 from integration import health
 from integration.errors import MessageTooLarge
+from integration.logs import setup_logging
 from integration.mllp import frame, read_block
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -254,7 +255,7 @@ async def _main() -> None:
 
 def main() -> None:
     """Entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 

@@ -34,6 +34,7 @@ from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
 from integration.errors import InvalidMessage
 from integration.kafka import consume, ensure_topics, make_consumer, make_producer, unqualified
+from integration.logs import setup_logging
 from integration.messages import InferenceResult, StudyReady
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
@@ -288,7 +289,7 @@ async def _main() -> None:
 
 def main() -> None:
     """`python -m fhir_api.results`: run the consumer until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 

@@ -14,6 +14,7 @@ from inference.models import LoadedModel, ModelCache
 from inference.worker import Worker
 from integration import health, kafka, topics
 from integration.config import get_settings as get_integration_settings
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
     parser.add_argument("--model", default=get_settings().inference_model, help="registered model package name")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     try:
         asyncio.run(serve(args.model))
     except InferenceError as exc:  # no active version, a package that does not load

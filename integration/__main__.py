@@ -11,6 +11,7 @@ from audit import syslog
 from audit.config import get_settings as get_audit_settings
 from integration import health, kafka, outbound, relay, topics
 from integration.config import get_settings
+from integration.logs import setup_logging
 from integration.messages import FhirReceived, StudyReady
 from integration.router import route, route_report
 from integration.rules import DEFAULT_RULES
@@ -70,7 +71,7 @@ async def serve() -> None:
 
 def main() -> None:
     """Entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(serve())
 
 

@@ -8,6 +8,7 @@ import signal
 from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
 from integration import health
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -35,7 +36,7 @@ async def _main() -> None:
 
 def main() -> None:
     """Run the delivery loop."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 
