@@ -37,6 +37,7 @@ from dicom_listener.errors import CannotUnderstand, DuplicateRefused
 from dicom_listener.metadata import read_instance
 from dicom_listener.peers import PeerDirectory, PeerPolicy
 from dicom_listener.stability import announce
+from integration.logs import correlated
 from integration.messages import StudyReady
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
@@ -315,7 +316,8 @@ def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
         return _status(CANNOT_UNDERSTAND, str(exc))
     try:
         policy = receiver.associations.policy(assoc) or receiver.peers.policy(calling_ae)
-        outcome = _ingest(receiver, assoc, item, path, policy)
+        with correlated(correlation_id_for_study(item.study_uid)):
+            outcome = _ingest(receiver, assoc, item, path, policy)
     except DuplicateRefused as exc:
         metrics.INSTANCES.labels("duplicate-refused").inc()
         _refuse(receiver, calling_ae, address, reason=str(exc), item=item)

@@ -22,3 +22,8 @@ STORE_SECONDS = Histogram(
 )
 OVERSIZE_PDUS = Counter("doctorai_dicom_oversize_pdus_total", "Associations aborted for a PDU over the maximum length")
 STUDIES_READY = Counter("doctorai_dicom_studies_ready_total", "Studies declared ready, by reason", ["reason"])
+
+# Issue 9: studies still receiving, waiting for their quiet period (set by the sweep, one process).
+STUDIES_WAITING = Gauge(
+    "doctorai_studies_waiting", "Studies receiving instances, waiting for their quiet period", multiprocess_mode="livemax"
+)

@@ -14,7 +14,7 @@ from multiprocessing.context import SpawnProcess
 from queue import Empty, Queue
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from dicom_listener import scp, stability
@@ -23,7 +23,8 @@ from dicom_listener.associations import Associations
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
 from dicom_listener.peers import PeerDirectory
-from integration.config import get_settings as get_integration_settings
+from integration import health
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -34,7 +35,7 @@ WORKER_START_SECONDS = 60.0
 
 
 def _setup(settings: DicomSettings, stop: threading.Event) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     # pynetdicom logs every association and DIMSE message at INFO: noise, and time on every C-STORE.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,7 +92,7 @@ def run(settings: DicomSettings) -> None:
         receiver = _receiver(settings, counts)
         server = scp.start(scp.make_ae(settings), settings, receiver)
         if settings.dicom_metrics_port:
-            start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host)
+            health.serve(settings.dicom_metrics_port)
         log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
         try:
             _sweep(settings, receiver.engine, receiver.peers, stop)
@@ -124,7 +125,7 @@ def _run_workers(settings: DicomSettings, counts: AssociationCounts, stop: threa
             # The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; this serves their sum.
             registry = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            start_http_server(settings.dicom_metrics_port, addr=get_integration_settings().metrics_host, registry=registry)
+            health.serve(settings.dicom_metrics_port, registry=registry)
         log.info(
             "listening as %s on %s:%d with %d workers",
             settings.dicom_ae_title,

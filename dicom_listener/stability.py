@@ -19,7 +19,7 @@ from integration.messages import InstanceRef, StudyReady
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
 from storage.outbox import add_event
-from storage.queries import studies_quiet_since, study_instances
+from storage.queries import count_receiving, studies_quiet_since, study_instances
 from storage.tables import Study
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def declare_ready(
             wait = per_ae.get(study.calling_ae, quiet_period)
             if study.last_received_at < now - timedelta(seconds=wait):
                 announced.append(announce(session, study, reason="quiet-period", ae_title=ae_title, now=now))
+        metrics.STUDIES_WAITING.set(count_receiving(session))
     for message in announced:
         metrics.STUDIES_READY.labels(message.reason).inc()
     return announced

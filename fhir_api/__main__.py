@@ -6,11 +6,12 @@ import uvicorn
 
 from fhir_api.config import ProductionConfigError, check_production, get_settings
 from fhir_api.main import create_app
+from integration.logs import setup_logging
 
 
 def main() -> None:
     """Check the settings, then serve until SIGTERM or SIGINT (uvicorn stops gracefully on both)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     settings = get_settings()
     try:
         check_production(settings)

@@ -27,6 +27,7 @@ from fhir_api.hl7_mapping import Mapping, Merge
 from fhir_api.hl7_messages import map_message
 from fhir_api.orders import link_reports
 from integration import topics
+from integration.logs import correlation
 from integration.messages import Hl7Received
 from storage.db import session_scope
 from storage.hl7_messages import accepted_message, dedupe_key
@@ -100,6 +101,9 @@ def take(
     # An accepted message's id (and object key) derives from sender, control id and bytes: a re-send
     # after a lost ACK overwrites the same object with the same bytes, then finds the first row.
     message_id = str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key}|{digest}")) if mapping else str(uuid.uuid4())
+    # The message's correlation id on the rest of its log lines (the MLLP listener runs `take` in a
+    # thread with a copy of its context, so this ends with the call).
+    correlation.set(message_id)
     object_key = hl7_key(received, message_id)
     objects.put_bytes(object_key, raw, content_type="x-application/hl7-v2+er7")
     try:
@@ -177,6 +181,7 @@ def _refuse(
 ) -> Answer:
     """Keep the refused bytes and say why (AR); when that cannot be recorded, AE so the sender retries."""
     message_id = str(uuid.uuid4())
+    correlation.set(message_id)  # as in `take`: the message's log lines carry its id
     object_key = hl7_key(received, message_id)
     objects.put_bytes(object_key, raw, content_type="x-application/hl7-v2+er7")
     with session_scope(engine) as session:

@@ -40,3 +40,11 @@ HL7_ACK_SECONDS = Histogram(
 )
 HL7_CONNECTIONS = Counter("doctorai_hl7_connections_total", "MLLP connections by outcome", ["outcome"])
 HL7_FRAMING_ERRORS = Counter("doctorai_hl7_framing_errors_total", "MLLP byte runs that were not a block", ["kind"])
+
+# Issue 9: end-to-end latency, from a study's last instance received to its report committed.
+E2E_LATENCY = Histogram(
+    "doctorai_e2e_latency_seconds",
+    "End-to-end latency per model and stage (quiet-period, queue, inference, report, total)",
+    ["model", "stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0),
+)

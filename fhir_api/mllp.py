@@ -14,7 +14,6 @@ import ssl
 import time
 import uuid
 
-from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
 from fhir_api import metrics
@@ -22,8 +21,9 @@ from fhir_api.config import MllpSettings, get_mllp_settings
 from fhir_api.errors import Hl7Error, MessageRefused
 from fhir_api.hl7 import Header, ack, decode, minimal_header, read_header
 from fhir_api.hl7_intake import Answer, record_refusal, take
-from integration.config import get_settings as get_integration_settings
+from integration import health
 from integration.errors import MessageTooLarge
+from integration.logs import setup_logging
 from integration.mllp import frame, read_block
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -244,19 +244,18 @@ async def _main() -> None:
         await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set() and settings.mllp_metrics_port:
             # Started once the listener is bound: the launcher takes an answering /metrics as ready.
-            metrics_server, _ = start_http_server(settings.mllp_metrics_port, addr=get_integration_settings().metrics_host)
+            metrics_server = health.serve(settings.mllp_metrics_port)
         waiting.cancel()
         await task
     finally:
-        if metrics_server is not None:
-            metrics_server.shutdown()
+        health.stop(metrics_server)
         engine.dispose()
         log.info("stopped")
 
 
 def main() -> None:
     """Entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 

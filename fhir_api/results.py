@@ -14,7 +14,6 @@ from functools import partial
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from prometheus_client import start_http_server
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -30,11 +29,12 @@ from fhir_api.errors import Conflict, InvalidResult
 from fhir_api.mapping import imaging_study_from_index, patient_from_study, report_from_result
 from fhir_api.orders import with_order
 from fhir_api.oru import queue_oru
-from integration import topics
+from integration import health, topics
 from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
 from integration.errors import InvalidMessage
 from integration.kafka import consume, ensure_topics, make_consumer, make_producer, unqualified
+from integration.logs import setup_logging
 from integration.messages import InferenceResult, StudyReady
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
@@ -188,6 +188,22 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
     return report_id
 
 
+def observe_latency(result: InferenceResult, *, committed_at: datetime) -> None:
+    """Record the end-to-end latency of a committed report and its stages, from the message's timestamps."""
+    stages = {"total": (result.last_received_at, committed_at)}
+    if result.ready_at is not None:
+        stages["quiet-period"] = (result.last_received_at, result.ready_at)
+        if result.started_at is not None:
+            stages["queue"] = (result.ready_at, result.started_at)
+    if result.started_at is not None and result.finished_at is not None:
+        stages["inference"] = (result.started_at, result.finished_at)
+    if result.finished_at is not None:
+        stages["report"] = (result.finished_at, committed_at)
+    for stage, (begin, end) in stages.items():
+        # Clocks of different hosts may disagree by a little: never observe a negative time.
+        metrics.E2E_LATENCY.labels(result.model, stage).observe(max(0.0, (end - begin).total_seconds()))
+
+
 def _parse(model: type[M], payload: bytes) -> M:
     try:
         return model.model_validate_json(payload)
@@ -213,6 +229,7 @@ async def handle(record: ConsumerRecord[bytes, bytes], *, engine: Engine, settin
             report_id = await asyncio.to_thread(_in_transaction, engine, apply_result, result)
             if report_id is not None:
                 metrics.REPORTS_CREATED.inc()
+                observe_latency(result, committed_at=datetime.now(UTC))
                 log.info("report %s created for study %s", report_id, result.correlation_id)
         else:
             raise InvalidMessage(f"unexpected topic {record.topic}")
@@ -246,7 +263,7 @@ async def run(
         try:
             if api_settings.results_metrics_port:
                 # Started only now: the launcher takes an answering /metrics as "consumer ready".
-                metrics_server, _ = start_http_server(api_settings.results_metrics_port, addr=api_settings.http_host)
+                metrics_server = health.serve(api_settings.results_metrics_port)
             log.info("FHIR-store consumer started (group %s)", GROUP_ID)
             handler = partial(handle, engine=engine, settings=integration_settings)
             await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
@@ -254,9 +271,7 @@ async def run(
             if not stop.is_set():
                 raise
         finally:
-            if metrics_server is not None:
-                metrics_server.shutdown()
-                metrics_server.server_close()
+            health.stop(metrics_server)
             await consumer.stop()
     finally:
         await producer.stop()
@@ -274,7 +289,7 @@ async def _main() -> None:
 
 def main() -> None:
     """`python -m fhir_api.results`: run the consumer until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 

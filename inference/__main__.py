@@ -6,15 +6,15 @@ import logging
 import signal
 from pathlib import Path
 
-from prometheus_client import start_http_server
 
 from inference import metrics, registry
 from inference.config import get_settings
 from inference.errors import InferenceError
 from inference.models import LoadedModel, ModelCache
 from inference.worker import Worker
-from integration import kafka, topics
+from integration import health, kafka, topics
 from integration.config import get_settings as get_integration_settings
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -58,10 +58,11 @@ async def serve(name: str) -> None:
     await producer.start()
     try:
         await consumer.start()
+        metrics_server = None
         try:
             if settings.inference_metrics_port:
                 # Ready: the launcher polls this port to know the worker is up.
-                start_http_server(settings.inference_metrics_port)
+                metrics_server = health.serve(settings.inference_metrics_port)
             log.info("serving %s (active version %s) on %s", name, version, request_topic)
             worker = Worker(
                 name=name,
@@ -74,6 +75,7 @@ async def serve(name: str) -> None:
             )
             await worker.run(consumer, stop=stop)
         finally:
+            health.stop(metrics_server)
             await consumer.stop()
     finally:
         await producer.stop()  # flushes what is still buffered
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
     parser.add_argument("--model", default=get_settings().inference_model, help="registered model package name")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     try:
         asyncio.run(serve(args.model))
     except InferenceError as exc:  # no active version, a package that does not load

@@ -55,6 +55,8 @@ class Prepared:
     error: str = ""
     duplicate: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    # When this worker took the request (the end of its queue time, issue 9).
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class Worker:
 
     async def prepare_request(self, request: InferenceRequest) -> Prepared:
         """Load the request's model version and read its inputs; permanent input errors become `error`."""
+        taken = datetime.now(UTC)
         status = await asyncio.to_thread(self._job_status, request.job_id)
         if status is None:
             raise UnknownJob(f"job {request.job_id} is not in the database")
@@ -209,12 +212,13 @@ class Worker:
             model_input = await asyncio.to_thread(inputs.model_input, request, model.manifest, fetch)
         except (InputNotAccepted, CannotDecode) as exc:
             timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
-            return Prepared(request=request, input_keys=all_keys, model=model, error=_describe(exc), timings=timings)
+            return Prepared(request=request, input_keys=all_keys, model=model, error=_describe(exc), timings=timings, started_at=taken)
         timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
         if model_input.problems:
             log.warning("job %s: skipped %d unusable inputs: %s", request.job_id, len(model_input.problems), "; ".join(model_input.problems))
         return Prepared(
-            request=request, input_keys=model_input.input_keys, model=model, model_input=model_input, timings=timings
+            request=request, input_keys=model_input.input_keys, model=model, model_input=model_input, timings=timings,
+            started_at=taken,
         )
 
     async def run_model(self, model: LoadedModel, batch: Batch) -> tuple[NDArray[np.float32], float]:
@@ -324,6 +328,9 @@ class Worker:
             error=item.error,
             timings=timings,
             last_received_at=request.last_received_at,
+            ready_at=request.ready_at,
+            started_at=item.started_at,
+            finished_at=datetime.now(UTC),
         )
 
     def _job_status(self, job_id: str) -> str | None:

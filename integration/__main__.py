@@ -6,12 +6,12 @@ import logging
 import signal
 
 from aiokafka import ConsumerRecord
-from prometheus_client import start_http_server
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import kafka, outbound, relay, topics
+from integration import health, kafka, outbound, relay, topics
 from integration.config import get_settings
+from integration.logs import setup_logging
 from integration.messages import FhirReceived, StudyReady
 from integration.router import route, route_report
 from integration.rules import DEFAULT_RULES
@@ -46,9 +46,10 @@ async def serve() -> None:
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
 
+    metrics_server = None
     try:
         if settings.integration_metrics_port:
-            start_http_server(settings.integration_metrics_port, addr=settings.metrics_host)
+            metrics_server = health.serve(settings.integration_metrics_port)
         tasks = [
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
@@ -61,6 +62,7 @@ async def serve() -> None:
         log.info("relay, router%s running", " and audit export" if collector else "")
         await asyncio.gather(*tasks)
     finally:
+        health.stop(metrics_server)
         await consumer.stop()
         await producer.stop()
         engine.dispose()
@@ -69,7 +71,7 @@ async def serve() -> None:
 
 def main() -> None:
     """Entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(serve())
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from integration.config import get_settings as get_integration_settings
+from integration.logs import setup_logging
 from integration.stack import (
     Ports,
     StackConfig,
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         args.scope = args.scope or ["system/*.cruds"]
         args.role = args.role or ["admin"]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     return int(args.func(args))
 
 

@@ -1,6 +1,7 @@
 """Settings for Kafka and the pipeline (env prefix DOCTORAI_)."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +30,8 @@ class IntegrationSettings(BaseSettings):
     outbound_poll_seconds: float = 0.5
     outbound_ack_timeout_seconds: float = 30.0
     outbound_max_attempts: int = 100
+    # Issue 9: every process's log lines as text or as one JSON object each (DOCTORAI_LOG_FORMAT).
+    log_format: Literal["text", "json"] = "text"
 
 
 @lru_cache

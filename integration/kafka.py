@@ -7,6 +7,7 @@ retriable errors back off and retry, permanent ones go to the dead-letter topic.
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -15,6 +16,7 @@ from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from integration import metrics, topics
+from integration.logs import correlated
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
 from storage.queries import correlation_id_for_study
@@ -22,6 +24,9 @@ from storage.queries import correlation_id_for_study
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+# Every event's JSON carries its correlation id near the start; a search is cheaper than a parse.
+_CORRELATION = re.compile(rb'"correlation_id":"([0-9A-Za-z._:-]{1,100})"')
 
 
 async def ensure_topics(settings: IntegrationSettings, names: Iterable[str]) -> None:
@@ -116,6 +121,20 @@ async def commit(consumer: AIOKafkaConsumer) -> None:
 
 
 async def handle_record(
+    record: ConsumerRecord[bytes, bytes],
+    producer: AIOKafkaProducer,
+    settings: IntegrationSettings,
+    *,
+    handler: Handler,
+    stop: asyncio.Event,
+) -> None:
+    """Handle one record under its correlation id: retry retriable failures, dead-letter the others."""
+    found = _CORRELATION.search(record.value or b"")
+    with correlated(found.group(1).decode() if found else "-"):
+        await _handle_record(record, producer, settings, handler=handler, stop=stop)
+
+
+async def _handle_record(
     record: ConsumerRecord[bytes, bytes],
     producer: AIOKafkaProducer,
     settings: IntegrationSettings,

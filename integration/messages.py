@@ -80,6 +80,8 @@ class InferenceRequest(Event):
     last_received_at: datetime
     # Report text models read this instead of instances (issue 6).
     texts: list["TextInput"] = []
+    # Issue 9: when the study became ready (StudyReady.occurred_at), for the latency stages.
+    ready_at: datetime | None = None
 
 
 class Finding(BaseModel):
@@ -116,6 +118,10 @@ class InferenceResult(Event):
     measurements: list["Measurement"] = []
     output_keys: list[str] = []
     focus: list[str] = []
+    # Issue 9: the latency stages (quiet period, queue, inference, report) of the end-to-end histogram.
+    ready_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class DeadLetter(Event):

@@ -50,6 +50,7 @@ def _queue(
     last_received_at: datetime,
     inputs: list[InstanceRef],
     texts: list[TextInput],
+    ready_at: datetime | None = None,
 ) -> InferenceRequest | None:
     """Create the job of one model on one input and queue its request; None when there is nothing new."""
     version = active_model_version(session, name=action.model)
@@ -78,6 +79,7 @@ def _queue(
         inputs=inputs,
         texts=texts,
         last_received_at=last_received_at,
+        ready_at=ready_at,
     )
     add_event(session, topic=topics.inference_request(action.model), key=study_uid, message=request)
     _audit(
@@ -113,6 +115,7 @@ def route(engine: Engine, rules: Sequence[Rule], study: StudyReady) -> list[Infe
                 last_received_at=study.last_received_at,
                 inputs=inputs,
                 texts=[],
+                ready_at=study.occurred_at,
             )
             if request is not None:
                 queued.append(request)

@@ -307,7 +307,7 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
     register_builtin_models(config, env)
 
     def metrics(port: int) -> Callable[[], bool]:
-        return lambda: http_ok(f"http://127.0.0.1:{port}/metrics")
+        return lambda: http_ok(f"http://127.0.0.1:{port}/readyz")
 
     supervisor.start("api", [py, "-m", "fhir_api"], env=env, ready=lambda: http_ok(f"http://127.0.0.1:{p.http}/readyz"))
     supervisor.start("results", [py, "-m", "fhir_api.results"], env=env, ready=metrics(p.results_metrics))

@@ -144,6 +144,11 @@ def studies_quiet_since(session: Session, *, before: datetime) -> list[Study]:
     return list(session.scalars(stmt))
 
 
+def count_receiving(session: Session) -> int:
+    """How many studies are still receiving (not yet declared ready)."""
+    return session.scalar(select(func.count()).select_from(Study).where(Study.status == "receiving")) or 0
+
+
 def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance, Series]]:
     """A study's instances with their series, in series then instance order."""
     stmt = (

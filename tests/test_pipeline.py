@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
@@ -71,6 +72,51 @@ def count_reports(run: EngineRun) -> int:
         engine.dispose()
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample on a process's /metrics, by name and labels."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def metrics_ports(run: EngineRun) -> dict[str, int]:
+    """The metrics (and health) port of every background process."""
+    p = run.config.ports
+    return {
+        "dicom": p.dicom_metrics,
+        "integration": p.integration_metrics,
+        "results": p.results_metrics,
+        "inference": p.inference_metrics,  # the first model's worker
+        "subscriptions": p.subscriptions_metrics,
+        "mllp": p.mllp_metrics,
+    }
+
+
+def assert_moved_exactly(run: EngineRun, before: dict[str, Samples], expected: dict[tuple[str, str, frozenset[tuple[str, str]]], float]) -> None:
+    """Poll until each (process, sample, labels) moved by its expected amount, then require exactly that."""
+
+    def moved() -> dict[tuple[str, str, frozenset[tuple[str, str]]], float]:
+        now = {process: scrape(port) for process, port in metrics_ports(run).items()}
+        return {
+            (process, name, labels): now[process].get((name, labels), 0.0) - before[process].get((name, labels), 0.0)
+            for process, name, labels in expected
+        }
+
+    deadline = time.monotonic() + 30
+    while (found := moved()) != expected and time.monotonic() < deadline:
+        # A counter is bumped just after the commit that makes the report searchable.
+        assert all(found[k] <= v for k, v in expected.items()), found
+        time.sleep(0.2)
+    assert found == expected
+
+
 # Values no log line may contain (DESIGN.md 8: logs carry identifiers, never PHI).
 PHI_MARKERS = {"PatientName": "Zzmarkerfamily^Zzmarkergiven", "PatientBirthDate": "19010203",
                "StudyDescription": "ZZFREETEXTMARKER", "ReferringPhysicianName": "Zzmarkerdoctor"}
@@ -91,12 +137,36 @@ def test_cstore_to_diagnostic_report(engine_run: EngineRun, tmp_path: Path) -> N
     """A real CR chest radiograph in by C-STORE comes out as a searchable FHIR DiagnosticReport."""
     engine_run.start()
     token = cli_token()
+    # Issue 9: every background process answers its health probes and serves /metrics.
+    for process, port in metrics_ports(engine_run).items():
+        for probe in ("healthz", "readyz"):
+            answer = httpx.get(f"http://127.0.0.1:{port}/{probe}")
+            assert answer.status_code == 200, (process, probe, answer.text)
+    before = {process: scrape(port) for process, port in metrics_ports(engine_run).items()}
     storescu(engine_run, with_phi_markers(tmp_path))
     sent = time.monotonic()
 
     bundle = wait_for_reports(engine_run, token)
     latency = time.monotonic() - sent
     print(f"\nlast C-STORE -> report searchable: {latency:.2f}s (quiet period 1s)")
+
+    # The counters and the end-to-end latency histogram moved by exactly the one study sent.
+    model = frozenset({("model", engine_run.config.models[0])})
+    stages = {
+        ("results", "doctorai_e2e_latency_seconds_count", model | {("stage", stage)}): 1.0
+        for stage in ("quiet-period", "queue", "inference", "report", "total")
+    }
+    assert_moved_exactly(
+        engine_run,
+        before,
+        {
+            ("dicom", "doctorai_dicom_instances_received_total", frozenset({("status", "success")})): 1.0,
+            ("dicom", "doctorai_dicom_studies_ready_total", frozenset({("reason", "quiet-period")})): 1.0,
+            ("inference", "doctorai_inference_jobs_total", model | {("outcome", "done")}): 1.0,
+            ("results", "doctorai_fhir_reports_created_total", frozenset()): 1.0,
+            **stages,
+        },
+    )
 
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset" and bundle["total"] == 1
     report = bundle["entry"][0]["resource"]

@@ -4,10 +4,11 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
 
 from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
+from integration import health
+from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -24,20 +25,18 @@ async def _main() -> None:
     server = None
     try:
         if settings.subscription_metrics_port:
-            server, _ = start_http_server(settings.subscription_metrics_port, addr=settings.http_host)
+            server = health.serve(settings.subscription_metrics_port)
         log.info("subscription delivery started")
         await run(engine, settings, stop=stop)
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        health.stop(server)
         engine.dispose()
         log.info("subscription delivery stopped")
 
 
 def main() -> None:
     """Run the delivery loop."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     asyncio.run(_main())
 
 

@@ -1,0 +1,67 @@
+"""One logging setup for every process: the correlation id on every line, as text or JSON.
+
+Whoever works on a study or message sets its correlation id (`correlated`) for that time: the
+Kafka consume loop per record, the DICOM C-STORE handler per instance, the MLLP intake per
+message. Correlation ids are UUIDs, never PHI.
+"""
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TextIO
+
+from integration.config import get_settings
+
+correlation: ContextVar[str] = ContextVar("correlation_id", default="-")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+
+
+class _CorrelationFilter(logging.Filter):
+    """Puts the current correlation id on every record the handler emits."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation.get()
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors (Loki, Elasticsearch)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "correlation_id": getattr(record, "correlation_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing to `stream` (stderr) as text or JSON, every record with its correlation id."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_CorrelationFilter())
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr in the format DOCTORAI_LOG_FORMAT names (text or json), with correlation ids."""
+    logging.basicConfig(level=level, handlers=[make_handler(get_settings().log_format)], force=True)
+
+
+@contextmanager
+def correlated(correlation_id: str) -> Iterator[None]:
+    """Log under this correlation id until the block ends."""
+    token = correlation.set(correlation_id or "-")
+    try:
+        yield
+    finally:
+        correlation.reset(token)
