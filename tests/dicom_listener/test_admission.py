@@ -43,7 +43,7 @@ def _wait_aborted(assoc: Association) -> None:
 
 def _audits(listener: Listener, subtype: str, count: int = 1) -> list[AuditEvent]:
     # The SCU hears the answer before the SCP's handler thread commits its audit row.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: CI machines may be loaded
     while True:
         with session_scope(listener.engine) as s:
             rows = list(s.scalars(select(AuditEvent).where(AuditEvent.subtype == subtype)))

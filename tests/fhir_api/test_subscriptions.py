@@ -125,8 +125,13 @@ def test_every_notification_arrives_once_after_the_endpoint_recovers(
 
     expected = {(f"/hook/DiagnosticReport/{r['id']}", "1") for r in finals} | {(f"/hook/DiagnosticReport/{finals[0]['id']}", "2")}
     wait_for(lambda: len(state.accepted) >= 8, "every notification")
-    with session_scope(api.engine) as session:
-        wait_for(lambda: queue.pending(session) == 0, "an empty queue")
+    # A fresh transaction per look: holding one open would block the deliverer's writes (SQLite
+    # transactions take the write lock) and would never see its commits anyway.
+    def queue_empty() -> bool:
+        with session_scope(api.engine) as session:
+            return queue.pending(session) == 0
+
+    wait_for(queue_empty, "an empty queue")
     full = [(path, version) for method, path, _auth, version in state.accepted if method == "PUT"]
     assert sorted(full) == sorted(expected)  # each once: nothing lost, nothing twice
     assert len(full) == len(set(full)) == 4
