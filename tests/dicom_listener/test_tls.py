@@ -3,6 +3,7 @@ mutual TLS, plain TCP and bad client certificates refused, and the allowlist's r
 
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from pydicom.data import get_testdata_file
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
@@ -143,3 +145,19 @@ def test_tls_settings_must_come_in_pairs() -> None:
         DicomSettings(dicom_tls_cert_file="server.pem")
     with pytest.raises(ValidationError, match="DOCTORAI_DICOM_TLS_CA_FILE"):
         DicomSettings(dicom_tls_ca_file="ca.pem")
+
+
+@pytest.mark.stack
+def test_dcmtk_storescu_over_mutual_tls(services: StackConfig, tmp_path: Path, pki: Pki) -> None:
+    client = pki.ca.issue_cert("dcmtk.example")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    path = str(get_testdata_file("CT_small.dcm"))
+    for listener in _tls_listener(services, tmp_path, pki, mutual=True):
+        # dcmtk's default profile is the Non-downgrading BCP 195 TLS profile (PS3.15 B.10).
+        tls = ["+tls", str(tmp_path / "client.key"), str(tmp_path / "client.pem"), "+cf", str(pki.ca_file)]
+        command = ["storescu", *tls, "-aec", "DOCTORAI", "-aet", "DCMTK", "127.0.0.1", str(listener.settings.dicom_port), path]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        with session_scope(listener.engine) as s:
+            assert s.get(Instance, str(ct().SOPInstanceUID)) is not None
