@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Callable
 
 from dicom_listener.config import DicomSettings
+from dicom_listener.errors import TlsMisconfigured
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,18 @@ def server_context(settings: DicomSettings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # PS3.15 B.9: TLS 1.2 or later
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION  # RFC 9325 3.3, 3.5
-    context.load_cert_chain(settings.dicom_tls_cert_file, settings.dicom_tls_key_file)
+    try:
+        context.load_cert_chain(settings.dicom_tls_cert_file, settings.dicom_tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsMisconfigured(
+            f"DOCTORAI_DICOM_TLS_CERT_FILE / DOCTORAI_DICOM_TLS_KEY_FILE unusable: {exc}"
+        ) from exc
     if settings.dicom_tls_ca_file:
         # Mutual TLS: the peer node must present a certificate issued by this CA (PS3.15 B.9).
-        context.load_verify_locations(cafile=settings.dicom_tls_ca_file)
+        try:
+            context.load_verify_locations(cafile=settings.dicom_tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsMisconfigured(f"DOCTORAI_DICOM_TLS_CA_FILE unusable: {exc}") from exc
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 

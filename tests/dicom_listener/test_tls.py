@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from pydantic import ValidationError
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -19,6 +20,9 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
+from dicom_listener.config import DicomSettings
+from dicom_listener.errors import TlsMisconfigured
+from dicom_listener.tls import server_context
 from integration.stack import StackConfig
 from storage.db import session_scope
 from storage.tables import AuditEvent, Instance
@@ -107,8 +111,11 @@ def test_mutual_tls_stores_and_refuses_plain_and_unknown_client_certificates(
     services: StackConfig, tmp_path: Path, pki: Pki
 ) -> None:
     for listener in _tls_listener(services, tmp_path, pki, mutual=True):
-        assoc = _associate(listener, _client_context(pki, pki.ca))
-        assert assoc.is_established
+        # A peer that connects and says nothing must not hold up the others (its handshake waits
+        # in its own thread, not in the one accepting connections).
+        with socket.create_connection(("127.0.0.1", listener.settings.dicom_port)):
+            assoc = _associate(listener, _client_context(pki, pki.ca))
+            assert assoc.is_established
         ds = ct()
         assert assoc.send_c_store(ds).Status == 0x0000
         assoc.release()
@@ -118,8 +125,8 @@ def test_mutual_tls_stores_and_refuses_plain_and_unknown_client_certificates(
         _refused_connection(listener, None)  # plain DICOM on the TLS port
         _refused_connection(listener, _client_context(pki, None))  # no client certificate
         _refused_connection(listener, _client_context(pki, trustme.CA()))  # another CA's certificate
-        refusals = _refusals(listener, 3)
-        assert len(refusals) == 3
+        refusals = _refusals(listener, 4)  # the silent peer's, and the three above
+        assert len(refusals) == 4
         assert all(r.agent_address == "127.0.0.1" and r.detail["reason"].startswith("TLS handshake failed") for r in refusals)
 
 
@@ -136,15 +143,20 @@ def test_unknown_calling_ae_over_tls_is_rejected_with_reason_3(services: StackCo
         assert audit.agent_who == "ae:STRANGER"
 
 
-def test_tls_settings_must_come_in_pairs() -> None:
-    from pydantic import ValidationError
-
-    from dicom_listener.config import DicomSettings
-
+def test_tls_settings_are_checked_and_name_the_setting(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="DOCTORAI_DICOM_TLS_KEY_FILE"):
         DicomSettings(dicom_tls_cert_file="server.pem")
     with pytest.raises(ValidationError, match="DOCTORAI_DICOM_TLS_CA_FILE"):
         DicomSettings(dicom_tls_ca_file="ca.pem")
+    with pytest.raises(TlsMisconfigured, match="DOCTORAI_DICOM_TLS_CERT_FILE"):
+        server_context(DicomSettings(dicom_tls_cert_file=str(tmp_path / "missing.pem"), dicom_tls_key_file=str(pki.key_file)))
+    with pytest.raises(TlsMisconfigured, match="DOCTORAI_DICOM_TLS_CA_FILE"):
+        server_context(
+            DicomSettings(
+                dicom_tls_cert_file=str(pki.cert_file), dicom_tls_key_file=str(pki.key_file), dicom_tls_ca_file=str(pki.key_file)
+            )
+        )
+    assert server_context(DicomSettings()) is None
 
 
 @pytest.mark.stack
