@@ -4,9 +4,10 @@ mutual TLS, plain TCP and bad client certificates refused, and the allowlist's r
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
-from sqlalchemy import select
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
 
 from dicom_listener.config import DicomSettings
 from dicom_listener.errors import TlsMisconfigured
 from dicom_listener.tls import server_context
-from integration.stack import StackConfig
-from storage.db import session_scope
+from integration.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from storage.db import make_engine, migrate, session_scope
 from storage.tables import AuditEvent, Instance
 from tests.dicom_listener.conftest import Listener, ct, serve
 
@@ -173,3 +175,56 @@ def test_dcmtk_storescu_over_mutual_tls(services: StackConfig, tmp_path: Path, p
         assert result.returncode == 0, result.stderr
         with session_scope(listener.engine) as s:
             assert s.get(Instance, str(ct().SOPInstanceUID)) is not None
+
+
+@pytest.mark.stack
+def test_two_listener_processes_serve_tls_from_the_environment(services: StackConfig, tmp_path: Path, pki: Pki) -> None:
+    ports = replace(free_ports(), s3=services.ports.s3)
+    config = StackConfig(var_dir=tmp_path / "var", ports=ports)
+    config.var_dir.mkdir()
+    url = config.storage_settings().resolved_database_url()
+    migrate(url)
+    client = pki.ca.issue_cert("dcmtk.example")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    files = []
+    for i in range(4):
+        ds = ct()
+        ds.SOPInstanceUID = generate_uid()
+        files.append(tmp_path / f"{i}.dcm")
+        ds.save_as(files[-1])
+    env = {
+        **engine_env(config),
+        "DOCTORAI_DICOM_TLS_CERT_FILE": str(pki.cert_file),
+        "DOCTORAI_DICOM_TLS_KEY_FILE": str(pki.key_file),
+        "DOCTORAI_DICOM_TLS_CA_FILE": str(pki.ca_file),
+    }
+    supervisor = Supervisor(config.var_dir / "logs")
+    metrics = f"http://127.0.0.1:{ports.dicom_metrics}/metrics"
+    try:
+        child = supervisor.start(
+            "dicom", [sys.executable, "-m", "dicom_listener", "--workers", "2"], env=env, ready=lambda: http_ok(metrics), cwd=Path.cwd()
+        )
+        tls = ["+tls", str(tmp_path / "client.key"), str(tmp_path / "client.pem"), "+cf", str(pki.ca_file)]
+        senders = [
+            subprocess.Popen(
+                ["storescu", *tls, "-aec", "DOCTORAI", "-aet", "PACS", "127.0.0.1", str(ports.dicom), str(f)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for f in files
+        ]
+        assert [p.wait(60) for p in senders] == [0] * 4
+        plain = subprocess.run(
+            ["storescu", "-aec", "DOCTORAI", "-aet", "PACS", "127.0.0.1", str(ports.dicom), str(files[0])],
+            capture_output=True,
+            timeout=60,
+        )
+        assert plain.returncode != 0
+        engine = make_engine(url)
+        with session_scope(engine) as s:
+            assert s.scalar(select(func.count()).select_from(Instance)) == 4
+        engine.dispose()
+    finally:
+        supervisor.stop_all()
+    assert child.process.returncode == 0
