@@ -7,7 +7,7 @@ calling AE (see storage.peers).
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DuplicatePolicy = Literal["keep-first", "keep-last", "reject"]
@@ -46,6 +46,20 @@ class DicomSettings(BaseSettings):
     dicom_peer_cache_seconds: float = 5.0
     # Where received datasets are spooled before they go to object storage ("" = the system temp dir).
     dicom_spool_dir: str = ""
+    # TLS (DICOM PS3.15 B.9, BCP 195 profile): with a certificate and key the port speaks TLS
+    # only (2762 is the IANA port for DICOM over TLS). A CA file makes client certificates
+    # mandatory, verified against it (mutual TLS).
+    dicom_tls_cert_file: str = ""
+    dicom_tls_key_file: str = ""
+    dicom_tls_ca_file: str = ""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "DicomSettings":
+        if bool(self.dicom_tls_cert_file) != bool(self.dicom_tls_key_file):
+            raise ValueError("set both DOCTORAI_DICOM_TLS_CERT_FILE and DOCTORAI_DICOM_TLS_KEY_FILE, or neither")
+        if self.dicom_tls_ca_file and not self.dicom_tls_cert_file:
+            raise ValueError("DOCTORAI_DICOM_TLS_CA_FILE needs DOCTORAI_DICOM_TLS_CERT_FILE and _KEY_FILE")
+        return self
 
 
 @lru_cache

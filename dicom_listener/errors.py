@@ -13,3 +13,7 @@ class CannotUnderstand(ListenerError):
 
 class DuplicateRefused(ListenerError):
     """A SOP instance we hold came again with other bytes and the peer's policy is "reject"."""
+
+
+class TlsMisconfigured(ListenerError):
+    """The TLS certificate, key or CA file cannot be read or used: the listener does not start."""

@@ -165,6 +165,24 @@ def handle_rejected(event: Event, receiver: Receiver) -> None:
     )
 
 
+def handle_tls_refused(receiver: Receiver, address: str, reason: str) -> None:
+    """A connection whose TLS handshake failed (PS3.15 B.9): audit it; no calling AE title is known yet."""
+    metrics.ASSOCIATIONS.labels("rejected").inc()
+    _audit(
+        receiver.engine,
+        AuditRecord(
+            hop=ASSOCIATION_REJECTED,
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=f"host:{address}",
+            agent_address=address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason},
+        ),
+        "a refused TLS connection",
+    )
+
+
 def handle_accepted(event: Event) -> None:
     """Count accepted associations (their audit record is written with the first instance of each study)."""
     metrics.ASSOCIATIONS.labels("accepted").inc()

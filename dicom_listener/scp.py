@@ -1,14 +1,17 @@
 """The Application Entity: which presentation contexts we accept and how we listen."""
 
 import socket
+import ssl
 import threading
+from functools import partial
+from typing import Any
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_listener import handlers
+from dicom_listener import handlers, tls
 from dicom_listener.config import DicomSettings
 
 
@@ -16,14 +19,36 @@ class ReusePortServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with SO_REUSEPORT, so several listener processes share one port.
 
     The kernel spreads new connections over the processes' sockets; each association then lives
-    in one process, with no lock shared between processes.
+    in one process, with no lock shared between processes. With TLS, the handshake runs in the
+    connection's thread (tls.handshake) instead of pynetdicom's, which blocks the accepting thread.
     """
+
+    def __init__(self, *args: Any, on_tls_refused: tls.OnRefused, **kwargs: Any) -> None:
+        self.on_tls_refused = on_tls_refused
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
         """Set SO_REUSEPORT, then bind as pynetdicom does."""
         assert self.socket is not None
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; with TLS, wrap it without handshaking yet."""
+        assert self.socket is not None
+        conn, address = self.socket.accept()
+        if self.ssl_context is not None:
+            conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: finish the TLS handshake, then serve the association."""
+        if isinstance(request, ssl.SSLSocket) and not tls.handshake(
+            request, str(client_address[0]), self.ae.acse_timeout or 30.0, self.on_tls_refused
+        ):
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
 
 
 def make_ae(settings: DicomSettings) -> AE:
@@ -65,7 +90,11 @@ def start(ae: AE, settings: DicomSettings, receiver: handlers.Receiver) -> Threa
         (evt.EVT_ABORTED, handlers.handle_aborted, [receiver]),
     ]
     server = ae.make_server(
-        (settings.dicom_host, settings.dicom_port), evt_handlers=bound, server_class=ReusePortServer
+        (settings.dicom_host, settings.dicom_port),
+        ssl_context=tls.server_context(settings),
+        evt_handlers=bound,
+        server_class=ReusePortServer,
+        on_tls_refused=partial(handlers.handle_tls_refused, receiver),
     )
     thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
     thread.start()
