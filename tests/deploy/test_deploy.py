@@ -56,8 +56,8 @@ def test_compose_file_follows_the_compose_specification() -> None:
     document = compose()
     compose_validator().validate(document)
     services = document["services"]
-    for needed in ("kafka", "minio", "postgres", "init", "api", "results", "integration", "dicom",
-                   "inference-chest", "prometheus", "grafana"):
+    for needed in ("kafka", "minio", "postgres", "init", "api", "results", "integration", "dicom", "mllp",
+                   "subscriptions", "inference-chest", "prometheus", "grafana"):
         assert needed in services
     assert services["inference-chest"]["deploy"]["replicas"] == 2
 
@@ -129,8 +129,9 @@ def test_kubernetes_manifests_validate() -> None:
     kinds = {(doc["kind"], doc["metadata"]["name"]) for _, doc in docs}
     assert ("HorizontalPodAutoscaler", "api") in kinds and ("HorizontalPodAutoscaler", "inference-chest") in kinds
     assert any(kind == "PodDisruptionBudget" for kind, _ in kinds)
-    dicom = next(doc for _, doc in docs if doc["kind"] == "Service" and doc["metadata"]["name"] == "dicom")
-    assert dicom["spec"]["type"] == "LoadBalancer" and dicom["spec"]["ports"][0]["protocol"] == "TCP"
+    for listener in ("dicom", "mllp"):  # the DICOM and MLLP listeners behind TCP Services
+        service = next(doc for _, doc in docs if doc["kind"] == "Service" and doc["metadata"]["name"] == listener)
+        assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["ports"][0]["protocol"] == "TCP"
     listed = set(yaml.safe_load((DEPLOY / "k8s/kustomization.yaml").read_text())["resources"])
     assert listed == {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
     for _, doc in docs:
