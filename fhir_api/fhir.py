@@ -5,11 +5,20 @@ models, emit with `dump`, read back with `parse` (nazrulworld/fhir.resources REA
 """
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from fhir.resources.R4B.annotation import Annotation
+from fhir.resources.R4B.auditevent import (
+    AuditEvent,
+    AuditEventAgent,
+    AuditEventAgentNetwork,
+    AuditEventEntity,
+    AuditEventEntityDetail,
+    AuditEventSource,
+)
 from fhir.resources.R4B.bundle import (
     Bundle,
     BundleEntry,
@@ -67,6 +76,12 @@ __all__ = [
     "MEDIA_TYPE",
     "RESOURCE_CLASSES",
     "Annotation",
+    "AuditEvent",
+    "AuditEventAgent",
+    "AuditEventAgentNetwork",
+    "AuditEventEntity",
+    "AuditEventEntityDetail",
+    "AuditEventSource",
     "Bundle",
     "BundleEntry",
     "BundleEntryRequest",
@@ -104,6 +119,7 @@ __all__ = [
     "Subscription",
     "ValidationError",
     "dump",
+    "dump_bundle",
     "parse",
     "parse_bundle",
     "parse_data",
@@ -113,6 +129,20 @@ __all__ = [
 def dump(resource: Resource) -> str:
     """The resource as FHIR R4 JSON text (empty elements left out, as FHIR JSON requires)."""
     return resource.model_dump_json(exclude_none=True)
+
+
+def dump_bundle(bundle: Bundle, entries: Sequence[tuple[BundleEntry, str]]) -> str:
+    """The Bundle as JSON with entries whose resources are JSON text already: (entry without its
+    resource, the resource's JSON).
+
+    For searchsets of stored resources: their JSON was validated when stored, so it is spliced in
+    as is instead of parsed into models and dumped again (which costs far more than the search).
+    """
+    head = dump(bundle)
+    if not entries:
+        return head
+    parts = [f'{dump(entry)[:-1]},"resource":{text}}}' for entry, text in entries]
+    return f'{head[:-1]},"entry":[{",".join(parts)}]}}'
 
 
 def parse(text: str | bytes) -> Resource:
