@@ -10,6 +10,7 @@ from dicom_listener import scp, stability
 from dicom_listener.config import get_settings
 from dicom_listener.handlers import StudiesSeen
 from integration.config import get_settings as get_integration_settings
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -22,6 +23,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     storage = get_storage_settings()
+    exit_if_unsafe(storage)
     engine = make_engine(storage.resolved_database_url())
     store = make_object_store(storage)
     stop = threading.Event()

@@ -6,6 +6,7 @@ import uvicorn
 
 from fhir_api.config import ProductionConfigError, check_production, get_settings
 from fhir_api.main import create_app
+from storage.config import get_settings as get_storage_settings
 
 
 def main() -> None:
@@ -13,7 +14,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     try:
-        check_production(settings)
+        check_production(settings, get_storage_settings())
     except ProductionConfigError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
     # No access log: request URLs carry patient identifiers (search parameters), which logs must not hold.

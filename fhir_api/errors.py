@@ -117,3 +117,10 @@ class TokenRequestError(FhirError):
         self.error = error
         if error == "invalid_client":
             self.status_code = 401
+
+
+class PayloadTooLarge(FhirError):
+    """The request body is larger than the configured limit."""
+
+    status_code = 413
+    issue_code = "too-long"

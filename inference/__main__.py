@@ -15,6 +15,7 @@ from inference.manifest import Manifest
 from inference.worker import LoadedModel, Worker
 from integration import kafka, topics
 from integration.config import get_settings as get_integration_settings
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=get_settings().inference_model, help="registered model package name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    exit_if_unsafe(get_storage_settings())
     try:
         manifest, artifact = registry.lookup(args.model)
     except UnknownModel as exc:

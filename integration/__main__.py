@@ -14,6 +14,7 @@ from integration.config import get_settings
 from integration.messages import StudyReady
 from integration.router import route
 from integration.rules import DEFAULT_RULES
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -63,6 +64,7 @@ async def serve() -> None:
 def main() -> None:
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    exit_if_unsafe(get_storage_settings())
     asyncio.run(serve())
 
 

@@ -8,6 +8,7 @@ from prometheus_client import start_http_server
 
 from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -38,6 +39,7 @@ async def _main() -> None:
 def main() -> None:
     """Run the delivery loop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    exit_if_unsafe(get_storage_settings())
     asyncio.run(_main())
 
 
