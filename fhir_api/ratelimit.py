@@ -26,6 +26,10 @@ class RateLimiter:
         self.burst = max(burst, 1)
         self._buckets: dict[str, _Bucket] = {}
 
+    def __len__(self) -> int:
+        """How many clients the limiter holds state for."""
+        return len(self._buckets)
+
     def wait(self, client: str, now: float | None = None) -> int:
         """Take one request from the client's bucket: 0 when allowed, else whole seconds to wait (Retry-After)."""
         if self.rate <= 0:
