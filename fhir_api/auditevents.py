@@ -102,7 +102,7 @@ def _entities(row: AuditEvent) -> list[fhir.AuditEventEntity]:
                 what=_what(row.entity_what),
                 type=_coding(_ENTITY_TYPE, "2", "System Object"),
                 role=_coding(_OBJECT_ROLE, "24", "Query"),
-                query=base64.b64encode(str(detail["query"]).encode()).decode(),
+                query=base64.b64encode(str(detail["query"]).encode()),
                 detail=rest or None,
             )
         )

@@ -141,7 +141,7 @@ def dump_bundle(bundle: Bundle, entries: Sequence[tuple[BundleEntry, str]]) -> s
     head = dump(bundle)
     if not entries:
         return head
-    parts = [f'{dump(entry)[:-1]},"resource":{text}}}' for entry, text in entries]
+    parts = [f'{entry.model_dump_json(exclude_none=True)[:-1]},"resource":{text}}}' for entry, text in entries]
     return f'{head[:-1]},"entry":[{",".join(parts)}]}}'
 
 

@@ -323,18 +323,24 @@ SAMPLE = 1000
 def estimate(session: Session, query: SearchQuery) -> int:
     """A rough number of matches (search.html#total, `_total=estimate`): the share of the type's
     newest SAMPLE resources that match, times the size of the type."""
-    everything = session.scalar(
-        select(func.count()).select_from(FhirResource).where(FhirResource.resource_type == query.resource_type)
-    ) or 0
-    newest = (
-        select(FhirResource.resource_id)
-        .where(FhirResource.resource_type == query.resource_type)
-        .order_by(FhirResource.last_updated.desc(), FhirResource.resource_id.desc())
-        .limit(SAMPLE)
-    )
-    sample = _where(select(FhirResource.resource_id), query, Plan()).where(FhirResource.resource_id.in_(newest))
+    res = FhirResource
+    everything = session.scalar(select(func.count()).select_from(res).where(res.resource_type == query.resource_type)) or 0
+    if everything == 0:
+        return 0
+    # The oldest resource of the sample; the sample is everything from there on, in index order.
+    edge = session.execute(
+        select(res.last_updated, res.resource_id)
+        .where(res.resource_type == query.resource_type)
+        .order_by(res.last_updated.desc(), res.resource_id.desc())
+        .offset(min(everything, SAMPLE) - 1)
+        .limit(1)
+    ).first()
+    sample = _where(select(res.resource_id), query, Plan())
+    if edge is not None:
+        newer = or_(res.last_updated > edge[0], and_(res.last_updated == edge[0], res.resource_id >= edge[1]))
+        sample = sample.where(res.last_updated >= edge[0], newer)
     matched = session.scalar(select(func.count()).select_from(sample.subquery())) or 0
-    return round(everything * matched / min(everything, SAMPLE)) if everything else 0
+    return round(everything * matched / min(everything, SAMPLE))
 
 
 def _total(session: Session, query: SearchQuery, chosen: Plan) -> int | None:
