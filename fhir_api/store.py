@@ -377,12 +377,14 @@ def disclosures(session: Session, found: Sequence[Stored]) -> list[Disclosure]:
         by_type.setdefault(item.resource_type, []).append(item.id)
     facts: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
     for resource_type, ids in by_type.items():
+        # All index rows of these few resources, filtered here: a condition on the parameter
+        # would lead SQLite to scan that parameter's entries of the whole type instead.
         stmt = select(FhirSearchIndex.resource_id, FhirSearchIndex.param, FhirSearchIndex.value).where(
-            FhirSearchIndex.resource_type == resource_type,
-            FhirSearchIndex.resource_id.in_(ids),
-            FhirSearchIndex.param.in_((_PATIENT_PARAM, *_STUDY_PARAMS)),
+            FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id.in_(ids)
         )
         for resource_id, param, value in session.execute(stmt):
+            if param != _PATIENT_PARAM and param not in _STUDY_PARAMS:
+                continue
             patients, studies = facts.setdefault((resource_type, resource_id), ([], []))
             if param == _PATIENT_PARAM:
                 patients.append(value)

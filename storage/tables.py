@@ -185,11 +185,12 @@ class FhirSearchIndex(Base):
 
     # Covering indexes (migration 0302): a search starts from the matching entries of one
     # parameter (lookup, low, high: the owner's id is in the index) and probes the others per
-    # resource (lookup for tokens and references, owner for dates: type, id and parameter equal,
-    # so SQLite prefers them to a range scan), without reading table rows (fhir_api/search.py).
+    # resource and lists a page's references (owner: type, id and parameter equal, so SQLite,
+    # which plans without statistics, prefers it to scanning a parameter's entries), all without
+    # reading table rows (fhir_api/search.py, fhir_api/store.py).
     __table_args__ = (
         Index("ix_fhir_search_lookup", "resource_type", "param", "value", "resource_id", "system"),
-        Index("ix_fhir_search_owner", "resource_type", "resource_id", "param", "low", "high"),
+        Index("ix_fhir_search_owner", "resource_type", "resource_id", "param", "value", "low", "high"),
         Index("ix_fhir_search_low", "resource_type", "param", "low", "resource_id"),
         Index("ix_fhir_search_high", "resource_type", "param", "high", "resource_id"),
     )

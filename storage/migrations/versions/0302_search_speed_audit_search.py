@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 _SEARCH_INDEXES = {
     "ix_fhir_search_lookup": (["resource_type", "param", "value", "resource_id"], ["resource_type", "param", "value", "resource_id", "system"]),
-    "ix_fhir_search_owner": (["resource_type", "resource_id"], ["resource_type", "resource_id", "param", "low", "high"]),
+    "ix_fhir_search_owner": (["resource_type", "resource_id"], ["resource_type", "resource_id", "param", "value", "low", "high"]),
     "ix_fhir_search_low": (["resource_type", "param", "low"], ["resource_type", "param", "low", "resource_id"]),
     "ix_fhir_search_high": (["resource_type", "param", "high"], ["resource_type", "param", "high", "resource_id"]),
 }
