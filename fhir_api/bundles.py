@@ -35,23 +35,16 @@ def _shaped(found: store.Stored, query: search.SearchQuery) -> str:
 def searchset(result: search.SearchResult, query: search.SearchQuery, *, base_url: str) -> str:
     """The searchset Bundle as JSON: total, self/next/previous links, match and include entries, and an outcome."""
 
-    def entry(found: store.Stored, mode: str) -> fhir.BundleEntry:
-        return fhir.BundleEntry(
-            fullUrl=f"{base_url}/{found.resource_type}/{found.id}", search=fhir.BundleEntrySearch(mode=mode)
-        )
+    def url(found: store.Stored) -> str:
+        return f"{base_url}/{found.resource_type}/{found.id}"
 
-    entries = [(entry(found, "match"), _shaped(found, query)) for found in result.matches]
-    entries += [(entry(found, "include"), found.content) for found in result.included]
+    entries = [(url(found), _shaped(found, query), "match") for found in result.matches]
+    entries += [(url(found), found.content, "include") for found in result.included]
     if query.unknown:
         outcome = operation_outcome(
             "warning", "not-supported", f"ignored unsupported search parameters: {', '.join(query.unknown)}"
         )
-        entries.append(
-            (
-                fhir.BundleEntry(fullUrl=f"urn:uuid:{uuid.uuid4()}", search=fhir.BundleEntrySearch(mode="outcome")),
-                fhir.dump(outcome),
-            )
-        )
+        entries.append((f"urn:uuid:{uuid.uuid4()}", fhir.dump(outcome), "outcome"))
     # The self link shows the search as executed, without the parameters we ignored.
     links = [fhir.BundleLink(relation="self", url=_page_url(base_url, query, query.cursor))]
     if result.next_key is not None:

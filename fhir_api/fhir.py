@@ -131,18 +131,27 @@ def dump(resource: Resource) -> str:
     return resource.model_dump_json(exclude_none=True)
 
 
-def dump_bundle(bundle: Bundle, entries: Sequence[tuple[BundleEntry, str]]) -> str:
-    """The Bundle as JSON with entries whose resources are JSON text already: (entry without its
-    resource, the resource's JSON).
+def dump_bundle(bundle: Bundle, entries: Sequence[tuple[str, str, str]]) -> str:
+    """The Bundle as JSON with search entries given as (fullUrl, resource JSON text, search mode).
 
     For searchsets of stored resources: their JSON was validated when stored, so it is spliced in
-    as is instead of parsed into models and dumped again (which costs far more than the search).
+    as is instead of parsed into models and dumped again (which costs more than the search). The
+    entry around it is the model's own JSON, made once per mode with a placeholder fullUrl.
     """
     head = dump(bundle)
     if not entries:
         return head
-    parts = [f'{entry.model_dump_json(exclude_none=True)[:-1]},"resource":{text}}}' for entry, text in entries]
+    templates: dict[str, str] = {}
+    parts = []
+    for full_url, text, mode in entries:
+        if mode not in templates:
+            entry = BundleEntry(fullUrl=_PLACEHOLDER, search=BundleEntrySearch(mode=mode))
+            templates[mode] = entry.model_dump_json(exclude_none=True)[:-1] + ',"resource":'
+        parts.append(templates[mode].replace(_PLACEHOLDER, json.dumps(full_url)[1:-1]) + text + "}")
     return f'{head[:-1]},"entry":[{",".join(parts)}]}}'
+
+
+_PLACEHOLDER = "urn:doctorai:full-url"
 
 
 def parse(text: str | bytes) -> Resource:
