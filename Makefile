@@ -12,7 +12,7 @@ run: install
 	$(BIN)/doctorai up
 
 test: install system-deps
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest
 
 install: $(STAMP)
 

@@ -14,6 +14,7 @@ from storage.tables import AuditEvent
 # PS3.16 CID 400 (Audit Event ID) display names of the codes audit.records uses.
 EVENT_NAMES = {
     "110100": "Application Activity",
+    "110101": "Audit Log Used",
     "110104": "DICOM Instances Transferred",
     "110106": "Export",
     "110107": "Import",

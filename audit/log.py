@@ -5,9 +5,10 @@ Append inside the transaction of the work it records, so the record commits with
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.records import AuditRecord
@@ -37,13 +38,16 @@ def record_hash(row: AuditEvent) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def append(session: Session, record: AuditRecord) -> AuditEvent:
-    """Add `record` to the chain in the caller's transaction."""
+def _lock_and_last_hash(session: Session) -> str:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
     prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    return prev or GENESIS
+
+
+def _row(record: AuditRecord, prev_hash: str, now: datetime) -> AuditEvent:
     row = AuditEvent(
-        recorded_at=datetime.now(UTC),
+        recorded_at=now,
         correlation_id=record.correlation_id,
         type_code=record.hop.type_code,
         subtype=record.hop.subtype,
@@ -53,12 +57,38 @@ def append(session: Session, record: AuditRecord) -> AuditEvent:
         agent_address=record.agent_address,
         entity_what=record.entity_what,
         detail=dict(record.detail),
-        prev_hash=prev or GENESIS,
+        prev_hash=prev_hash,
     )
     row.hash = record_hash(row)
+    return row
+
+
+def append(session: Session, record: AuditRecord) -> AuditEvent:
+    """Add `record` to the chain in the caller's transaction."""
+    row = _row(record, _lock_and_last_hash(session), datetime.now(UTC))
     session.add(row)
     session.flush()
     return row
+
+
+def append_many(session: Session, records: Sequence[AuditRecord]) -> None:
+    """Add several records to the chain, in order, with one lock and one insert statement.
+
+    For a step that makes many records at once (a search disclosing many studies): the same
+    chain as appending them one by one, for the cost of about one append.
+    """
+    if not records:
+        return
+    prev, now = _lock_and_last_hash(session), datetime.now(UTC)
+    rows = []
+    for record in records:
+        row = _row(record, prev, now)
+        rows.append(row)
+        prev = row.hash
+    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+    # One Core executemany (the SELECT above autoflushed pending rows first); ids follow the
+    # list order, as the chain needs.
+    session.execute(insert(AuditEvent), [{c: getattr(row, c) for c in columns} for row in rows])
 
 
 def trail(session: Session, *, correlation_id: str) -> list[AuditEvent]:

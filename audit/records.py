@@ -40,6 +40,9 @@ class Hop:
 ASSOCIATION_ACCEPTED = Hop("110114", "association-accepted", Action.EXECUTE)
 ASSOCIATION_REJECTED = Hop("110114", "association-rejected", Action.EXECUTE)
 ASSOCIATION_ABORTED = Hop("110114", "association-aborted", Action.EXECUTE)
+# A bearer token issued to a client, or a token or client credentials that were refused.
+TOKEN_ISSUED = Hop("110114", "token-issued", Action.EXECUTE)
+AUTHENTICATION_FAILED = Hop("110114", "authentication-failed", Action.EXECUTE)
 # DCM 110104 DICOM Instances Transferred (PS3.15 A.5.3.2).
 INSTANCE_STORED = Hop("110104", "instance-stored", Action.CREATE)
 INSTANCE_REFUSED = Hop("110104", "instance-refused", Action.CREATE)
@@ -54,6 +57,8 @@ RESOURCE_READ = Hop("110110", "resource-read", Action.READ)
 RESOURCE_CREATED = Hop("110110", "resource-created", Action.CREATE)
 RESOURCE_UPDATED = Hop("110110", "resource-updated", Action.UPDATE)
 RESOURCE_DELETED = Hop("110110", "resource-deleted", Action.DELETE)
+# DCM 110101 Audit Log Used: someone read or searched the audit trail itself (IHE ATNA).
+AUDIT_LOG_USED = Hop("110101", "audit-log-used", Action.READ)
 # DCM 110112 Query: a FHIR search (FHIR marks searches with action E).
 RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
 # Issue 4, HL7 v2: DCM 110107 Import (a message taken in or refused) and 110106 Export (an ORU^R01

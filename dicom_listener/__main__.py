@@ -5,6 +5,8 @@ import os
 import tempfile
 
 from dicom_listener.config import get_settings
+from storage.config import exit_if_unsafe
+from storage.config import get_settings as get_storage_settings
 
 
 def main() -> None:
@@ -19,6 +21,7 @@ def main() -> None:
         # prometheus_client chooses its multiprocess mode when first imported, so the directory
         # must be in the environment before anything imports it (and the spawned workers inherit it).
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="doctorai-dicom-metrics-"))
+    exit_if_unsafe(get_storage_settings())
     from dicom_listener import processes
 
     processes.run(settings)

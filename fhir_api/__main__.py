@@ -7,6 +7,7 @@ import uvicorn
 from fhir_api.config import ProductionConfigError, check_production, get_settings
 from fhir_api.main import create_app
 from integration.logs import setup_logging
+from storage.config import get_settings as get_storage_settings
 
 
 def main() -> None:
@@ -14,7 +15,7 @@ def main() -> None:
     setup_logging()
     settings = get_settings()
     try:
-        check_production(settings)
+        check_production(settings, get_storage_settings())
     except ProductionConfigError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
     # No access log: request URLs carry patient identifiers (search parameters), which logs must not hold.

@@ -98,3 +98,23 @@ def allows(principal: Principal, resource_type: str, interaction: str) -> bool:
         if granted is not None and granted[0] in ("*", resource_type) and interaction in granted[1]:
             return True
     return False
+
+
+# The role an audit reader's token carries, besides a scope naming AuditEvent (DESIGN.md section 8).
+AUDITOR = "auditor"
+
+
+def allows_audit(principal: Principal, interaction: str) -> bool:
+    """Whether the principal may read (r) or search (s) the audit trail.
+
+    It takes the `auditor` role and a scope that names AuditEvent itself (system/AuditEvent.rs):
+    wildcard scopes such as system/*.cruds, which integration clients hold, do not reach the
+    audit trail, which is a compliance officer's tool.
+    """
+    if AUDITOR not in principal.roles:
+        return False
+    for scope in principal.scopes:
+        granted = scope_permissions(scope)
+        if granted is not None and granted[0] == "AuditEvent" and interaction in granted[1]:
+            return True
+    return False

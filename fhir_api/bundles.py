@@ -22,35 +22,29 @@ def _page_url(base_url: str, query: search.SearchQuery, cursor: search.Cursor | 
     return f"{base_url}/{query.resource_type}?{urlencode(items)}"
 
 
-def _shaped(resource: fhir.Resource, query: search.SearchQuery) -> fhir.Resource:
+def _shaped(found: store.Stored, query: search.SearchQuery) -> str:
+    # _elements and _summary cut the resource down, which needs the model; otherwise the stored
+    # JSON goes out as stored.
     if query.elements:
-        return fhir.subset(resource, elements=query.elements)
+        return fhir.dump(fhir.subset(found.resource(), elements=query.elements))
     if query.summary in ("true", "text", "data"):
-        return fhir.subset(resource, summary=query.summary)
-    return resource
+        return fhir.dump(fhir.subset(found.resource(), summary=query.summary))
+    return found.content
 
 
-def searchset(result: search.SearchResult, query: search.SearchQuery, *, base_url: str) -> fhir.Bundle:
-    """The searchset Bundle: total, self/next/previous links, match and include entries, and an outcome."""
+def searchset(result: search.SearchResult, query: search.SearchQuery, *, base_url: str) -> str:
+    """The searchset Bundle as JSON: total, self/next/previous links, match and include entries, and an outcome."""
 
-    def entry(resource: fhir.Resource, mode: str) -> fhir.BundleEntry:
-        return fhir.BundleEntry(
-            fullUrl=f"{base_url}/{resource.get_resource_type()}/{resource.id}",
-            resource=resource,
-            search=fhir.BundleEntrySearch(mode=mode),
-        )
+    def url(found: store.Stored) -> str:
+        return f"{base_url}/{found.resource_type}/{found.id}"
 
-    entries = [entry(_shaped(r, query), "match") for r in result.matches]
-    entries += [entry(r, "include") for r in result.included]
+    entries = [(url(found), _shaped(found, query), "match") for found in result.matches]
+    entries += [(url(found), found.content, "include") for found in result.included]
     if query.unknown:
         outcome = operation_outcome(
             "warning", "not-supported", f"ignored unsupported search parameters: {', '.join(query.unknown)}"
         )
-        entries.append(
-            fhir.BundleEntry(
-                fullUrl=f"urn:uuid:{uuid.uuid4()}", resource=outcome, search=fhir.BundleEntrySearch(mode="outcome")
-            )
-        )
+        entries.append((f"urn:uuid:{uuid.uuid4()}", fhir.dump(outcome), "outcome"))
     # The self link shows the search as executed, without the parameters we ignored.
     links = [fhir.BundleLink(relation="self", url=_page_url(base_url, query, query.cursor))]
     if result.next_key is not None:
@@ -59,14 +53,14 @@ def searchset(result: search.SearchResult, query: search.SearchQuery, *, base_ur
     if result.previous_key is not None:
         cursor = search.Cursor(direction="previous", key=result.previous_key)
         links.append(fhir.BundleLink(relation="previous", url=_page_url(base_url, query, cursor)))
-    return fhir.Bundle(
+    bundle = fhir.Bundle(
         id=str(uuid.uuid4()),
         meta=fhir.Meta(lastUpdated=datetime.now(UTC)),
         type="searchset",
         total=result.total,
         link=links,
-        entry=entries or None,
     )
+    return fhir.dump_bundle(bundle, entries)
 
 
 def history(

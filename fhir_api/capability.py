@@ -7,7 +7,7 @@ than they do.
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from fhir_api import fhir, registry
+from fhir_api import auditevents, fhir, registry
 
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 # http://hl7.org/fhir/smart-app-launch/conformance.html: token endpoint advertised in the statement.
@@ -45,6 +45,21 @@ def _resource(resource_type: str) -> fhir.CapabilityStatementRestResource:
             for name, spec in params.items()
         ]
         or None,
+    )
+
+
+def _audit_resource() -> fhir.CapabilityStatementRestResource:
+    # Read and search only, for the auditor role (fhir_api/routes/audit.py).
+    return fhir.CapabilityStatementRestResource(
+        type=auditevents.RESOURCE_TYPE,
+        documentation="The audit trail; needs the auditor role and the scope system/AuditEvent.rs",
+        interaction=[fhir.CapabilityStatementRestResourceInteraction(code=c) for c in ("read", "search-type")],
+        searchParam=[
+            fhir.CapabilityStatementRestResourceSearchParam(
+                name=name, definition=auditevents.definition(name), type=kind, documentation=documentation
+            )
+            for name, (kind, documentation) in auditevents.SEARCH_PARAMS.items()
+        ],
     )
 
 
@@ -87,7 +102,7 @@ def capability_statement(base_url: str) -> fhir.CapabilityStatement:
                         "system scopes, e.g. system/DiagnosticReport.rs or system/*.cruds"
                     ),
                 ),
-                resource=[_resource(t) for t in sorted(fhir.RESOURCE_CLASSES)],
+                resource=[*(_resource(t) for t in sorted(fhir.RESOURCE_CLASSES)), _audit_resource()],
                 interaction=[fhir.CapabilityStatementRestInteraction(code=c) for c in registry.SYSTEM_INTERACTIONS],
             )
         ],

@@ -1,9 +1,11 @@
 """Settings of the HTTP API and the FHIR-store consumer (env prefix DOCTORAI_)."""
 
 from functools import lru_cache
-from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.config import ProductionConfigError, StorageSettings
+from storage.config import check_production as check_storage_production
 
 # Good enough for a laptop, refused in production (DESIGN.md section 8).
 DEFAULT_JWT_SECRET = "doctorai-local-development-secret"
@@ -14,7 +16,6 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
 
-    env: Literal["development", "production"] = "development"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     # HS256 key shared by the token issuer (`doctorai token`) and the API.
@@ -35,15 +36,26 @@ class ApiSettings(BaseSettings):
     subscription_retry_initial_seconds: float = 5.0
     subscription_retry_max_seconds: float = 1800.0
     subscription_metrics_port: int = 9110
+    # HTTP hardening (fhir_api/security.py). Requests per second each client may make on average
+    # (clients are token subjects, or addresses without a valid token), and the burst above it;
+    # 0 turns the limit off. Each API replica counts on its own.
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 200
+    # Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Origins a browser may call the API from (CORS), e.g. ["https://viewer.hospital.example"]; none by default.
+    cors_allow_origins: list[str] = []
+    # Strict-Transport-Security max-age sent on HTTPS requests (RFC 6797); 0 sends none.
+    hsts_max_age_seconds: int = 63_072_000
 
 
-class ProductionConfigError(RuntimeError):
-    """The settings are not safe to run in production."""
+__all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]
 
 
-def check_production(settings: ApiSettings) -> None:
-    """Refuse to start in production with the default or an empty JWT secret."""
-    if settings.env != "production":
+def check_production(settings: ApiSettings, storage: StorageSettings) -> None:
+    """Refuse to start in production (DOCTORAI_ENV, a storage setting) with default or empty secrets."""
+    check_storage_production(storage)
+    if storage.env != "production":
         return
     if not settings.jwt_secret or settings.jwt_secret == DEFAULT_JWT_SECRET:
         raise ProductionConfigError(

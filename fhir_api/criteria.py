@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import ColumnElement, Select, and_, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
 
 from fhir_api.errors import InvalidSearch
 from fhir_api.index import date_range, normalise
@@ -90,7 +90,8 @@ def _token(raw: str) -> TokenValue:
     return TokenValue(system, code or None)
 
 
-def _date(raw: str) -> DateValue:
+def date_value(raw: str) -> DateValue:
+    """A prefixed FHIR date search value (search.html#prefix); InvalidSearch when malformed."""
     prefix = raw[:2] if raw[:2] in DATE_PREFIXES and raw[2:3].isdigit() else ""
     try:
         low, high = date_range(raw[len(prefix) :])
@@ -116,7 +117,7 @@ def _parse_values(spec: SearchParam, modifier: str, raw: str) -> tuple[Any, ...]
     if spec.type == "token":
         return tuple(_token(p) for p in pieces)
     if spec.type == "date":
-        return tuple(_date(p) for p in pieces)
+        return tuple(date_value(p) for p in pieces)
     if spec.type == "reference":
         type_modifier = modifier if modifier[:1].isupper() else ""
         return tuple(ref for p in pieces for ref in _reference(p, spec, type_modifier))
@@ -168,7 +169,8 @@ def _parse_chain(spec: SearchParam, modifier: str, chain: str, raw: str, key: st
 # --- SQL ---------------------------------------------------------------------------------
 
 
-def _date_test(low: Any, high: Any, v: DateValue) -> Any:
+def date_test(low: Any, high: Any, v: DateValue) -> Any:
+    """SQL: the target's closed range [low, high] meets the prefixed date `v`."""
     # The target's range [low, high] against the parameter's range (search.html#prefix).
     if v.prefix == "eq":
         return and_(low >= v.low, high <= v.high)
@@ -191,8 +193,12 @@ def _date_test(low: Any, high: Any, v: DateValue) -> Any:
     return and_(low <= v.high + slack, high >= v.low - slack)
 
 
-def _value_test(criterion: Criterion, value: Any) -> Any:
+def _value_test(criterion: Criterion, value: Any, *, probe: bool = False) -> Any:
     idx = FhirSearchIndex
+    if criterion.type == "date" and probe:
+        # In a per-resource probe the owner's (type, id, parameter) entries are few: compare an
+        # expression, so that SQLite, which has no statistics, does not range-scan the date index instead.
+        return date_test(func.coalesce(idx.low, idx.low), func.coalesce(idx.high, idx.high), value)
     if criterion.type == "token":
         tests = []
         if value.code is not None:
@@ -201,7 +207,7 @@ def _value_test(criterion: Criterion, value: Any) -> Any:
             tests.append(idx.system == value.system)
         return and_(true(), *tests)
     if criterion.type == "date":
-        return _date_test(idx.low, idx.high, value)
+        return date_test(idx.low, idx.high, value)
     if criterion.type == "string":
         if criterion.modifier == "exact":
             return idx.exact == value
@@ -219,35 +225,64 @@ def _resource_column_test(resource_type: str, criterion: Criterion) -> Select[An
         codes = [v.code for v in criterion.values if v.code is not None]
         return base.where(res.resource_id.in_(codes))
     if criterion.param == "_lastUpdated":
-        return base.where(or_(*(_date_test(res.last_updated, res.last_updated, v) for v in criterion.values)))
+        return base.where(or_(*(date_test(res.last_updated, res.last_updated, v) for v in criterion.values)))
     return None
 
 
-def _positive_ids(resource_type: str, criterion: Criterion) -> Select[Any]:
+def _index_test(resource_type: str, criterion: Criterion, *, probe: bool = False) -> list[ColumnElement[bool]]:
+    # The conditions an index row of `resource_type` meets when it matches the criterion.
+    idx = FhirSearchIndex
+    tests: list[ColumnElement[bool]] = [idx.resource_type == resource_type, idx.param == criterion.param]
+    if criterion.chained is not None:
+        target_ids = positive_ids(criterion.target, criterion.chained)
+        refs = select(literal(criterion.target + "/") + target_ids.subquery().c.resource_id)
+        return [*tests, idx.value.in_(refs)]
+    if criterion.modifier != "missing":
+        tests.append(or_(false(), *(_value_test(criterion, v, probe=probe) for v in criterion.values)))
+    return tests
+
+
+def positive_ids(resource_type: str, criterion: Criterion) -> Select[Any]:
+    """The ids of resources that have a matching value (ignoring `:not`; any value for `:missing`)."""
     direct = _resource_column_test(resource_type, criterion)
     if direct is not None:
         return direct
+    return select(FhirSearchIndex.resource_id).where(*_index_test(resource_type, criterion))
+
+
+def _has(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
+    # A correlated EXISTS probe per resource row: with the (type, resource_id, param) index the
+    # database checks one resource in a few index steps, so walking resources in sort order
+    # stops after a page of matches however many match in all (fhir_api/search.py).
     idx = FhirSearchIndex
-    stmt = select(idx.resource_id).where(idx.resource_type == resource_type, idx.param == criterion.param)
-    if criterion.chained is not None:
-        target_ids = _positive_ids(criterion.target, criterion.chained)
-        refs = select(literal(criterion.target + "/") + target_ids.subquery().c.resource_id)
-        return stmt.where(idx.value.in_(refs))
-    if criterion.modifier == "missing":
-        return stmt
-    return stmt.where(or_(false(), *(_value_test(criterion, v) for v in criterion.values)))
+    if criterion.param == "_id":
+        return FhirResource.resource_id.in_([v.code for v in criterion.values if v.code is not None])
+    if criterion.param == "_lastUpdated":
+        res = FhirResource
+        return or_(false(), *(date_test(res.last_updated, res.last_updated, v) for v in criterion.values))
+    return (
+        select(idx.id)
+        .where(idx.resource_id == FhirResource.resource_id, *_index_test(resource_type, criterion, probe=True))
+        .exists()
+    )
 
 
-def condition(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    """A WHERE clause on FhirResource rows of `resource_type` that match the criterion."""
-    ids = _positive_ids(resource_type, criterion)
+def condition(resource_type: str, criterion: Criterion, *, drive: bool = False) -> ColumnElement[bool]:
+    """A WHERE clause on FhirResource rows of `resource_type` that match the criterion.
+
+    By default a per-row probe (EXISTS); with `drive`, an IN over the matching ids, which lets
+    the database start from the index when the criterion matches few resources.
+    """
     column = FhirResource.resource_id
     if criterion.modifier == "missing":
-        return ~column.in_(ids) if criterion.values[0] else column.in_(ids)
+        # :missing=true: no value at all; :missing=false: some value (search.html#modifiers).
+        return ~_has(resource_type, criterion) if criterion.values[0] else _has(resource_type, criterion)
     if criterion.modifier == "not":
         # :not matches resources that have no matching value, including ones with no value (search.html#token).
-        return ~column.in_(ids)
-    return column.in_(ids)
+        return ~_has(resource_type, criterion)
+    if drive:
+        return column.in_(positive_ids(resource_type, criterion))
+    return _has(resource_type, criterion)
 
 
 def parse_all(resource_type: str, query: str) -> list[Criterion]:

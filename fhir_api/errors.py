@@ -119,6 +119,13 @@ class TokenRequestError(FhirError):
             self.status_code = 401
 
 
+class PayloadTooLarge(FhirError):
+    """The request body is larger than the configured limit."""
+
+    status_code = 413
+    issue_code = "too-long"
+
+
 # Issue 4, HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers
 # the commit codes CR/CE instead) and its HL7 table 0357 error code for the ERR segment.
 

@@ -5,11 +5,20 @@ models, emit with `dump`, read back with `parse` (nazrulworld/fhir.resources REA
 """
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from fhir.resources.R4B.annotation import Annotation
+from fhir.resources.R4B.auditevent import (
+    AuditEvent,
+    AuditEventAgent,
+    AuditEventAgentNetwork,
+    AuditEventEntity,
+    AuditEventEntityDetail,
+    AuditEventSource,
+)
 from fhir.resources.R4B.bundle import (
     Bundle,
     BundleEntry,
@@ -86,6 +95,12 @@ __all__ = [
     "MEDIA_TYPE",
     "RESOURCE_CLASSES",
     "Annotation",
+    "AuditEvent",
+    "AuditEventAgent",
+    "AuditEventAgentNetwork",
+    "AuditEventEntity",
+    "AuditEventEntityDetail",
+    "AuditEventSource",
     "Bundle",
     "BundleEntry",
     "BundleEntryRequest",
@@ -123,6 +138,7 @@ __all__ = [
     "Subscription",
     "ValidationError",
     "dump",
+    "dump_bundle",
     "parse",
     "parse_bundle",
     "parse_data",
@@ -132,6 +148,29 @@ __all__ = [
 def dump(resource: Resource) -> str:
     """The resource as FHIR R4 JSON text (empty elements left out, as FHIR JSON requires)."""
     return resource.model_dump_json(exclude_none=True)
+
+
+def dump_bundle(bundle: Bundle, entries: Sequence[tuple[str, str, str]]) -> str:
+    """The Bundle as JSON with search entries given as (fullUrl, resource JSON text, search mode).
+
+    For searchsets of stored resources: their JSON was validated when stored, so it is spliced in
+    as is instead of parsed into models and dumped again (which costs more than the search). The
+    entry around it is the model's own JSON, made once per mode with a placeholder fullUrl.
+    """
+    head = dump(bundle)
+    if not entries:
+        return head
+    templates: dict[str, str] = {}
+    parts = []
+    for full_url, text, mode in entries:
+        if mode not in templates:
+            entry = BundleEntry(fullUrl=_PLACEHOLDER, search=BundleEntrySearch(mode=mode))
+            templates[mode] = entry.model_dump_json(exclude_none=True)[:-1] + ',"resource":'
+        parts.append(templates[mode].replace(_PLACEHOLDER, json.dumps(full_url)[1:-1]) + text + "}")
+    return f'{head[:-1]},"entry":[{",".join(parts)}]}}'
+
+
+_PLACEHOLDER = "urn:doctorai:full-url"
 
 
 def parse(text: str | bytes) -> Resource:

@@ -16,6 +16,7 @@ from audit import log as audit_log
 from audit.records import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, AuditRecord, Hop
 from fhir_api import criteria, fhir, store
 from fhir_api.errors import BadRequest, PreconditionFailed, Unprocessable
+from fhir_api.mapping import patient_reference
 from fhir_api.subscriptions.queue import watch
 from integration import topics
 from integration.messages import FhirReceived
@@ -111,6 +112,8 @@ def _record(session: Session, hop: Hop, interaction: str, written: Written, acto
             client_id=actor.client_id,
         ),
     )
+    # The patient whose record changed, for AuditEvent?patient= (fhir_api/auditevents.py).
+    patient = patient_reference(written.resource) if written.resource is not None else ""
     audit_log.append(
         session,
         AuditRecord(
@@ -119,6 +122,7 @@ def _record(session: Session, hop: Hop, interaction: str, written: Written, acto
             agent_who=actor.client_id,
             agent_address=actor.address,
             entity_what=f"{written.resource_type}/{written.resource_id}/_history/{written.version}",
+            detail={"patient": patient} if patient else {},
         ),
     )
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ from fhir_api import fhir, metrics, store
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError
 from fhir_api.responses import error_response, outcome_response
+from fhir_api.security import BodyLimit, Gate, SecurityHeaders
+from fhir_api.routes import audit as audit_routes
 from fhir_api.routes import auth as auth_routes
 from fhir_api.routes import fhir as fhir_routes
 from fhir_api.routes import fhir_write as fhir_write_routes
@@ -120,7 +123,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        check_production(settings)
+        check_production(settings, storage_settings)
         engine = make_engine(storage_settings.resolved_database_url())
         app.state.engine = engine
         await asyncio.to_thread(_reindex, engine)
@@ -130,13 +133,30 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         finally:
             engine.dispose()
 
-    app = FastAPI(title="DoctorAI", version="0.1.0", lifespan=lifespan)
+    # No /docs or /redoc pages: they load scripts from a CDN, which the Content-Security-Policy
+    # forbids; the OpenAPI document stays at /openapi.json, behind a token like every data route.
+    app = FastAPI(title="DoctorAI", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     _install_handlers(app)
+    # Added innermost first: the gate, the body limit, CORS (only when origins are allowed),
+    # then the security headers outermost, so every answer, 401, 413 and 429 included, has them.
+    app.add_middleware(Gate, settings=settings)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "Prefer", "If-Match", "If-None-Exist"],
+            expose_headers=["Location", "ETag", "Last-Modified", "Content-Location"],
+        )
+    app.add_middleware(SecurityHeaders, hsts_max_age=settings.hsts_max_age_seconds)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     # The SMART configuration under /fhir/.well-known must be matched before /fhir/{type}/{id}.
     app.include_router(auth_routes.router)
+    # /fhir/AuditEvent before /fhir/{type}: the trail is served from audit_events, not the store.
+    app.include_router(audit_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(fhir_write_routes.router)
     return app

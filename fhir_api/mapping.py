@@ -355,6 +355,18 @@ def study_ids(resource: fhir.Resource) -> list[str]:
     return [f.split("/", 1)[1] for f in found if f.startswith("ImagingStudy/")]
 
 
+def patient_reference(resource: fhir.Resource) -> str:
+    """The "Patient/id" a resource is about: itself, or its subject when that is a Patient; "" otherwise."""
+    if isinstance(resource, fhir.Patient):
+        return f"Patient/{resource.id}" if resource.id else ""
+    subject = getattr(resource, "subject", None)
+    if isinstance(subject, fhir.Reference) and subject.reference:
+        reference = relative_reference(subject.reference)
+        if reference.startswith("Patient/"):
+            return reference
+    return ""
+
+
 def operation_outcome(severity: str, code: str, diagnostics: str) -> fhir.OperationOutcome:
     """An OperationOutcome with one issue (http://hl7.org/fhir/R4/operationoutcome.html)."""
     return fhir.OperationOutcome(

@@ -18,6 +18,11 @@ def fhir_response(
     )
 
 
+def fhir_text_response(text: str, *, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A response with FHIR R4 JSON that is text already (a searchset spliced from stored resources)."""
+    return Response(content=text, status_code=status_code, headers=dict(headers or {}), media_type=fhir.MEDIA_TYPE)
+
+
 def outcome_response(
     status_code: int, code: str, diagnostics: str, *, headers: Mapping[str, str] | None = None
 ) -> Response:

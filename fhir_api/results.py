@@ -37,6 +37,7 @@ from integration.kafka import consume, ensure_topics, make_consumer, make_produc
 from integration.logs import setup_logging
 from integration.messages import InferenceResult, StudyReady
 from storage.config import StorageSettings
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
 from storage.queries import correlation_id_for_study, study_instances
@@ -290,6 +291,7 @@ async def _main() -> None:
 def main() -> None:
     """`python -m fhir_api.results`: run the consumer until SIGTERM or SIGINT."""
     setup_logging()
+    exit_if_unsafe(get_storage_settings())
     asyncio.run(_main())
 
 

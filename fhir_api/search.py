@@ -8,11 +8,11 @@ entry (an opaque `_cursor`), so resources created meanwhile never shift what a l
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from fhir_api import criteria, fhir, registry, store
@@ -28,8 +28,11 @@ SUMMARY_VALUES = ("true", "false", "count", "data", "text")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 DEFAULT_SORT = (("_lastUpdated", True),)
-# Below this many matches a page is read through the index rather than in sort order (see _page).
+# At most this many matches of one criterion: the page is read starting from that criterion's
+# index entries and sorted; more: resources are walked in sort order, each probed (see _plan).
 FEW = 1000
+# _total values (search.html#total); "" is the server's choice, which is "estimate" here.
+TOTAL_MODES = ("none", "estimate", "accurate")
 
 
 @dataclass(frozen=True)
@@ -62,21 +65,29 @@ class SearchQuery:
     revincludes: tuple[Include, ...] = ()
     summary: str = ""
     elements: tuple[str, ...] = ()
-    total: bool = True
+    total: str = ""
     accepted: tuple[tuple[str, str], ...] = ()
     unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One page of matches, the resources they include, how many match in all, and the page keys."""
+    """One page of matches (stored JSON), the resources they include, how many match in all, and the page keys."""
 
     total: int | None
-    matches: list[fhir.Resource]
-    included: list[fhir.Resource]
+    matches: list[store.Stored]
+    included: list[store.Stored]
     next_key: tuple[Any, ...] | None = None
     previous_key: tuple[Any, ...] | None = None
-    included_types: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to read a page: from the index entries of `driver` (a criterion matching at most `bound`
+    resources), or, when `driver` is None, by walking the type in sort order."""
+
+    driver: int | None = None
+    bound: int | None = None
 
 
 def _count(value: str) -> int:
@@ -147,7 +158,7 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
     includes: list[Include] = []
     revincludes: list[Include] = []
     options: dict[str, Any] = {"count": DEFAULT_COUNT, "sort": DEFAULT_SORT, "cursor": None}
-    options.update(summary="", elements=(), total=True)
+    options.update(summary="", elements=(), total="")
     for key, raw in items:
         value = raw.strip()
         if key in FORMAT_PARAMS:
@@ -157,8 +168,8 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
         elif key == CURSOR:
             options["cursor"] = decode_cursor(value)
             continue  # page links add their own
-        elif key == TOTAL and value in ("none", "estimate", "accurate"):
-            options["total"] = value != "none"
+        elif key == TOTAL and value in TOTAL_MODES:
+            options["total"] = value
         elif key == SUMMARY and value in SUMMARY_VALUES:
             options["summary"] = value
         elif key == ELEMENTS:
@@ -219,39 +230,70 @@ def _sort_column(resource_type: str, name: str, descending: bool) -> Any:
 
 
 def _after(columns: list[tuple[ColumnElement[Any], bool]], key: tuple[Any, ...]) -> ColumnElement[bool]:
-    # Keyset condition: (c1, c2, ...) comes after `key` in the sort order, column by column.
+    # Keyset condition: (c1, c2, ...) comes after `key` in the sort order, column by column. The
+    # leading bound on c1 alone is implied by the rest; it gives the database an index range.
     alternatives = []
     for i, (column, descending) in enumerate(columns):
         equal = [c == key[j] for j, (c, _) in enumerate(columns[:i])]
         alternatives.append(and_(*equal, column < key[i] if descending else column > key[i]))
-    return or_(*alternatives)
+    first, first_descending = columns[0]
+    bound = first <= key[0] if first_descending else first >= key[0]
+    return and_(bound, or_(*alternatives))
 
 
-def _matching(query: SearchQuery) -> Any:
-    stmt = select(FhirResource.resource_id).where(FhirResource.resource_type == query.resource_type)
-    for criterion in query.criteria:
-        stmt = stmt.where(criteria.condition(query.resource_type, criterion))
+def _positive(criterion: criteria.Criterion) -> bool:
+    return criterion.modifier not in ("missing", "not")
+
+
+def _capped_count(session: Session, resource_type: str, criterion: criteria.Criterion, cap: int) -> int:
+    # Counting stops after cap + 1 index entries, so a broad criterion costs no more than a narrow one.
+    inner = criteria.positive_ids(resource_type, criterion).limit(cap + 1).subquery()
+    return session.scalar(select(func.count()).select_from(inner)) or 0
+
+
+def plan(session: Session, query: SearchQuery) -> Plan:
+    """Start from the narrowest criterion when it matches at most FEW resources, else walk in sort order.
+
+    Starting from the index suits few matches (they are found directly, then sorted); walking the
+    type in sort order and probing each resource suits many (a page fills after a few probes).
+    """
+    best: Plan = Plan()
+    for i, criterion in enumerate(query.criteria):
+        if not _positive(criterion):
+            continue
+        cap = FEW if best.bound is None else best.bound - 1
+        if cap < 0:
+            break
+        found = _capped_count(session, query.resource_type, criterion, cap)
+        if found <= cap:
+            best = Plan(driver=i, bound=found)
+    return best
+
+
+def _where(stmt: Any, query: SearchQuery, chosen: Plan) -> Any:
+    stmt = stmt.where(FhirResource.resource_type == query.resource_type)
+    for i, criterion in enumerate(query.criteria):
+        stmt = stmt.where(criteria.condition(query.resource_type, criterion, drive=i == chosen.driver))
     return stmt
 
 
-def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list[fhir.Resource], tuple[Any, ...] | None, tuple[Any, ...] | None]:
+def _page(
+    session: Session, query: SearchQuery, chosen: Plan
+) -> tuple[list[store.Stored], tuple[Any, ...] | None, tuple[Any, ...] | None]:
     columns: list[tuple[Any, bool]] = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
     if not any(name == "_id" for name, _ in query.sort):
-        columns.append((FhirResource.resource_id, False))
+        # Ties break on the id in the direction of the last key, so the default order
+        # (-_lastUpdated, -_id) is exactly the (type, last_updated, resource_id) index read backwards.
+        columns.append((FhirResource.resource_id, query.sort[-1][1]))
     backwards = query.cursor is not None and query.cursor.direction == "previous"
     # A previous page is read in reverse order, then turned round.
     walk = [(c, d != backwards) for c, d in columns]
-    stmt = select(FhirResource.content, *(c for c, _ in columns)).where(
-        FhirResource.resource_type == query.resource_type
-    )
-    for criterion in query.criteria:
-        stmt = stmt.where(criteria.condition(query.resource_type, criterion))
-    # Few matches: sort an expression, so that the database finds them through the search index and
-    # sorts those few; left to itself SQLite walks the whole type in sort order probing every row,
-    # which is what suits many matches.
-    few = bool(query.criteria) and total is not None and total <= FEW
+    stmt = _where(select(FhirResource.resource_id, FhirResource.content, *(c for c, _ in columns)), query, chosen)
     if query.cursor is not None:
         stmt = stmt.where(_after(walk, query.cursor.key))
+    # Few matches: sort an expression, so that the database starts from the driving criterion's
+    # index entries and sorts those few; left to itself SQLite walks the whole type in sort order.
+    few = chosen.driver is not None
     order = [(func.coalesce(c, c) if few else c, d) for c, d in walk]
     stmt = stmt.order_by(*(c.desc() if d else c.asc() for c, d in order)).limit(query.count + 1)
     rows = list(session.execute(stmt))
@@ -259,8 +301,8 @@ def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list
     rows = rows[: query.count]
     if backwards:
         rows.reverse()
-    keys = [tuple(row[1:]) for row in rows]
-    matches = [fhir.parse(row[0]) for row in rows]
+    keys = [tuple(row[2:]) for row in rows]
+    matches = [store.Stored(query.resource_type, row[0], row[1]) for row in rows]
     if not rows:
         return matches, None, None
     has_next = more if not backwards else True
@@ -268,19 +310,66 @@ def _page(session: Session, query: SearchQuery, total: int | None) -> tuple[list
     return matches, keys[-1] if has_next else None, keys[0] if has_previous else None
 
 
-def count(session: Session, query: SearchQuery) -> int:
-    """How many resources match the query's criteria."""
-    inner = _matching(query).subquery()
+def count(session: Session, query: SearchQuery, chosen: Plan | None = None) -> int:
+    """How many resources match the query's criteria (exactly)."""
+    inner = _where(select(FhirResource.resource_id), query, chosen or Plan()).subquery()
     return session.scalar(select(func.count()).select_from(inner)) or 0
+
+
+# Resources sampled for an estimated total: the newest of the type, each probed.
+SAMPLE = 1000
+
+
+def estimate(session: Session, query: SearchQuery) -> int:
+    """A rough number of matches (search.html#total, `_total=estimate`): the share of the type's
+    newest SAMPLE resources that match, times the size of the type."""
+    res = FhirResource
+    everything = session.scalar(select(func.count()).select_from(res).where(res.resource_type == query.resource_type)) or 0
+    if everything == 0:
+        return 0
+    # The oldest resource of the sample; the sample is everything from there on, in index order.
+    edge = session.execute(
+        select(res.last_updated, res.resource_id)
+        .where(res.resource_type == query.resource_type)
+        .order_by(res.last_updated.desc(), res.resource_id.desc())
+        .offset(min(everything, SAMPLE) - 1)
+        .limit(1)
+    ).first()
+    sample = _where(select(res.resource_id), query, Plan())
+    if edge is not None:
+        newer = or_(res.last_updated > edge[0], and_(res.last_updated == edge[0], res.resource_id >= edge[1]))
+        sample = sample.where(res.last_updated >= edge[0], newer)
+    matched = session.scalar(select(func.count()).select_from(sample.subquery())) or 0
+    return round(everything * matched / min(everything, SAMPLE))
+
+
+def _total(session: Session, query: SearchQuery, chosen: Plan) -> int | None:
+    # The server's choice (no _total) is an exact count when a criterion bounds the matches to a
+    # few, and no total otherwise: counting a broad intersection costs as much as reading it all.
+    if query.summary == "count" or query.total == "accurate" or (chosen.driver is not None and query.total != "none"):
+        return count(session, query, chosen)
+    if query.total == "estimate":
+        return estimate(session, query)
+    if not query.criteria and query.total != "none":
+        return count(session, query, chosen)
+    return None
 
 
 def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResult:
     """Run the search; `may_include(type)` says which included resource types the caller may read."""
-    total = count(session, query) if query.total or query.summary == "count" else None
+    if session.get_bind().dialect.name == "postgresql":
+        # A page is a few index steps; PostgreSQL's parallel workers cost more to start than the
+        # whole query (seen at 100,000 reports: 50 ms of start-up for 6 ms of work). And the best
+        # plan depends on the values (how many match), so never a generic plan of a statement
+        # psycopg prepared after a few runs (seen: 5 ms became 900 ms from the sixth run on).
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    chosen = plan(session, query)
+    total = _total(session, query, chosen)
     if query.summary == "count" or query.count == 0:
         return SearchResult(total=total, matches=[], included=[])
-    matches, next_key, previous_key = _page(session, query, total)
-    ids = [m.id for m in matches if m.id]
+    matches, next_key, previous_key = _page(session, query, chosen)
+    ids = [m.id for m in matches]
     refs: list[str] = []
     for inc in query.includes:
         for ref in store.references(session, query.resource_type, ids, inc.param):
@@ -296,7 +385,7 @@ def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResu
                 if r not in refs
             )
     matched = {f"{query.resource_type}/{i}" for i in ids}
-    included = store.read_references(session, [r for r in refs if r not in matched])
+    included = store.read_stored(session, [r for r in refs if r not in matched])
     return SearchResult(
         total=total, matches=matches, included=included, next_key=next_key, previous_key=previous_key
     )

@@ -37,6 +37,28 @@ class Version:
     resource: fhir.Resource | None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A current resource as stored: type, id and its R4 JSON text, validated when it was written."""
+
+    resource_type: str
+    id: str
+    content: str
+
+    def resource(self) -> fhir.Resource:
+        """The resource as a model (parsing costs far more than passing the stored text on)."""
+        return fhir.parse(self.content)
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What a disclosed resource is about, for its audit record: its patient and its studies."""
+
+    reference: str
+    patient: str
+    studies: tuple[str, ...]
+
+
 def instant_text(moment: datetime) -> str:
     """A UTC instant as sortable text."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -329,15 +351,56 @@ def referring(session: Session, source_type: str, param: str, refs: Sequence[str
     return list(session.scalars(stmt))
 
 
-def read_references(session: Session, refs: Sequence[str]) -> list[fhir.Resource]:
-    """The current versions of these "Type/id" references, skipping the ones not stored."""
+def read_stored(session: Session, refs: Sequence[str]) -> list[Stored]:
+    """The current versions of these "Type/id" references as stored, skipping the ones not stored."""
     found = []
     for ref in refs:
         resource_type, _, resource_id = ref.partition("/")
         row = session.get(FhirResource, (resource_type, resource_id))
         if row is not None:
-            found.append(fhir.parse(row.content))
+            found.append(Stored(resource_type, resource_id, row.content))
     return found
+
+
+# Index parameters that name a resource's patient and the ImagingStudy it is about (fhir_api/registry.py).
+_PATIENT_PARAM = "patient"
+_STUDY_PARAMS = ("imaging-study", "derived-from")
+
+
+def disclosures(session: Session, found: Sequence[Stored]) -> list[Disclosure]:
+    """The patient and studies of each resource, read from the search index rather than the JSON.
+
+    Same answer as mapping.study_ids and mapping.patient_reference on the parsed resources.
+    """
+    by_type: dict[str, list[str]] = {}
+    for item in found:
+        by_type.setdefault(item.resource_type, []).append(item.id)
+    facts: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for resource_type, ids in by_type.items():
+        # All index rows of these few resources, filtered here: a condition on the parameter
+        # would lead SQLite to scan that parameter's entries of the whole type instead.
+        stmt = select(FhirSearchIndex.resource_id, FhirSearchIndex.param, FhirSearchIndex.value).where(
+            FhirSearchIndex.resource_type == resource_type, FhirSearchIndex.resource_id.in_(ids)
+        )
+        for resource_id, param, value in session.execute(stmt):
+            if param != _PATIENT_PARAM and param not in _STUDY_PARAMS:
+                continue
+            patients, studies = facts.setdefault((resource_type, resource_id), ([], []))
+            if param == _PATIENT_PARAM:
+                patients.append(value)
+            elif value.startswith("ImagingStudy/"):
+                studies.append(value.removeprefix("ImagingStudy/"))
+    answer = []
+    for item in found:
+        patients, studies = facts.get((item.resource_type, item.id), ([], []))
+        if item.resource_type == "Patient":
+            patients = [f"Patient/{item.id}"]
+        if item.resource_type == "ImagingStudy":
+            studies = [item.id]
+        answer.append(
+            Disclosure(f"{item.resource_type}/{item.id}", min(patients, default=""), tuple(sorted(set(studies))))
+        )
+    return answer
 
 
 def reindex_missing(session: Session) -> int:

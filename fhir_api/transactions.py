@@ -117,8 +117,8 @@ def _get(session: Session, target: Target, ctx: Context) -> fhir.BundleEntry:
         query = search.parse_query(target.resource_type, parse_qsl(target.query), strict=False)
         result = search.run(session, query, may_include=lambda t: allows(ctx.principal, t, "r"))
         for found in result.matches:
-            ctx.audit_read(session, found)
-        resource: fhir.Resource = bundles.searchset(result, query, base_url=ctx.base_url)
+            ctx.audit_read(session, found.resource())
+        resource: fhir.Resource = fhir.parse_bundle(json.loads(bundles.searchset(result, query, base_url=ctx.base_url)))
     else:
         _require(ctx.principal, target.resource_type, "r")
         if target.version:

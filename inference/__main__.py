@@ -15,6 +15,7 @@ from inference.worker import Worker
 from integration import health, kafka, topics
 from integration.config import get_settings as get_integration_settings
 from integration.logs import setup_logging
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.objects import make_object_store
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=get_settings().inference_model, help="registered model package name")
     args = parser.parse_args(argv)
     setup_logging()
+    exit_if_unsafe(get_storage_settings())
     try:
         asyncio.run(serve(args.model))
     except InferenceError as exc:  # no active version, a package that does not load

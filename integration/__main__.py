@@ -15,6 +15,7 @@ from integration.logs import setup_logging
 from integration.messages import FhirReceived, StudyReady
 from integration.router import route, route_report
 from integration.rules import DEFAULT_RULES
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -72,6 +73,7 @@ async def serve() -> None:
 def main() -> None:
     """Entry point."""
     setup_logging()
+    exit_if_unsafe(get_storage_settings())
     asyncio.run(serve())
 
 

@@ -232,7 +232,7 @@ def token(args: argparse.Namespace) -> int:
     from fhir_api.auth import issue_token
     from fhir_api.config import get_settings as get_api_settings
 
-    print(issue_token(get_api_settings(), subject=args.subject, scopes=args.scope, roles=args.role))
+    print(issue_token(get_api_settings(), subject=args.subject, scopes=args.scope, roles=args.role, ttl_seconds=args.ttl))
     return 0
 
 
@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--subject", default="local-cli")
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
     p_token.add_argument("--role", action="append", default=None, help="role, repeatable (default admin)")
+    p_token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default DOCTORAI_TOKEN_TTL_SECONDS)")
     p_token.set_defaults(func=token)
     p_clients = sub.add_parser("clients", help="manage API clients of the FHIR API (SMART Backend Services)")
     clients_sub = p_clients.add_subparsers(dest="action", required=True)

@@ -187,11 +187,16 @@ class FhirSearchIndex(Base):
     low: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     high: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
+    # Covering indexes (migration 0302): a search starts from the matching entries of one
+    # parameter (lookup, low, high: the owner's id is in the index) and probes the others per
+    # resource and lists a page's references (owner: type, id and parameter equal, so SQLite,
+    # which plans without statistics, prefers it to scanning a parameter's entries), all without
+    # reading table rows (fhir_api/search.py, fhir_api/store.py).
     __table_args__ = (
-        Index("ix_fhir_search_lookup", "resource_type", "param", "value", "resource_id"),
-        Index("ix_fhir_search_owner", "resource_type", "resource_id"),
-        Index("ix_fhir_search_low", "resource_type", "param", "low"),
-        Index("ix_fhir_search_high", "resource_type", "param", "high"),
+        Index("ix_fhir_search_lookup", "resource_type", "param", "value", "resource_id", "system"),
+        Index("ix_fhir_search_owner", "resource_type", "resource_id", "param", "value", "low", "high"),
+        Index("ix_fhir_search_low", "resource_type", "param", "low", "resource_id"),
+        Index("ix_fhir_search_high", "resource_type", "param", "high", "resource_id"),
     )
 
 
@@ -213,6 +218,12 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    # AuditEvent searches by agent and by entity (migration 0302, fhir_api/auditevents.py).
+    __table_args__ = (
+        Index("ix_audit_events_agent", "agent_who", "id"),
+        Index("ix_audit_events_entity", "entity_what", "id"),
+    )
 
 
 class AuditExport(Base):

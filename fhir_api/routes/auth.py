@@ -14,11 +14,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
+from audit import log as audit_log
+from audit.records import TOKEN_ISSUED, AuditRecord
 from fhir_api import clients
 from fhir_api.auth import issue_token
-from fhir_api.deps import BodyDep, EngineDep, SettingsDep
+from fhir_api.deps import BodyDep, EngineDep, SettingsDep, client_address
 from fhir_api.errors import TokenRequestError
 from fhir_api.routes.fhir import base_url
+from fhir_api.security import AUTH_CORRELATION, audit_failed_authentication
 from storage.db import session_scope
 
 router = APIRouter(tags=["auth"])
@@ -64,6 +67,18 @@ def _token_response(request: Request, body: bytes, engine: EngineDep, settings: 
                 raise TokenRequestError("invalid_client", "authenticate with a client assertion or HTTP Basic")
             scopes = clients.grant(client, form.get("scope", "").split())
             client_id = client.client_id
+            # Token issue is an audited hop (issue 8), committed with the assertion's jti.
+            audit_log.append(
+                session,
+                AuditRecord(
+                    hop=TOKEN_ISSUED,
+                    correlation_id=AUTH_CORRELATION,
+                    agent_who=client_id,
+                    agent_address=client_address(request),
+                    entity_what="/auth/token",
+                    detail={"scope": " ".join(scopes)[:1000]},
+                ),
+            )
     except IntegrityError:
         # Two requests with one assertion at once: the second insert of its jti failed.
         raise TokenRequestError("invalid_client", "client assertion already used (jti replay)") from None
@@ -82,6 +97,10 @@ def token(request: Request, body: BodyDep, engine: EngineDep, settings: Settings
     try:
         answer = _token_response(request, body, engine, settings)
     except TokenRequestError as exc:
+        if exc.error == "invalid_client":
+            audit_failed_authentication(
+                engine, address=client_address(request), reason=f"{exc.error}: {exc}", path="/auth/token"
+            )
         headers = dict(_NO_STORE)
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = 'Basic realm="doctorai"'

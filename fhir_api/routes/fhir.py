@@ -21,8 +21,8 @@ from fhir_api.capability import capability_statement
 from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
 from fhir_api.errors import BadRequest, Forbidden, Gone, NotFound, UnsupportedMediaType
-from fhir_api.mapping import study_ids
-from fhir_api.responses import fhir_response
+from fhir_api.mapping import patient_reference, study_ids
+from fhir_api.responses import fhir_response, fhir_text_response
 from storage.db import session_scope
 from storage.queries import correlation_id_for_study
 
@@ -92,7 +92,7 @@ def _search(
         audit_search(
             session, result, resource_type, principal=principal, address=client_address(request), query=urlencode(items, safe="/|:,")
         )
-    return fhir_response(bundles.searchset(result, query, base_url=base_url(request, settings)))
+    return fhir_text_response(bundles.searchset(result, query, base_url=base_url(request, settings)))
 
 
 @router.get("/{resource_type}")
@@ -245,8 +245,12 @@ def _audited_read(
 
 
 def audit_read(session: Session, resource: fhir.Resource, *, principal: Principal, address: str) -> None:
-    """Record that the principal read this resource, under its study's correlation id when it has one."""
+    """Record that the principal read this resource, under its study's correlation id when it has one.
+
+    The detail names the patient the resource is about, so an AuditEvent search by patient finds it.
+    """
     studies = study_ids(resource)
+    patient = patient_reference(resource)
     audit_log.append(
         session,
         AuditRecord(
@@ -255,6 +259,7 @@ def audit_read(session: Session, resource: fhir.Resource, *, principal: Principa
             agent_who=principal.subject,
             agent_address=address,
             entity_what=f"{resource.get_resource_type()}/{resource.id}",
+            detail={"patient": patient} if patient else {},
         ),
     )
 
@@ -268,31 +273,30 @@ def audit_search(
     address: str,
     query: str,
 ) -> None:
-    """Record a search: one record per study whose resources it disclosed, else one without a study."""
-    by_study: dict[str, list[str]] = {}
-    for found in result.matches:
-        for study in study_ids(found):
-            by_study.setdefault(study, []).append(found.id or "")
+    """Record a search: one record per (study, patient) whose resources it disclosed, else one record.
+
+    A record under a study's correlation id joins that study's trail; each names its patient and
+    the disclosed resources, so "who saw this patient's reports" is one AuditEvent search. All of
+    a search's records are appended at once (one chain lock, one insert).
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for disclosed in store.disclosures(session, [*result.matches, *result.included]):
+        correlation = correlation_id_for_study(disclosed.studies[0]) if disclosed.studies else SEARCH_CORRELATION
+        groups.setdefault((correlation, disclosed.patient), []).append(disclosed.reference)
     total = "" if result.total is None else str(result.total)
+
+    def record(correlation: str, detail: dict[str, str]) -> AuditRecord:
+        return AuditRecord(
+            hop=RESOURCE_SEARCHED,
+            correlation_id=correlation,
+            agent_who=principal.subject,
+            agent_address=address,
+            entity_what=resource_type,
+            detail={"query": query, "total": total, **detail},
+        )
+
     records = [
-        AuditRecord(
-            hop=RESOURCE_SEARCHED,
-            correlation_id=correlation_id_for_study(study),
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=resource_type,
-            detail={"query": query, "total": total, "reports": ",".join(ids)},
-        )
-        for study, ids in by_study.items()
-    ] or [
-        AuditRecord(
-            hop=RESOURCE_SEARCHED,
-            correlation_id=SEARCH_CORRELATION,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=resource_type,
-            detail={"query": query, "total": total},
-        )
-    ]
-    for record in records:
-        audit_log.append(session, record)
+        record(correlation, {"resources": ",".join(refs), **({"patient": patient} if patient else {})})
+        for (correlation, patient), refs in groups.items()
+    ] or [record(SEARCH_CORRELATION, {})]
+    audit_log.append_many(session, records)

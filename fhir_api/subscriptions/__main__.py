@@ -9,6 +9,7 @@ from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
 from integration import health
 from integration.logs import setup_logging
+from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 
@@ -37,6 +38,7 @@ async def _main() -> None:
 def main() -> None:
     """Run the delivery loop."""
     setup_logging()
+    exit_if_unsafe(get_storage_settings())
     asyncio.run(_main())
 
 

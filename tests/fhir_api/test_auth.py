@@ -5,6 +5,7 @@ import pytest
 
 from fhir_api.auth import Principal, allows, issue_token, verify_token
 from fhir_api.config import ApiSettings, ProductionConfigError, check_production
+from storage.config import StorageSettings
 from fhir_api.errors import Unauthorized
 
 SETTINGS = ApiSettings(jwt_secret="auth-test-secret-0123456789abcdef0123")
@@ -55,8 +56,12 @@ def test_scopes(scope: str, resource_type: str, interaction: str, allowed: bool)
 
 
 def test_production_refuses_default_or_weak_secrets() -> None:
-    check_production(ApiSettings(env="development"))
+    check_production(ApiSettings(), StorageSettings(env="development"))
+    production = StorageSettings(env="production", s3_access_key="site-key", s3_secret_key="site-secret-0123")
     for secret in ["", "doctorai-local-development-secret", "short"]:
         with pytest.raises(ProductionConfigError, match="DOCTORAI_JWT_SECRET"):
-            check_production(ApiSettings(env="production", jwt_secret=secret))
-    check_production(ApiSettings(env="production", jwt_secret="x" * 32))
+            check_production(ApiSettings(jwt_secret=secret), production)
+    check_production(ApiSettings(jwt_secret="x" * 32), production)
+    # The object-store keys are checked for the API as for every other process.
+    with pytest.raises(ProductionConfigError, match="DOCTORAI_S3_SECRET_KEY"):
+        check_production(ApiSettings(jwt_secret="x" * 32), StorageSettings(env="production", s3_access_key="site-key"))

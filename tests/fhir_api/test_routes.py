@@ -62,8 +62,10 @@ def client(db_url: str) -> Iterator[httpx.Client]:
         sock.close()
 
 
-def _auth(scopes: list[str], *, subject: str = "ehr-interface", ttl: int | None = None) -> dict[str, str]:
-    token = issue_token(SETTINGS, subject=subject, scopes=scopes, roles=[], ttl_seconds=ttl)
+def _auth(
+    scopes: list[str], *, subject: str = "ehr-interface", ttl: int | None = None, roles: list[str] | None = None
+) -> dict[str, str]:
+    token = issue_token(SETTINGS, subject=subject, scopes=scopes, roles=roles or [], ttl_seconds=ttl)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -114,9 +116,10 @@ def test_metadata_is_open_and_a_capability_statement(client: httpx.Client) -> No
     kinds = {r.type: r for r in rest.resource or []}
     # Encounter comes from HL7 v2 (issue 4): stored and readable.
     assert set(kinds) == {
-        "DiagnosticReport", "Encounter", "Endpoint", "ImagingStudy", "Observation", "Patient", "ServiceRequest",
-        "Subscription",
+        "AuditEvent", "DiagnosticReport", "Encounter", "Endpoint", "ImagingStudy", "Observation", "Patient",
+        "ServiceRequest", "Subscription",
     }
+    assert {i.code for i in kinds["AuditEvent"].interaction or []} == {"read", "search-type"}
     report_interactions = {i.code for i in kinds["DiagnosticReport"].interaction or []}
     assert report_interactions == {
         "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"
@@ -249,7 +252,10 @@ def test_search_is_audited_per_study(client: httpx.Client, engine: Engine, repor
         study_trail = audit_log.trail(session, correlation_id=correlation_id_for_study(report.study_uid))
         empty_trail = audit_log.trail(session, correlation_id="search")
     searched = [e for e in study_trail if e.subtype == RESOURCE_SEARCHED.subtype]
-    assert [(e.detail["query"], e.detail["reports"]) for e in searched] == [("patient=9RG1", report.job_id)]
+    assert [(e.detail["query"], e.detail["resources"]) for e in searched] == [
+        ("patient=9RG1", f"DiagnosticReport/{report.job_id}")
+    ]
+    assert searched[0].detail["patient"].startswith("Patient/")
     assert [e.detail["query"] for e in empty_trail] == ["patient=nobody"]
 
 
@@ -273,7 +279,10 @@ def test_probes_and_metrics(client: httpx.Client) -> None:
     assert ready.json()["checks"]["database"] == "ok"
     assert ready.json()["checks"]["object_store"].startswith("unavailable")
     client.get("/fhir/metadata")
-    text = client.get("/metrics").text
+    # /metrics needs a token with the metrics (or admin) role.
+    _outcome(client.get("/metrics"), 401, "login")
+    _outcome(client.get("/metrics", headers=_auth(["system/*.cruds"])), 403, "forbidden")
+    text = client.get("/metrics", headers=_auth([], subject="prometheus", roles=["metrics"])).text
     assert (
         'doctorai_fhir_requests_total{interaction="capabilities",resource_type="CapabilityStatement",status="200"}'
         in text

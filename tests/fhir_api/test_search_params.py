@@ -130,13 +130,13 @@ def test_includes_and_revincludes(loaded: Engine) -> None:
     with session_scope(loaded) as session:
         result = search.run(session, query, may_include=lambda t: t != "ImagingStudy")
     assert [r.id for r in result.matches] == ["p1"]
-    assert {(r.get_resource_type(), r.id) for r in result.included} == {("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")}
+    assert {(r.resource_type, r.id) for r in result.included} == {("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")}
     query = search.parse_query(
         "DiagnosticReport", [("_id", "r1"), ("_include", "DiagnosticReport:subject"), ("_include", "DiagnosticReport:imaging-study")], strict=True
     )
     with session_scope(loaded) as session:
         result = search.run(session, query, may_include=lambda _t: True)
-    assert {(r.get_resource_type(), r.id) for r in result.included} == {("Patient", "p1"), ("ImagingStudy", "s1")}
+    assert {(r.resource_type, r.id) for r in result.included} == {("Patient", "p1"), ("ImagingStudy", "s1")}
 
 
 def test_pages_stay_stable_while_reports_arrive(loaded: Engine) -> None:

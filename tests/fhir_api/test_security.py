@@ -11,10 +11,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from audit.log import trail
 from fhir_api import clients
 from fhir_api.auth import verify_token
-from storage.db import session_scope
-from tests.fhir_api.conftest import Api
+from fhir_api.config import ApiSettings
+from fhir_api.main import create_app
+from storage.config import StorageSettings
+from storage.db import make_engine, session_scope
+from tests.fhir_api.conftest import Api, serving
 from tests.fhir_api.test_interactions import FHIR_JSON, example, outcome
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -185,3 +189,112 @@ def test_every_route_checks_the_scope(api: Api, method: str, path: str, letter: 
     outcome(_request(api, method, path, body, api.token([f"system/Observation.{letter}"])), 403, "forbidden")
     allowed = _request(api, method, path, body, api.token([f"system/Patient.{letter}"]))
     assert allowed.status_code < 300, allowed.text
+
+
+# --- HTTP security on by default (fhir_api/security.py) ------------------------------------
+
+PUBLIC = {"/healthz", "/readyz", "/fhir/metadata", "/.well-known/smart-configuration",
+          "/fhir/.well-known/smart-configuration", "/auth/token"}
+PATH_VALUES = {"resource_type": "Patient", "resource_id": "pat-1", "version_id": "1", "record_id": "1"}
+
+
+def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        outcome(client.get("/openapi.json"), 401, "login")  # the document itself is not public
+        document = client.get("/openapi.json", headers=api.token(["system/*.rs"])).json()
+        routes = [(method.upper(), path) for path, item in document["paths"].items() for method in item]
+        assert len(routes) > 20 and ("GET", "/fhir/AuditEvent") in routes and ("GET", "/metrics") in routes
+        for method, path in routes:
+            url = path.format(**PATH_VALUES)
+            response = client.request(method, url)
+            if path in PUBLIC:
+                assert response.status_code != 401, (method, path)
+            else:
+                outcome(response, 401, "login")
+                assert response.headers["www-authenticate"] == 'Bearer realm="doctorai"', (method, path)
+        assert {p for _, p in routes} >= PUBLIC - {"/fhir/.well-known/smart-configuration"}
+        # Paths no route serves are refused the same way, so they reveal nothing.
+        outcome(client.get("/no/such/route"), 401, "login")
+
+
+def test_failed_authentication_and_token_issue_are_audited(api: Api, registered: str) -> None:
+    forged = api.token(["system/*.cruds"])["Authorization"][:-3] + "xyz"
+    outcome(httpx.get(f"{api.url}/fhir/Patient", headers={"Authorization": forged}), 401, "login")
+    outcome(httpx.get(f"{api.url}/fhir/Patient", headers=api.token(["system/*.cruds"], ttl=-30)), 401, "login")
+    outcome(httpx.get(f"{api.url}/fhir/Patient"), 401, "login")  # no credentials: no attempt, no record
+    basic = base64.b64encode(f"ris:{registered}".encode()).decode()
+    assert ask(api, {"grant_type": "client_credentials"}, {"Authorization": f"Basic {basic}"}).status_code == 200
+    wrong = base64.b64encode(b"ris:not-the-secret").decode()
+    assert ask(api, {"grant_type": "client_credentials"}, {"Authorization": f"Basic {wrong}"}).status_code == 401
+    with session_scope(api.engine) as session:
+        records = trail(session, correlation_id="auth")
+        seen = [(r.subtype, r.agent_who, r.outcome, r.entity_what) for r in records]
+    assert seen == [
+        ("authentication-failed", "anonymous", "4", "/fhir/Patient"),
+        ("authentication-failed", "anonymous", "4", "/fhir/Patient"),
+        ("token-issued", "ris", "0", "/auth/token"),
+        ("authentication-failed", "anonymous", "4", "/auth/token"),
+    ]
+    assert "expired" in records[1].detail["reason"] and records[2].detail["scope"] == "system/*.cruds"
+
+
+@pytest.fixture
+def strict_api(db_url: str) -> Iterator[Api]:
+    """The API with small limits and one allowed browser origin."""
+    settings = ApiSettings(
+        jwt_secret="fhir-server-test-secret-0123456789abcdef",
+        rate_limit_per_second=0.5,
+        rate_limit_burst=5,
+        max_body_bytes=4000,
+        cors_allow_origins=["https://viewer.hospital.example"],
+    )
+    engine = make_engine(db_url)
+    try:
+        with serving(create_app(settings, StorageSettings(database_url=db_url, s3_endpoint="127.0.0.1:1"))) as url:
+            yield Api(url=url, engine=engine, settings=settings)
+    finally:
+        engine.dispose()
+
+
+def test_security_headers_on_every_answer(api: Api) -> None:
+    answers = [
+        httpx.get(f"{api.url}/fhir/Patient", headers=api.token(["system/Patient.rs"])),
+        httpx.get(f"{api.url}/fhir/Patient"),
+        httpx.get(f"{api.url}/fhir/metadata"),
+    ]
+    for response in answers:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cache-control"] == "no-store"
+        assert "strict-transport-security" not in response.headers  # plain HTTP
+        assert "access-control-allow-origin" not in httpx.get(
+            f"{api.url}/fhir/metadata", headers={"Origin": "https://evil.example"}
+        ).headers  # CORS closed by default
+    # Behind a TLS-terminating proxy (uvicorn trusts X-Forwarded-Proto from loopback): HSTS.
+    proxied = httpx.get(f"{api.url}/fhir/metadata", headers={"X-Forwarded-Proto": "https"})
+    assert proxied.headers["strict-transport-security"].startswith("max-age=63072000")
+
+
+def test_cors_allowlist_body_limit_and_rate_limit(strict_api: Api) -> None:
+    api = strict_api
+    allowed, other = "https://viewer.hospital.example", "https://evil.example"
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    ok = httpx.options(f"{api.url}/fhir/Patient", headers={"Origin": allowed, **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
+    refused = httpx.options(f"{api.url}/fhir/Patient", headers={"Origin": other, **preflight})
+    assert "access-control-allow-origin" not in refused.headers
+    big = {**example("Patient-example.json"), "text": {"status": "generated", "div": "<div>" + "x" * 5000 + "</div>"}}
+    writer = {**api.token(["system/Patient.cruds"], subject="big-writer"), **FHIR_JSON}
+    outcome(httpx.post(f"{api.url}/fhir/Patient", json=big, headers=writer), 413, "too-long")
+    chunks = (b"x" * 1000 for _ in range(6))  # no Content-Length: counted while read
+    outcome(httpx.post(f"{api.url}/fhir/Patient", content=chunks, headers=writer), 413, "too-long")
+    reader = api.token(["system/Patient.rs"], subject="busy-client")
+    answers = [httpx.get(f"{api.url}/fhir/Patient", headers=reader) for _ in range(8)]
+    assert [a.status_code for a in answers].count(200) <= 6  # a burst of 5 and at most one refill
+    throttled = outcome(answers[-1], 429, "throttled")
+    assert throttled is not None and int(answers[-1].headers["retry-after"]) >= 1
+    # Another client has its own bucket; probes are never limited.
+    assert httpx.get(f"{api.url}/fhir/Patient", headers=api.token(["system/Patient.rs"], subject="calm")).status_code == 200
+    assert all(httpx.get(f"{api.url}/healthz").status_code == 200 for _ in range(8))

@@ -1,0 +1,213 @@
+"""HTTP security on by default: tokens on every non-public route, rate limits, body limits, security headers.
+
+Pure ASGI middleware (encode/starlette `starlette/middleware/`), in this order from the outside:
+security headers on every answer, CORS when origins are allowed (closed by default), the body
+limit, then the gate, which rate-limits each client and refuses requests without a valid bearer
+token before any route runs, so a route that forgot its dependency is still protected.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from sqlalchemy import Engine
+
+from audit import log as audit_log
+from audit.records import AUTHENTICATION_FAILED, AuditRecord, Outcome
+from fhir_api.auth import verify_token
+from fhir_api.config import ApiSettings
+from fhir_api.errors import PayloadTooLarge, Unauthorized
+from fhir_api.ratelimit import RateLimiter
+from fhir_api.responses import error_response, outcome_response
+from storage.db import session_scope
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Routes anyone may call (DESIGN.md section 8): probes, the capability and SMART discovery
+# documents a client reads before it has a token, and the token endpoint, which authenticates
+# clients itself. Everything else, /metrics and /openapi.json included, needs a bearer token.
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/fhir/metadata",
+        "/.well-known/smart-configuration",
+        "/fhir/.well-known/smart-configuration",
+        "/auth/token",
+    }
+)
+# Probes come from the orchestrator often and cheaply; they are not rate-limited.
+_UNLIMITED = frozenset({"/healthz", "/readyz"})
+# Correlation id of authentication records, which belong to no study.
+AUTH_CORRELATION = "auth"
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def audit_failed_authentication(engine: Engine, *, address: str, reason: str, path: str) -> None:
+    """Record a refused token or client authentication (issue 8: failed authentication is audited)."""
+    with session_scope(engine) as session:
+        audit_log.append(
+            session,
+            AuditRecord(
+                hop=AUTHENTICATION_FAILED,
+                correlation_id=AUTH_CORRELATION,
+                agent_who="anonymous",
+                agent_address=address,
+                entity_what=path[:256],
+                outcome=Outcome.MINOR_FAILURE,
+                detail={"reason": reason[:200]},
+            ),
+        )
+
+
+class Gate:
+    """Rate-limits each client, then lets only requests with a valid bearer token past, except public paths.
+
+    A presented but invalid or expired token is audited; a request with no credentials at all
+    is not an authentication attempt and only gets its 401.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        scheme, _, token = _header(scope, b"authorization").partition(" ")
+        failure: Unauthorized | None = None
+        client = f"address:{_address(scope)}"
+        if scheme.lower() == "bearer" and token:
+            try:
+                client = f"subject:{verify_token(self.settings, token.strip()).subject}"
+            except Unauthorized as exc:
+                failure = exc
+        elif path not in PUBLIC_PATHS:
+            failure = Unauthorized("a bearer token is required", token_given=False)
+        if path not in _UNLIMITED:
+            wait = self.limiter.wait(client)
+            if wait:
+                # RFC 6585 section 4: 429 with Retry-After.
+                response = outcome_response(
+                    429, "throttled", "too many requests; slow down", headers={"Retry-After": str(wait)}
+                )
+                await response(scope, receive, send)
+                return
+        if failure is not None and path not in PUBLIC_PATHS:
+            if failure.token_given:
+                await self._audit(scope, str(failure))
+            await error_response(failure)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _audit(self, scope: Scope, reason: str) -> None:
+        engine: Engine | None = getattr(scope["app"].state, "engine", None)
+        if engine is None:
+            return
+        try:
+            await asyncio.to_thread(
+                audit_failed_authentication, engine, address=_address(scope), reason=reason, path=scope["path"]
+            )
+        except StorageError as exc:
+            # The 401 stands either way; the database being down is reported by /readyz.
+            log.warning("could not audit a failed authentication: %s", type(exc).__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit with 413: by Content-Length at once, or while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except* PayloadTooLarge as group:
+            # Raised inside the route's body read, before any answer was started; middleware
+            # running the app in a task group (starlette's BaseHTTPMiddleware) wraps it in a group.
+            if started:
+                raise
+            await error_response(group.exceptions[0])(scope, receive, send)  # type: ignore[arg-type]
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
+
+
+class SecurityHeaders:
+    """Headers every answer carries: no sniffing, no framing, no referrer, no caching of PHI, and HSTS over TLS."""
+
+    def __init__(self, app: ASGIApp, hsts_max_age: int) -> None:
+        self.app = app
+        self.hsts = f"max-age={hsts_max_age}; includeSubDomains".encode() if hsts_max_age > 0 else b""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        secure = scope.get("scheme") == "https"
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {bytes(k).lower() for k, _ in headers}
+                wanted = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+                    (b"referrer-policy", b"no-referrer"),
+                    # Answers carry PHI; no cache may keep them (RFC 9111 section 5.2.2.5).
+                    (b"cache-control", b"no-store"),
+                ]
+                if secure and self.hsts:
+                    wanted.append((b"strict-transport-security", self.hsts))
+                headers += [(k, v) for k, v in wanted if k not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
