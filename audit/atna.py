@@ -72,4 +72,5 @@ def to_atna_xml(row: AuditEvent, *, source_id: str, enterprise_site_id: str = ""
         _object(message, row.entity_what, study=False)
     # The chain position travels with the record, so the collector's copy anchors the chain.
     _object(message, f"urn:doctorai:audit:{row.id}:{row.hash}", study=False)
-    return ET.tostring(message, encoding="utf-8", xml_declaration=True)
+    document: bytes = ET.tostring(message, encoding="utf-8", xml_declaration=True)
+    return document
