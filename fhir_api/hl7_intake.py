@@ -32,7 +32,7 @@ from integration.messages import Hl7Received
 from storage.db import session_scope
 from storage.hl7_messages import accepted_message, dedupe_key
 from storage.objects import ObjectStore, hl7_key
-from storage.orders import save_order
+from storage.orders import repoint_patient, save_order
 from storage.outbox import add_event
 from storage.tables import Hl7Message
 
@@ -297,7 +297,29 @@ def _merge(session: Session, merge: Merge) -> list[str]:
         store.save(session, surviving.model_copy(update={"link": [*(surviving.link or []), replaces]}))
     replaced_by = fhir.PatientLink(other=fhir.Reference(reference=f"Patient/{merge.surviving_id}"), type="replaced-by")
     store.save(session, merged.model_copy(update={"active": False, "link": [replaced_by]}))
-    return [f"Patient/{merge.surviving_id}", f"Patient/{merge.merged_id}"]
+    repoint_patient(session, merged=merge.merged_identifier, surviving=merge.surviving_identifier)
+    return [f"Patient/{merge.surviving_id}", f"Patient/{merge.merged_id}", *_repoint_subjects(session, merge)]
+
+
+# The searchable resources that point at a patient through `subject`; each gets a new version.
+# (Encounters are stored but not searchable, so the index cannot find them: they keep theirs.)
+_SUBJECT_TYPES = ("ServiceRequest", "ImagingStudy", "DiagnosticReport", "Observation")
+
+
+def _repoint_subjects(session: Session, merge: Merge) -> list[str]:
+    """Point the merged patient's resources at the surviving one, as FHIR's patient merge does
+    (https://hl7.org/fhir/R5/patient-operation-merge.html: references to the source patient are
+    updated to the target). Earlier versions keep the old reference in the resource's history.
+    """
+    old = f"Patient/{merge.merged_id}"
+    subject = fhir.Reference(reference=f"Patient/{merge.surviving_id}")
+    moved: list[str] = []
+    for resource_type in _SUBJECT_TYPES:
+        for resource_id in store.referring(session, resource_type, "subject", [old]):
+            resource = store.read(session, resource_type, resource_id)
+            store.save(session, resource.model_copy(update={"subject": subject}))
+            moved.append(f"{resource_type}/{resource_id}")
+    return moved
 
 
 def _announce(session: Session, parsed: Parsed, mapping: Mapping, row: Hl7Message, written: list[str]) -> None:

@@ -55,6 +55,7 @@ class Merge:
     surviving_id: str
     merged_id: str
     merged_identifier: str
+    surviving_identifier: str
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,9 @@ def merges(u: Usage, parsed: Parsed, surviving: list[tuple[Segment, str]]) -> li
         merged_value = u.get(mrg, 1) if mrg else ""
         if not merged_value:
             raise MappingFailed("ADT^A40 without MRG-1 (prior patient identifier)", location=("MRG", pid.occurrence, 1))
-        out.append(Merge(patient_resource_id(surviving_value), patient_resource_id(merged_value), merged_value))
+        out.append(
+            Merge(patient_resource_id(surviving_value), patient_resource_id(merged_value), merged_value, surviving_value)
+        )
     return out
 
 

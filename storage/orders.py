@@ -1,8 +1,9 @@
 """Queries on imaging orders and their links to studies (by accession number and patient)."""
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Result, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables import Order, Study
@@ -92,3 +93,24 @@ def find_order(session: Session, *, placer_number: str = "", filler_number: str 
     if filler_number:
         return session.scalar(select(Order).where(Order.filler_number == filler_number).limit(1))
     return None
+
+
+def repoint_patient(session: Session, *, merged: str, surviving: str) -> tuple[int, int]:
+    """Move orders and studies of patient identifier `merged` to `surviving` (ADT^A40 merge).
+
+    Later studies and orders of the surviving patient then correlate with the earlier ones by
+    patient; the stored DICOM objects keep the PatientID they were sent with. Returns the
+    number of (orders, studies) moved.
+    """
+    merged, surviving = merged.strip(), surviving.strip()
+    if not merged or merged == surviving:
+        return 0, 0
+    now = datetime.now(UTC)
+    orders = session.execute(update(Order).where(Order.patient_id == merged).values(patient_id=surviving, updated_at=now))
+    studies = session.execute(update(Study).where(Study.patient_id == merged).values(patient_id=surviving))
+    return _count(orders), _count(studies)
+
+
+def _count(result: Result[Any]) -> int:
+    # An UPDATE's result is a CursorResult; rowcount is the rows it matched.
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -21,8 +21,14 @@ from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
 from storage.hl7_messages import unmapped_report
 from storage.objects import ObjectStore, make_object_store
-from storage.tables import AuditEvent, FhirResourceVersion, Hl7Message, OutboxEvent
-from tests.mllp_peers import FS, VT, CR, sample, segment, send, send_raw, wait_for
+from storage.tables import (
+    AuditEvent,
+    FhirResourceVersion,
+    Hl7Message,
+    Order,
+    OutboxEvent,
+)
+from tests.mllp_peers import CR, FS, VT, sample, segment, send, send_raw, wait_for
 
 GOOD = [
     "adt_a01_v251.hl7",
@@ -135,6 +141,22 @@ def test_every_message_type_is_stored_then_acknowledged(start_listener: Callable
         a01 = next(r for r in rows if r.control_id == "ADT0001")
         report = unmapped_report(session, message_id=a01.id)
         assert report["ZPI[1]-2"] == "42" and report["NK1[1]-2.1"] == "Roentgen" and "PID[1]-5.1" not in report
+
+
+def test_a_merge_moves_the_merged_patients_orders_and_resources(start_listener: Callable[..., Listener]) -> None:
+    """ADT^A40 after an order for the merged patient: the order, its ServiceRequest and the study
+    index now belong to the surviving patient; the ServiceRequest's history keeps the old subject."""
+    listener = start_listener()
+    order = sample("orm_o01_nw_v23.hl7").replace(b"9RG1^^^HOSP^MR", b"PAT0099^^^HOSP^MR")
+    first, second = send(listener.port, order, sample("adt_a40_v25.hl7"))
+    assert segment(first, "MSA")[1] == segment(second, "MSA")[1] == "AA"
+    with session_scope(listener.engine) as session:
+        (row,) = session.scalars(select(Order))
+        assert row.patient_id == "PAT0002"
+        request = store.read(session, "ServiceRequest", row.service_request_id)
+        assert request.subject.reference == "Patient/PAT0002"  # type: ignore[attr-defined]
+        assert store.vread(session, "ServiceRequest", row.service_request_id, 1).subject.reference == "Patient/PAT0099"  # type: ignore[attr-defined]
+        assert store.search(session, "ServiceRequest", [("patient", ["Patient/PAT0099"])]) == []
 
 
 def test_a_duplicate_is_acknowledged_again_and_not_processed_twice(start_listener: Callable[..., Listener]) -> None:
