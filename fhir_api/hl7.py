@@ -273,11 +273,13 @@ def ack(
     facility: str,
     error: Hl7Error | None = None,
     now: datetime | None = None,
+    enhanced: bool = False,
 ) -> bytes:
     """An ACK answering `header`'s message with MSA-1 `code` (AA/AE/AR or CA/CE/CR) and, on error, ERR.
 
     MSA-2 is the original MSH-10 (HL7 v2 2.9.2). The ERR layout follows the message's version:
-    ERR-1 (ELD) up to 2.4, ERR-2/3/4/8 from 2.5 (HL7 v2.5 2.15.5).
+    ERR-1 (ELD) up to 2.4, ERR-2/3/4/8 from 2.5 (HL7 v2.5 2.15.5). `enhanced` sets MSH-15 AL and
+    MSH-16 NE: an application ACK sent as a message of its own asks only for a commit ACK.
     """
     version = header.version if header.version in VERSIONS else "2.5.1"
     structure = "" if version == "2.3" else "^ACK"  # MSH-9.3 exists from 2.3.1
@@ -287,6 +289,8 @@ def ack(
         f"{escape(header.sending_facility)}|{_timestamp(now or datetime.now(UTC))}||ACK^{trigger}{structure}|"
         f"{escape(control_id)}|{header.processing_id if header.processing_id in PROCESSING_IDS else 'P'}|{version}"
     )
+    if enhanced:
+        msh += "|||AL|NE"  # MSH-13 and MSH-14 empty
     text = ""
     if error is not None:
         text = escape(str(error))[:80]

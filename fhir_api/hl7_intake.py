@@ -23,6 +23,7 @@ from fhir_api import fhir, store
 from fhir_api.config import MllpSettings
 from fhir_api.errors import Hl7Error, MappingFailed, SenderNotAllowed
 from fhir_api.hl7 import Header, Parsed, decode, minimal_header, parse, read_header
+from fhir_api.hl7_acks import queue_application_ack
 from fhir_api.hl7_mapping import Mapping, Merge
 from fhir_api.hl7_messages import map_message
 from fhir_api.orders import link_reports
@@ -122,6 +123,7 @@ def take(
                 row.status, row.ack_code, row.error = "error", "AE", str(failure)
                 session.add(row)
                 _audit_refusal(session, header, message_id, failure, source_address)
+            queue_application_ack(session, settings, header, message_id=message_id, code=row.ack_code, error=failure)
     except IntegrityError:
         # The same message was accepted on another connection in between: answer as a duplicate.
         with session_scope(engine) as session:

@@ -70,9 +70,10 @@ def acknowledgement(settings: MllpSettings, answer: Answer) -> bytes | None:
     """The ACK to write for an answer, or None when enhanced mode's MSH-15 asks for none."""
     header, code = answer.header, answer.code
     if header.enhanced_mode:
-        # Enhanced mode: the accept (commit) acknowledgement (HL7 v2 2.9.3.1). No separate application
-        # ACK is sent (MSH-16), so a message kept but not mappable answers CE with its ERR rather
-        # than a CA that would hide the error from the sender.
+        # Enhanced mode: the accept (commit) acknowledgement (HL7 v2 2.9.3.1). The application ACK
+        # MSH-16 asks for is queued to the sender's return destination (fhir_api.hl7_acks); a
+        # message kept but not mappable still answers CE with its ERR here, so a sender without a
+        # return destination learns of the error too.
         code = _COMMIT[code]
         condition = header.accept_ack_type or "AL"
         if condition == "NE" or (condition == "ER" and code == "CA") or (condition == "SU" and code != "CA"):

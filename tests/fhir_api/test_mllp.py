@@ -16,19 +16,23 @@ from sqlalchemy import Engine, func, select
 from fhir_api import store
 from fhir_api.config import MllpSettings
 from fhir_api.mllp import serve
+from integration import outbound
+from integration.config import IntegrationSettings
 from integration.stack import StackConfig, free_ports
 from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
+from storage.deliveries import add_destination
 from storage.hl7_messages import unmapped_report
 from storage.objects import ObjectStore, make_object_store
 from storage.tables import (
     AuditEvent,
+    Delivery,
     FhirResourceVersion,
     Hl7Message,
     Order,
     OutboxEvent,
 )
-from tests.mllp_peers import CR, FS, VT, sample, segment, send, send_raw, wait_for
+from tests.mllp_peers import CR, FS, VT, receiver, sample, segment, send, send_raw, wait_for
 
 GOOD = [
     "adt_a01_v251.hl7",
@@ -157,6 +161,38 @@ def test_a_merge_moves_the_merged_patients_orders_and_resources(start_listener: 
         assert request.subject.reference == "Patient/PAT0002"  # type: ignore[attr-defined]
         assert store.vread(session, "ServiceRequest", row.service_request_id, 1).subject.reference == "Patient/PAT0099"  # type: ignore[attr-defined]
         assert store.search(session, "ServiceRequest", [("patient", ["Patient/PAT0099"])]) == []
+
+
+def test_application_acks_go_to_the_senders_return_destination(start_listener: Callable[..., Listener]) -> None:
+    """Enhanced mode with MSH-16: the commit ACK on the connection, then the application ACK as a
+    message of its own to the MLLP destination configured for the sender, through the outbound sender."""
+    listener = start_listener()
+    good = sample("adt_a01_v251.hl7").replace(b"|||AL|NE", b"|||AL|AL")
+    bad = sample("bad_no_patient_id.hl7").replace(b"|P|2.5\r", b"|P|2.5|||AL|ER\r")
+    plain = sample("adt_a04_v23.hl7")  # original mode: no application ACK
+    with receiver(lambda _: "CA") as ehr:
+        with session_scope(listener.engine) as session:
+            row = add_destination(session, name="ehr-acks", kind="mllp", host="127.0.0.1", port=ehr.port)
+            row.options = {"application_acks_for": "EHR^HOSP"}
+        answers = send(listener.port, good, bad, plain)
+        assert [segment(a, "MSA")[1] for a in answers] == ["CA", "CE", "AA"]
+        settings = IntegrationSettings(outbound_poll_seconds=0.05, retry_first_delay_seconds=0.05)
+
+        async def deliver() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(outbound.run(listener.engine, settings, stop))
+            await asyncio.to_thread(wait_for, lambda: len(ehr.received) >= 2, timeout=30, what="two application ACKs")
+            stop.set()
+            await task
+
+        asyncio.run(deliver())
+    by_original = {segment(m, "MSA")[2]: m for m in ehr.received}
+    assert sorted(by_original) == ["ADT0001", "BAD0004"]
+    assert segment(by_original["ADT0001"], "MSA")[1] == "AA"
+    assert segment(by_original["BAD0004"], "MSA")[1] == "AE"
+    assert segment(by_original["BAD0004"], "ERR")[3].split("^")[0] == "101"
+    assert segment(by_original["ADT0001"], "MSH")[14:16] == ["AL", "NE"]  # MSH-15, MSH-16
+    assert listener.count(Delivery, Delivery.status == "sent") == 2
 
 
 def test_a_duplicate_is_acknowledged_again_and_not_processed_twice(start_listener: Callable[..., Listener]) -> None:
