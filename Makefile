@@ -33,16 +33,22 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	touch $@
 
 # Debian packages the tests use: dcmtk (storescu/echoscu, the DICOM peers of the tests and of the
-# README's walkthrough), prometheus (promtool checks the alert rules) and mricron-data (the Colin27
-# T1 with its extracted brain, the brain-extraction test's input), each found by a file it installs.
-APT_NEEDS := /usr/bin/storescu:dcmtk /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data
+# README's walkthrough), prometheus (promtool checks the alert rules), mricron-data (the Colin27
+# T1 with its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends
+# to us and receives our forwards), each found by a file it installs. The tests start their own
+# Orthancs, so the system service the orthanc package enables is stopped and disabled again.
+APT_NEEDS := /usr/bin/storescu:dcmtk /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
+	/usr/sbin/Orthanc:orthanc
 
 system-deps:
 	@missing=""; for pair in $(APT_NEEDS); do \
 		test -e $${pair%%:*} || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing && \
+		case "$$missing" in *orthanc*) \
+			$$SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $$SUDO service orthanc stop >/dev/null 2>&1 || true;; \
+		esac; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -6,7 +6,7 @@ directory (SQLite file), topic prefix and processes, so tests never see each oth
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from integration.stack import (
     start_object_store,
 )
 from storage.db import make_engine, migrate
+from tests.orthanc import Modality, Orthanc, OrthancFactory, start_orthanc
 
 PG_URL = os.environ.get("DOCTORAI_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _databases_used: set[str] = set()
@@ -166,3 +167,25 @@ def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
     run = EngineRun(config)
     yield run
     run.stop()
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[OrthancFactory]:
+    """Start Orthancs (real PACSs on loopback) for this test: `orthanc_factory(aet=..., modalities=...)`.
+
+    Each gets its own storage, free HTTP and DICOM ports and AE title (ORTHANC1, ORTHANC2, ... unless
+    given); all are stopped when the test ends.
+    """
+    started: list[Orthanc] = []
+
+    def start(*, aet: str | None = None, modalities: Mapping[str, Modality] | None = None) -> Orthanc:
+        n = len(started) + 1
+        orthanc = start_orthanc(tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities)
+        started.append(orthanc)
+        return orthanc
+
+    yield start
+    for orthanc in started:  # all at once: each takes seconds to stop
+        orthanc.terminate()
+    for orthanc in started:
+        orthanc.stop()
