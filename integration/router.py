@@ -154,12 +154,9 @@ def _set_status(session: Session, study: StudyReady, status: str) -> None:
 def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[ForwardTo]) -> None:
     """Queue the study's instances for each destination (storage.forwards, issue 7), audited."""
     # Written on branch i7-forward: imported here until the merge, then hoisted to the module's imports.
-    from storage.forwards import ForwardItem, queue_forward
+    from storage import deliveries
+    from storage import forwards as queues
 
-    from storage.deliveries import destination_by_name
-
-    if not forwards:
-        return
     stored = {i.sop_uid: i for i, _ in study_instances(session, study_uid=study.study_uid)}
     for forward in forwards:
         detail = {
@@ -168,7 +165,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             "destination": forward.destination,
             "rule": forward.rule,
         }
-        destination = destination_by_name(session, name=forward.destination)
+        destination = deliveries.destination_by_name(session, name=forward.destination)
         if destination is None:
             _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": "unknown destination"})
             continue
@@ -178,7 +175,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": reason})
             continue
         items = [
-            ForwardItem(
+            queues.ForwardItem(
                 sop_uid=i.sop_uid,
                 object_key=stored[i.sop_uid].object_key,
                 sop_class_uid=i.sop_class_uid,
@@ -187,7 +184,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             for i in forward.instances
             if i.sop_uid in stored
         ]
-        queued = queue_forward(
+        queued = queues.queue_forward(
             session,
             destination_id=destination.id,
             study_uid=study.study_uid,
@@ -249,7 +246,8 @@ def route(engine: Engine, objects: ObjectStore, study: StudyReady) -> list[Infer
             )
             if request is not None:
                 queued.append(request)
-        _queue_forwards(session, study, plan.forwards)
+        if plan.forwards:
+            _queue_forwards(session, study, plan.forwards)
         if not plan.runs and not plan.forwards:
             _audit(
                 session,
