@@ -53,7 +53,8 @@ class Study(Base):
     # Issue 7: the AE title the sender called (our listener may answer to several), for routing rules.
     called_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
     source_address: Mapped[str] = mapped_column(String(64), default="")
-    # receiving: instances are arriving; ready: announced as `study.ready` at `revision`.
+    # receiving: instances are arriving; ready: announced as `study.ready` at `revision`;
+    # held / dropped: a routing rule held it for manual release or dropped it (issue 7).
     status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)
     ready_reason: Mapped[str] = mapped_column(String(32), default="")
