@@ -327,7 +327,9 @@ def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
     calling_ae, address = _peer(assoc)
     path = Path(event.dataset_path)
     try:
-        item = read_instance(path, calling_ae=calling_ae, source_address=address)
+        # The called AE title as the sender asked for it (A-ASSOCIATE-RQ, PS3.8 9.3.2).
+        called_ae = str(getattr(assoc.requestor.primitive, "called_ae_title", "") or "").strip()
+        item = read_instance(path, calling_ae=calling_ae, source_address=address, called_ae=called_ae)
     except CannotUnderstand as exc:
         metrics.INSTANCES.labels("cannot-understand").inc()
         _refuse(receiver, calling_ae, address, reason=str(exc))

@@ -84,7 +84,7 @@ def _check_bulk_data_complete(f: BinaryIO, size: int, *, implicit_vr: bool, litt
         f.seek(position)
 
 
-def read_instance(path: Path, *, calling_ae: str, source_address: str) -> ReceivedInstance:
+def read_instance(path: Path, *, calling_ae: str, source_address: str, called_ae: str = "") -> ReceivedInstance:
     """Parse the header of the DICOM file at `path` (preamble, file meta, dataset) leniently.
 
     Raises CannotUnderstand when the file is not DICOM, is cut short, or lacks the Study, Series
@@ -124,6 +124,7 @@ def read_instance(path: Path, *, calling_ae: str, source_address: str) -> Receiv
         size=size,
         sha256=sha256_of(path),
         calling_ae=calling_ae,
+        called_ae=called_ae,
         source_address=source_address,
         expected_instances=_int(ds, "NumberOfStudyRelatedInstances"),
     )

@@ -14,10 +14,10 @@ from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, StudyReady
 from integration.router import route, route_report
-from integration.rules import DEFAULT_RULES
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
+from storage.objects import make_object_store
 
 log = logging.getLogger("integration")
 
@@ -27,7 +27,9 @@ ROUTER_GROUP = "doctorai-router"
 async def serve() -> None:
     """Run the relay and the router until SIGTERM or SIGINT."""
     settings = get_settings()
-    engine = make_engine(get_storage_settings().resolved_database_url())
+    storage_settings = get_storage_settings()
+    engine = make_engine(storage_settings.resolved_database_url())
+    objects = make_object_store(storage_settings)  # routing rules on header tags read the first instance
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,10 +44,10 @@ async def serve() -> None:
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
         if kafka.unqualified(settings, record.topic) == topics.FHIR_RECEIVED:
             resource = FhirReceived.model_validate_json(record.value or b"")
-            await asyncio.to_thread(route_report, engine, DEFAULT_RULES, resource)
+            await asyncio.to_thread(route_report, engine, resource)
             return
         study = StudyReady.model_validate_json(record.value or b"")
-        await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
+        await asyncio.to_thread(route, engine, objects, study)
 
     metrics_server = None
     try:

@@ -26,3 +26,7 @@ class DeliveryFailed(PipelineError):
         super().__init__(message)
         self.retriable = retriable
         self.ack_code = ack_code
+
+
+class StudyNotFound(PipelineError):
+    """No study with this StudyInstanceUID is in the index."""

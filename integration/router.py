@@ -1,5 +1,6 @@
-"""The router: turns `study.ready` (and stored reports with text) into inference jobs, through the
-outbox, exactly once per input. Jobs run the model's active version in the registry."""
+"""The router: does what the stored routing rules decide for `study.ready` (inference jobs through
+the outbox, forwards to destinations, hold or drop) and turns stored reports with text into text
+model jobs, exactly once per input. Jobs run the model's active version in the registry."""
 
 import json
 import logging
@@ -14,12 +15,31 @@ from sqlalchemy.orm import Session
 from audit.log import append
 from audit.records import STUDY_ROUTED, AuditRecord
 from integration import topics
+from integration.errors import StudyNotFound
+from integration.facts import study_facts, with_tags
 from integration.messages import FhirReceived, InferenceRequest, InstanceRef, StudyReady, TextInput
 from integration.orders import skip_cancelled
-from integration.rules import Rule, RunModel, evaluate, report_models
+from integration.rules import (
+    ForwardTo,
+    Plan,
+    Rule,
+    RunModel,
+    StudyFacts,
+    evaluate,
+    load_rules,
+    reads_tags,
+    report_models,
+)
 from storage.db import session_scope
+from storage.objects import ObjectStore
 from storage.outbox import add_event
-from storage.queries import active_model_version, correlation_id_for_study, create_job, fhir_resource_json
+from storage.queries import (
+    active_model_version,
+    correlation_id_for_study,
+    create_job,
+    fhir_resource_json,
+    study_instances,
+)
 from storage.tables import Study
 
 log = logging.getLogger(__name__)
@@ -51,6 +71,7 @@ def _queue(
     inputs: list[InstanceRef],
     texts: list[TextInput],
     ready_at: datetime | None = None,
+    rule: str = "",
 ) -> InferenceRequest | None:
     """Create the job of one model on one input and queue its request; None when there is nothing new."""
     version = active_model_version(session, name=action.model)
@@ -64,7 +85,12 @@ def _queue(
         )
         return None
     job = create_job(
-        session, job_id=str(uuid.uuid4()), study_uid=study_uid, revision=revision, model=action.model, model_version=version
+        session,
+        job_id=str(uuid.uuid4()),
+        study_uid=study_uid,
+        revision=revision,
+        model=action.model,
+        model_version=version,
     )
     if job is None:
         return None  # this input already has its job: the event was delivered again
@@ -92,41 +118,153 @@ def _queue(
             "model_version": version,
             "job_id": job.job_id,
             "inputs": str(len(inputs) + len(texts)),
+            **({"rule": rule} if rule else {}),
         },
     )
     return request
 
 
-def route(engine: Engine, rules: Sequence[Rule], study: StudyReady) -> list[InferenceRequest]:
-    """Create the jobs the rules ask for and queue their requests; a replayed event creates nothing new."""
+def _rules(session: Session) -> list[Rule]:
+    # Read per event, not cached: one small indexed read, and an edit applies to the next study.
+    return [rule for _, rule in load_rules(session)]
+
+
+def _facts(
+    engine: Engine, objects: ObjectStore, *, study_uid: str, reason: str | None, tags: bool, link_order: bool = True
+) -> StudyFacts:
+    """A stored study's facts (raises StudyNotFound). The object store is read only when `tags`,
+    outside the transaction, so SQLite's write lock is never held across network reads."""
+    with session_scope(engine) as session:
+        row = session.get(Study, study_uid)
+        if row is None:
+            raise StudyNotFound(f"study {study_uid} is not in the index")
+        facts = study_facts(session, row, reason=row.ready_reason if reason is None else reason)
+        if not link_order:
+            session.rollback()  # a dry run changes nothing, not even an order's link to the study
+    return with_tags(objects, facts) if tags else facts
+
+
+def _set_status(session: Session, study: StudyReady, status: str) -> None:
+    row = session.get(Study, study.study_uid, with_for_update=True)
+    # Only the revision being routed: a study receiving again is on its way to its next revision.
+    if row is not None and row.revision == study.revision and row.status == "ready":
+        row.status = status
+
+
+def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[ForwardTo]) -> None:
+    """Queue the study's instances for each destination (storage.forwards, issue 7), audited."""
+    # Written on branch i7-forward: imported here until the merge, then hoisted to the module's imports.
+    from storage import deliveries
+    from storage import forwards as queues
+
+    stored = {i.sop_uid: i for i, _ in study_instances(session, study_uid=study.study_uid)}
+    for forward in forwards:
+        detail = {
+            "revision": str(study.revision),
+            "model": "",
+            "destination": forward.destination,
+            "rule": forward.rule,
+        }
+        destination = deliveries.destination_by_name(session, name=forward.destination)
+        if destination is None:
+            _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": "unknown destination"})
+            continue
+        if not destination.enabled or destination.kind != "dicom":
+            # Only DICOM nodes take studies; mllp, fhir and webhook destinations take results.
+            reason = "destination disabled" if not destination.enabled else f"{destination.kind} destination"
+            _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": reason})
+            continue
+        items = [
+            queues.ForwardItem(
+                sop_uid=i.sop_uid,
+                object_key=stored[i.sop_uid].object_key,
+                sop_class_uid=i.sop_class_uid,
+                transfer_syntax_uid=stored[i.sop_uid].transfer_syntax_uid,
+            )
+            for i in forward.instances
+            if i.sop_uid in stored
+        ]
+        queued = queues.queue_forward(
+            session,
+            destination_id=destination.id,
+            study_uid=study.study_uid,
+            revision=study.revision,
+            correlation_id=study.correlation_id,
+            rule=forward.rule,
+            instances=items,
+        )
+        if queued is not None:  # None: this revision was queued for it already (a replayed event)
+            _audit(
+                session,
+                study.correlation_id,
+                study.study_uid,
+                {**detail, "forward": "queued", "instances": str(len(items))},
+            )
+
+
+def route(engine: Engine, objects: ObjectStore, study: StudyReady) -> list[InferenceRequest]:
+    """Do what the stored rules decide for a ready study: hold it, drop it, or create the jobs and
+    forwards they ask for; every decision is audited and a replayed event creates nothing new."""
     if skip_cancelled(engine, study):  # issue 4: an order cancelled over HL7 stops the study here
         return []
-    plan = evaluate(rules, study)
+    revision = str(study.revision)
+    with session_scope(engine) as session:
+        rules = _rules(session)
+    try:
+        facts = _facts(engine, objects, study_uid=study.study_uid, reason=study.reason, tags=reads_tags(rules))
+    except StudyNotFound:
+        with session_scope(engine) as session:
+            _audit(
+                session,
+                study.correlation_id,
+                study.study_uid,
+                {"revision": revision, "model": "", "reason": "study not in the index"},
+            )
+        return []
+    plan = evaluate(rules, facts)
     queued: list[InferenceRequest] = []
     with session_scope(engine) as session:
-        for action, inputs in plan.items():
+        if plan.dropped_by or plan.held_by:
+            held = not plan.dropped_by
+            _set_status(session, study, "held" if held else "dropped")
+            detail = {"revision": revision, "model": "", "reason": "held" if held else "dropped"}
+            _audit(session, study.correlation_id, study.study_uid, {**detail, "rule": plan.held_by or plan.dropped_by})
+            return []
+        for run in plan.runs:
             request = _queue(
                 session,
-                action,
+                RunModel(model=run.model),
                 correlation_id=study.correlation_id,
                 study_uid=study.study_uid,
                 revision=study.revision,
                 patient_id=study.patient_id,
                 last_received_at=study.last_received_at,
-                inputs=inputs,
+                inputs=run.instances,
                 texts=[],
                 ready_at=study.occurred_at,
+                rule=run.rule,
             )
             if request is not None:
                 queued.append(request)
-        if not plan:
+        if plan.forwards:
+            _queue_forwards(session, study, plan.forwards)
+        if not plan.runs and not plan.forwards:
             _audit(
                 session,
                 study.correlation_id,
                 study.study_uid,
-                {"revision": str(study.revision), "model": "", "reason": "no rule matched"},
+                {"revision": revision, "model": "", "reason": "no rule matched"},
             )
     return queued
+
+
+def dry_run(engine: Engine, objects: ObjectStore, rule: Rule, *, study_uid: str) -> Plan:
+    """What `rule` alone (enabled or not, saved or a draft) would do to a stored study now; changes nothing.
+
+    The study is evaluated as it was last declared ready (its ready reason). Raises StudyNotFound.
+    """
+    facts = _facts(engine, objects, study_uid=study_uid, reason=None, tags=bool(rule.match.tags), link_order=False)
+    return evaluate([rule.model_copy(update={"enabled": True})], facts)
 
 
 def _report_study(report: dict[str, Any]) -> str:
@@ -138,17 +276,20 @@ def _report_study(report: dict[str, Any]) -> str:
     return ""
 
 
-def route_report(engine: Engine, rules: Sequence[Rule], received: FhirReceived) -> list[InferenceRequest]:
-    """Queue text models on a stored DiagnosticReport's conclusion (FHIR R4 DiagnosticReport.conclusion).
+def route_report(engine: Engine, received: FhirReceived) -> list[InferenceRequest]:
+    """Queue text models (the stored report rules) on a stored DiagnosticReport's conclusion
+    (FHIR R4 DiagnosticReport.conclusion).
 
     Jobs belong to a study, so only reports about a study in the index are routed; the
     report's version is the job's input revision, so each new version is read once.
     """
-    actions = report_models(rules)
-    if received.resource_type != "DiagnosticReport" or received.interaction == "delete" or not actions:
+    if received.resource_type != "DiagnosticReport" or received.interaction == "delete":
         return []
     queued: list[InferenceRequest] = []
     with session_scope(engine) as session:
+        actions = report_models(_rules(session))
+        if not actions:
+            return []
         content = fhir_resource_json(session, resource_type="DiagnosticReport", resource_id=received.resource_id)
         if content is None:
             log.warning("DiagnosticReport/%s announced but not stored", received.resource_id)

@@ -85,6 +85,18 @@ class ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
 
+    def get_start(self, key: str, *, length: int) -> bytes:
+        """The first `length` bytes of an object (all of it when shorter): enough for a DICOM header."""
+        try:
+            response = self.client.get_object(self.bucket, key, offset=0, length=length)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
+
     def get_file(self, key: str, path: Path) -> None:
         """Download an object to a file, streaming it, so memory stays flat whatever its size."""
         try:

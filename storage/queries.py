@@ -43,6 +43,8 @@ class ReceivedInstance:
     source_address: str
     # NumberOfStudyRelatedInstances (0020,1208) when the sender gave it.
     expected_instances: int | None = None
+    # The AE title the sender called (A-ASSOCIATE-RQ, PS3.8 9.3.2), for routing rules.
+    called_ae: str = ""
 
 
 def record_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> Study:
@@ -62,6 +64,7 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
             accession_number=item.accession_number,
             study_date=item.study_date,
             study_description=item.study_description,
+            called_ae=item.called_ae,
             status="receiving",
             revision=0,
             ready_reason="",

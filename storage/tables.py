@@ -50,8 +50,11 @@ class Study(Base):
     study_date: Mapped[str] = mapped_column(String(8), default="")
     study_description: Mapped[str] = mapped_column(String(256), default="")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    # Issue 7: the AE title the sender called (our listener may answer to several), for routing rules.
+    called_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
     source_address: Mapped[str] = mapped_column(String(64), default="")
-    # receiving: instances are arriving; ready: announced as `study.ready` at `revision`.
+    # receiving: instances are arriving; ready: announced as `study.ready` at `revision`;
+    # held / dropped: a routing rule held it for manual release or dropped it (issue 7).
     status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)
     ready_reason: Mapped[str] = mapped_column(String(32), default="")
@@ -442,3 +445,20 @@ class ModelPackage(Base):
     status: Mapped[str] = mapped_column(String(16), default="inactive", index=True)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# Issue 7: routing rules as data (integration.rules.Rule as JSON, edited through the admin API).
+
+
+class RoutingRule(Base):
+    """One routing rule; `definition` is the validated rule as JSON, the other columns copy it."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    definition: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

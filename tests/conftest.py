@@ -86,17 +86,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = "postgresql+psycopg://" + pg.removeprefix("postgresql://")
     migrate(url)
     _databases_used.add("postgresql")
-    yield url
-    # Empty every table so the next test starts clean (the database lives for the session).
     from storage.tables import Base
 
     engine = make_engine(url)
+    with engine.connect() as conn:
+        # Rows the migrations seed (the default routing rules): a clean database has them.
+        seeded = {t: [dict(r._mapping) for r in conn.execute(t.select())] for t in Base.metadata.sorted_tables}
+    yield url
+    # Empty every table so the next test starts clean (the database lives for the session).
     with engine.begin() as conn:
         # The owner may lift the audit table's append-only trigger; the engine's role may not.
         conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
         conn.exec_driver_sql("ALTER TABLE audit_events ENABLE TRIGGER USER")
+        for table, rows in seeded.items():
+            if rows:
+                conn.execute(table.insert(), rows)
     engine.dispose()
 
 

@@ -46,6 +46,8 @@ def test_same_instance_twice_is_acknowledged_and_recorded_once(listener: Listene
     assert send(listener.settings.dicom_port, ds).Status == 0x0000
     with session_scope(listener.engine) as s:
         assert s.scalar(select(func.count()).select_from(InstanceVersion)) == 1
+        study = s.get(Study, str(ds.StudyInstanceUID))
+        assert study is not None and study.called_ae == "DOCTORAI"  # what routing rules match on
     assert [d["duplicate"] for d in _audit_details(listener, "instance-stored")] == ["false", "identical"]
 
 

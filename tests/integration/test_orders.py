@@ -12,8 +12,9 @@ from fhir_api.hl7_messages import map_message
 from integration.messages import InstanceRef, StudyReady
 from integration.orders import skip_cancelled
 from integration.router import route
-from integration.rules import DEFAULT_RULES
+from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
+from storage.objects import make_object_store
 from storage.tables import InferenceJob, Order
 from tests.mllp_peers import sample
 
@@ -47,7 +48,7 @@ def test_cancelled_order_stops_routing_and_says_why(tmp_path: Path) -> None:
     with session_scope(engine) as session:
         for name in ("orm_o01_nw_v23.hl7", "orm_o01_ca_v23.hl7"):
             apply(session, map_message(parse(sample(name))), message_id=name)
-    assert route(engine, DEFAULT_RULES, _study("ACC1001")) == []
+    assert route(engine, make_object_store(StorageSettings()), _study("ACC1001")) == []
     with session_scope(engine) as session:
         assert session.scalars(select(InferenceJob)).all() == []
         assert session.scalars(select(Order)).one().study_uid == "1.2.3.4"

@@ -1,14 +1,22 @@
-"""The router on SQLite and PostgreSQL: jobs run the active version; reports with text go to text models."""
+"""The router on SQLite and PostgreSQL: rules from the database, jobs on the active version, hold,
+drop, the dry run, and reports with text to text models."""
 
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from sqlalchemy import Engine, func, select
 
-from integration.messages import InstanceRef, FhirReceived, StudyReady
-from integration.router import route, route_report
-from integration.rules import DEFAULT_RULES
+from integration.errors import StudyNotFound
+from integration.messages import FhirReceived, InstanceRef, StudyReady
+from integration.router import dry_run, route, route_report
+from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, load_rules, save
+from integration.stack import StackConfig
+from storage.config import StorageSettings
 from storage.db import session_scope
+from storage.objects import ObjectStore, dicom_key, make_object_store
 from storage.queries import (
     ReceivedInstance,
     activate_model_package,
@@ -16,17 +24,35 @@ from storage.queries import (
     correlation_id_for_study,
     record_instance,
 )
-from storage.tables import AuditEvent, FhirResource, InferenceJob, OutboxEvent
+from storage.tables import AuditEvent, Base, FhirResource, InferenceJob, Order, OutboxEvent, Study
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
+# Rules without tag criteria never read the object store: this one is never reached.
+UNREACHED = make_object_store(StorageSettings())
 
 
-def _index_study(db: Engine) -> None:
+def _index_study(db: Engine, *, called_ae: str = "DOCTORAI", accession: str = "") -> None:
     item = ReceivedInstance(
-        study_uid=STUDY, series_uid=STUDY + ".1", sop_uid=STUDY + ".1.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", patient_id="P1", accession_number="", study_date="",
-        study_description="", modality="CR", body_part="CHEST", series_number=1, series_description="",
-        instance_number=1, object_key="k", size=1, sha256="0" * 64, calling_ae="PACS", source_address="",
+        study_uid=STUDY,
+        series_uid=STUDY + ".1",
+        sop_uid=STUDY + ".1.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        patient_id="P1",
+        accession_number=accession,
+        study_date="",
+        study_description="",
+        modality="CR",
+        body_part="CHEST",
+        series_number=1,
+        series_description="",
+        instance_number=1,
+        object_key="k",
+        size=1,
+        sha256="0" * 64,
+        calling_ae="PACS",
+        source_address="10.0.0.7",
+        called_ae=called_ae,
     )
     with session_scope(db) as session:
         record_instance(session, item=item)
@@ -40,61 +66,241 @@ def _register(db: Engine, name: str, *versions: str, active: str) -> None:
                 activate_model_package(session, row=row)
 
 
-def _ready(revision: int = 1) -> StudyReady:
-    return StudyReady(
-        correlation_id=correlation_id_for_study(STUDY),
-        study_uid=STUDY,
-        revision=revision,
-        reason="quiet-period",
-        last_received_at=datetime.now(UTC),
-        instances=[InstanceRef(series_uid=STUDY + ".1", sop_uid=STUDY + ".1.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
-                               modality="CR", body_part="CHEST", object_key="k")],
+def _ready(db: Engine, revision: int = 1, reason: str = "quiet-period") -> StudyReady:
+    """Mark the indexed study ready at `revision`, as the listener does, and give its event."""
+    with session_scope(db) as session:
+        study = session.get(Study, STUDY)
+        assert study is not None
+        study.status, study.revision, study.ready_reason = "ready", revision, reason
+    return StudyReady.model_validate(
+        {
+            "correlation_id": correlation_id_for_study(STUDY),
+            "study_uid": STUDY,
+            "revision": revision,
+            "reason": reason,
+            "calling_ae": "PACS",
+            "last_received_at": datetime.now(UTC),
+            "instances": [
+                InstanceRef(
+                    series_uid=STUDY + ".1",
+                    sop_uid=STUDY + ".1.1",
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+                    modality="CR",
+                    body_part="CHEST",
+                    object_key="k",
+                )
+            ],
+        }
     )
+
+
+def _save(db: Engine, rule: Rule, rule_id: int | None = None) -> int:
+    with session_scope(db) as session:
+        return save(session, rule, rule_id)
+
+
+def _status(db: Engine) -> str:
+    with session_scope(db) as session:
+        study = session.get(Study, STUDY)
+        assert study is not None
+        return study.status
+
+
+def _routed(db: Engine) -> list[dict[str, str]]:
+    with session_scope(db) as session:
+        return [
+            e.detail for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id)) if e.subtype == "study-routed"
+        ]
+
+
+def _jobs(db: Engine) -> list[tuple[str, int]]:
+    with session_scope(db) as session:
+        return [(j.model, j.revision) for j in session.scalars(select(InferenceJob).order_by(InferenceJob.revision))]
+
+
+def test_the_migration_seeds_the_default_rules(db: Engine) -> None:
+    with session_scope(db) as session:
+        stored = [rule for _, rule in load_rules(session)]
+    assert sorted(stored, key=lambda r: r.name) == sorted(DEFAULT_RULES, key=lambda r: r.name)
 
 
 def test_jobs_use_the_active_version_and_unregistered_models_get_none(db: Engine) -> None:
     _index_study(db)
-    assert route(db, DEFAULT_RULES, _ready(1)) == []
-    with session_scope(db) as session:
-        reasons = [e.detail.get("reason") for e in session.scalars(select(AuditEvent))]
-    assert "no active version" in reasons
+    assert route(db, UNREACHED, _ready(db, 1)) == []
+    assert "no active version" in [d.get("reason") for d in _routed(db)]
 
     _register(db, "chest-xray-pneumonia", "0.3.0", "0.4.0", active="0.4.0")
-    [request] = route(db, DEFAULT_RULES, _ready(2))
+    [request] = route(db, UNREACHED, _ready(db, 2))
     assert request.model_version == "0.4.0"
-    assert route(db, DEFAULT_RULES, _ready(2)) == []  # replayed: the job exists
+    assert [i.sop_uid for i in request.inputs] == [STUDY + ".1.1"]
+    assert route(db, UNREACHED, _ready(db, 2)) == []  # replayed: the job exists
+    assert _jobs(db) == [("chest-xray-pneumonia", 2)]
+    assert _routed(db)[-1]["rule"] == "chest-radiographs-to-pneumonia-model"
+
+
+def test_rules_come_from_the_database(db: Engine) -> None:
+    _index_study(db, called_ae="DOCTORAI_AI")
+    _register(db, "chest-xray-pneumonia", "1", active="1")
+    _register(db, "other", "1", active="1")
     with session_scope(db) as session:
-        [job] = session.scalars(select(InferenceJob))
-        assert (job.model, job.model_version, job.revision) == ("chest-xray-pneumonia", "0.4.0", 2)
+        [(chest_id, chest)] = [(i, r) for i, r in load_rules(session) if r.name.startswith("chest")]
+    _save(db, chest.model_copy(update={"enabled": False}), chest_id)
+    _save(db, Rule(name="ai-ae", match=Match(called_aes=("doctorai_ai",)), run=(RunModel(model="other"),)))
+    [request] = route(db, UNREACHED, _ready(db))
+    assert request.model == "other"
+
+
+def test_a_hold_rule_holds_the_study_until_it_is_released(db: Engine) -> None:
+    _index_study(db)
+    _register(db, "chest-xray-pneumonia", "1", active="1")
+    _save(db, Rule(name="hold-pacs", priority=1, match=Match(calling_aes=("PACS",)), hold=True))
+    assert route(db, UNREACHED, _ready(db, 1)) == []
+    assert _status(db) == "held"
+    assert _routed(db)[-1] == {"revision": "1", "model": "", "reason": "held", "rule": "hold-pacs"}
+    assert _jobs(db) == []
+
+    [request] = route(db, UNREACHED, _ready(db, 2, reason="manual-release"))
+    assert request.model == "chest-xray-pneumonia" and _status(db) == "ready"
+
+
+def test_a_drop_rule_drops_the_study_and_nothing_runs(db: Engine) -> None:
+    _index_study(db)
+    _register(db, "chest-xray-pneumonia", "1", active="1")
+    _save(db, Rule(name="drop-lab", priority=500, match=Match(source_addresses=("10.0.0.0/24",)), drop=True))
+    assert route(db, UNREACHED, _ready(db)) == []
+    assert _status(db) == "dropped" and _jobs(db) == []
+    assert _routed(db)[-1] == {"revision": "1", "model": "", "reason": "dropped", "rule": "drop-lab"}
+    with session_scope(db) as session:
+        assert session.scalars(select(OutboxEvent)).all() == []
+
+
+def test_a_study_not_in_the_index_is_audited_not_routed(db: Engine) -> None:
+    _index_study(db)
+    event = _ready(db).model_copy(update={"study_uid": "9.9"})
+    assert route(db, UNREACHED, event) == []
+    assert _routed(db)[-1]["reason"] == "study not in the index"
+
+
+def _row_counts(db: Engine) -> dict[str, int]:
+    with session_scope(db) as session:
+        return {t.name: session.scalar(select(func.count()).select_from(t)) or 0 for t in Base.metadata.sorted_tables}
+
+
+def test_a_dry_run_answers_what_a_rule_would_do_and_changes_nothing(db: Engine) -> None:
+    _index_study(db, accession="ACC7")
+    _ready(db)
+    now = datetime.now(UTC)
+    with session_scope(db) as session:
+        session.add(
+            Order(
+                service_request_id="sr1",
+                accession_number="ACC7",
+                patient_id="P1",
+                status="active",
+                message_id="m",
+                created_at=now,
+                updated_at=now,
+                study_uid=None,
+            )
+        )
+    draft = Rule(
+        name="draft", enabled=False, match=Match(has_order=True), run=(RunModel(model="m"),), forward=("pacs",)
+    )
+    before = _row_counts(db)
+    plan = dry_run(db, UNREACHED, draft, study_uid=STUDY)
+    assert plan.model_dump(mode="json") == {
+        "study_uid": STUDY,
+        "runs": [{"model": "m", "rule": "draft", "series_uids": [STUDY + ".1"], "instance_count": 1}],
+        "forwards": [{"destination": "pacs", "rule": "draft", "instance_count": 1}],
+        "held_by": "",
+        "dropped_by": "",
+        "matched": ["draft"],
+    }
+    hold = dry_run(db, UNREACHED, Rule(name="h", hold=True), study_uid=STUDY)
+    assert hold.held_by == "h"
+    assert _row_counts(db) == before
+    with session_scope(db) as session:
+        order = session.get(Order, "sr1")
+        assert order is not None and order.study_uid is None  # the link routing would make is not made
+    with pytest.raises(StudyNotFound):
+        dry_run(db, UNREACHED, draft, study_uid="9.9")
+
+
+def test_tag_rules_read_the_first_header_of_each_series(db: Engine, services: StackConfig) -> None:
+    store: ObjectStore = make_object_store(services.storage_settings())
+    store.ensure_bucket()
+    path = get_testdata_file("CT_small.dcm")
+    assert isinstance(path, str)
+    ds = dcmread(path)
+    key = dicom_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    with open(path, "rb") as f:
+        store.put_bytes(key, f.read())
+    item = ReceivedInstance(
+        study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=ds.SOPInstanceUID,
+        sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ds.file_meta.TransferSyntaxUID, patient_id="",
+        accession_number="", study_date="", study_description="", modality="CT", body_part="", series_number=1,
+        series_description="", instance_number=1, object_key=key, size=1, sha256="0" * 64, calling_ae="PACS",
+        source_address="",
+    )  # fmt: skip
+    with session_scope(db) as session:
+        record_instance(session, item=item)
+    sex = str(ds.PatientSex)
+    for pattern, expected in ((f"^{sex}$", ["m"]), ("^X$", [])):
+        rule = Rule(
+            name="t", match=Match(tags=(TagMatch(tag="(0010,0040)", pattern=pattern),)), run=(RunModel(model="m"),)
+        )
+        plan = dry_run(db, store, rule, study_uid=ds.StudyInstanceUID)
+        assert [r.model for r in plan.runs] == expected
 
 
 def _store_report(db: Engine, report_id: str, body: dict[str, object]) -> None:
     with session_scope(db) as session:
-        session.add(FhirResource(resource_type="DiagnosticReport", resource_id=report_id, version_id=1,
-                                 last_updated=datetime.now(UTC), content=json.dumps(body)))
+        session.add(
+            FhirResource(
+                resource_type="DiagnosticReport",
+                resource_id=report_id,
+                version_id=1,
+                last_updated=datetime.now(UTC),
+                content=json.dumps(body),
+            )
+        )
 
 
 def test_a_report_with_a_conclusion_is_queued_for_triage_with_its_text(db: Engine) -> None:
     _index_study(db)
     _register(db, "report-triage", "0.1.0", active="0.1.0")
-    base = {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "CXR"},
-            "imagingStudy": [{"reference": f"ImagingStudy/{STUDY}"}]}
+    base = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {"text": "CXR"},
+        "imagingStudy": [{"reference": f"ImagingStudy/{STUDY}"}],
+    }
     _store_report(db, "r1", {**base, "id": "r1", "conclusion": "Large right pneumothorax."})
     _store_report(db, "r2", {**base, "id": "r2"})  # no conclusion
-    _store_report(db, "r3", {**base, "id": "r3", "conclusion": "AI says", "identifier": [{"system": "urn:doctorai:job", "value": "j"}]})
-    _store_report(db, "r4", {**base, "id": "r4", "conclusion": "No study", "imagingStudy": [{"reference": "ImagingStudy/9.9"}]})
+    _store_report(
+        db,
+        "r3",
+        {**base, "id": "r3", "conclusion": "AI says", "identifier": [{"system": "urn:doctorai:job", "value": "j"}]},
+    )
+    _store_report(
+        db, "r4", {**base, "id": "r4", "conclusion": "No study", "imagingStudy": [{"reference": "ImagingStudy/9.9"}]}
+    )
 
     def received(report_id: str) -> FhirReceived:
         return FhirReceived(
-            correlation_id="c", resource_type="DiagnosticReport", resource_id=report_id, version_id=1, interaction="create"
+            correlation_id="c",
+            resource_type="DiagnosticReport",
+            resource_id=report_id,
+            version_id=1,
+            interaction="create",
         )
 
-    [request] = route_report(db, DEFAULT_RULES, received("r1"))
+    [request] = route_report(db, received("r1"))
     assert request.model == "report-triage" and request.inputs == []
     assert [(t.ref, t.text) for t in request.texts] == [("DiagnosticReport/r1", "Large right pneumothorax.")]
     for other in ("r2", "r3", "r4", "missing"):
-        assert route_report(db, DEFAULT_RULES, received(other)) == []
-    assert route_report(db, DEFAULT_RULES, received("r1")) == []  # replayed
+        assert route_report(db, received(other)) == []
+    assert route_report(db, received("r1")) == []  # replayed
     with session_scope(db) as session:
         topics = [e.topic for e in session.scalars(select(OutboxEvent))]
     assert topics == ["inference.request.report-triage"]
