@@ -12,8 +12,8 @@ from audit.config import get_settings as get_audit_settings
 from integration import health, kafka, outbound, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
-from integration.messages import FhirReceived, StudyReady
-from integration.router import route, route_report
+from integration.messages import FhirReceived, Hl7Received, StudyReady
+from integration.router import route, route_hl7, route_report
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
@@ -34,17 +34,23 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    routed = [topics.STUDY_READY, topics.FHIR_RECEIVED]
-    await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ])
+    # Studies to route, and reports (written over FHIR, or ORU^R01 over HL7) to triage.
+    routed = [topics.STUDY_READY, topics.FHIR_RECEIVED, topics.HL7_RECEIVED]
+    await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.DLQ])
     producer = kafka.make_producer(settings)
     consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
     await producer.start()
     await consumer.start()
 
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
-        if kafka.unqualified(settings, record.topic) == topics.FHIR_RECEIVED:
+        topic = kafka.unqualified(settings, record.topic)
+        if topic == topics.FHIR_RECEIVED:
             resource = FhirReceived.model_validate_json(record.value or b"")
             await asyncio.to_thread(route_report, engine, resource)
+            return
+        if topic == topics.HL7_RECEIVED:
+            message = Hl7Received.model_validate_json(record.value or b"")
+            await asyncio.to_thread(route_hl7, engine, message)
             return
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, objects, study)

@@ -17,7 +17,7 @@ from audit.records import STUDY_ROUTED, AuditRecord
 from integration import topics
 from integration.errors import StudyNotFound
 from integration.facts import study_facts, with_tags
-from integration.messages import FhirReceived, InferenceRequest, InstanceRef, StudyReady, TextInput
+from integration.messages import FhirReceived, Hl7Received, InferenceRequest, InstanceRef, StudyReady, TextInput
 from integration.orders import skip_cancelled
 from integration.rules import (
     ForwardTo,
@@ -40,7 +40,7 @@ from storage.queries import (
     fhir_resource_json,
     study_instances,
 )
-from storage.tables import Study
+from storage.tables import FhirResource, Order, Study
 
 log = logging.getLogger(__name__)
 
@@ -267,41 +267,82 @@ def dry_run(engine: Engine, objects: ObjectStore, rule: Rule, *, study_uid: str)
     return evaluate([rule.model_copy(update={"enabled": True})], facts)
 
 
-def _report_study(report: dict[str, Any]) -> str:
-    """The StudyInstanceUID a report is about: the id of its first ImagingStudy reference."""
+def _report_study(session: Session, report: dict[str, Any]) -> str:
+    """The StudyInstanceUID a report is about: its first ImagingStudy reference, else the study
+    linked to the order it is `basedOn` (an ORU^R01 from another system names only the order)."""
     for ref in report.get("imagingStudy") or []:
         reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
         if reference.startswith("ImagingStudy/"):
             return reference.split("/", 1)[1]
+    for ref in report.get("basedOn") or []:
+        reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
+        if reference.startswith("ServiceRequest/"):
+            order = session.get(Order, reference.split("/", 1)[1])
+            if order is not None and order.study_uid:
+                return order.study_uid
     return ""
 
 
+def _report_text(session: Session, report: dict[str, Any]) -> str:
+    """What a report says: its conclusion, else the text values of its result Observations in
+    order (an ORU^R01's TX/FT/ST OBX segments become Observation.valueString)."""
+    conclusion = str(report.get("conclusion") or "").strip()
+    if conclusion:
+        return conclusion
+    lines = []
+    for ref in report.get("result") or []:
+        reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
+        if not reference.startswith("Observation/"):
+            continue
+        content = fhir_resource_json(session, resource_type="Observation", resource_id=reference.split("/", 1)[1])
+        value = json.loads(content).get("valueString") if content else None
+        if isinstance(value, str) and value.strip():
+            lines.append(value.strip())
+    return "\n".join(lines)
+
+
 def route_report(engine: Engine, received: FhirReceived) -> list[InferenceRequest]:
-    """Queue text models (the stored report rules) on a stored DiagnosticReport's conclusion
-    (FHIR R4 DiagnosticReport.conclusion).
+    """Queue text models on a DiagnosticReport written through the FHIR API."""
+    if received.resource_type != "DiagnosticReport" or received.interaction == "delete":
+        return []
+    return _route_report(engine, received.resource_id, version_id=received.version_id)
+
+
+def route_hl7(engine: Engine, received: Hl7Received) -> list[InferenceRequest]:
+    """Queue text models on the DiagnosticReports an HL7 message (an ORU^R01) created or changed."""
+    queued: list[InferenceRequest] = []
+    for ref in received.resources:
+        resource_type, _, resource_id = ref.partition("/")
+        if resource_type == "DiagnosticReport":
+            queued += _route_report(engine, resource_id, version_id=None)
+    return queued
+
+
+def _route_report(engine: Engine, report_id: str, *, version_id: int | None) -> list[InferenceRequest]:
+    """Queue text models (the stored report rules) on a stored DiagnosticReport's text.
 
     Jobs belong to a study, so only reports about a study in the index are routed; the
     report's version is the job's input revision, so each new version is read once.
     """
-    if received.resource_type != "DiagnosticReport" or received.interaction == "delete":
-        return []
     queued: list[InferenceRequest] = []
     with session_scope(engine) as session:
         actions = report_models(_rules(session))
         if not actions:
             return []
-        content = fhir_resource_json(session, resource_type="DiagnosticReport", resource_id=received.resource_id)
-        if content is None:
-            log.warning("DiagnosticReport/%s announced but not stored", received.resource_id)
+        stored = session.get(FhirResource, ("DiagnosticReport", report_id))
+        if stored is None:
+            log.warning("DiagnosticReport/%s announced but not stored", report_id)
             return []
-        report = json.loads(content)
+        report = json.loads(stored.content)
         identifiers = report.get("identifier") or []
-        text = str(report.get("conclusion") or "").strip()
-        if not text or any(i.get("system") == OWN_REPORT_SYSTEM for i in identifiers if isinstance(i, dict)):
+        if any(i.get("system") == OWN_REPORT_SYSTEM for i in identifiers if isinstance(i, dict)):
             return []
-        study = session.get(Study, _report_study(report))
+        text = _report_text(session, report)
+        if not text:
+            return []
+        study = session.get(Study, _report_study(session, report))
         if study is None:
-            log.info("DiagnosticReport/%s names no study in the index; not triaged", received.resource_id)
+            log.info("DiagnosticReport/%s names no study in the index; not triaged", report_id)
             return []
         for action in actions:
             request = _queue(
@@ -309,11 +350,11 @@ def route_report(engine: Engine, received: FhirReceived) -> list[InferenceReques
                 action,
                 correlation_id=correlation_id_for_study(study.study_uid),
                 study_uid=study.study_uid,
-                revision=received.version_id,
+                revision=version_id if version_id is not None else stored.version_id,
                 patient_id=study.patient_id,
                 last_received_at=datetime.now(UTC),
                 inputs=[],
-                texts=[TextInput(ref=f"DiagnosticReport/{received.resource_id}", text=text)],
+                texts=[TextInput(ref=f"DiagnosticReport/{report_id}", text=text)],
             )
             if request is not None:
                 queued.append(request)

@@ -10,8 +10,8 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import Engine, func, select
 
 from integration.errors import StudyNotFound
-from integration.messages import FhirReceived, InstanceRef, StudyReady
-from integration.router import dry_run, route, route_report
+from integration.messages import FhirReceived, Hl7Received, InstanceRef, StudyReady
+from integration.router import dry_run, route, route_hl7, route_report
 from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, load_rules, save
 from integration.stack import StackConfig
 from storage.config import StorageSettings
@@ -304,3 +304,54 @@ def test_a_report_with_a_conclusion_is_queued_for_triage_with_its_text(db: Engin
     with session_scope(db) as session:
         topics = [e.topic for e in session.scalars(select(OutboxEvent))]
     assert topics == ["inference.request.report-triage"]
+
+
+def _store(db: Engine, resource_type: str, resource_id: str, body: dict[str, object]) -> None:
+    with session_scope(db) as session:
+        session.add(
+            FhirResource(
+                resource_type=resource_type,
+                resource_id=resource_id,
+                version_id=1,
+                last_updated=datetime.now(UTC),
+                content=json.dumps({"resourceType": resource_type, "id": resource_id, **body}),
+            )
+        )
+
+
+def test_an_oru_reports_text_observations_are_triaged_through_its_order(db: Engine) -> None:
+    """An ORU^R01 from another system: no conclusion and no ImagingStudy reference, but its order is
+    linked to the study and its TX OBX segments are Observation.valueString."""
+    _index_study(db, accession="ACC9")
+    _register(db, "report-triage", "0.1.0", active="0.1.0")
+    now = datetime.now(UTC)
+    with session_scope(db) as session:
+        session.add(
+            Order(
+                service_request_id="sr-9", accession_number="ACC9", patient_id="P1", status="active",
+                study_uid=STUDY, message_id="m", created_at=now, updated_at=now,
+            )
+        )
+    _store(db, "Observation", "o1", {"status": "final", "code": {"text": "impression"}, "valueString": "Right pneumothorax."})
+    _store(db, "Observation", "o2", {"status": "final", "code": {"text": "size"}, "valueQuantity": {"value": 3}})
+    _store(db, "Observation", "o3", {"status": "final", "code": {"text": "advice"}, "valueString": "Call the ward."})
+    _store(
+        db,
+        "DiagnosticReport",
+        "v2dr-1",
+        {
+            "status": "final",
+            "code": {"text": "CXR"},
+            "basedOn": [{"reference": "ServiceRequest/sr-9"}],
+            "result": [{"reference": f"Observation/o{n}"} for n in (1, 2, 3)],
+        },
+    )
+    message = Hl7Received(
+        correlation_id="c", message_id="m", sender_application="RIS", sender_facility="HOSP", control_id="1",
+        message_type="ORU", trigger_event="R01", version="2.5.1", object_key="k",
+        resources=["Patient/P1", "Observation/o1", "DiagnosticReport/v2dr-1"],
+    )
+    [request] = route_hl7(db, message)
+    assert request.study_uid == STUDY and request.revision == 1
+    assert [(t.ref, t.text) for t in request.texts] == [("DiagnosticReport/v2dr-1", "Right pneumothorax.\nCall the ward.")]
+    assert route_hl7(db, message) == []  # delivered again: the job exists
