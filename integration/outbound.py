@@ -14,8 +14,11 @@ that is not an ACK to this message -> retried with exponential backoff, dead aft
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -32,6 +35,15 @@ from storage.errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 BATCH = 20
+
+class Named(Hashable, Protocol):
+    """A destination as a sender task needs it: hashable, so a changed row is a new target."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ async def run_destination(engine: Engine, settings: IntegrationSettings, target:
                     metrics.DELIVERIES.labels(target.name, "dead" if last else "retry").inc()
                     log.warning("delivery %d to %s failed (attempt %d): %s", item.id, target.name, item.attempts + 1, exc)
                     break  # keep this destination's order: later messages wait for this one's retry
-            await _sleep(stop, settings.outbound_poll_seconds)
+            await pause(stop, settings.outbound_poll_seconds)
     finally:
         _close(connection)
 
@@ -172,32 +184,51 @@ def _close(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None)
         connection[1].close()
 
 
-async def run(engine: Engine, settings: IntegrationSettings, stop: asyncio.Event) -> None:
-    """One task per enabled MLLP destination, re-read every few polls so new destinations start sending."""
-    tasks: dict[Target, asyncio.Task[None]] = {}
+async def supervise(
+    name: str,
+    list_targets: Callable[[], list[T]],
+    start: Callable[[T], Coroutine[Any, Any, None]],
+    settings: IntegrationSettings,
+    stop: asyncio.Event,
+) -> None:
+    """Keep one task per target running until `stop`; targets are re-read every few polls, so new,
+    changed or disabled destinations start or stop sending, and a crashed task is restarted."""
+    tasks: dict[T, asyncio.Task[None]] = {}
     try:
         while not stop.is_set():
             try:
-                targets = set(await asyncio.to_thread(_targets, engine))
+                targets = set(await asyncio.to_thread(list_targets))
             except StorageUnavailable as exc:
-                log.warning("outbound paused: %r", exc)
+                log.warning("%s paused: %r", name, exc)
                 targets = set(tasks)
             for target in list(tasks):
                 task = tasks[target]
                 if task.done() and not task.cancelled() and task.exception() is not None:
-                    log.error("outbound %s stopped, restarting it: %r", target.name, task.exception())
+                    log.error("%s to %s stopped, restarting it: %r", name, target.name, task.exception())
                 if target not in targets or task.done():
                     tasks.pop(target).cancel()
             for target in targets - set(tasks):
-                tasks[target] = asyncio.create_task(run_destination(engine, settings, target, stop))
-            await _sleep(stop, settings.outbound_poll_seconds * 4)
+                tasks[target] = asyncio.create_task(start(target))
+            await pause(stop, settings.outbound_poll_seconds * 4)
     finally:
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+async def run(engine: Engine, settings: IntegrationSettings, stop: asyncio.Event) -> None:
+    """One task per enabled MLLP destination."""
+    await supervise(
+        "outbound",
+        partial(_targets, engine),
+        lambda target: run_destination(engine, settings, target, stop),
+        settings,
+        stop,
+    )
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less when `stop` is set meanwhile."""
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
