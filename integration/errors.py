@@ -26,10 +26,3 @@ class DeliveryFailed(PipelineError):
         super().__init__(message)
         self.retriable = retriable
         self.ack_code = ack_code
-
-
-class AssociationFailed(PipelineError):
-    """No DICOM association with a destination (refused connection, A-ASSOCIATE-RJ, abort, TLS):
-    the whole destination is unreachable, which is what the circuit breaker counts."""
-
-    retriable = True
