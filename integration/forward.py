@@ -36,6 +36,7 @@ from storage.deliveries import destinations
 from storage.errors import StorageUnavailable
 from storage.forwards import ForwardItem, due_forwards, finish_attempt, instance_counts, mark_instance, unsent_instances
 from storage.objects import ObjectStore
+from storage.tables import Destination
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +112,26 @@ class Circuit:
             metrics.CIRCUIT_OPEN.labels(self.destination).set(1)
 
 
+def target_of(row: Destination) -> Target:
+    """A "dicom" destination row as the forwarder (and the echo) needs it."""
+    options = dict(row.options or {})
+    return Target(
+        id=row.id,
+        name=row.name,
+        host=row.host,
+        port=row.port,
+        tls=row.tls,
+        called_ae=options.get("ae_title", ""),
+        calling_ae=options.get("calling_ae") or DEFAULT_CALLING_AE,
+        ca_file=options.get("ca_file", ""),
+        cert_file=options.get("cert_file", ""),
+        key_file=options.get("key_file", ""),
+    )
+
+
 def _targets(engine: Engine) -> list[Target]:
     with session_scope(engine) as session:
-        out = []
-        for d in destinations(session, kind="dicom", enabled_only=True):
-            options = dict(d.options or {})
-            out.append(
-                Target(
-                    id=d.id,
-                    name=d.name,
-                    host=d.host,
-                    port=d.port,
-                    tls=d.tls,
-                    called_ae=options.get("ae_title", ""),
-                    calling_ae=options.get("calling_ae") or DEFAULT_CALLING_AE,
-                    ca_file=options.get("ca_file", ""),
-                    cert_file=options.get("cert_file", ""),
-                    key_file=options.get("key_file", ""),
-                )
-            )
-        return out
+        return [target_of(d) for d in destinations(session, kind="dicom", enabled_only=True)]
 
 
 def _due(engine: Engine, destination_id: int, limit: int) -> list[Queued]:
