@@ -66,6 +66,10 @@ RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
 HL7_ACCEPTED = Hop("110107", "hl7-accepted", Action.CREATE)
 HL7_REJECTED = Hop("110107", "hl7-rejected", Action.CREATE)
 HL7_SENT = Hop("110106", "hl7-sent", Action.READ)
+# Issue 7: DCM 110106 Export of a study forwarded to a DICOM node (PS3.15 A.5.3.5), and of a
+# report sent to a FHIR server or a webhook.
+DICOM_SENT = Hop("110106", "dicom-sent", Action.READ)
+REPORT_SENT = Hop("110106", "report-sent", Action.READ)
 
 
 @dataclass(frozen=True)

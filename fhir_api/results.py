@@ -29,6 +29,7 @@ from fhir_api.errors import Conflict, InvalidResult
 from fhir_api.mapping import imaging_study_from_index, patient_from_study, report_from_result
 from fhir_api.orders import with_order
 from fhir_api.oru import queue_oru
+from fhir_api.report_exports import queue_report_exports
 from integration import health, topics
 from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
@@ -185,6 +186,15 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
     )
     # Issue 4: the report goes out as ORU^R01 to every enabled MLLP destination, in this transaction.
     queue_oru(session, report=report, result=message, study=study, settings=get_mllp_settings())
+    # Issue 7: and to every enabled FHIR server and webhook, in this transaction too.
+    queue_report_exports(
+        session,
+        report=report,
+        observations=observations,
+        result=message,
+        study=study,
+        base_url=get_api_settings().public_base_url.rstrip("/") + "/fhir",
+    )
     session.flush()
     return report_id
 

@@ -1,5 +1,5 @@
 """`python -m integration`: the outbox relay, the router (study.ready and fhir.received), the outbound
-sender and the audit trail's syslog export."""
+sender, the DICOM forwarder and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import health, kafka, outbound, relay, topics
+from integration import forward, health, kafka, outbound, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, Hl7Received, StudyReady
@@ -64,6 +64,8 @@ async def serve() -> None:
             kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
         ]
         tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
+        # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
+        tasks.append(forward.run(engine, make_object_store(get_storage_settings()), settings, stop))
         audit_settings = get_audit_settings()
         collector = syslog.make_collector(audit_settings)
         if collector is not None:

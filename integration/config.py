@@ -30,6 +30,12 @@ class IntegrationSettings(BaseSettings):
     outbound_poll_seconds: float = 0.5
     outbound_ack_timeout_seconds: float = 30.0
     outbound_max_attempts: int = 100
+    # Issue 7, forwarding to DICOM destinations: ACSE/DIMSE/network timeout of an association,
+    # and the circuit breaker: after this many attempts in a row without an association a
+    # destination is left alone for the cool-down, then tried with one forward.
+    forward_timeout_seconds: float = 30.0
+    forward_circuit_failures: int = 3
+    forward_circuit_cool_down_seconds: float = 60.0
     # Issue 9: every process's log lines as text or as one JSON object each (DOCTORAI_LOG_FORMAT).
     log_format: Literal["text", "json"] = "text"
 

@@ -18,3 +18,16 @@ DELIVERIES = Counter(
     "Outbound delivery attempts by destination and outcome (sent, retry, dead)",
     ["destination", "outcome"],
 )
+
+# Issue 7: forwards of studies to DICOM destinations.
+FORWARDS = Counter(
+    "doctorai_forwards_total",
+    "Forward attempts by destination and outcome (sent, retry, dead)",
+    ["destination", "outcome"],
+)
+FORWARDED_INSTANCES = Counter(
+    "doctorai_forwarded_instances_total", "Instances a DICOM destination accepted (C-STORE success or warning)", ["destination"]
+)
+CIRCUIT_OPEN = Gauge(
+    "doctorai_destination_circuit_open", "1 while a destination's circuit breaker is open, else 0", ["destination"]
+)

@@ -31,6 +31,8 @@ from integration.rules import (
     report_models,
 )
 from storage.db import session_scope
+from storage.deliveries import destination_by_name
+from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore
 from storage.outbox import add_event
 from storage.queries import (
@@ -153,10 +155,6 @@ def _set_status(session: Session, study: StudyReady, status: str) -> None:
 
 def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[ForwardTo]) -> None:
     """Queue the study's instances for each destination (storage.forwards, issue 7), audited."""
-    # Written on branch i7-forward: imported here until the merge, then hoisted to the module's imports.
-    from storage import deliveries
-    from storage import forwards as queues
-
     stored = {i.sop_uid: i for i, _ in study_instances(session, study_uid=study.study_uid)}
     for forward in forwards:
         detail = {
@@ -165,7 +163,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             "destination": forward.destination,
             "rule": forward.rule,
         }
-        destination = deliveries.destination_by_name(session, name=forward.destination)
+        destination = destination_by_name(session, name=forward.destination)
         if destination is None:
             _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": "unknown destination"})
             continue
@@ -175,7 +173,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             _audit(session, study.correlation_id, study.study_uid, {**detail, "reason": reason})
             continue
         items = [
-            queues.ForwardItem(
+            ForwardItem(
                 sop_uid=i.sop_uid,
                 object_key=stored[i.sop_uid].object_key,
                 sop_class_uid=i.sop_class_uid,
@@ -184,7 +182,7 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             for i in forward.instances
             if i.sop_uid in stored
         ]
-        queued = queues.queue_forward(
+        queued = queue_forward(
             session,
             destination_id=destination.id,
             study_uid=study.study_uid,

@@ -16,18 +16,45 @@ class DestinationExists(ValueError):
     """A destination with this name is already configured."""
 
 
+class DeliveryNotFound(LookupError):
+    """No delivery has this id."""
+
+
+class DeliveryNotDead(ValueError):
+    """Only a dead delivery can be retried: a pending one retries by itself, a sent one is done."""
+
+
 def add_destination(
-    session: Session, *, name: str, kind: str, host: str, port: int, tls: bool = False
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    host: str,
+    port: int,
+    tls: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Destination:
-    """Configure a new enabled destination."""
+    """Configure a new enabled destination (`options` per kind: AE titles, base URL, credentials...)."""
     if session.scalar(select(Destination.id).where(Destination.name == name)) is not None:
         raise DestinationExists(name)
     row = Destination(
-        name=name, kind=kind, host=host, port=port, tls=tls, enabled=True, options={}, created_at=datetime.now(UTC)
+        name=name,
+        kind=kind,
+        host=host,
+        port=port,
+        tls=tls,
+        enabled=True,
+        options=dict(options or {}),
+        created_at=datetime.now(UTC),
     )
     session.add(row)
     session.flush()
     return row
+
+
+def destination_by_name(session: Session, *, name: str) -> Destination | None:
+    """The destination called `name`, if configured."""
+    return session.scalar(select(Destination).where(Destination.name == name))
 
 
 def destinations(session: Session, *, kind: str | None = None, enabled_only: bool = False) -> list[Destination]:
@@ -117,3 +144,17 @@ def deliveries(session: Session, *, status: str | None = None) -> list[Delivery]
     if status is not None:
         stmt = stmt.where(Delivery.status == status)
     return list(session.scalars(stmt))
+
+
+def retry_delivery(session: Session, *, delivery_id: int) -> Delivery:
+    """Make a dead delivery pending again, due now, with a fresh count of attempts."""
+    row = session.get(Delivery, delivery_id)
+    if row is None:
+        raise DeliveryNotFound(delivery_id)
+    if row.status != "dead":
+        raise DeliveryNotDead(f"delivery {delivery_id} is {row.status}, not dead")
+    row.status = "pending"
+    row.attempts = 0
+    row.next_attempt_at = datetime.now(UTC)
+    row.finished_at = None
+    return row

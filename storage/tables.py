@@ -462,3 +462,48 @@ class RoutingRule(Base):
     definition: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Issue 7: forwarding studies to DICOM destinations (auto-routing).
+
+
+class Forward(Base):
+    """One revision of a study queued for one DICOM destination, complete when every instance was accepted."""
+
+    __tablename__ = "forwards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    correlation_id: Mapped[str] = mapped_column(String(36), index=True)
+    rule: Mapped[str] = mapped_column(String(64), default="")  # the routing rule that asked for it
+    # pending -> sent | dead (dead -> pending again when an operator retries it)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("destination_id", "study_uid", "revision", name="uq_forward_study_revision"),
+        Index("ix_forwards_due", "destination_id", "status", "next_attempt_at"),
+    )
+
+
+class ForwardInstance(Base):
+    """One instance of a forward and how its last C-STORE ended."""
+
+    __tablename__ = "forward_instances"
+
+    forward_id: Mapped[int] = mapped_column(ForeignKey("forwards.id"), primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    object_key: Mapped[str] = mapped_column(String(256))
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    # pending -> sent | failed (failed ones are sent again on the forward's next attempt)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # The C-STORE response status (PS3.7 9.1.1.1.9), None when no response came.
+    dicom_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,130 @@
+"""The forwards queue on SQLite and PostgreSQL: replays, due order, partial results, retry of dead ones."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from storage.db import session_scope
+from storage.deliveries import (
+    DeliveryNotDead,
+    add_destination,
+    destination_by_name,
+    mark_failed,
+    queue_delivery,
+    retry_delivery,
+)
+from storage.forwards import (
+    ForwardItem,
+    ForwardNotDead,
+    ForwardNotFound,
+    due_forwards,
+    finish_attempt,
+    forward_instances,
+    instance_counts,
+    list_forwards,
+    mark_instance,
+    queue_forward,
+    retry_forward,
+    unsent_instances,
+)
+
+ITEMS = [
+    ForwardItem(f"1.2.3.{n}", f"dicom/s/se/1.2.3.{n}.dcm", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    for n in (1, 2, 3)
+]
+
+
+def _destination(engine: Engine, name: str) -> int:
+    with session_scope(engine) as session:
+        row = add_destination(
+            session, name=name, kind="dicom", host="127.0.0.1", port=104, options={"ae_title": "PACS"}
+        )
+        return row.id
+
+
+def _queue(engine: Engine, destination_id: int, study_uid: str, revision: int = 1) -> int | None:
+    with session_scope(engine) as session:
+        row = queue_forward(
+            session,
+            destination_id=destination_id,
+            study_uid=study_uid,
+            revision=revision,
+            correlation_id="c-1",
+            rule="to-pacs",
+            instances=ITEMS,
+        )
+        return None if row is None else row.id
+
+
+def test_a_forward_is_queued_once_per_destination_study_and_revision(db: Engine) -> None:
+    pacs, archive = _destination(db, "pacs"), _destination(db, "archive")
+    first = _queue(db, pacs, "1.2.9")
+    assert first is not None
+    assert _queue(db, pacs, "1.2.9") is None  # a replay
+    assert _queue(db, pacs, "1.2.9", revision=2) is not None
+    assert _queue(db, archive, "1.2.9") is not None
+    with session_scope(db) as session:
+        assert [f.revision for f in list_forwards(session, destination_id=pacs)] == [2, 1]
+        assert len(list_forwards(session, study_uid="1.2.9")) == 3
+        assert list_forwards(session, status="sent") == []
+        assert [i.status for i in forward_instances(session, forward_id=first)] == ["pending"] * 3
+        assert [f.id for f in due_forwards(session, destination_id=pacs, limit=10)] == [first, first + 1]
+        assert destination_by_name(session, name="archive") is not None
+        assert destination_by_name(session, name="nowhere") is None
+
+
+def test_only_what_failed_is_sent_again_and_a_dead_forward_can_be_retried(db: Engine) -> None:
+    pacs = _destination(db, "pacs")
+    forward_id = _queue(db, pacs, "1.2.9")
+    assert forward_id is not None
+    with session_scope(db) as session:
+        mark_instance(session, forward_id=forward_id, sop_uid="1.2.3.1", sent=True, dicom_status=0)
+        mark_instance(session, forward_id=forward_id, sop_uid="1.2.3.2", sent=True, dicom_status=0xB000)
+        mark_instance(
+            session, forward_id=forward_id, sop_uid="1.2.3.3", sent=False, dicom_status=0xA700, error="out of resources"
+        )
+        row = finish_attempt(session, forward_id=forward_id, error="", retry_in=timedelta(hours=1))
+        assert (row.status, row.attempts, row.last_error) == ("pending", 1, "1 instances not accepted")
+    with session_scope(db) as session:
+        assert due_forwards(session, destination_id=pacs, limit=10) == []  # waiting for its backoff
+        later = datetime.now(UTC) + timedelta(hours=2)
+        assert len(due_forwards(session, destination_id=pacs, limit=10, now=later)) == 1
+        assert [i.sop_uid for i in unsent_instances(session, forward_id=forward_id)] == ["1.2.3.3"]
+        assert instance_counts(session, forward_id=forward_id) == {"pending": 0, "sent": 2, "failed": 1}
+        row = finish_attempt(session, forward_id=forward_id, error="0xA700", retry_in=None)
+        assert (row.status, row.attempts) == ("dead", 2)
+        assert row.finished_at is not None
+    with session_scope(db) as session:
+        with pytest.raises(ForwardNotFound):
+            retry_forward(session, forward_id=forward_id + 100)
+        row = retry_forward(session, forward_id=forward_id)
+        assert (row.status, row.attempts, row.finished_at) == ("pending", 0, None)
+        with pytest.raises(ForwardNotDead):
+            retry_forward(session, forward_id=forward_id)
+        assert [i.sop_uid for i in unsent_instances(session, forward_id=forward_id)] == ["1.2.3.3"]
+        mark_instance(session, forward_id=forward_id, sop_uid="1.2.3.3", sent=True, dicom_status=0)
+        row = finish_attempt(session, forward_id=forward_id, error="", retry_in=timedelta(seconds=1))
+        assert (row.status, row.last_error) == ("sent", "")
+
+
+def test_a_dead_delivery_can_be_retried(db: Engine) -> None:
+    with session_scope(db) as session:
+        target = add_destination(
+            session, name="ehr", kind="fhir", host="", port=0, options={"base_url": "http://x/fhir"}
+        )
+        assert target.options == {"base_url": "http://x/fhir"}
+        row = queue_delivery(
+            session,
+            destination_id=target.id,
+            correlation_id="c-1",
+            subject="DiagnosticReport/r1",
+            control_id="",
+            payload="{}",
+        )
+        assert row is not None
+        with pytest.raises(DeliveryNotDead):
+            retry_delivery(session, delivery_id=row.id)
+        mark_failed(session, delivery_id=row.id, error="HTTP 400", ack_code="", retry_in=None)
+        again = retry_delivery(session, delivery_id=row.id)
+        assert (again.status, again.attempts, again.finished_at) == ("pending", 0, None)
