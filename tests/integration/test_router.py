@@ -16,6 +16,8 @@ from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, lo
 from integration.stack import StackConfig
 from storage.config import StorageSettings
 from storage.db import session_scope
+from storage.deliveries import add_destination
+from storage.forwards import forward_instances, list_forwards
 from storage.objects import ObjectStore, dicom_key, make_object_store
 from storage.queries import (
     ReceivedInstance,
@@ -355,3 +357,35 @@ def test_an_oru_reports_text_observations_are_triaged_through_its_order(db: Engi
     assert request.study_uid == STUDY and request.revision == 1
     assert [(t.ref, t.text) for t in request.texts] == [("DiagnosticReport/v2dr-1", "Right pneumothorax.\nCall the ward.")]
     assert route_hl7(db, message) == []  # delivered again: the job exists
+
+
+def test_a_forward_rule_queues_the_study_for_each_dicom_destination(db: Engine) -> None:
+    """Known enabled DICOM destinations get a forward of the matching study's instances; an unknown,
+    a disabled and a non-DICOM destination are audited with the reason; a replay queues nothing."""
+    _index_study(db)
+    with session_scope(db) as session:
+        archive = add_destination(
+            session, name="archive", kind="dicom", host="127.0.0.1", port=11112, options={"ae_title": "ARCHIVE"}
+        )
+        add_destination(session, name="off", kind="dicom", host="127.0.0.1", port=11113).enabled = False
+        add_destination(session, name="ehr", kind="mllp", host="127.0.0.1", port=2575)
+        archive_id = archive.id
+    _save(db, Rule(name="to-archive", match=Match(modalities=("CR",)), forward=("archive", "off", "ehr", "nowhere")))
+    assert route(db, UNREACHED, _ready(db)) == []
+    with session_scope(db) as session:
+        [forward] = list_forwards(session)
+        assert (forward.destination_id, forward.study_uid, forward.revision, forward.rule) == (
+            archive_id, STUDY, 1, "to-archive"
+        )
+        [item] = forward_instances(session, forward_id=forward.id)
+        assert (item.sop_uid, item.transfer_syntax_uid, item.status) == (STUDY + ".1.1", "1.2.840.10008.1.2.1", "pending")
+    reasons = {d.get("destination"): d.get("reason", d.get("forward")) for d in _routed(db) if d.get("destination")}
+    assert reasons == {
+        "archive": "queued",
+        "off": "destination disabled",
+        "ehr": "mllp destination",
+        "nowhere": "unknown destination",
+    }
+    route(db, UNREACHED, _ready(db))  # the same event again
+    with session_scope(db) as session:
+        assert len(list_forwards(session)) == 1
