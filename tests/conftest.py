@@ -184,9 +184,13 @@ def orthanc_factory(tmp_path: Path) -> Iterator[OrthancFactory]:
     """
     started: list[Orthanc] = []
 
-    def start(*, aet: str | None = None, modalities: Mapping[str, Modality] | None = None) -> Orthanc:
+    def start(
+        *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None, dicom_port: int | None = None
+    ) -> Orthanc:
         n = len(started) + 1
-        orthanc = start_orthanc(tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities)
+        orthanc = start_orthanc(
+            tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities, dicom_port=dicom_port
+        )
         started.append(orthanc)
         return orthanc
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -203,11 +203,21 @@ class Orthanc:
 
 
 def start_orthanc(
-    directory: Path, *, aet: str, modalities: Mapping[str, Modality] | None = None, timeout: float = 30.0
+    directory: Path,
+    *,
+    aet: str,
+    modalities: Mapping[str, Modality] | None = None,
+    dicom_port: int | None = None,
+    timeout: float = 30.0,
 ) -> Orthanc:
-    """Start Orthanc with a generated configuration in `directory` and wait until its REST API answers."""
+    """Start Orthanc with a generated configuration in `directory` and wait until its REST API answers.
+
+    `dicom_port` places its DICOM server on a port chosen beforehand (a destination that comes up late).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports()
+    if dicom_port is not None:
+        ports = replace(ports, dicom=dicom_port)
     config = configuration(
         directory=directory, aet=aet, http_port=ports.http, dicom_port=ports.dicom, modalities=modalities or {}
     )
@@ -239,7 +249,9 @@ def start_orthanc(
 class OrthancFactory(Protocol):
     """The `orthanc_factory` fixture: start one more Orthanc, stopped when the test ends."""
 
-    def __call__(self, *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None) -> Orthanc: ...
+    def __call__(
+        self, *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None, dicom_port: int | None = None
+    ) -> Orthanc: ...
 
 
 def eventually(condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
