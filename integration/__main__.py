@@ -1,5 +1,5 @@
 """`python -m integration`: the outbox relay, the router (study.ready and fhir.received), the outbound
-sender and the audit trail's syslog export."""
+sender, the dead-letter store (dlq) and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import health, kafka, outbound, relay, topics
+from integration import dead_letters, health, kafka, outbound, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, StudyReady
@@ -36,8 +36,11 @@ async def serve() -> None:
     await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ])
     producer = kafka.make_producer(settings)
     consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
+    # A group of its own: dead letters are stored even while routing is failing or behind.
+    letters = kafka.make_consumer(settings, group_id=dead_letters.GROUP, names=[topics.DLQ])
     await producer.start()
     await consumer.start()
+    await letters.start()
 
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
         if kafka.unqualified(settings, record.topic) == topics.FHIR_RECEIVED:
@@ -47,6 +50,9 @@ async def serve() -> None:
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, DEFAULT_RULES, study)
 
+    async def on_letter(record: ConsumerRecord[bytes, bytes]) -> None:
+        await asyncio.to_thread(dead_letters.store, engine, settings, record)
+
     metrics_server = None
     try:
         if settings.integration_metrics_port:
@@ -54,6 +60,7 @@ async def serve() -> None:
         tasks = [
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
+            kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
         ]
         tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
         audit_settings = get_audit_settings()
@@ -64,6 +71,7 @@ async def serve() -> None:
         await asyncio.gather(*tasks)
     finally:
         health.stop(metrics_server)
+        await letters.stop()
         await consumer.stop()
         await producer.stop()
         engine.dispose()

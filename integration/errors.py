@@ -26,3 +26,14 @@ class DeliveryFailed(PipelineError):
         super().__init__(message)
         self.retriable = retriable
         self.ack_code = ack_code
+
+
+# Issue 7: admin operations on studies.
+
+
+class StudyNotFound(PipelineError):
+    """No study with this Study Instance UID is stored."""
+
+
+class StudyStateConflict(PipelineError):
+    """The study's status does not allow the operation (releasing a study that is not held)."""
