@@ -162,6 +162,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served below, behind the roles
+        servers=[{"url": "/admin"}],
         dependencies=[Depends(authorize)],
     )
     app.state.settings = settings

@@ -49,14 +49,14 @@ def _sources(session: Session, since: datetime) -> list[SourceCounts]:
     studies_stmt = (
         select(Study.calling_ae, func.count()).where(Study.first_received_at >= since).group_by(Study.calling_ae)
     )
-    studies = {ae: count for ae, count in session.execute(studies_stmt).tuples()}
+    studies = {ae: count for ae, count in session.execute(studies_stmt)}
     # Every stored version counts: a re-sent instance was received again.
     instances_stmt = (
         select(InstanceVersion.calling_ae, func.count())
         .where(InstanceVersion.received_at >= since)
         .group_by(InstanceVersion.calling_ae)
     )
-    instances = {ae: count for ae, count in session.execute(instances_stmt).tuples()}
+    instances = {ae: count for ae, count in session.execute(instances_stmt)}
     return [
         SourceCounts(calling_ae=ae, studies=studies.get(ae, 0), instances=instances.get(ae, 0))
         for ae in sorted(set(studies) | set(instances))
@@ -69,14 +69,14 @@ def _models(session: Session, since: datetime) -> list[ModelCounts]:
         select(InferenceJob.model, InferenceJob.status, func.count())
         .where(InferenceJob.created_at >= since)
         .group_by(InferenceJob.model, InferenceJob.status)
-    ).tuples():
+    ):
         counts[model][status] = count
     # Durations in Python: interval arithmetic differs between SQLite and PostgreSQL.
     durations: dict[str, list[float]] = defaultdict(list)
     finished = select(InferenceJob.model, InferenceJob.created_at, InferenceJob.finished_at).where(
         InferenceJob.created_at >= since, InferenceJob.finished_at.is_not(None)
     )
-    for model, created, done in session.execute(finished).tuples():
+    for model, created, done in session.execute(finished):
         if done is not None:
             durations[model].append((done - created).total_seconds())
     return [
@@ -97,7 +97,7 @@ def _destinations(session: Session, since: datetime) -> list[DestinationCounts]:
         .where(Delivery.created_at >= since)
         .group_by(Destination.name, Delivery.status)
     )
-    for name, status, count in session.execute(stmt).tuples():
+    for name, status, count in session.execute(stmt):
         counts[name][status] = count
     return [DestinationCounts(destination=name, deliveries=counts[name]) for name in sorted(counts)]
 
