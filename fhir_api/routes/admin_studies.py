@@ -5,7 +5,7 @@
 open a new revision (DESIGN.md 5.4) and queue `study.ready` through the outbox.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -129,6 +129,10 @@ def _found(session: Session, study_uid: str) -> Study:
     return study
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 @router.get("")
 def search_studies(
     engine: EngineDep,
@@ -140,8 +144,9 @@ def search_studies(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> StudyPage:
-    """Studies by status, received between since and until (ISO 8601, inclusive), source AE and modality; newest first."""
-    where = StudyFilter(status=status, since=since, until=until, calling_ae=source_ae, modality=modality)
+    """Studies by status, received between since and until (ISO 8601, UTC unless zoned; inclusive), source AE and
+    modality; newest first."""
+    where = StudyFilter(status=status, since=_utc(since), until=_utc(until), calling_ae=source_ae, modality=modality)
     with session_scope(engine) as session:
         rows, total = list_studies(session, where, limit=limit, offset=offset)
         return StudyPage(total=total, items=[_out(s) for s in rows])

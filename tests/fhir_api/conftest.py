@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,16 +83,16 @@ def rg1_instance() -> ReceivedInstance:
 
 
 def store_study(
-    engine: Engine, rg1: ReceivedInstance, *, study_uid: str, status: str, calling_ae: str = "MODALITY", revision: int = 1
+    engine: Engine, rg1: ReceivedInstance, *, study_uid: str, status: str, revision: int = 1, **fields: Any
 ) -> ReceivedInstance:
-    """RG1's header under another study UID (and series and SOP UIDs), indexed with this status (admin tests)."""
+    """RG1's header under another study UID (and series and SOP UIDs, and `fields`), indexed with this status."""
     item = replace(
         rg1,
         study_uid=study_uid,
         series_uid=f"{study_uid}.1",
         sop_uid=f"{study_uid}.1.1",
         object_key=dicom_key(study_uid, f"{study_uid}.1", f"{study_uid}.1.1"),
-        calling_ae=calling_ae,
+        **fields,
     )
     with session_scope(engine) as session:
         study = record_instance(session, item=item)
