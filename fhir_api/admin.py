@@ -74,7 +74,9 @@ class Actor:
 def get_actor(request: Request, principal: Annotated[Principal, Depends(authorize)]) -> Actor:
     """The authorized caller of this request."""
     # The full path (mounted applications see it whole in scope["path"], root_path included).
-    return Actor(subject=principal.subject, address=client_address(request), method=request.method, path=request.url.path)
+    return Actor(
+        subject=principal.subject, address=client_address(request), method=request.method, path=request.url.path
+    )
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -104,4 +104,6 @@ def _destinations(session: Session, since: datetime) -> list[DestinationCounts]:
 
 def dashboard(session: Session, *, since: datetime) -> Dashboard:
     """Counts of what happened since `since`."""
-    return Dashboard(sources=_sources(session, since), models=_models(session, since), destinations=_destinations(session, since))
+    return Dashboard(
+        sources=_sources(session, since), models=_models(session, since), destinations=_destinations(session, since)
+    )

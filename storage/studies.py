@@ -124,7 +124,12 @@ def _audit_entries(session: Session, study: Study) -> list[TimelineEntry]:
 def _job_entries(session: Session, study: Study) -> list[TimelineEntry]:
     entries = []
     for job in study_jobs(session, study_uid=study.study_uid):
-        common = {"job_id": job.job_id, "model": job.model, "model_version": job.model_version, "revision": str(job.revision)}
+        common = {
+            "job_id": job.job_id,
+            "model": job.model,
+            "model_version": job.model_version,
+            "revision": str(job.revision),
+        }
         entries.append(TimelineEntry(at=job.created_at, kind="job", what="job-queued", detail=common))
         if job.finished_at is not None:
             done = {**common, "status": job.status, **({"error": job.error} if job.error else {})}
@@ -144,8 +149,15 @@ def _delivery_entries(session: Session, study: Study) -> list[TimelineEntry]:
         common = {"delivery_id": str(delivery.id), "destination": destination, "subject": delivery.subject}
         entries.append(TimelineEntry(at=delivery.created_at, kind="delivery", what="delivery-queued", detail=common))
         if delivery.finished_at is not None:
-            done = {**common, "status": delivery.status, "attempts": str(delivery.attempts), "error": delivery.last_error}
-            entries.append(TimelineEntry(at=delivery.finished_at, kind="delivery", what=f"delivery-{delivery.status}", detail=done))
+            done = {
+                **common,
+                "status": delivery.status,
+                "attempts": str(delivery.attempts),
+                "error": delivery.last_error,
+            }
+            entries.append(
+                TimelineEntry(at=delivery.finished_at, kind="delivery", what=f"delivery-{delivery.status}", detail=done)
+            )
     return entries
 
 

@@ -112,7 +112,12 @@ def replay_letters(body: ReplayIn, engine: EngineDep, actor: ActorDep) -> list[L
             replay_letter(session, row=row, who=actor.subject)
             after = _document(row)
             audit_change(
-                session, actor, hop=ADMIN_OPERATION, before=before, after=after, correlation_id=row.correlation_id,
+                session,
+                actor,
+                hop=ADMIN_OPERATION,
+                before=before,
+                after=after,
+                correlation_id=row.correlation_id,
                 detail={"operation": "replay", "dead_letter": str(row.id), "topic": row.source_topic},
             )
             answered.append(LetterOut.model_validate(after))
@@ -128,7 +133,12 @@ def discard(letter_id: int, body: DiscardIn, engine: EngineDep, actor: ActorDep)
         discard_letter(session, row=row, who=actor.subject, reason=body.reason)
         after = _document(row)
         audit_change(
-            session, actor, hop=ADMIN_OPERATION, before=before, after=after, correlation_id=row.correlation_id,
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before=before,
+            after=after,
+            correlation_id=row.correlation_id,
             detail={"operation": "discard", "dead_letter": str(row.id), "reason": body.reason[:500]},
         )
     return LetterOut.model_validate(after)

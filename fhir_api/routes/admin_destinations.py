@@ -156,10 +156,19 @@ def _out(row: Destination) -> DestinationOut:
 
 def _settings(body: DicomDestination | MllpDestination | FhirDestination | WebhookDestination) -> dict[str, Any]:
     """The row's columns from a validated body; kinds without host and port store none."""
-    address = (body.host, body.port, body.tls) if isinstance(body, DicomDestination | MllpDestination) else ("", 0, False)
+    address = (
+        (body.host, body.port, body.tls) if isinstance(body, DicomDestination | MllpDestination) else ("", 0, False)
+    )
     options = {k: v for k, v in body.options.model_dump().items() if v != ""}
-    return {"name": body.name, "kind": body.kind, "host": address[0], "port": address[1], "tls": address[2],
-            "enabled": body.enabled, "options": options}
+    return {
+        "name": body.name,
+        "kind": body.kind,
+        "host": address[0],
+        "port": address[1],
+        "tls": address[2],
+        "enabled": body.enabled,
+        "options": options,
+    }
 
 
 def _found(session: Session, destination_id: int) -> Destination:
@@ -189,8 +198,14 @@ def create_destination(body: Annotated[DestinationIn, Body()], engine: EngineDep
     with session_scope(engine) as session:
         row = add_destination(session, **_settings(body))
         after = _document(row)
-        audit_change(session, actor, hop=ADMIN_CONFIGURATION, before=None, after=after,
-                     detail={"alert_type": NETWORK_CONFIGURATION})
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=None,
+            after=after,
+            detail={"alert_type": NETWORK_CONFIGURATION},
+        )
     return DestinationOut.model_validate(after)
 
 
@@ -208,8 +223,14 @@ def replace_destination(
         }
         update_destination(session, row=row, **settings)
         after = _document(row)
-        audit_change(session, actor, hop=ADMIN_CONFIGURATION, before=before, after=after,
-                     detail={"alert_type": NETWORK_CONFIGURATION})
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=before,
+            after=after,
+            detail={"alert_type": NETWORK_CONFIGURATION},
+        )
     return DestinationOut.model_validate(after)
 
 
@@ -219,8 +240,14 @@ def _set_enabled(destination_id: int, enabled: bool, engine: EngineDep, actor: A
         before = _document(row)
         row.enabled = enabled
         after = _document(row)
-        audit_change(session, actor, hop=ADMIN_CONFIGURATION, before=before, after=after,
-                     detail={"alert_type": NETWORK_CONFIGURATION})
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=before,
+            after=after,
+            detail={"alert_type": NETWORK_CONFIGURATION},
+        )
     return DestinationOut.model_validate(after)
 
 
@@ -244,8 +271,14 @@ def remove_destination(destination_id: int, engine: EngineDep, actor: ActorDep) 
             row = _found(session, destination_id)
             before = _document(row)
             delete_destination(session, row=row)
-            audit_change(session, actor, hop=ADMIN_CONFIGURATION, before=before, after=None,
-                         detail={"alert_type": NETWORK_CONFIGURATION})
+            audit_change(
+                session,
+                actor,
+                hop=ADMIN_CONFIGURATION,
+                before=before,
+                after=None,
+                detail={"alert_type": NETWORK_CONFIGURATION},
+            )
     except IntegrityError:
         # Rows of other tables (forwards) still name it.
         raise InvalidState(f"destination {destination_id} is still referenced; disable it instead") from None

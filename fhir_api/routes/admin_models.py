@@ -111,7 +111,11 @@ def _change(name: str, version: str, action: str, engine: EngineDep, actor: Acto
             retire_model_package(session, row=row)
         after = _statuses(session, name)
         audit_change(
-            session, actor, hop=ADMIN_CONFIGURATION, before={"versions": before}, after={"versions": after},
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before={"versions": before},
+            after={"versions": after},
             detail={"alert_type": SOFTWARE_CONFIGURATION, "model": name, "version": version, "action": action},
         )
         return _model(name, model_packages(session, name=name))

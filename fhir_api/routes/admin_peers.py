@@ -28,7 +28,9 @@ class PeerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field("", max_length=255, description="the only host or address it may call from; empty: any")
-    quiet_period_seconds: float | None = Field(None, ge=0, description="seconds without instances before a study is ready")
+    quiet_period_seconds: float | None = Field(
+        None, ge=0, description="seconds without instances before a study is ready"
+    )
     max_associations: int | None = Field(None, ge=1)
     max_pdu: int | None = Field(None, ge=0, description="maximum PDU length it may send us (PS3.8 D.1); 0: unlimited")
     dimse_timeout: float | None = Field(None, gt=0)
@@ -92,7 +94,11 @@ def remove_peer(ae_title: AeTitle, engine: EngineDep, actor: ActorDep) -> Respon
         if before is None or not delete_peer(session, ae_title=ae_title):
             raise NotFound(f"no peer {ae_title.strip()}")
         audit_change(
-            session, actor, hop=ADMIN_CONFIGURATION, before=asdict(before), after=None,
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=asdict(before),
+            after=None,
             detail={"alert_type": NETWORK_CONFIGURATION},
         )
     return Response(status_code=204)

@@ -173,7 +173,9 @@ def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
             instances=sum(s.instances for s in series),
             series=series,
             jobs=[job_out(j) for j in study_jobs(session, study_uid=study_uid)],
-            reports=[ReportOut.model_validate(r, from_attributes=True) for r in study_reports(session, study_uid=study_uid)],
+            reports=[
+                ReportOut.model_validate(r, from_attributes=True) for r in study_reports(session, study_uid=study_uid)
+            ],
         )
 
 

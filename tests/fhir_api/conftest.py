@@ -174,11 +174,6 @@ class Api:
         value = issue_token(self.settings, subject=subject, scopes=scopes or [], roles=list(roles))
         return {"Authorization": f"Bearer {value}"}
 
-    def role(self, *roles: str, subject: str = "pacs-admin", scopes: list[str] | None = None) -> dict[str, str]:
-        """Authorization headers with a token carrying these roles (admin API)."""
-        value = issue_token(self.settings, subject=subject, scopes=scopes or [], roles=list(roles))
-        return {"Authorization": f"Bearer {value}"}
-
 
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:

@@ -57,7 +57,12 @@ def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> No
     fhir = {
         "name": "ehr",
         "kind": "fhir",
-        "options": {"base_url": "https://ehr.example.org/fhir", "auth": "basic", "username": "doctorai", "password": "pw-1"},
+        "options": {
+            "base_url": "https://ehr.example.org/fhir",
+            "auth": "basic",
+            "username": "doctorai",
+            "password": "pw-1",
+        },
     }
     created = httpx.post(f"{api.url}/admin/destinations", json=fhir, headers=admin)
     assert created.status_code == 201, created.text
@@ -81,7 +86,12 @@ def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> No
 
     # A client edits what it read: the mask sent back keeps the stored password.
     read = httpx.get(f"{api.url}/admin/destinations/{destination_id}", headers=admin).json()
-    edit = {"name": "ehr", "kind": "fhir", "enabled": True, "options": {**read["options"], "base_url": "https://ehr2.example.org/fhir"}}
+    edit = {
+        "name": "ehr",
+        "kind": "fhir",
+        "enabled": True,
+        "options": {**read["options"], "base_url": "https://ehr2.example.org/fhir"},
+    }
     assert httpx.put(f"{api.url}/admin/destinations/{destination_id}", json=edit, headers=admin).status_code == 200
     with session_scope(api.engine) as session:
         row = session.get_one(Destination, destination_id)
@@ -98,7 +108,9 @@ def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> No
     assert httpx.get(f"{api.url}/admin/destinations/{destination_id}", headers=admin).status_code == 404
 
     records = _records(api, "admin-configuration")
-    assert records and all("pw-1" not in json.dumps(r.detail) and "hmac-key" not in json.dumps(r.detail) for r in records)
+    assert records and all(
+        "pw-1" not in json.dumps(r.detail) and "hmac-key" not in json.dumps(r.detail) for r in records
+    )
     assert records[0].detail["alert_type"] == "110128"
 
 
@@ -106,16 +118,24 @@ def test_model_activation_switches_the_active_version(api: Api) -> None:
     admin = api.role("admin")
     with session_scope(api.engine) as session:
         for version in ("1.0", "1.1"):
-            add_model_package(session, name="pneumonia-cxr", version=version, framework="onnx", manifest='{"task": "x"}')
+            add_model_package(
+                session, name="pneumonia-cxr", version=version, framework="onnx", manifest='{"task": "x"}'
+            )
     answer = httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.1/activate", headers=admin)
     assert answer.status_code == 200, answer.text
     assert answer.json()["active_version"] == "1.1"
-    assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.0/activate", headers=admin).json()["active_version"] == "1.0"
+    assert (
+        httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.0/activate", headers=admin).json()["active_version"]
+        == "1.0"
+    )
     with session_scope(api.engine) as session:
         assert active_model_version(session, name="pneumonia-cxr") == "1.0"
     assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.1/retire", headers=admin).status_code == 200
     assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.1/activate", headers=admin).status_code == 409
-    assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.0/deactivate", headers=admin).json()["active_version"] is None
+    assert (
+        httpx.post(f"{api.url}/admin/models/pneumonia-cxr/1.0/deactivate", headers=admin).json()["active_version"]
+        is None
+    )
     assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/9.9/activate", headers=admin).status_code == 404
     listed = httpx.get(f"{api.url}/admin/models", headers=api.role("operator")).json()
     assert [(v["version"], v["status"]) for v in listed[0]["versions"]] == [("1.0", "inactive"), ("1.1", "retired")]

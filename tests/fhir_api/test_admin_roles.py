@@ -87,8 +87,14 @@ def _seed(engine_url: str, rg1: ReceivedInstance) -> None:
             for n in (1, 2):
                 save_letter(
                     session,
-                    Letter(event_id=f"e{n}", source_topic="study.ready", key=HELD, payload="{}", error="boom",
-                           correlation_id="c"),
+                    Letter(
+                        event_id=f"e{n}",
+                        source_topic="study.ready",
+                        key=HELD,
+                        payload="{}",
+                        error="boom",
+                        correlation_id="c",
+                    ),
                 )
     finally:
         engine.dispose()

@@ -66,7 +66,9 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
     with session_scope(api.engine) as session:
         audit_log.append(
             session,
-            AuditRecord(hop=INSTANCE_STORED, correlation_id=correlation, agent_who="ae:CT_ROOM1", entity_what=f"{CT}.1.1"),
+            AuditRecord(
+                hop=INSTANCE_STORED, correlation_id=correlation, agent_who="ae:CT_ROOM1", entity_what=f"{CT}.1.1"
+            ),
         )
     with session_scope(api.engine) as session:
         job = create_job(session, job_id="job-1", study_uid=CT, revision=1, model="chest", model_version="1.0")
@@ -77,20 +79,31 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
     with session_scope(api.engine) as session:
         destination = add_destination(session, name="ris", kind="mllp", host="10.0.0.5", port=2575)
         queue_delivery(
-            session, destination_id=destination.id, correlation_id=correlation, subject="DiagnosticReport/r1/_history/1",
-            control_id="c1", payload="MSH|...",
+            session,
+            destination_id=destination.id,
+            correlation_id=correlation,
+            subject="DiagnosticReport/r1/_history/1",
+            control_id="c1",
+            payload="MSH|...",
         )
     admin = api.role("admin")
     assert httpx.post(f"{api.url}/admin/studies/{CT}/reprocess", headers=admin).status_code == 200
 
     detail = httpx.get(f"{api.url}/admin/studies/{CT}", headers=admin).json()
-    assert detail["instances"] == 1 and detail["series"][0]["modality"] == "CT" and detail["series"][0]["instances"] == 1
+    assert (
+        detail["instances"] == 1 and detail["series"][0]["modality"] == "CT" and detail["series"][0]["instances"] == 1
+    )
     assert [(j["job_id"], j["status"]) for j in detail["jobs"]] == [("job-1", "done")]
     assert detail["revision"] == 2 and detail["ready_reason"] == "reprocess"
 
     timeline = httpx.get(f"{api.url}/admin/studies/{CT}/timeline", headers=admin).json()
     assert [e["what"] for e in timeline] == [
-        "instance-stored", "job-queued", "job-done", "delivery-queued", "study-ready", "admin-operation",
+        "instance-stored",
+        "job-queued",
+        "job-done",
+        "delivery-queued",
+        "study-ready",
+        "admin-operation",
     ]
     stamps = [datetime.fromisoformat(e["at"]) for e in timeline]
     assert stamps == sorted(stamps)
@@ -143,7 +156,9 @@ def test_jobs_filter_by_status_model_and_study(api: Api, rg1: ReceivedInstance) 
     operator = api.role("operator")
 
     def ids(query: str) -> list[str]:
-        return sorted(j["job_id"] for j in httpx.get(f"{api.url}/admin/jobs", params=query, headers=operator).json()["items"])
+        return sorted(
+            j["job_id"] for j in httpx.get(f"{api.url}/admin/jobs", params=query, headers=operator).json()["items"]
+        )
 
     assert ids("model=chest") == ["j1", "j3"]
     assert ids(f"study_uid={CT}") == ["j1", "j2"]
