@@ -20,6 +20,7 @@ EVENT_NAMES = {
     "110107": "Import",
     "110110": "Patient Record",
     "110112": "Query",
+    "110113": "Security Alert",
     "110114": "User Authenticated",
 }
 SUBTYPE_SYSTEM = "urn:doctorai:audit-subtype"

@@ -66,6 +66,22 @@ RESOURCE_SEARCHED = Hop("110112", "resource-searched", Action.EXECUTE)
 HL7_ACCEPTED = Hop("110107", "hl7-accepted", Action.CREATE)
 HL7_REJECTED = Hop("110107", "hl7-rejected", Action.CREATE)
 HL7_SENT = Hop("110106", "hl7-sent", Action.READ)
+# Issue 7, the admin API. A configuration change (peers, destinations, rules, models) is a DCM
+# 110113 Security Alert (PS3.15 A.5.3.11) whose alert type (PS3.16 CID 403) is 110128 Network
+# Configuration or 110131 Software Configuration; a change to an API client's credentials or scopes
+# is 110137 User Security Attributes Changed. The record's detail names the alert type. Operating
+# on the pipeline (releasing or reprocessing a study, replaying or discarding dead letters) is DCM
+# 110100 Application Activity (PS3.15 A.5.3.1). A.5.3.11 makes a Security Alert's action E
+# (Execute); whether it created, changed or removed something is in detail["method"].
+ADMIN_CONFIGURATION = Hop("110113", "admin-configuration", Action.EXECUTE)
+ADMIN_SECURITY = Hop("110113", "admin-security", Action.EXECUTE)
+ADMIN_OPERATION = Hop("110100", "admin-operation", Action.EXECUTE)
+# A message a consumer gave up on, stored from the dlq topic for the admin to replay or discard.
+DEAD_LETTERED = Hop("110100", "dead-lettered", Action.EXECUTE)
+# PS3.16 CID 403 Security Alert Type codes the admin records name in detail["alert_type"].
+NETWORK_CONFIGURATION = "110128"
+SOFTWARE_CONFIGURATION = "110131"
+USER_SECURITY_ATTRIBUTES_CHANGED = "110137"
 # Issue 7: DCM 110106 Export of a study forwarded to a DICOM node (PS3.15 A.5.3.5), and of a
 # report sent to a FHIR server or a webhook.
 DICOM_SENT = Hop("110106", "dicom-sent", Action.READ)

@@ -36,9 +36,9 @@ from dicom_listener.config import DicomSettings
 from dicom_listener.errors import CannotUnderstand, DuplicateRefused
 from dicom_listener.metadata import read_instance
 from dicom_listener.peers import PeerDirectory, PeerPolicy
-from dicom_listener.stability import announce
 from integration.logs import correlated
 from integration.messages import StudyReady
+from integration.studies import announce
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
 from storage.objects import ObjectStore, dicom_version_key
@@ -253,7 +253,7 @@ def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, w
             study = record_instance(session, item=item)
             if study.expected_instances and _count_reached(study, count_instances(session, study_uid=item.study_uid)):
                 ready = announce(
-                    session, study, reason="count-reached", ae_title=receiver.settings.dicom_ae_title, now=study.last_received_at
+                    session, study, reason="count-reached", who=f"ae:{receiver.settings.dicom_ae_title}", now=study.last_received_at
                 )
         if receiver.associations.first(assoc, item.study_uid):
             append(

@@ -6,68 +6,17 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
-from audit.log import append
-from audit.records import STUDY_READY, AuditRecord
 from dicom_listener import metrics
-from integration import topics
-from integration.messages import InstanceRef, StudyReady
+from integration.messages import StudyReady
+from integration.studies import announce
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
-from storage.outbox import add_event
-from storage.queries import count_receiving, studies_quiet_since, study_instances
-from storage.tables import Study
+from storage.queries import count_receiving, studies_quiet_since
 
 log = logging.getLogger(__name__)
-
-ReadyReason = Literal["quiet-period", "count-reached", "manual-release"]
-
-
-def announce(session: Session, study: Study, *, reason: ReadyReason, ae_title: str, now: datetime) -> StudyReady:
-    """Mark `study` ready at its next revision and queue `study.ready` in the caller's transaction."""
-    study.revision += 1
-    study.status = "ready"
-    study.ready_reason = reason
-    study.ready_at = now
-    rows = study_instances(session, study_uid=study.study_uid)
-    message = StudyReady(
-        correlation_id=study.correlation_id,
-        study_uid=study.study_uid,
-        revision=study.revision,
-        reason=reason,
-        patient_id=study.patient_id,
-        accession_number=study.accession_number,
-        calling_ae=study.calling_ae,
-        last_received_at=study.last_received_at,
-        instances=[
-            InstanceRef(
-                series_uid=series.series_uid,
-                sop_uid=instance.sop_uid,
-                sop_class_uid=instance.sop_class_uid,
-                modality=series.modality,
-                body_part=series.body_part,
-                instance_number=instance.instance_number,
-                object_key=instance.object_key,
-            )
-            for instance, series in rows
-        ],
-    )
-    add_event(session, topic=topics.STUDY_READY, key=study.study_uid, message=message)
-    append(
-        session,
-        AuditRecord(
-            hop=STUDY_READY,
-            correlation_id=study.correlation_id,
-            agent_who=f"ae:{ae_title}",
-            entity_what=study.study_uid,
-            detail={"revision": str(study.revision), "reason": reason, "instances": str(len(rows))},
-        ),
-    )
-    return message
 
 
 def declare_ready(
@@ -92,7 +41,7 @@ def declare_ready(
         for study in studies_quiet_since(session, before=now - timedelta(seconds=shortest)):
             wait = per_ae.get(study.calling_ae, quiet_period)
             if study.last_received_at < now - timedelta(seconds=wait):
-                announced.append(announce(session, study, reason="quiet-period", ae_title=ae_title, now=now))
+                announced.append(announce(session, study, reason="quiet-period", who=f"ae:{ae_title}", now=now))
         metrics.STUDIES_WAITING.set(count_receiving(session))
     for message in announced:
         metrics.STUDIES_READY.labels(message.reason).inc()

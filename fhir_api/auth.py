@@ -102,6 +102,10 @@ def allows(principal: Principal, resource_type: str, interaction: str) -> bool:
 
 # The role an audit reader's token carries, besides a scope naming AuditEvent (DESIGN.md section 8).
 AUDITOR = "auditor"
+# Admin API roles (issue 7): `admin` may read and change everything under /admin, `operator` may
+# only read it. SMART scopes grant nothing there, and these roles grant nothing on /fhir.
+ADMIN = "admin"
+OPERATOR = "operator"
 
 
 def allows_audit(principal: Principal, interaction: str) -> bool:

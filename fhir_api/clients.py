@@ -101,6 +101,17 @@ def all_clients(session: Session) -> list[ApiClient]:
     return list(session.scalars(select(ApiClient).order_by(ApiClient.client_id)))
 
 
+def get_client(session: Session, client_id: str) -> ApiClient | None:
+    """One registered client, or None."""
+    return session.get(ApiClient, client_id)
+
+
+def disable(session: Session, client: ApiClient) -> None:
+    """Refuse the client's token requests from now on; tokens it holds expire on their own (short TTL)."""
+    client.enabled = False
+    session.flush()
+
+
 def _client(session: Session, client_id: str, method: str) -> ApiClient:
     client = session.get(ApiClient, client_id)
     if client is None or not client.enabled or client.auth_method != method:

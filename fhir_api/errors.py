@@ -63,6 +63,13 @@ class Conflict(FhirError):
     issue_code = "conflict"
 
 
+class InvalidState(FhirError):
+    """The target's state does not allow the request (a study that is not held, a name in use); not retriable."""
+
+    status_code = 409
+    issue_code = "business-rule"
+
+
 class Gone(FhirError):
     """The resource (or this version of it) was deleted (http.html#read)."""
 

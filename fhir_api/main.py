@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_api import fhir, metrics, store
+from fhir_api.admin import create_admin_app
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError
 from fhir_api.responses import error_response, outcome_response
@@ -120,12 +121,15 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     """The API with its routes and error handlers; the lifespan connects the database and object store."""
     settings = settings or get_settings()
     storage_settings = storage_settings or get_storage_settings()
+    admin = create_admin_app(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_production(settings, storage_settings)
         engine = make_engine(storage_settings.resolved_database_url())
         app.state.engine = engine
+        # A mounted application's own lifespan does not run; it shares this one's engine.
+        admin.state.engine = engine
         await asyncio.to_thread(_reindex, engine)
         app.state.object_store = make_object_store(storage_settings)
         try:
@@ -159,4 +163,6 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     app.include_router(audit_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(fhir_write_routes.router)
+    # Issue 7: the admin API, with its own OpenAPI document at /admin/openapi.json.
+    app.mount("/admin", admin)
     return app

@@ -1,6 +1,9 @@
-"""HTTP responses carrying FHIR JSON (media type application/fhir+json)."""
+"""HTTP responses carrying FHIR JSON (media type application/fhir+json), and the admin API's problem details."""
 
+import json
 from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import Response
 
@@ -30,12 +33,35 @@ def outcome_response(
     return fhir_response(operation_outcome("error", code, diagnostics), status_code=status_code, headers=headers)
 
 
+def _challenge(exc: FhirError) -> dict[str, str]:
+    # RFC 6750 section 3: a 401 names the scheme, and says invalid_token when one was presented.
+    if not isinstance(exc, Unauthorized):
+        return {}
+    challenge = 'Bearer realm="doctorai"'
+    if exc.token_given:
+        challenge += ', error="invalid_token"'
+    return {"WWW-Authenticate": challenge}
+
+
 def error_response(exc: FhirError) -> Response:
     """The protocol answer for one of our errors (with WWW-Authenticate on a 401, RFC 6750 section 3)."""
-    headers = {}
-    if isinstance(exc, Unauthorized):
-        challenge = 'Bearer realm="doctorai"'
-        if exc.token_given:
-            challenge += ', error="invalid_token"'
-        headers["WWW-Authenticate"] = challenge
-    return outcome_response(exc.status_code, exc.issue_code, str(exc), headers=headers)
+    return outcome_response(exc.status_code, exc.issue_code, str(exc), headers=_challenge(exc))
+
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(
+    status_code: int, detail: str, *, headers: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None
+) -> Response:
+    """An admin API error as RFC 9457 problem details: type about:blank, so the title is the status phrase."""
+    body = {"type": "about:blank", "title": HTTPStatus(status_code).phrase, "status": status_code, "detail": detail}
+    body.update(extra or {})
+    return Response(
+        content=json.dumps(body), status_code=status_code, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def error_problem(exc: FhirError) -> Response:
+    """One of our errors answered as problem details (admin API), with the same challenge on a 401."""
+    return problem_response(exc.status_code, str(exc), headers=_challenge(exc))

@@ -19,7 +19,7 @@ from fhir_api.auth import verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import PayloadTooLarge, Unauthorized
 from fhir_api.ratelimit import RateLimiter
-from fhir_api.responses import error_response, outcome_response
+from fhir_api.responses import error_problem, error_response, outcome_response, problem_response
 from storage.db import session_scope
 from storage.errors import StorageError
 
@@ -48,6 +48,12 @@ PUBLIC_PATHS = frozenset(
 _UNLIMITED = frozenset({"/healthz", "/readyz"})
 # Correlation id of authentication records, which belong to no study.
 AUTH_CORRELATION = "auth"
+# The admin API answers errors as RFC 9457 problem details, not FHIR OperationOutcomes.
+ADMIN_PREFIX = "/admin"
+
+
+def _is_admin(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -110,15 +116,18 @@ class Gate:
             wait = self.limiter.wait(client)
             if wait:
                 # RFC 6585 section 4: 429 with Retry-After.
-                response = outcome_response(
-                    429, "throttled", "too many requests; slow down", headers={"Retry-After": str(wait)}
-                )
+                message, retry = "too many requests; slow down", {"Retry-After": str(wait)}
+                if _is_admin(path):
+                    response = problem_response(429, message, headers=retry)
+                else:
+                    response = outcome_response(429, "throttled", message, headers=retry)
                 await response(scope, receive, send)
                 return
         if failure is not None and path not in PUBLIC_PATHS:
             if failure.token_given:
                 await self._audit(scope, str(failure))
-            await error_response(failure)(scope, receive, send)
+            refusal = error_problem(failure) if _is_admin(path) else error_response(failure)
+            await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -26,6 +26,7 @@ from storage.queries import (
     add_model_package,
     model_package,
     model_packages,
+    retire_model_package,
 )
 from storage.tables import ModelPackage
 
@@ -146,7 +147,7 @@ def retire(engine: Engine, name: str, version: str) -> None:
         row = model_package(session, name=name, version=version)
         if row is None:
             raise UnknownModel(f"{name} {version} is not registered")
-        row.status = "retired"
+        retire_model_package(session, row=row)
 
 
 def registered(engine: Engine, name: str = "") -> list[ModelPackage]:

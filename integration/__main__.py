@@ -1,5 +1,5 @@
-"""`python -m integration`: the outbox relay, the router (study.ready and fhir.received), the outbound
-sender, the DICOM forwarder and the audit trail's syslog export."""
+"""`python -m integration`: the outbox relay, the router (study.ready, fhir.received, hl7.received),
+the outbound sender, the DICOM forwarder, the dead-letter store (dlq) and the audit trail's syslog export."""
 
 import asyncio
 import logging
@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import forward, health, kafka, outbound, relay, topics
+from integration import dead_letters, forward, health, kafka, outbound, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, Hl7Received, StudyReady
@@ -39,8 +39,11 @@ async def serve() -> None:
     await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.DLQ])
     producer = kafka.make_producer(settings)
     consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
+    # A group of its own: dead letters are stored even while routing is failing or behind.
+    letters = kafka.make_consumer(settings, group_id=dead_letters.GROUP, names=[topics.DLQ])
     await producer.start()
     await consumer.start()
+    await letters.start()
 
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
         topic = kafka.unqualified(settings, record.topic)
@@ -55,6 +58,9 @@ async def serve() -> None:
         study = StudyReady.model_validate_json(record.value or b"")
         await asyncio.to_thread(route, engine, objects, study)
 
+    async def on_letter(record: ConsumerRecord[bytes, bytes]) -> None:
+        await asyncio.to_thread(dead_letters.store, engine, settings, record)
+
     metrics_server = None
     try:
         if settings.integration_metrics_port:
@@ -62,10 +68,11 @@ async def serve() -> None:
         tasks = [
             relay.run(engine, producer, settings, stop),
             kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
+            kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
         ]
         tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
         # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
-        tasks.append(forward.run(engine, make_object_store(get_storage_settings()), settings, stop))
+        tasks.append(forward.run(engine, objects, settings, stop))
         audit_settings = get_audit_settings()
         collector = syslog.make_collector(audit_settings)
         if collector is not None:
@@ -74,6 +81,7 @@ async def serve() -> None:
         await asyncio.gather(*tasks)
     finally:
         health.stop(metrics_server)
+        await letters.stop()
         await consumer.stop()
         await producer.stop()
         engine.dispose()

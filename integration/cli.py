@@ -1,7 +1,7 @@
 """The `doctorai` command: `up` starts the local stack and the engine, `init` prepares real services,
 `token` prints a bearer token, `clients` manages the FHIR API's clients,
 `destinations`/`deliveries`/`hl7` show and configure HL7 v2 traffic, `peers` manages the DICOM peers
-allowed to send, `models` drives the model registry.
+allowed to send, `models` drives the model registry, `studies` releases or reprocesses a study.
 
 This is a composition root like a `__main__`: it may reach into every package.
 """
@@ -363,6 +363,25 @@ def models(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def studies(args: argparse.Namespace) -> int:
+    """Release a held study, or route a stored study again, at a new revision (as the admin API does)."""
+    from integration.errors import PipelineError
+    from integration.studies import release_study, reprocess_study
+    from storage.db import make_engine
+
+    engine = make_engine(get_storage_settings().resolved_database_url())
+    act = release_study if args.action == "release" else reprocess_study
+    try:
+        ready = act(engine, study_uid=args.study_uid, who=args.who)
+    except PipelineError as exc:
+        print(f"doctorai studies {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{ready.study_uid} revision {ready.revision} announced ({ready.reason})")
+    return 0
+
+
 def _models_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p_models = sub.add_parser("models", help="the model registry: add, list, activate, rollback, retire")
     p_models.set_defaults(func=models)
@@ -416,7 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     p_token = sub.add_parser("token", help="print a bearer token for the local engine")
     p_token.add_argument("--subject", default="local-cli")
     p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
-    p_token.add_argument("--role", action="append", default=None, help="role, repeatable (default admin)")
+    p_token.add_argument(
+        "--role",
+        action="append",
+        choices=["admin", "operator", "auditor"],
+        default=None,
+        help="role, repeatable: admin (admin API), operator (admin API read-only), auditor (default admin)",
+    )
     p_token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default DOCTORAI_TOKEN_TTL_SECONDS)")
     p_token.set_defaults(func=token)
     p_clients = sub.add_parser("clients", help="manage API clients of the FHIR API (SMART Backend Services)")
@@ -448,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("--duplicate-policy", choices=["keep-first", "keep-last", "reject"], default=None)
     p_peers.set_defaults(func=peers)
     _models_parser(sub)
+    p_studies = sub.add_parser("studies", help="release a held study or route a study again")
+    p_studies.add_argument("action", choices=["release", "reprocess"])
+    p_studies.add_argument("study_uid")
+    p_studies.add_argument("--who", default="local-cli", help="who asks, for the audit trail")
+    p_studies.set_defaults(func=studies)
     args = parser.parse_args(argv)
     if args.command == "token":
         args.scope = args.scope or ["system/*.cruds"]

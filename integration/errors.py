@@ -30,3 +30,7 @@ class DeliveryFailed(PipelineError):
 
 class StudyNotFound(PipelineError):
     """No study with this StudyInstanceUID is in the index."""
+
+
+class StudyStateConflict(PipelineError):
+    """The study's status does not allow the operation (releasing a study that is not held)."""

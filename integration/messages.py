@@ -58,7 +58,9 @@ class StudyReady(Event):
 
     study_uid: str
     revision: int
-    reason: Literal["quiet-period", "count-reached", "manual-release"]
+    # manual-release: an admin released a held study (the router skips hold rules); reprocess: an
+    # admin asked for routing to run again on what is stored.
+    reason: Literal["quiet-period", "count-reached", "manual-release", "reprocess"]
     patient_id: str = ""
     accession_number: str = ""
     calling_ae: str = ""

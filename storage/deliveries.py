@@ -16,6 +16,10 @@ class DestinationExists(ValueError):
     """A destination with this name is already configured."""
 
 
+class DestinationInUse(ValueError):
+    """The destination has deliveries (their history would point nowhere); disable it instead."""
+
+
 class DeliveryNotFound(LookupError):
     """No delivery has this id."""
 
@@ -32,9 +36,10 @@ def add_destination(
     host: str,
     port: int,
     tls: bool = False,
+    enabled: bool = True,
     options: dict[str, str] | None = None,
 ) -> Destination:
-    """Configure a new enabled destination (`options` per kind: AE titles, base URL, credentials...)."""
+    """Configure a new destination (enabled unless told otherwise)."""
     if session.scalar(select(Destination.id).where(Destination.name == name)) is not None:
         raise DestinationExists(name)
     row = Destination(
@@ -43,7 +48,7 @@ def add_destination(
         host=host,
         port=port,
         tls=tls,
-        enabled=True,
+        enabled=enabled,
         options=dict(options or {}),
         created_at=datetime.now(UTC),
     )
@@ -65,6 +70,42 @@ def destinations(session: Session, *, kind: str | None = None, enabled_only: boo
     if enabled_only:
         stmt = stmt.where(Destination.enabled.is_(True))
     return list(session.scalars(stmt))
+
+
+def get_destination(session: Session, *, destination_id: int) -> Destination | None:
+    """One destination, or None."""
+    return session.get(Destination, destination_id)
+
+
+def update_destination(
+    session: Session,
+    *,
+    row: Destination,
+    name: str,
+    kind: str,
+    host: str,
+    port: int,
+    tls: bool,
+    enabled: bool,
+    options: dict[str, str],
+) -> Destination:
+    """Replace a destination's settings; its queued deliveries stay queued for it."""
+    clash = select(Destination.id).where(Destination.name == name, Destination.id != row.id)
+    if session.scalar(clash) is not None:
+        raise DestinationExists(name)
+    row.name, row.kind, row.host, row.port, row.tls, row.enabled = name, kind, host, port, tls, enabled
+    row.options = dict(options)
+    session.flush()
+    return row
+
+
+def delete_destination(session: Session, *, row: Destination) -> None:
+    """Remove a destination that has no deliveries; one with history is disabled instead (DestinationInUse)."""
+    used = session.scalar(select(Delivery.id).where(Delivery.destination_id == row.id).limit(1))
+    if used is not None:
+        raise DestinationInUse(f"destination {row.name} has deliveries; disable it instead")
+    session.delete(row)
+    session.flush()
 
 
 def queue_delivery(
@@ -138,12 +179,21 @@ def mark_failed(
     return row
 
 
-def deliveries(session: Session, *, status: str | None = None) -> list[Delivery]:
-    """Deliveries (optionally of one status), newest first: what the admin sees."""
+def deliveries(
+    session: Session,
+    *,
+    status: str | None = None,
+    destination_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Delivery]:
+    """Deliveries (optionally of one status, to one destination), newest first: what the admin sees."""
     stmt = select(Delivery).order_by(Delivery.id.desc())
     if status is not None:
         stmt = stmt.where(Delivery.status == status)
-    return list(session.scalars(stmt))
+    if destination_id is not None:
+        stmt = stmt.where(Delivery.destination_id == destination_id)
+    return list(session.scalars(stmt.limit(limit).offset(offset)))
 
 
 def retry_delivery(session: Session, *, delivery_id: int) -> Delivery:

@@ -11,9 +11,12 @@ from storage.tables import OutboxEvent
 
 def add_event(session: Session, *, topic: str, key: str, message: BaseModel) -> None:
     """Queue `message` for `topic` in the caller's transaction."""
-    session.add(
-        OutboxEvent(topic=topic, key=key, payload=message.model_dump_json(), created_at=datetime.now(UTC))
-    )
+    add_payload(session, topic=topic, key=key, payload=message.model_dump_json())
+
+
+def add_payload(session: Session, *, topic: str, key: str, payload: str) -> None:
+    """Queue a message that is JSON already (a dead letter's original, replayed as it was)."""
+    session.add(OutboxEvent(topic=topic, key=key, payload=payload, created_at=datetime.now(UTC)))
 
 
 def unsent(session: Session, *, limit: int) -> list[OutboxEvent]:

@@ -38,6 +38,12 @@ def all_peers(session: Session) -> list[Peer]:
     return [_peer(row) for row in session.scalars(select(DicomPeer).order_by(DicomPeer.ae_title))]
 
 
+def get_peer(session: Session, *, ae_title: str) -> Peer | None:
+    """One peer's settings, or None."""
+    row = session.get(DicomPeer, ae_title.strip())
+    return None if row is None else _peer(row)
+
+
 def save_peer(session: Session, peer: Peer) -> None:
     """Create or replace a peer's row."""
     if peer.duplicate_policy is not None and peer.duplicate_policy not in DUPLICATE_POLICIES:

@@ -242,6 +242,19 @@ def activate_model_package(session: Session, *, row: ModelPackage) -> None:
     session.flush()
 
 
+def deactivate_model_package(session: Session, *, row: ModelPackage) -> None:
+    """Take `row` out of use until it is activated again: new jobs of its name find no active version."""
+    if row.status == "active":
+        row.status = "inactive"
+    session.flush()
+
+
+def retire_model_package(session: Session, *, row: ModelPackage) -> None:
+    """Take `row` out of use for good (it can no longer be activated); its files stay."""
+    row.status = "retired"
+    session.flush()
+
+
 def job_status(session: Session, *, job_id: str) -> str | None:
     """A job's status (queued, done, failed), or None when there is no such job."""
     return session.scalar(select(InferenceJob.status).where(InferenceJob.job_id == job_id))

@@ -464,6 +464,30 @@ class RoutingRule(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# Issue 7: admin API (dead letters).
+
+
+class DeadLetter(Base):
+    """A message a consumer could not process (DESIGN.md 5.5), kept until an admin replays or discards it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The DeadLetter event's id: the dlq consumer stores each letter once, however often it is delivered.
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    source_topic: Mapped[str] = mapped_column(String(128), index=True)  # without the deployment's prefix
+    key: Mapped[str] = mapped_column(String(128), default="")
+    payload: Mapped[str] = mapped_column(Text)  # the failed message, as it was on its topic
+    error: Mapped[str] = mapped_column(Text, default="")
+    correlation_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # open -> replayed | discarded
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resolved_by: Mapped[str] = mapped_column(String(128), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
 # Issue 7: forwarding studies to DICOM destinations (auto-routing).
 
 

@@ -7,9 +7,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +51,11 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def rg1() -> ReceivedInstance:
     """The index fields of RG1_UNCR.dcm, as the listener would record them."""
+    return rg1_instance()
+
+
+def rg1_instance() -> ReceivedInstance:
+    """The index fields of RG1_UNCR.dcm, as the listener would record them."""
     path = Path(str(get_testdata_file("RG1_UNCR.dcm")))
     ds = dcmread(path, stop_before_pixels=True)
     data = path.read_bytes()
@@ -74,6 +80,25 @@ def rg1() -> ReceivedInstance:
         calling_ae="MODALITY",
         source_address="127.0.0.1",
     )
+
+
+def store_study(
+    engine: Engine, rg1: ReceivedInstance, *, study_uid: str, status: str, revision: int = 1, **fields: Any
+) -> ReceivedInstance:
+    """RG1's header under another study UID (and series and SOP UIDs, and `fields`), indexed with this status."""
+    item = replace(
+        rg1,
+        study_uid=study_uid,
+        series_uid=f"{study_uid}.1",
+        sop_uid=f"{study_uid}.1.1",
+        object_key=dicom_key(study_uid, f"{study_uid}.1", f"{study_uid}.1.1"),
+        **fields,
+    )
+    with session_scope(engine) as session:
+        study = record_instance(session, item=item)
+        study.status = status
+        study.revision = revision
+    return item
 
 
 @pytest.fixture
@@ -142,6 +167,11 @@ class Api:
     def token(self, scopes: list[str], *, subject: str = "ehr-interface", ttl: int | None = None) -> dict[str, str]:
         """Authorization headers with a token of these scopes."""
         value = issue_token(self.settings, subject=subject, scopes=scopes, roles=[], ttl_seconds=ttl)
+        return {"Authorization": f"Bearer {value}"}
+
+    def role(self, *roles: str, subject: str = "pacs-admin", scopes: list[str] | None = None) -> dict[str, str]:
+        """Authorization headers with a token carrying these roles (admin API)."""
+        value = issue_token(self.settings, subject=subject, scopes=scopes or [], roles=list(roles))
         return {"Authorization": f"Bearer {value}"}
 
 

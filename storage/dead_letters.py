@@ -1,0 +1,95 @@
+"""Dead letters (DESIGN.md 5.5): messages a consumer gave up on, kept until an admin replays or discards them.
+
+The integration process stores each letter of the `dlq` topic here; a replay puts the original
+payload back on its original topic through the outbox, so it is published like any other event.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.outbox import add_payload
+from storage.tables import DeadLetter
+
+STATUSES = ("open", "replayed", "discarded")
+
+
+class LetterResolved(ValueError):
+    """The letter was replayed or discarded already; only open letters can be resolved."""
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A dead letter as the integration process received it from the `dlq` topic."""
+
+    event_id: str
+    source_topic: str  # without the deployment's prefix
+    key: str
+    payload: str
+    error: str
+    correlation_id: str
+
+
+def save_letter(session: Session, letter: Letter, *, now: datetime | None = None) -> DeadLetter | None:
+    """Store an open letter; None when this letter (by event id) is stored already (a redelivery)."""
+    if session.scalar(select(DeadLetter.id).where(DeadLetter.event_id == letter.event_id)) is not None:
+        return None
+    row = DeadLetter(
+        event_id=letter.event_id,
+        source_topic=letter.source_topic[:128],
+        key=letter.key[:128],
+        payload=letter.payload,
+        error=letter.error,
+        correlation_id=letter.correlation_id[:64],
+        created_at=now or datetime.now(UTC),
+        status="open",
+        resolved_at=None,
+        resolved_by="",
+        reason="",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_letters(
+    session: Session, *, status: str | None = None, topic: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[DeadLetter], int]:
+    """One page of letters (of a status, of a source topic), newest first, and how many match in all."""
+    stmt = select(DeadLetter)
+    if status is not None:
+        stmt = stmt.where(DeadLetter.status == status)
+    if topic is not None:
+        stmt = stmt.where(DeadLetter.source_topic == topic)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(DeadLetter.id.desc()).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def get_letter(session: Session, *, letter_id: int) -> DeadLetter | None:
+    """One letter, or None."""
+    return session.get(DeadLetter, letter_id)
+
+
+def _resolve(row: DeadLetter, *, status: str, who: str, reason: str) -> None:
+    if row.status != "open":
+        raise LetterResolved(f"dead letter {row.id} is {row.status} already")
+    row.status = status
+    row.resolved_at = datetime.now(UTC)
+    row.resolved_by = who[:128]
+    row.reason = reason
+
+
+def replay_letter(session: Session, *, row: DeadLetter, who: str) -> None:
+    """Queue the original payload on its original topic (through the outbox) and mark the letter replayed."""
+    _resolve(row, status="replayed", who=who, reason="")
+    add_payload(session, topic=row.source_topic, key=row.key, payload=row.payload)
+
+
+def discard_letter(session: Session, *, row: DeadLetter, who: str, reason: str) -> None:
+    """Close an open letter without replaying it, saying why."""
+    if not reason.strip():
+        raise ValueError("discarding a dead letter needs a reason")
+    _resolve(row, status="discarded", who=who, reason=reason)

@@ -1,0 +1,168 @@
+"""What the admin API shows of studies: filtered lists, one study's parts, and its timeline."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from storage.tables import AuditEvent, Delivery, Destination, InferenceJob, Instance, Report, Series, Study
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    """Which studies to list; None means "any"."""
+
+    status: str | None = None
+    # On when the study's last instance arrived (UTC), inclusive.
+    since: datetime | None = None
+    until: datetime | None = None
+    calling_ae: str | None = None
+    modality: str | None = None
+
+
+def list_studies(session: Session, where: StudyFilter, *, limit: int, offset: int) -> tuple[list[Study], int]:
+    """One page of matching studies, most recently received first, and how many match in all."""
+    stmt = select(Study)
+    if where.status is not None:
+        stmt = stmt.where(Study.status == where.status)
+    if where.since is not None:
+        stmt = stmt.where(Study.last_received_at >= where.since)
+    if where.until is not None:
+        stmt = stmt.where(Study.last_received_at <= where.until)
+    if where.calling_ae is not None:
+        stmt = stmt.where(Study.calling_ae == where.calling_ae)
+    if where.modality is not None:
+        stmt = stmt.where(Study.study_uid.in_(select(Series.study_uid).where(Series.modality == where.modality)))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    page = stmt.order_by(Study.last_received_at.desc(), Study.study_uid).limit(limit).offset(offset)
+    return list(session.scalars(page)), total
+
+
+def series_with_counts(session: Session, *, study_uid: str) -> list[tuple[Series, int]]:
+    """A study's series, each with how many instances it holds, in series-number order."""
+    stmt = (
+        select(Series, func.count(Instance.sop_uid))
+        .outerjoin(Instance, Instance.series_uid == Series.series_uid)
+        .where(Series.study_uid == study_uid)
+        .group_by(Series.series_uid)
+        .order_by(Series.series_number, Series.series_uid)
+    )
+    return [(series, count) for series, count in session.execute(stmt)]
+
+
+def study_jobs(session: Session, *, study_uid: str) -> list[InferenceJob]:
+    """Every inference job of a study, oldest first."""
+    stmt = select(InferenceJob).where(InferenceJob.study_uid == study_uid).order_by(InferenceJob.created_at)
+    return list(session.scalars(stmt))
+
+
+def study_reports(session: Session, *, study_uid: str) -> list[Report]:
+    """Every report made for a study, oldest first."""
+    return list(session.scalars(select(Report).where(Report.study_uid == study_uid).order_by(Report.created_at)))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    study_uid: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[InferenceJob], int]:
+    """One page of inference jobs, newest first, and how many match in all."""
+    stmt = select(InferenceJob)
+    if status is not None:
+        stmt = stmt.where(InferenceJob.status == status)
+    if model is not None:
+        stmt = stmt.where(InferenceJob.model == model)
+    if study_uid is not None:
+        stmt = stmt.where(InferenceJob.study_uid == study_uid)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    page = stmt.order_by(InferenceJob.created_at.desc(), InferenceJob.job_id).limit(limit).offset(offset)
+    return list(session.scalars(page)), total
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One thing that happened to a study: an audit record, a job or a delivery step."""
+
+    at: datetime
+    kind: str  # audit | job | delivery
+    what: str
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+def _audit_entries(session: Session, study: Study) -> list[TimelineEntry]:
+    # The study's own records carry its UID as entity or its correlation id (every hop does,
+    # DESIGN.md 2); instance records name the SOP instance but share the correlation id.
+    stmt = (
+        select(AuditEvent)
+        .where(or_(AuditEvent.entity_what == study.study_uid, AuditEvent.correlation_id == study.correlation_id))
+        .order_by(AuditEvent.id)
+    )
+    return [
+        TimelineEntry(
+            at=row.recorded_at,
+            kind="audit",
+            what=row.subtype,
+            detail={
+                "id": str(row.id),
+                "type": row.type_code,
+                "action": row.action,
+                "outcome": row.outcome,
+                "who": row.agent_who,
+                "entity": row.entity_what,
+                **{k: str(v) for k, v in row.detail.items()},
+            },
+        )
+        for row in session.scalars(stmt)
+    ]
+
+
+def _job_entries(session: Session, study: Study) -> list[TimelineEntry]:
+    entries = []
+    for job in study_jobs(session, study_uid=study.study_uid):
+        common = {
+            "job_id": job.job_id,
+            "model": job.model,
+            "model_version": job.model_version,
+            "revision": str(job.revision),
+        }
+        entries.append(TimelineEntry(at=job.created_at, kind="job", what="job-queued", detail=common))
+        if job.finished_at is not None:
+            done = {**common, "status": job.status, **({"error": job.error} if job.error else {})}
+            entries.append(TimelineEntry(at=job.finished_at, kind="job", what=f"job-{job.status}", detail=done))
+    return entries
+
+
+def _delivery_entries(session: Session, study: Study) -> list[TimelineEntry]:
+    stmt = (
+        select(Delivery, Destination.name)
+        .join(Destination, Destination.id == Delivery.destination_id)
+        .where(Delivery.correlation_id == study.correlation_id)
+        .order_by(Delivery.id)
+    )
+    entries = []
+    for delivery, destination in session.execute(stmt):
+        common = {"delivery_id": str(delivery.id), "destination": destination, "subject": delivery.subject}
+        entries.append(TimelineEntry(at=delivery.created_at, kind="delivery", what="delivery-queued", detail=common))
+        if delivery.finished_at is not None:
+            done = {
+                **common,
+                "status": delivery.status,
+                "attempts": str(delivery.attempts),
+                "error": delivery.last_error,
+            }
+            entries.append(
+                TimelineEntry(at=delivery.finished_at, kind="delivery", what=f"delivery-{delivery.status}", detail=done)
+            )
+    return entries
+
+
+def timeline(session: Session, *, study: Study) -> list[TimelineEntry]:
+    """Everything recorded about a study, in time order (audit records keep their chain order at equal times)."""
+    entries = _audit_entries(session, study) + _job_entries(session, study) + _delivery_entries(session, study)
+    # sorted() is stable: entries of one kind at the same instant stay in the order they were written.
+    return sorted(entries, key=lambda e: e.at)

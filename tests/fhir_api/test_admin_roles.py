@@ -1,0 +1,163 @@
+"""Every admin route against every kind of caller: no token (401), wrong role (403), right role (2xx).
+
+The table of routes is checked against the admin application's own route list, so a route added
+without a line here fails the suite. One seeded database serves the module; each change route
+acts on its own object, so the order the routes run in does not matter.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+
+from fhir_api import clients
+from fhir_api.admin import create_admin_app
+from fhir_api.config import ApiSettings
+from storage.db import make_engine, migrate, session_scope
+from storage.dead_letters import Letter, save_letter
+from storage.deliveries import add_destination
+from storage.peers import Peer, save_peer
+from storage.queries import ReceivedInstance, add_model_package
+from tests.fhir_api.conftest import Api, api_on, rg1_instance, store_study
+
+HELD = "1.2.826.0.1.3680043.8.498.70001"
+READY = "1.2.826.0.1.3680043.8.498.70002"
+
+# (method, route) -> (path, JSON body, the admin's status). Read routes answer the operator too.
+ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
+    ("GET", "/peers"): ("/peers", None, 200),
+    ("GET", "/peers/{ae_title}"): ("/peers/CT1", None, 200),
+    ("PUT", "/peers/{ae_title}"): ("/peers/CT2", {"quiet_period_seconds": 5}, 201),
+    ("DELETE", "/peers/{ae_title}"): ("/peers/OLD", None, 204),
+    ("GET", "/destinations"): ("/destinations", None, 200),
+    ("GET", "/destinations/{destination_id}"): ("/destinations/1", None, 200),
+    ("POST", "/destinations"): (
+        "/destinations",
+        {"name": "archive", "kind": "dicom", "host": "10.0.0.9", "port": 104, "options": {"ae_title": "ARCHIVE"}},
+        201,
+    ),
+    ("PUT", "/destinations/{destination_id}"): (
+        "/destinations/1",
+        {"name": "pacs", "kind": "dicom", "host": "10.0.0.8", "port": 11112, "options": {"ae_title": "PACS"}},
+        200,
+    ),
+    ("POST", "/destinations/{destination_id}/enable"): ("/destinations/1/enable", None, 200),
+    ("POST", "/destinations/{destination_id}/disable"): ("/destinations/1/disable", None, 200),
+    ("DELETE", "/destinations/{destination_id}"): ("/destinations/2", None, 204),
+    ("GET", "/models"): ("/models", None, 200),
+    ("GET", "/models/{name}"): ("/models/chest", None, 200),
+    ("POST", "/models/{name}/{version}/activate"): ("/models/chest/1.0/activate", None, 200),
+    ("POST", "/models/{name}/{version}/deactivate"): ("/models/chest/1.0/deactivate", None, 200),
+    ("POST", "/models/{name}/{version}/retire"): ("/models/chest/2.0/retire", None, 200),
+    ("GET", "/clients"): ("/clients", None, 200),
+    ("GET", "/clients/{client_id}"): ("/clients/ehr", None, 200),
+    ("POST", "/clients"): ("/clients", {"client_id": "ris", "scopes": ["system/*.rs"]}, 201),
+    ("POST", "/clients/{client_id}/disable"): ("/clients/ehr/disable", None, 200),
+    ("GET", "/studies"): ("/studies", None, 200),
+    ("GET", "/studies/{study_uid}"): (f"/studies/{HELD}", None, 200),
+    ("GET", "/studies/{study_uid}/timeline"): (f"/studies/{HELD}/timeline", None, 200),
+    ("POST", "/studies/{study_uid}/release"): (f"/studies/{HELD}/release", None, 200),
+    ("POST", "/studies/{study_uid}/reprocess"): (f"/studies/{READY}/reprocess", None, 200),
+    ("GET", "/jobs"): ("/jobs", None, 200),
+    ("GET", "/deliveries"): ("/deliveries", None, 200),
+    ("GET", "/dead-letters"): ("/dead-letters", None, 200),
+    ("GET", "/dead-letters/{letter_id}"): ("/dead-letters/1", None, 200),
+    ("POST", "/dead-letters/replay"): ("/dead-letters/replay", {"ids": [1]}, 200),
+    ("POST", "/dead-letters/{letter_id}/discard"): ("/dead-letters/2/discard", {"reason": "duplicate order"}, 200),
+    ("GET", "/stats"): ("/stats", None, 200),
+    ("GET", "/openapi.json"): ("/openapi.json", None, 200),
+}
+
+
+def _seed(engine_url: str, rg1: ReceivedInstance) -> None:
+    engine = make_engine(engine_url)
+    try:
+        store_study(engine, rg1, study_uid=HELD, status="held")
+        store_study(engine, rg1, study_uid=READY, status="ready")
+        with session_scope(engine) as session:
+            save_peer(session, Peer(ae_title="CT1"))
+            save_peer(session, Peer(ae_title="OLD"))
+            add_destination(session, name="pacs", kind="dicom", host="10.0.0.8", port=104, options={"ae_title": "PACS"})
+            add_destination(session, name="spare", kind="mllp", host="10.0.0.7", port=2575)
+            for version in ("1.0", "2.0"):
+                add_model_package(session, name="chest", version=version, framework="onnx", manifest="{}")
+            clients.register(session, client_id="ehr", name="EHR", scopes=["system/*.rs"], secret="s3cret-value")
+            for n in (1, 2):
+                save_letter(
+                    session,
+                    Letter(
+                        event_id=f"e{n}",
+                        source_topic="study.ready",
+                        key=HELD,
+                        payload="{}",
+                        error="boom",
+                        correlation_id="c",
+                    ),
+                )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The API on one seeded SQLite database for the whole module."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('admin-roles') / 'doctorai.db'}"
+    migrate(url)
+    _seed(url, rg1_instance())
+    yield from api_on(url)
+
+
+def test_the_table_names_every_admin_route() -> None:
+    app = create_admin_app(ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef"))
+    routes = {(method, c.path) for c in iter_route_contexts(app.routes) for method in c.methods or ()}
+    assert routes == set(ROUTES)
+
+
+def _call(api: Api, method: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return httpx.request(method, f"{api.url}/admin{path}", json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(ROUTES), ids=[f"{m} {r}" for m, r in sorted(ROUTES)])
+def test_route_roles(api: Api, method: str, route: str) -> None:
+    path, body, status = ROUTES[(method, route)]
+    refused = _call(api, method, path, body, {})
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    wrong = [
+        api.role("auditor", scopes=["system/AuditEvent.rs"], subject="officer"),
+        api.token(["system/*.cruds"]),  # a FHIR client: scopes grant nothing under /admin
+    ]
+    if method != "GET":
+        wrong.append(api.role("operator", subject="night-operator"))
+    for headers in wrong:
+        answer = _call(api, method, path, body, headers)
+        assert answer.status_code == 403, (headers, answer.text)
+        assert answer.json()["status"] == 403
+    if method == "GET":
+        assert _call(api, method, path, body, api.role("operator")).status_code == 200
+    answer = _call(api, method, path, body, api.role("admin"))
+    assert answer.status_code == status, answer.text
+
+
+def test_openapi_lists_every_route(api: Api) -> None:
+    response = httpx.get(f"{api.url}/admin/openapi.json", headers=api.role("admin"))
+    assert response.status_code == 200
+    document = response.json()
+    listed = {(m.upper(), path) for path, item in document["paths"].items() for m in item}
+    assert listed == set(ROUTES) - {("GET", "/openapi.json")}
+    assert document["servers"] == [{"url": "/admin"}]
+
+
+def test_unknown_admin_path_is_a_problem(api: Api) -> None:
+    response = httpx.get(f"{api.url}/admin/nothing-here", headers=api.role("admin"))
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == "Not Found"
+
+
+def test_main_openapi_does_not_hold_admin_routes(api: Api) -> None:
+    document = httpx.get(f"{api.url}/openapi.json", headers=api.token(["system/*.cruds"])).json()
+    assert not [p for p in document["paths"] if p.startswith("/admin")]
