@@ -27,8 +27,10 @@ from fhir_api.errors import FhirError, Forbidden
 from fhir_api.responses import error_problem, problem_response
 from integration.errors import StudyNotFound, StudyStateConflict
 from storage.dead_letters import LetterResolved
-from storage.deliveries import DestinationExists, DestinationInUse
+from storage.deliveries import DeliveryNotDead, DeliveryNotFound, DestinationExists, DestinationInUse
 from storage.errors import StorageUnavailable
+from storage.forwards import ForwardNotDead, ForwardNotFound
+from storage.rules import RuleExists, RuleNotFound
 
 # RFC 9110 section 9.2.1: the safe methods an operator may use.
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -47,6 +49,12 @@ _STATUS: dict[type[Exception], int] = {
     LetterResolved: 409,
     DestinationExists: 409,
     DestinationInUse: 409,
+    RuleExists: 409,
+    RuleNotFound: 404,
+    ForwardNotFound: 404,
+    ForwardNotDead: 409,
+    DeliveryNotFound: 404,
+    DeliveryNotDead: 409,
 }
 
 
@@ -150,9 +158,11 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         admin_clients,
         admin_dead_letters,
         admin_destinations,
+        admin_forwards,
         admin_models,
         admin_peers,
         admin_queues,
+        admin_rules,
         admin_stats,
         admin_studies,
     )
@@ -172,10 +182,12 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     for module in (
         admin_peers,
         admin_destinations,
+        admin_rules,
         admin_models,
         admin_clients,
         admin_studies,
         admin_queues,
+        admin_forwards,
         admin_dead_letters,
         admin_stats,
     ):

@@ -132,6 +132,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         admin.state.engine = engine
         await asyncio.to_thread(_reindex, engine)
         app.state.object_store = make_object_store(storage_settings)
+        admin.state.object_store = app.state.object_store  # rule dry runs read instance headers
         try:
             yield
         finally:

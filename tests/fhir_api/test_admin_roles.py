@@ -17,7 +17,8 @@ from fhir_api.admin import create_admin_app
 from fhir_api.config import ApiSettings
 from storage.db import make_engine, migrate, session_scope
 from storage.dead_letters import Letter, save_letter
-from storage.deliveries import add_destination
+from storage.deliveries import add_destination, queue_delivery
+from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
 from storage.queries import ReceivedInstance, add_model_package
 from tests.fhir_api.conftest import Api, api_on, rg1_instance, store_study
@@ -46,6 +47,17 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("POST", "/destinations/{destination_id}/enable"): ("/destinations/1/enable", None, 200),
     ("POST", "/destinations/{destination_id}/disable"): ("/destinations/1/disable", None, 200),
     ("DELETE", "/destinations/{destination_id}"): ("/destinations/2", None, 204),
+    ("POST", "/destinations/{destination_id}/echo"): ("/destinations/3/echo", None, 200),
+    ("GET", "/rules"): ("/rules", None, 200),
+    ("GET", "/rules/{rule_id}"): ("/rules/1", None, 200),
+    ("POST", "/rules"): ("/rules", {"name": "brain-mr", "match": {"modalities": ["MR"]}, "hold": True}, 201),
+    ("PUT", "/rules/{rule_id}"): ("/rules/1", {"name": "hold-cr", "match": {"modalities": ["CR"]}, "hold": True}, 200),
+    ("DELETE", "/rules/{rule_id}"): ("/rules/2", None, 204),
+    ("POST", "/rules/dry-run"): ("/rules/dry-run", {"study_uid": READY, "rule": {"name": "d", "hold": True}}, 200),
+    ("POST", "/rules/{rule_id}/dry-run"): ("/rules/1/dry-run", {"study_uid": READY}, 200),
+    ("GET", "/forwards"): ("/forwards", None, 200),
+    ("POST", "/forwards/{forward_id}/retry"): ("/forwards/1/retry", None, 200),
+    ("POST", "/deliveries/{delivery_id}/retry"): ("/deliveries/1/retry", None, 200),
     ("GET", "/models"): ("/models", None, 200),
     ("GET", "/models/{name}"): ("/models/chest", None, 200),
     ("POST", "/models/{name}/{version}/activate"): ("/models/chest/1.0/activate", None, 200),
@@ -81,6 +93,30 @@ def _seed(engine_url: str, rg1: ReceivedInstance) -> None:
             save_peer(session, Peer(ae_title="OLD"))
             add_destination(session, name="pacs", kind="dicom", host="10.0.0.8", port=104, options={"ae_title": "PACS"})
             add_destination(session, name="spare", kind="mllp", host="10.0.0.7", port=2575)
+            # Echoed: nothing listens on port 1 of loopback, so the answer comes at once (ok false).
+            add_destination(session, name="echo-target", kind="mllp", host="127.0.0.1", port=1)
+            # Rules 1 and 2 are among the default rules the migration stores.
+            forward = queue_forward(
+                session,
+                destination_id=1,
+                study_uid=HELD,
+                revision=1,
+                correlation_id="c",
+                rule="r",
+                instances=[
+                    ForwardItem(sop_uid=f"{HELD}.1.1", object_key="k", sop_class_uid="1.2", transfer_syntax_uid="1.2")
+                ],
+            )
+            delivery = queue_delivery(
+                session,
+                destination_id=3,
+                correlation_id="c",
+                subject="DiagnosticReport/r/_history/1",
+                control_id="1",
+                payload="MSH|",
+            )
+            assert forward is not None and delivery is not None
+            forward.status = delivery.status = "dead"
             for version in ("1.0", "2.0"):
                 add_model_package(session, name="chest", version=version, framework="onnx", manifest="{}")
             clients.register(session, client_id="ehr", name="EHR", scopes=["system/*.rs"], secret="s3cret-value")
