@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("--duplicate-policy", choices=["keep-first", "keep-last", "reject"], default=None)
     p_peers.set_defaults(func=peers)
     _models_parser(sub)
-    p_studies = sub.add_parser("studies", help="release a held study or route a study again")
+    p_studies = sub.add_parser("studies", help="release a held (or still receiving) study, or route a study again")
     p_studies.add_argument("action", choices=["release", "reprocess"])
     p_studies.add_argument("study_uid")
     p_studies.add_argument("--who", default="local-cli", help="who asks, for the audit trail")

@@ -78,10 +78,15 @@ def _locked(session: Session, study_uid: str) -> Study:
 
 
 def release(session: Session, *, study_uid: str, who: str) -> StudyReady:
-    """Announce a held study again with reason "manual-release", which the router routes without hold rules."""
+    """Announce a held study, or one still receiving, with reason "manual-release".
+
+    A held study is routed again without hold rules; a receiving one is declared ready now instead
+    of after its quiet period, when an operator knows it is complete (issue 3). Instances that
+    arrive later open a new revision as usual.
+    """
     study = _locked(session, study_uid)
-    if study.status != "held":
-        raise StudyStateConflict(f"study {study_uid} is {study.status}, not held")
+    if study.status not in ("held", "receiving"):
+        raise StudyStateConflict(f"study {study_uid} is {study.status}: only held or receiving studies are released")
     return announce(session, study, reason="manual-release", who=who, now=datetime.now(UTC))
 
 

@@ -49,6 +49,8 @@ class MllpOptions(_Options):
     """An MLLP receiver of ORU^R01 messages."""
 
     ca_file: str = ""
+    # The sender ("MSH-3^MSH-4" or MSH-3) whose enhanced-mode application ACKs go here (fhir_api.hl7_acks).
+    application_acks_for: str = Field("", max_length=400)
 
 
 class FhirOptions(_Options):

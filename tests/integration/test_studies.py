@@ -29,6 +29,15 @@ def test_release_announces_a_held_study_once(db: Engine) -> None:
         release_study(db, study_uid="1.2.3", who="pacs-admin")
 
 
+def test_release_declares_a_receiving_study_ready_without_its_quiet_period(db: Engine) -> None:
+    store_study(db, rg1_instance(), study_uid=UID, status="receiving", revision=0)
+    ready = release_study(db, study_uid=UID, who="pacs-admin")
+    assert (ready.revision, ready.reason) == (1, "manual-release")
+    with session_scope(db) as session:
+        study = session.get_one(Study, UID)
+        assert (study.status, study.ready_reason) == ("ready", "manual-release")
+
+
 def test_reprocess_refuses_a_study_still_receiving(db: Engine) -> None:
     store_study(db, rg1_instance(), study_uid=UID, status="receiving", revision=0)
     with pytest.raises(StudyStateConflict):
