@@ -159,6 +159,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         admin_dead_letters,
         admin_destinations,
         admin_forwards,
+        admin_hl7,
         admin_models,
         admin_peers,
         admin_queues,
@@ -189,6 +190,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         admin_queues,
         admin_forwards,
         admin_dead_letters,
+        admin_hl7,
         admin_stats,
     ):
         app.include_router(module.router)

@@ -1,6 +1,8 @@
 """Queries on received HL7 v2 messages: duplicates, rows, and the per-message unmapped report."""
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.tables import Hl7Message
@@ -30,3 +32,43 @@ def unmapped_report(session: Session, *, message_id: str) -> dict[str, str]:
     if row is None:
         raise KeyError(message_id)
     return dict(row.unmapped)
+
+
+def list_messages(
+    session: Session,
+    *,
+    status: str | None = None,
+    sender: str | None = None,
+    message_type: str | None = None,
+    since: datetime | None = None,
+    with_unmapped: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Hl7Message], int]:
+    """Received messages, newest first, and how many match in all.
+
+    `sender` is MSH-3, or "MSH-3^MSH-4"; `message_type` is MSH-9.1 or "MSH-9.1^MSH-9.2";
+    `with_unmapped` keeps messages whose unmapped report is not empty.
+    """
+    stmt = select(Hl7Message)
+    if status:
+        stmt = stmt.where(Hl7Message.status == status)
+    if sender:
+        application, _, facility = sender.partition("^")
+        stmt = stmt.where(Hl7Message.sender_application == application)
+        if facility:
+            stmt = stmt.where(Hl7Message.sender_facility == facility)
+    if message_type:
+        kind, _, trigger = message_type.upper().partition("^")
+        stmt = stmt.where(Hl7Message.message_type == kind)
+        if trigger:
+            stmt = stmt.where(Hl7Message.trigger_event == trigger)
+    if since is not None:
+        stmt = stmt.where(Hl7Message.received_at >= since)
+    rows = list(session.scalars(stmt.order_by(Hl7Message.received_at.desc(), Hl7Message.id)))
+    if with_unmapped:
+        # The report is JSON: filtered here rather than with each database's JSON operators.
+        rows = [r for r in rows if r.unmapped]
+        return rows[offset : offset + limit], len(rows)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    return rows[offset : offset + limit], total

@@ -6,6 +6,7 @@ acts on its own object, so the order the routes run in does not matter.
 """
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from storage.deliveries import add_destination, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
 from storage.queries import ReceivedInstance, add_model_package
+from storage.tables import Hl7Message
 from tests.fhir_api.conftest import Api, api_on, rg1_instance, store_study
 
 HELD = "1.2.826.0.1.3680043.8.498.70001"
@@ -79,6 +81,8 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("POST", "/dead-letters/replay"): ("/dead-letters/replay", {"ids": [1]}, 200),
     ("POST", "/dead-letters/{letter_id}/discard"): ("/dead-letters/2/discard", {"reason": "duplicate order"}, 200),
     ("GET", "/stats"): ("/stats", None, 200),
+    ("GET", "/hl7/messages"): ("/hl7/messages", None, 200),
+    ("GET", "/hl7/messages/{message_id}"): ("/hl7/messages/m-1", None, 200),
     ("GET", "/openapi.json"): ("/openapi.json", None, 200),
 }
 
@@ -117,6 +121,12 @@ def _seed(engine_url: str, rg1: ReceivedInstance) -> None:
             )
             assert forward is not None and delivery is not None
             forward.status = delivery.status = "dead"
+            session.add(
+                Hl7Message(
+                    id="m-1", correlation_id="m-1", received_at=datetime.now(UTC), status="accepted", ack_code="AA",
+                    unmapped={"ZPI[1]-2": "42"},
+                )
+            )
             for version in ("1.0", "2.0"):
                 add_model_package(session, name="chest", version=version, framework="onnx", manifest="{}")
             clients.register(session, client_id="ehr", name="EHR", scopes=["system/*.rs"], secret="s3cret-value")
