@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.tables import AuditEvent, Delivery, Destination, InferenceJob, Instance, Report, Series, Study
+from storage.tables import AuditEvent, Delivery, Destination, Forward, InferenceJob, Instance, Report, Series, Study
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,15 @@ def _job_entries(session: Session, study: Study) -> list[TimelineEntry]:
     return entries
 
 
+def _queued_entries(kind: str, row: Delivery | Forward, common: dict[str, str]) -> list[TimelineEntry]:
+    """A delivery or forward: when it was queued and, once finished, how it ended."""
+    entries = [TimelineEntry(at=row.created_at, kind=kind, what=f"{kind}-queued", detail=common)]
+    if row.finished_at is not None:
+        done = {**common, "status": row.status, "attempts": str(row.attempts), "error": row.last_error}
+        entries.append(TimelineEntry(at=row.finished_at, kind=kind, what=f"{kind}-{row.status}", detail=done))
+    return entries
+
+
 def _delivery_entries(session: Session, study: Study) -> list[TimelineEntry]:
     stmt = (
         select(Delivery, Destination.name)
@@ -147,22 +156,36 @@ def _delivery_entries(session: Session, study: Study) -> list[TimelineEntry]:
     entries = []
     for delivery, destination in session.execute(stmt):
         common = {"delivery_id": str(delivery.id), "destination": destination, "subject": delivery.subject}
-        entries.append(TimelineEntry(at=delivery.created_at, kind="delivery", what="delivery-queued", detail=common))
-        if delivery.finished_at is not None:
-            done = {
-                **common,
-                "status": delivery.status,
-                "attempts": str(delivery.attempts),
-                "error": delivery.last_error,
-            }
-            entries.append(
-                TimelineEntry(at=delivery.finished_at, kind="delivery", what=f"delivery-{delivery.status}", detail=done)
-            )
+        entries += _queued_entries("delivery", delivery, common)
+    return entries
+
+
+def _forward_entries(session: Session, study: Study) -> list[TimelineEntry]:
+    stmt = (
+        select(Forward, Destination.name)
+        .join(Destination, Destination.id == Forward.destination_id)
+        .where(Forward.study_uid == study.study_uid)
+        .order_by(Forward.id)
+    )
+    entries = []
+    for forward, destination in session.execute(stmt):
+        common = {
+            "forward_id": str(forward.id),
+            "destination": destination,
+            "revision": str(forward.revision),
+            "rule": forward.rule,
+        }
+        entries += _queued_entries("forward", forward, common)
     return entries
 
 
 def timeline(session: Session, *, study: Study) -> list[TimelineEntry]:
     """Everything recorded about a study, in time order (audit records keep their chain order at equal times)."""
-    entries = _audit_entries(session, study) + _job_entries(session, study) + _delivery_entries(session, study)
+    entries = (
+        _audit_entries(session, study)
+        + _job_entries(session, study)
+        + _delivery_entries(session, study)
+        + _forward_entries(session, study)
+    )
     # sorted() is stable: entries of one kind at the same instant stay in the order they were written.
     return sorted(entries, key=lambda e: e.at)

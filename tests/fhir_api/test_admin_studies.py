@@ -12,6 +12,7 @@ from audit.records import INSTANCE_STORED, AuditRecord
 from integration.messages import StudyReady
 from storage.db import session_scope
 from storage.deliveries import add_destination, queue_delivery
+from storage.forwards import ForwardItem, queue_forward
 from storage.queries import ReceivedInstance, correlation_id_for_study, create_job
 from storage.tables import AuditEvent, InferenceJob, OutboxEvent, Study
 from tests.fhir_api.conftest import Api, api_on, store_study
@@ -86,6 +87,13 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
             control_id="c1",
             payload="MSH|...",
         )
+    with session_scope(api.engine) as session:
+        pacs = add_destination(session, name="pacs", kind="dicom", host="10.0.0.6", port=104, options={"ae_title": "P"})
+        forward = queue_forward(
+            session, destination_id=pacs.id, study_uid=CT, revision=1, correlation_id=correlation, rule="ct-to-pacs",
+            instances=[ForwardItem(sop_uid=f"{CT}.1.1", object_key="k", sop_class_uid="1.2", transfer_syntax_uid="1.2")],
+        )
+        assert forward is not None
     admin = api.role("admin")
     assert httpx.post(f"{api.url}/admin/studies/{CT}/reprocess", headers=admin).status_code == 200
 
@@ -102,12 +110,14 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
         "job-queued",
         "job-done",
         "delivery-queued",
+        "forward-queued",
         "study-ready",
         "admin-operation",
     ]
     stamps = [datetime.fromisoformat(e["at"]) for e in timeline]
     assert stamps == sorted(stamps)
-    assert timeline[4]["detail"]["reason"] == "reprocess" and timeline[5]["detail"]["who"] == "pacs-admin"
+    assert timeline[4]["detail"]["rule"] == "ct-to-pacs" and timeline[4]["detail"]["destination"] == "pacs"
+    assert timeline[5]["detail"]["reason"] == "reprocess" and timeline[6]["detail"]["who"] == "pacs-admin"
     assert httpx.get(f"{api.url}/admin/studies/1.2.3/timeline", headers=admin).status_code == 404
 
 
