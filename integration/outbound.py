@@ -102,14 +102,17 @@ def _record(
     error: str,
     retry_in: timedelta | None,
 ) -> None:
-    """Write an attempt's outcome; sent and dead ones with their audit record, in one transaction."""
+    """Write an attempt's outcome with its audit record, in one transaction: sent (success), failed
+    and to be retried (minor failure), or dead (serious failure)."""
     with session_scope(engine) as session:
         if not error:
             mark_delivered(session, delivery_id=item.id, ack_code=code)
         else:
             mark_failed(session, delivery_id=item.id, error=error, ack_code=code, retry_in=retry_in)
-        if error and retry_in is not None:
-            return
+        if not error:
+            outcome = Outcome.SUCCESS
+        else:
+            outcome = Outcome.MINOR_FAILURE if retry_in is not None else Outcome.SERIOUS_FAILURE
         append(
             session,
             AuditRecord(
@@ -118,13 +121,14 @@ def _record(
                 agent_who="doctorai-outbound",
                 agent_address=address,
                 entity_what=item.subject,
-                outcome=Outcome.SUCCESS if not error else Outcome.SERIOUS_FAILURE,
+                outcome=outcome,
                 detail={
                     "destination": destination,
                     "control_id": item.control_id,
                     "ack": code,
                     "attempts": str(item.attempts + 1),
                     "error": error[:200],
+                    "retry_in": f"{retry_in.total_seconds():g}" if retry_in is not None else "",
                 },
             ),
         )
