@@ -168,3 +168,26 @@ def test_grafana_dashboard_is_provisioned() -> None:
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     volumes = compose()["services"]["grafana"]["volumes"]
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes
+
+
+def test_dashboard_and_alerts_name_only_metrics_the_engine_exports() -> None:
+    """A renamed metric must not leave a silent panel or an alert that can never fire."""
+    import prometheus_client
+
+    import dicom_listener.metrics
+    import fhir_api.metrics
+    import inference.metrics
+    import integration.metrics  # noqa: F401  (importing registers each module's metrics)
+
+    exported = {
+        sample_name
+        for metric in prometheus_client.REGISTRY.collect()
+        for sample_name in (metric.name, f"{metric.name}_total", f"{metric.name}_bucket", f"{metric.name}_count", f"{metric.name}_sum")
+    }
+    texts = [
+        (DEPLOY / "grafana/dashboards/doctorai-pipeline.json").read_text(),
+        (DEPLOY / "prometheus/alerts.yml").read_text(),
+    ]
+    named = {name for text in texts for name in re.findall(r"\bdoctorai_[a-z0-9_]+", text)}
+    assert named, "no metric found in the dashboard or the alert rules"
+    assert named - exported == set()
