@@ -43,6 +43,11 @@ class DicomOptions(_Options):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    results: Literal["", "sr"] = Field(
+        "",
+        description='"sr": every model result is also sent here as a DICOM Comprehensive 3D SR '
+        "(TID 1500 Measurement Report) in the study it is about (fhir_api/sr_exports.py)",
+    )
 
 
 class MllpOptions(_Options):
