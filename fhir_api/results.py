@@ -30,6 +30,7 @@ from fhir_api.mapping import imaging_study_from_index, patient_from_study, repor
 from fhir_api.orders import with_order
 from fhir_api.oru import queue_oru
 from fhir_api.report_exports import queue_report_exports
+from fhir_api.sr_exports import queue_sr_exports
 from integration import health, topics
 from integration.config import IntegrationSettings
 from integration.config import get_settings as get_integration_settings
@@ -41,6 +42,7 @@ from storage.config import StorageSettings
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
+from storage.objects import ObjectStore, make_object_store
 from storage.queries import correlation_id_for_study, study_instances
 from storage.tables import AuditEvent, InferenceJob, Report, Study
 
@@ -114,11 +116,13 @@ def _record_report(session: Session, message: InferenceResult, report_id: str) -
     )
 
 
-def apply_result(session: Session, message: InferenceResult) -> str | None:
+def apply_result(session: Session, message: InferenceResult, objects: ObjectStore | None = None) -> str | None:
     """Store the DiagnosticReport and Observations of a result; returns the report id, None if nothing new.
 
     Idempotent per job: a replayed result finds its Report row and does nothing. A failed
-    result (`error` set) creates no report, only a serious-failure audit record.
+    result (`error` set) creates no report, only a serious-failure audit record. With `objects`
+    (the consumer always passes it), the result also goes as a DICOM SR to the DICOM destinations
+    that take results (fhir_api/sr_exports.py).
     """
     if session.get(Report, message.job_id) is not None:
         return None
@@ -195,6 +199,9 @@ def apply_result(session: Session, message: InferenceResult) -> str | None:
         study=study,
         base_url=get_api_settings().public_base_url.rstrip("/") + "/fhir",
     )
+    # Issue 7: and as a DICOM SR, into the same study, to every DICOM destination that takes results.
+    if objects is not None:
+        queue_sr_exports(session, objects, result=message, study=study)
     session.flush()
     return report_id
 
@@ -227,7 +234,13 @@ def _in_transaction(engine: Engine, apply: Callable[[Session, M], R], message: M
         return apply(session, message)
 
 
-async def handle(record: ConsumerRecord[bytes, bytes], *, engine: Engine, settings: IntegrationSettings) -> None:
+async def handle(
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    engine: Engine,
+    settings: IntegrationSettings,
+    objects: ObjectStore | None = None,
+) -> None:
     """Handle one consumed record; errors are retriable (storage, races) or permanent (dead-lettered)."""
     topic = unqualified(settings, record.topic)
     payload = record.value or b""
@@ -237,7 +250,8 @@ async def handle(record: ConsumerRecord[bytes, bytes], *, engine: Engine, settin
             await asyncio.to_thread(_in_transaction, engine, apply_study_ready, ready)
         elif topic == topics.INFERENCE_RESULT:
             result = _parse(InferenceResult, payload)
-            report_id = await asyncio.to_thread(_in_transaction, engine, apply_result, result)
+            apply = partial(apply_result, objects=objects)
+            report_id = await asyncio.to_thread(_in_transaction, engine, apply, result)
             if report_id is not None:
                 metrics.REPORTS_CREATED.inc()
                 observe_latency(result, committed_at=datetime.now(UTC))
@@ -276,7 +290,8 @@ async def run(
                 # Started only now: the launcher takes an answering /metrics as "consumer ready".
                 metrics_server = health.serve(api_settings.results_metrics_port)
             log.info("FHIR-store consumer started (group %s)", GROUP_ID)
-            handler = partial(handle, engine=engine, settings=integration_settings)
+            objects = make_object_store(storage_settings)  # the input headers and the SRs (sr_exports.py)
+            handler = partial(handle, engine=engine, settings=integration_settings, objects=objects)
             await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
         except asyncio.CancelledError:
             if not stop.is_set():

@@ -77,6 +77,8 @@ class Queued:
     rule: str
     attempts: int
     items: list[ForwardItem]
+    kind: str = "study"
+    job_id: str = ""
 
 
 @dataclass
@@ -142,7 +144,9 @@ def _due(engine: Engine, destination_id: int, limit: int) -> list[Queued]:
                 ForwardItem(i.sop_uid, i.object_key, i.sop_class_uid, i.transfer_syntax_uid)
                 for i in unsent_instances(session, forward_id=f.id)
             ]
-            out.append(Queued(f.id, f.correlation_id, f.study_uid, f.revision, f.rule, f.attempts, items))
+            out.append(
+                Queued(f.id, f.correlation_id, f.study_uid, f.revision, f.rule, f.attempts, items, f.kind, f.job_id)
+            )
         return out
 
 
@@ -178,6 +182,8 @@ def _record(engine: Engine, target: Target, forward: Queued, attempt: Attempt, r
                     "forward_id": str(forward.id),
                     "revision": str(forward.revision),
                     "rule": forward.rule,
+                    "kind": forward.kind,
+                    "job_id": forward.job_id,
                     "status": row.status,
                     "attempts": str(row.attempts),
                     "instances_sent": str(counts["sent"]),

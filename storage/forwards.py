@@ -1,6 +1,7 @@
 """Forwards of studies to DICOM destinations: a queue per destination, in the database.
 
-A forward is one revision of one study for one destination, with one row per instance. It is
+A forward is one revision of one study for one destination, or one job's result (its DICOM SR,
+kind "result") for one destination, with one row per instance. It is
 "sent" only when every instance was accepted; an attempt that leaves some instances failed
 retries those (and only those) later, until the forward is "dead". The sender takes each
 destination's due forwards in id order, so one destination's failures never hold up another.
@@ -43,11 +44,19 @@ def queue_forward(
     correlation_id: str,
     rule: str,
     instances: Sequence[ForwardItem],
+    job_id: str = "",
 ) -> Forward | None:
-    """Queue a study revision's instances for a destination; None when it was queued there already (a replay)."""
+    """Queue a study revision's instances for a destination; None when it was queued there already (a replay).
+
+    With `job_id`, the instances are that job's result (kind "result"), queued once per job and
+    destination, beside the study's own forward of the same revision.
+    """
     existing = session.scalar(
         select(Forward.id).where(
-            Forward.destination_id == destination_id, Forward.study_uid == study_uid, Forward.revision == revision
+            Forward.destination_id == destination_id,
+            Forward.study_uid == study_uid,
+            Forward.revision == revision,
+            Forward.job_id == job_id,
         )
     )
     if existing is not None:
@@ -59,6 +68,8 @@ def queue_forward(
         revision=revision,
         correlation_id=correlation_id,
         rule=rule,
+        kind="result" if job_id else "study",
+        job_id=job_id,
         status="pending",
         attempts=0,
         next_attempt_at=now,
@@ -91,8 +102,9 @@ def list_forwards(
     destination_id: int | None = None,
     study_uid: str | None = None,
     limit: int = 100,
+    kind: str | None = None,
 ) -> list[Forward]:
-    """Forwards, newest first, optionally of one status, destination or study: what the admin sees."""
+    """Forwards, newest first, optionally of one status, destination, study or kind: what the admin sees."""
     stmt = select(Forward).order_by(Forward.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(Forward.status == status)
@@ -100,6 +112,8 @@ def list_forwards(
         stmt = stmt.where(Forward.destination_id == destination_id)
     if study_uid is not None:
         stmt = stmt.where(Forward.study_uid == study_uid)
+    if kind is not None:
+        stmt = stmt.where(Forward.kind == kind)
     return list(session.scalars(stmt))
 
 

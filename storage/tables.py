@@ -492,7 +492,10 @@ class DeadLetter(Base):
 
 
 class Forward(Base):
-    """One revision of a study queued for one DICOM destination, complete when every instance was accepted."""
+    """One revision of a study, or one job's result (a DICOM SR), queued for one DICOM destination.
+
+    Complete when every instance was accepted.
+    """
 
     __tablename__ = "forwards"
 
@@ -502,6 +505,10 @@ class Forward(Base):
     revision: Mapped[int] = mapped_column(Integer)
     correlation_id: Mapped[str] = mapped_column(String(36), index=True)
     rule: Mapped[str] = mapped_column(String(64), default="")  # the routing rule that asked for it
+    # study: the study's instances (a routing rule); result: what a job made of it (its SR, issue 7).
+    kind: Mapped[str] = mapped_column(String(16), default="study", server_default="study")
+    # The job whose result this forward carries; "" for a study forward.
+    job_id: Mapped[str] = mapped_column(String(36), default="", server_default="")
     # pending -> sent | dead (dead -> pending again when an operator retries it)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -511,7 +518,8 @@ class Forward(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("destination_id", "study_uid", "revision", name="uq_forward_study_revision"),
+        # One study forward per revision and one result forward per job, for each destination.
+        UniqueConstraint("destination_id", "study_uid", "revision", "job_id", name="uq_forward_subject"),
         Index("ix_forwards_due", "destination_id", "status", "next_attempt_at"),
     )
 

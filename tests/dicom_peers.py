@@ -16,7 +16,7 @@ Policy = Callable[[str, int], int]
 
 @dataclass
 class Received:
-    """What one C-STORE delivered: the agreed transfer syntax, the data set bytes and its pixel data."""
+    """What one C-STORE delivered: the agreed transfer syntax, the data set bytes and its pixel data (b"" if none)."""
 
     transfer_syntax: UID
     dataset_bytes: bytes
@@ -43,8 +43,11 @@ class StoreScp:
         status = self.policy(sop_uid, seen)
         if status == 0x0000:
             dataset = event.dataset
+            # Instances without pixel data (a structured report) record b"".
             self.received[sop_uid] = Received(
-                UID(event.context.transfer_syntax), event.request.DataSet.getvalue(), bytes(dataset.PixelData)
+                UID(event.context.transfer_syntax),
+                event.request.DataSet.getvalue(),
+                bytes(dataset.get("PixelData") or b""),
             )
         return status
 

@@ -43,6 +43,11 @@ class DicomOptions(_Options):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    results: Literal["", "sr"] = Field(
+        "",
+        description='"sr": every model result is also sent here as a DICOM Comprehensive 3D SR '
+        "(TID 1500 Measurement Report) in the study it is about (fhir_api/sr_exports.py)",
+    )
 
 
 class MllpOptions(_Options):
@@ -50,7 +55,7 @@ class MllpOptions(_Options):
 
     ca_file: str = ""
     # The sender ("MSH-3^MSH-4" or MSH-3) whose enhanced-mode application ACKs go here (fhir_api.hl7_acks).
-    application_acks_for: str = Field("", max_length=400)
+    application_acks_for: Annotated[str, Field(max_length=400)] = ""
 
 
 class FhirOptions(_Options):

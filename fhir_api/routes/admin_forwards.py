@@ -7,7 +7,7 @@ is not audited.
 """
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -28,12 +28,14 @@ router = APIRouter(tags=["queues"])
 
 
 class ForwardOut(BaseModel):
-    """One study revision queued for a DICOM destination, and its instances by state."""
+    """One study revision (or one job's result, as a DICOM SR) queued for a DICOM destination, and its instances by state."""
 
     id: int
     destination_id: int
+    kind: str  # study | result
     study_uid: str
     revision: int
+    job_id: str  # the job whose result a "result" forward carries; "" for a study
     correlation_id: str
     rule: str
     status: str  # pending | sent | dead
@@ -56,11 +58,14 @@ def search_forwards(
     status: str | None = None,
     destination_id: int | None = None,
     study_uid: str | None = None,
+    kind: Literal["study", "result"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ForwardOut]:
-    """Forwards by status, destination and study; newest first."""
+    """Forwards by status, destination, study and kind (a study's instances or a result's SR); newest first."""
     with session_scope(engine) as session:
-        rows = list_forwards(session, status=status, destination_id=destination_id, study_uid=study_uid, limit=limit)
+        rows = list_forwards(
+            session, status=status, destination_id=destination_id, study_uid=study_uid, kind=kind, limit=limit
+        )
         return [_forward(session, r) for r in rows]
 
 

@@ -166,3 +166,15 @@ def test_clients_are_created_with_a_secret_once_and_disabled(api: Api) -> None:
     assert [json.loads(r.detail["after"])["enabled"] for r in records] == [True, False]
     assert all(secret not in json.dumps(r.detail) for r in records)
     assert records[0].detail["alert_type"] == "110137"
+
+
+def test_a_dicom_destination_may_take_results_as_sr(api: Api) -> None:
+    admin = api.role("admin")
+    pacs = {"name": "pacs", "kind": "dicom", "host": "h", "port": 104, "options": {"ae_title": "PACS", "results": "sr"}}
+    created = httpx.post(f"{api.url}/admin/destinations", json=pacs, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["options"] == {"ae_title": "PACS", "calling_ae": "DOCTORAI", "results": "sr"}
+    plain = {"name": "archive", "kind": "dicom", "host": "h", "port": 104, "options": {"ae_title": "ARCHIVE"}}
+    assert "results" not in httpx.post(f"{api.url}/admin/destinations", json=plain, headers=admin).json()["options"]
+    seg = {**pacs, "name": "seg", "options": {"ae_title": "PACS", "results": "seg"}}
+    assert httpx.post(f"{api.url}/admin/destinations", json=seg, headers=admin).status_code == 422

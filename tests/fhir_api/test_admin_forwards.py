@@ -7,7 +7,7 @@ import httpx
 from sqlalchemy import select
 
 from storage.db import session_scope
-from storage.deliveries import add_destination, queue_delivery
+from storage.deliveries import add_destination, destination_by_name, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
 from storage.tables import AuditEvent
 from tests.fhir_api.conftest import Api
@@ -52,6 +52,7 @@ def test_dead_forwards_and_deliveries_are_listed_and_retried(api: Api) -> None:
     admin = api.role("admin")
     listed = httpx.get(f"{api.url}/admin/forwards", params={"status": "dead"}, headers=api.role("operator")).json()
     assert [(f["id"], f["study_uid"], f["instances"]["pending"]) for f in listed] == [(forward_id, UID, 2)]
+    assert (listed[0]["kind"], listed[0]["job_id"]) == ("study", "")
     retried = httpx.post(f"{api.url}/admin/forwards/{forward_id}/retry", headers=admin)
     assert retried.status_code == 200 and retried.json()["status"] == "pending"
     assert httpx.post(f"{api.url}/admin/forwards/{forward_id}/retry", headers=admin).status_code == 409
@@ -70,6 +71,40 @@ def test_dead_forwards_and_deliveries_are_listed_and_retried(api: Api) -> None:
         ("retry-delivery", "corr-d"),
     ]
     assert json.loads(records[0].detail["before"])["status"] == "dead"
+
+
+def test_result_forwards_are_listed_by_kind(api: Api) -> None:
+    forward_id, _, _ = _seed(api)
+    with session_scope(api.engine) as session:
+        sr = ForwardItem(
+            sop_uid=f"{UID}.9",
+            object_key="k9",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+            transfer_syntax_uid="1.2",
+        )
+        pacs = destination_by_name(session, name="pacs")
+        assert pacs is not None
+        result = queue_forward(
+            session,
+            destination_id=pacs.id,
+            study_uid=UID,
+            revision=1,
+            correlation_id="corr-f",
+            rule="",
+            instances=[sr],
+            job_id="job-7",
+        )
+        assert result is not None
+        result_id = result.id
+    operator = api.role("operator")
+    listed = httpx.get(f"{api.url}/admin/forwards", params={"study_uid": UID}, headers=operator).json()
+    assert [(f["id"], f["kind"], f["job_id"]) for f in listed] == [
+        (result_id, "result", "job-7"),
+        (forward_id, "study", ""),
+    ]
+    only = httpx.get(f"{api.url}/admin/forwards", params={"kind": "result"}, headers=operator).json()
+    assert [f["id"] for f in only] == [result_id]
+    assert httpx.get(f"{api.url}/admin/forwards", params={"kind": "sr"}, headers=operator).status_code == 422
 
 
 def test_echo_tells_a_listening_destination_from_a_closed_port(api: Api) -> None:

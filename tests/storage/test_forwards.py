@@ -128,3 +128,41 @@ def test_a_dead_delivery_can_be_retried(db: Engine) -> None:
         mark_failed(session, delivery_id=row.id, error="HTTP 400", ack_code="", retry_in=None)
         again = retry_delivery(session, delivery_id=row.id)
         assert (again.status, again.attempts, again.finished_at) == ("pending", 0, None)
+
+
+def test_a_result_forward_sits_beside_the_study_forward_of_the_same_revision(db: Engine) -> None:
+    pacs = _destination(db, "pacs")
+    study = _queue(db, pacs, "1.2.9")
+    sr = [
+        ForwardItem(
+            "1.2.9.99", "dicom/1.2.9/1.2.9.98/1.2.9.99.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.1.2.1"
+        )
+    ]
+
+    def result(job_id: str) -> int | None:
+        with session_scope(db) as session:
+            row = queue_forward(
+                session,
+                destination_id=pacs,
+                study_uid="1.2.9",
+                revision=1,
+                correlation_id="c-1",
+                rule="",
+                instances=sr,
+                job_id=job_id,
+            )
+            return None if row is None else row.id
+
+    first = result("job-1")
+    assert study is not None and first is not None
+    assert result("job-1") is None  # a replayed result
+    assert result("job-2") is not None  # another model's result of the same revision
+    with session_scope(db) as session:
+        assert [(f.kind, f.job_id) for f in list_forwards(session, destination_id=pacs)] == [
+            ("result", "job-2"),
+            ("result", "job-1"),
+            ("study", ""),
+        ]
+        assert [f.id for f in list_forwards(session, kind="study")] == [study]
+        assert [f.job_id for f in list_forwards(session, kind="result", limit=1)] == ["job-2"]
+        assert [i.sop_uid for i in unsent_instances(session, forward_id=first)] == ["1.2.9.99"]
