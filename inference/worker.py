@@ -27,12 +27,12 @@ from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
 from inference.errors import CannotDecode, InferenceError, InferenceTimeout, InputNotAccepted, UnknownJob
-from inference.manifest import Manifest
 from inference.models import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
 from integration.config import IntegrationSettings
 from integration.facts import read_header
+from integration.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
 from storage.objects import ObjectStore, dicom_key, result_key

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from inference.errors import UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
 VERSION = "1.0.2"

@@ -10,8 +10,8 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
 from inference import segmentations, volumes
-from inference.manifest import Preprocessing
 from inference.packages import deepbet
+from integration.manifest import Preprocessing
 from tests.inference.packages.test_deepbet import PATIENT, TEMPLATES, _slice
 
 
