@@ -25,7 +25,7 @@ from fhir_api.config import ApiSettings
 from fhir_api.deps import PrincipalDep, client_address
 from fhir_api.errors import FhirError, Forbidden
 from fhir_api.responses import error_problem, problem_response
-from integration.errors import StudyNotFound, StudyStateConflict
+from integration.errors import InvalidPackage, ModelConflict, StudyNotFound, StudyStateConflict, UnsafeArchive
 from storage.dead_letters import LetterResolved
 from storage.deliveries import DeliveryNotDead, DeliveryNotFound, DestinationExists, DestinationInUse
 from storage.errors import StorageUnavailable
@@ -55,6 +55,9 @@ _STATUS: dict[type[Exception], int] = {
     ForwardNotDead: 409,
     DeliveryNotFound: 404,
     DeliveryNotDead: 409,
+    UnsafeArchive: 400,
+    InvalidPackage: 422,
+    ModelConflict: 409,
 }
 
 

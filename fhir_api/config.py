@@ -43,6 +43,9 @@ class ApiSettings(BaseSettings):
     rate_limit_burst: int = 200
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 16 * 1024 * 1024
+    # POST /admin/models: most bytes a package archive may unpack to (its body is capped by
+    # max_body_bytes first; larger packages go in with `doctorai models add`).
+    model_upload_max_bytes: int = 512 * 1024 * 1024
     # Origins a browser may call the API from (CORS), e.g. ["https://viewer.hospital.example"]; none by default.
     cors_allow_origins: list[str] = []
     # Strict-Transport-Security max-age sent on HTTPS requests (RFC 6797); 0 sends none.

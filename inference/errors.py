@@ -27,13 +27,5 @@ class UnknownJob(InferenceError):
     """The request names a job that is not in the database; the router creates jobs before requesting them."""
 
 
-class ModelConflict(InferenceError):
-    """This name and version are registered already, with a different manifest: bump the version."""
-
-
 class ModelRetired(InferenceError):
     """A retired model version cannot be activated again."""
-
-
-class InvalidPackage(InferenceError):
-    """A model package directory without a valid manifest.json or without its artifact."""

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from inference import text
 from inference.adapters import Adapter, Batch
-from inference.manifest import Manifest
+from integration.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inference.errors import InferenceError
-from inference.manifest import Manifest
+from integration.manifest import Manifest
 from integration.messages import Finding, Measurement
 
 

@@ -1,5 +1,6 @@
 """The model registry: package files in object storage (`models/{name}/{version}/`), manifests in the
-`models` table; and the adapter module of each framework (a plain dict).
+`models` table; and the adapter module of each framework (a plain dict). Packages come in through
+integration.model_packages (the CLI and the admin API).
 
 A version is uploaded inactive; activating it makes new jobs use it (the router reads the active
 version); jobs already queued finish on the version they name. Rolling back activates the version
@@ -16,14 +17,13 @@ from typing import cast
 from sqlalchemy import Engine
 
 from inference.adapters import Adapter
-from inference.errors import InvalidPackage, ModelConflict, ModelRetired, UnknownModel
-from inference.manifest import Manifest
+from inference.errors import ModelRetired, UnknownModel
+from integration.manifest import Manifest
 from storage.db import session_scope
 from storage.objects import ObjectStore, model_key
 from storage.queries import (
     activate_model_package,
     active_model_version,
-    add_model_package,
     model_package,
     model_packages,
     retire_model_package,
@@ -32,7 +32,6 @@ from storage.tables import ModelPackage
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 # Written last into a local copy, so a half-downloaded package is never taken for a whole one.
 COMPLETE = ".complete"
 
@@ -53,53 +52,6 @@ def adapter_for(framework: str) -> Adapter:
     except KeyError:
         raise UnknownModel(f"no adapter for framework {framework!r}") from None
     return cast(Adapter, importlib.import_module(module))
-
-
-def read_package(path: Path) -> tuple[Manifest, Path]:
-    """The manifest and artifact of a package directory (`manifest.json` beside the artifact)."""
-    try:
-        manifest = Manifest.model_validate_json((path / MANIFEST).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise InvalidPackage(f"{path}: no valid {MANIFEST}: {exc}") from exc
-    artifact = path / manifest.artifact
-    if not artifact.exists():
-        raise InvalidPackage(f"{path}: artifact {manifest.artifact} is missing")
-    return manifest, artifact
-
-
-def _files(artifact: Path) -> dict[str, Path]:
-    """Package-relative names of the artifact's files (one file, or every file of a directory)."""
-    if artifact.is_file():
-        return {artifact.name: artifact}
-    return {
-        f"{artifact.name}/{p.relative_to(artifact).as_posix()}": p
-        for p in sorted(artifact.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-
-
-def upload(engine: Engine, store: ObjectStore, manifest: Manifest, artifact: Path) -> ModelPackage:
-    """Upload a package's files and register its manifest (inactive). Idempotent for the same manifest."""
-    document = manifest.model_dump_json()
-    with session_scope(engine) as session:
-        row = model_package(session, name=manifest.name, version=manifest.version)
-        if row is not None and Manifest.model_validate_json(row.manifest) != manifest:
-            raise ModelConflict(f"{manifest.name} {manifest.version} is registered with another manifest; bump the version")
-    # Files first, then the row: a registered version always has its files (DESIGN.md 5.1).
-    present = store.list_keys(model_key(manifest.name, manifest.version, ""))
-    for name, path in _files(artifact).items():
-        key = model_key(manifest.name, manifest.version, name)
-        if present.get(key) != path.stat().st_size:  # a re-run skips what is there already
-            store.put_file(key, path)
-    store.put_bytes(model_key(manifest.name, manifest.version, MANIFEST), document.encode(), "application/json")
-    with session_scope(engine) as session:
-        row = model_package(session, name=manifest.name, version=manifest.version)
-        if row is None:
-            row = add_model_package(
-                session, name=manifest.name, version=manifest.version, framework=manifest.framework, manifest=document
-            )
-            log.info("registered %s %s (%s)", manifest.name, manifest.version, manifest.framework)
-        return row
 
 
 def activate(engine: Engine, name: str, version: str) -> None:

@@ -1,4 +1,4 @@
-"""A DICOM series -> a 3-D volume in a known orientation; series statistics; masks as NIfTI.
+"""A DICOM series -> a 3-D volume in a known orientation; series statistics; masks back on the slices and as NIfTI.
 
 Slices are ordered by their position along the slice normal, never by Instance Number, which
 scanners number in either direction (PS3.3 C.7.6.2.1.1: Image Position and Orientation
@@ -17,7 +17,7 @@ from pydicom import Dataset
 from pydicom.pixels.processing import apply_modality_lut
 
 from inference.errors import CannotDecode, InputNotAccepted
-from inference.manifest import Feature, Manifest, Preprocessing, accepts
+from integration.manifest import Feature, Manifest, Preprocessing, accepts
 from integration.messages import InstanceRef
 
 # Positions closer than this (mm) along the normal are one slice sent twice.
@@ -75,15 +75,12 @@ def _floats(ds: Dataset, keyword: str, count: int) -> NDArray[np.float64]:
     return np.asarray([float(v) for v in value], dtype=np.float64)
 
 
-def assemble(datasets: Sequence[Dataset], pre: Preprocessing) -> Volume:
-    """Stack single-frame slices of one series into a volume oriented and spaced as `pre` asks."""
-    nibabel: Any = importlib.import_module("nibabel")  # untyped: keep its calls out of mypy's strict checks
-
+def _positioned(datasets: Sequence[Dataset]) -> list[tuple[float, NDArray[np.float64], Dataset]]:
+    """(distance along the slice normal, Image Position, slice), nearest the origin first."""
     if not datasets:
         raise InputNotAccepted("no slices")
     orientation = _floats(datasets[0], "ImageOrientationPatient", 6)
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
+    normal = np.cross(orientation[:3], orientation[3:])
     positioned = []
     for ds in datasets:
         if not np.allclose(_floats(ds, "ImageOrientationPatient", 6), orientation, atol=1e-4):
@@ -91,6 +88,22 @@ def assemble(datasets: Sequence[Dataset], pre: Preprocessing) -> Volume:
         position = _floats(ds, "ImagePositionPatient", 3)
         positioned.append((float(position @ normal), position, ds))
     positioned.sort(key=lambda p: p[0])
+    return positioned
+
+
+def in_slice_order(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """The slices of one series in the order `assemble` stacks them (by position along the normal)."""
+    return [p[2] for p in _positioned(datasets)]
+
+
+def assemble(datasets: Sequence[Dataset], pre: Preprocessing) -> Volume:
+    """Stack single-frame slices of one series into a volume oriented and spaced as `pre` asks."""
+    nibabel: Any = importlib.import_module("nibabel")  # untyped: keep its calls out of mypy's strict checks
+
+    positioned = _positioned(datasets)
+    orientation = _floats(positioned[0][2], "ImageOrientationPatient", 6)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
     distances = np.diff([p[0] for p in positioned])
     if len(distances) and distances.min() < _SAME_POSITION_MM:
         raise CannotDecode("two slices share one position")
@@ -170,6 +183,35 @@ def clean_mask(mask: NDArray[np.bool_], *, largest_component: bool, fill_holes: 
     if fill_holes:
         mask = ndimage.binary_fill_holes(mask)
     return np.asarray(mask, dtype=bool)
+
+
+def mask_on_slices(mask: NDArray[np.bool_], affine: NDArray[np.float64], slices: Sequence[Dataset]) -> NDArray[np.bool_]:
+    """The mask resampled (nearest voxel) onto each slice's pixel grid: (slices, rows, columns).
+
+    `affine` maps mask voxels to RAS mm; a pixel's LPS position is Image Position plus column
+    index x row direction x column spacing plus row index x column direction x row spacing
+    (PS3.3 C.7.6.2.1.1). When the volume is the slices reoriented (no resampling) every pixel
+    lands on a voxel centre, so the frames hold exactly the mask's voxels.
+    """
+    to_voxel = np.linalg.inv(affine) @ _LPS_TO_RAS
+    frames = []
+    for ds in slices:
+        orientation = _floats(ds, "ImageOrientationPatient", 6)
+        row_spacing, col_spacing = _floats(ds, "PixelSpacing", 2)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        lps = (
+            _floats(ds, "ImagePositionPatient", 3)[:, None, None]
+            + orientation[:3, None, None] * (c * col_spacing)[None]
+            + orientation[3:, None, None] * (r * row_spacing)[None]
+        )
+        points = np.concatenate([lps, np.ones((1, rows, cols))]).reshape(4, -1)
+        index = np.rint(to_voxel @ points)[:3].astype(np.int64)
+        inside = np.all((index >= 0) & (index < np.asarray(mask.shape)[:, None]), axis=0)
+        frame = np.zeros(rows * cols, dtype=bool)
+        frame[inside] = mask[index[0, inside], index[1, inside], index[2, inside]]
+        frames.append(frame.reshape(rows, cols))
+    return np.stack(frames)
 
 
 def mask_nifti(mask: NDArray[np.bool_], affine: NDArray[np.float64]) -> bytes:

@@ -23,18 +23,19 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import INFERENCE_RUN, AuditRecord, Outcome
-from inference import inputs, metrics, text, volumes
+from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
 from inference.errors import CannotDecode, InferenceError, InferenceTimeout, InputNotAccepted, UnknownJob
-from inference.manifest import Manifest
 from inference.models import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
 from integration.config import IntegrationSettings
+from integration.facts import read_header
+from integration.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
-from storage.objects import ObjectStore, result_key
+from storage.objects import ObjectStore, dicom_key, result_key
 from storage.outbox import add_event
 from storage.queries import job_status
 from storage.tables import InferenceJob
@@ -303,9 +304,20 @@ class Worker:
         )
         spacing = tuple(float(v) for v in np.linalg.norm(model_input.affine[:3, :3], axis=0))
         measured = volume_measurements(manifest, int(mask.sum()), (spacing[0], spacing[1], spacing[2]))
-        key = result_key(item.request.job_id, "mask.nii.gz")
-        self._store.put_bytes(key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
-        return Said(measurements=measured, output_keys=[key])
+        nifti_key = result_key(item.request.job_id, "mask.nii.gz")
+        self._store.put_bytes(nifti_key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
+        return Said(measurements=measured, output_keys=[self._store_seg(item, manifest, model_input, mask), nifti_key])
+
+    def _store_seg(self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, mask: NDArray[np.bool_]) -> str:
+        """Write the mask as a DICOM SEG over the source slices, beside the study's instances; its key."""
+        assert model_input.affine is not None
+        # Headers only: the pixels were read for the volume and are not needed again.
+        headers = volumes.in_slice_order([read_header(self._store, key) for key in model_input.input_keys])
+        frames = volumes.mask_on_slices(mask, model_input.affine, headers)
+        seg = segmentations.segmentation(frames, headers, manifest=manifest, job_id=item.request.job_id)
+        key = dicom_key(item.request.study_uid, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID))
+        self._store.put_bytes(key, segmentations.to_bytes(seg), "application/dicom")
+        return key
 
     def _result(self, item: Prepared, manifest: Manifest, said: Said, timings: dict[str, float]) -> InferenceResult:
         request = item.request

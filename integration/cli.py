@@ -315,10 +315,12 @@ def peers(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
-    """Add, list, activate, roll back and retire model packages (inference.registry)."""
+    """Add, list, activate, roll back and retire model packages (integration.model_packages, inference.registry)."""
     from inference import registry
     from inference.errors import InferenceError
     from inference.packages import lookup
+    from integration import model_packages
+    from integration.errors import PipelineError
     from storage.db import make_engine
     from storage.errors import StorageError
     from storage.objects import make_object_store
@@ -332,12 +334,12 @@ def models(args: argparse.Namespace) -> int:
             if args.builtin:
                 sources = [lookup(name, storage.var_dir / "builtin-packages") for name in args.builtin]
             elif args.path:
-                sources = [registry.read_package(Path(args.path))]
+                sources = [model_packages.read_package(Path(args.path))]
             else:
                 print("doctorai models add: give PATH or --builtin NAME", file=sys.stderr)
                 return 2
             for manifest, artifact in sources:
-                registry.upload(engine, store, manifest, artifact)
+                model_packages.upload(engine, store, manifest, artifact)
                 if args.activate:
                     registry.activate(engine, manifest.name, manifest.version)
                 elif args.ensure_active:
@@ -356,7 +358,7 @@ def models(args: argparse.Namespace) -> int:
             registry.retire(engine, args.name, args.version)
             print(f"{args.name} {args.version} retired")
         return 0
-    except (InferenceError, StorageError) as exc:
+    except (InferenceError, PipelineError, StorageError) as exc:
         print(f"doctorai models {args.action}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -1,5 +1,7 @@
 """Pipeline errors. Consumers retry `retriable` ones with backoff and dead-letter the rest."""
 
+from typing import Any
+
 
 class PipelineError(Exception):
     """Base class: permanent unless a subclass says otherwise."""
@@ -34,3 +36,23 @@ class StudyNotFound(PipelineError):
 
 class StudyStateConflict(PipelineError):
     """The study's status does not allow the operation (releasing a study that is not held)."""
+
+
+class InvalidPackage(PipelineError):
+    """A model package without a valid manifest.json or without its artifact."""
+
+
+class InvalidManifest(InvalidPackage):
+    """manifest.json does not validate; `errors` are pydantic's, for a 422 answer."""
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class UnsafeArchive(InvalidPackage):
+    """A package archive that cannot be unpacked safely: unreadable, a member outside its directory, a link, too big."""
+
+
+class ModelConflict(PipelineError):
+    """This name and version are registered already (with a different manifest, for the CLI): bump the version."""

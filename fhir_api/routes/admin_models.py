@@ -1,23 +1,29 @@
-"""/admin/models: the model registry (issue 6). Packages are uploaded with `doctorai models add`;
-here they are listed, activated, deactivated and retired.
+"""/admin/models: the model registry (issue 6). Packages are uploaded here as an archive or with
+`doctorai models add` (both through integration.model_packages), listed, activated, deactivated
+and retired.
 
 Activating a version makes new jobs use it (the router reads the active version); jobs already
 queued finish on the version they name. A retired version cannot be activated again.
 """
 
 import json
+import tempfile
 from datetime import datetime
 from itertools import groupby
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
 from fhir_api.admin import ActorDep, audit_change
-from fhir_api.deps import EngineDep
-from fhir_api.errors import InvalidState, NotFound
+from fhir_api.deps import BodyDep, EngineDep, ObjectStoreDep, SettingsDep
+from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
+from integration.errors import InvalidManifest
+from integration.model_packages import read_package, unpack, upload
 from storage.db import session_scope
 from storage.queries import (
     activate_model_package,
@@ -29,6 +35,23 @@ from storage.queries import (
 from storage.tables import ModelPackage
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+# Media types of a package archive: zip (IANA application/zip) or gzip-compressed tar (RFC 6713
+# application/gzip), with the names older clients send.
+ARCHIVE_TYPES = {
+    "application/zip": "zip",
+    "application/x-zip-compressed": "zip",
+    "application/gzip": "tar.gz",
+    "application/x-gzip": "tar.gz",
+    "application/x-tar+gzip": "tar.gz",
+}
+_ARCHIVE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The package directory (manifest.json and the artifact) as a zip or tar.gz archive.",
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in ARCHIVE_TYPES},
+    }
+}
 
 
 class ModelVersion(BaseModel):
@@ -85,6 +108,54 @@ def list_models(engine: EngineDep) -> list[ModelOut]:
     with session_scope(engine) as session:
         rows = model_packages(session)
     return [_model(name, list(group)) for name, group in groupby(rows, key=lambda r: r.name)]
+
+
+@router.post("", status_code=201, openapi_extra=_ARCHIVE_BODY)
+def upload_model(
+    body: BodyDep,
+    engine: EngineDep,
+    objects: ObjectStoreDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    content_type: Annotated[str, Header()] = "",
+) -> ModelOut:
+    """Register a model package sent as the raw request body, inactive; activate it separately.
+
+    The body is the archive itself (not multipart) with Content-Type application/zip or
+    application/gzip (a .tar.gz); manifest.json sits at its top or in its one directory.
+    Answers 201 with the model's versions; 415 for another Content-Type; 400 for an archive that
+    cannot be unpacked safely (absolute paths, `..`, links, over `model_upload_max_bytes`);
+    422 with the manifest's validation errors, or when the artifact is missing; 409 when this
+    name and version are registered already.
+    """
+    kind = ARCHIVE_TYPES.get(content_type.split(";")[0].strip().lower())
+    if kind is None:
+        raise UnsupportedMediaType(f"send the package as {' or '.join(ARCHIVE_TYPES)}, not {content_type!r}")
+    with tempfile.TemporaryDirectory(prefix="model-upload-") as scratch:
+        root = unpack(body, kind=kind, into=Path(scratch) / "package", max_bytes=settings.model_upload_max_bytes)
+        try:
+            manifest, artifact = read_package(root)
+        except InvalidManifest as exc:
+            raise RequestValidationError([{**e, "loc": ["body", "manifest.json", *e["loc"]]} for e in exc.errors]) from exc
+        with session_scope(engine) as session:
+            if model_package(session, name=manifest.name, version=manifest.version) is not None:
+                raise InvalidState(f"{manifest.name} {manifest.version} is registered already; bump the version")
+        upload(engine, objects, manifest, artifact)
+    with session_scope(engine) as session:
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=None,
+            after={"model": manifest.name, "version": manifest.version, "framework": manifest.framework},
+            detail={
+                "alert_type": SOFTWARE_CONFIGURATION,
+                "model": manifest.name,
+                "version": manifest.version,
+                "action": "upload",
+            },
+        )
+        return _model(manifest.name, model_packages(session, name=manifest.name))
 
 
 @router.get("/{name}")

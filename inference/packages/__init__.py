@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.manifest import Manifest
+from integration.manifest import Manifest
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"

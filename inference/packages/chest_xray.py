@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing
 from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing
 from integration.messages import Coding
 
 

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from inference.errors import UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
 VERSION = "1.0.2"
+ARTIFACT = f"deepbet-{VERSION}.pt"
 
 
 class BrainExtraction(torch.nn.Module):
@@ -74,7 +75,7 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
     nets = package_dir("deepbet").parent / "data" / "models"
     if not (nets / "model.pt").is_file() or not (nets / "bbox_model.pt").is_file():
         raise UnknownModel("deepbet's data/models/model.pt and bbox_model.pt are not installed")
-    artifact = scratch / f"deepbet-{VERSION}.pt"
+    artifact = scratch / ARTIFACT
     if not artifact.is_file():
         scratch.mkdir(parents=True, exist_ok=True)
         jit: Any = torch.jit  # untyped in torch's stubs
@@ -88,8 +89,13 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
             partial = artifact.with_suffix(".partial")
             scripted.save(str(partial))
         partial.replace(artifact)
+    return manifest(), artifact
+
+
+def manifest() -> Manifest:
+    """The package's manifest (its artifact is built by `package`)."""
     brain = Coding(system=SNOMED, code="12738006", display="Brain structure")
-    manifest = Manifest(
+    return Manifest(
         name="brain-extraction",
         version=VERSION,
         framework="torch",
@@ -116,6 +122,5 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
         report_code=Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study"),
         report_category=Coding(system=V2_0074, code="RAD", display="Radiology"),
         clinical_use=False,
-        artifact=artifact.name,
+        artifact=ARTIFACT,
     )
-    return manifest, artifact

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from inference.packages import DCM, LOCAL, LOINC, V2_0074, package_dir
+from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
 FILES = "resources/modality_classifiers_2025_02_24.json"

@@ -9,8 +9,8 @@ figures); it is one number, no model is trained on them.
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 
 # (SNOMED CT code, display, a sentence reporting it)

@@ -62,6 +62,8 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("POST", "/deliveries/{delivery_id}/retry"): ("/deliveries/1/retry", None, 200),
     ("GET", "/models"): ("/models", None, 200),
     ("GET", "/models/{name}"): ("/models/chest", None, 200),
+    # The upload takes a raw archive; a JSON body passes the role check and is refused as such.
+    ("POST", "/models"): ("/models", {}, 415),
     ("POST", "/models/{name}/{version}/activate"): ("/models/chest/1.0/activate", None, 200),
     ("POST", "/models/{name}/{version}/deactivate"): ("/models/chest/1.0/deactivate", None, 200),
     ("POST", "/models/{name}/{version}/retire"): ("/models/chest/2.0/retire", None, 200),

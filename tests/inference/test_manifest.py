@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from inference.manifest import Manifest, accepts
 from inference.packages import lookup
+from integration.manifest import Manifest, accepts
 
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE = "1.2.840.10008.5.1.4.1.1.1.1"

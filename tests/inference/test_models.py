@@ -7,8 +7,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from inference import registry
-from inference.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from inference.models import LoadedModel, ModelCache
+from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 
 CODING = Coding(system="http://loinc.org", code="18748-4", display="Diagnostic imaging study")

@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import Engine
 
 from inference import registry
-from inference.errors import InvalidPackage, ModelConflict, ModelRetired, UnknownModel
-from inference.manifest import Accepts, Manifest, OutputLabel, Preprocessing
+from inference.errors import ModelRetired, UnknownModel
+from integration import model_packages
+from integration.errors import InvalidPackage, ModelConflict
+from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 from integration.stack import StackConfig, engine_env
 from storage.db import make_engine, migrate
@@ -64,8 +66,8 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
     name = f"tiny-{uuid.uuid4().hex[:8]}"
     v1, v2 = manifest(name, "1.0.0"), manifest(name, "1.1.0")
     for m in (v1, v2):
-        registry.upload(engine, store, *registry.read_package(package(tmp_path, m, m.version.encode())))
-    registry.upload(engine, store, *registry.read_package(tmp_path / f"{name}-1.0.0"))  # again: no change
+        model_packages.upload(engine, store, *model_packages.read_package(package(tmp_path, m, m.version.encode())))
+    model_packages.upload(engine, store, *model_packages.read_package(tmp_path / f"{name}-1.0.0"))  # again: no change
 
     assert [(r.version, r.status) for r in registry.registered(engine, name)] == [("1.0.0", "inactive"), ("1.1.0", "inactive")]
     with pytest.raises(UnknownModel):
@@ -85,7 +87,7 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
     with pytest.raises(UnknownModel):
         registry.rollback(engine, name)  # the only earlier version is retired
     with pytest.raises(ModelConflict):
-        registry.upload(engine, store, v1.model_copy(update={"clinical_use": True}), tmp_path / f"{name}-1.0.0" / "model.onnx")
+        model_packages.upload(engine, store, v1.model_copy(update={"clinical_use": True}), tmp_path / f"{name}-1.0.0" / "model.onnx")
 
     # A worker's local copy: downloaded once, the same files, reused afterwards.
     local = registry.fetch(store, tmp_path / "cache", name, "1.1.0")
@@ -97,10 +99,10 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
 
 def test_a_directory_without_a_valid_manifest_or_artifact_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidPackage):
-        registry.read_package(tmp_path)
+        model_packages.read_package(tmp_path)
     (tmp_path / "manifest.json").write_text(manifest("x", "1").model_dump_json())
     with pytest.raises(InvalidPackage):
-        registry.read_package(tmp_path)  # model.onnx missing
+        model_packages.read_package(tmp_path)  # model.onnx missing
 
 
 @pytest.mark.stack

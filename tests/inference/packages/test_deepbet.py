@@ -1,13 +1,16 @@
 """End to end: the Colin27 T1 (Debian mricron-data) as a DICOM MR series by C-STORE -> deepbet in a
-worker -> total intracranial volume as a FHIR Observation in cm3, and the brain mask in object storage,
-checked against the package's own extracted brain (ch2bet) by Dice."""
+worker -> total intracranial volume as a FHIR Observation in cm3, and the brain mask in object storage
+(NIfTI, checked against the package's own extracted brain (ch2bet) by Dice, and a DICOM SEG)."""
 
 import gzip
 import random
+from io import BytesIO
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -89,7 +92,7 @@ def test_brain_mr_series_gives_tiv_in_cm3_and_a_mask_matching_the_reference(
     quantity = tiv["valueQuantity"]
     assert (quantity["system"], quantity["code"], quantity["unit"]) == ("http://unitsofmeasure.org", "cm3", "cm3")
     assert tiv["code"]["coding"][0]["code"] == "118565006" and tiv["code"]["text"] == "Total intracranial volume"
-    [mask_key] = [e["valueString"] for e in tiv["extension"] if e["url"] == "urn:doctorai:output-object"]
+    seg_key, mask_key = [e["valueString"] for e in tiv["extension"] if e["url"] == "urn:doctorai:output-object"]
 
     store = make_object_store(engine_run.config.storage_settings())
     mask_image = nibabel.Nifti1Image.from_bytes(gzip.decompress(store.get_bytes(mask_key)))
@@ -102,3 +105,14 @@ def test_brain_mr_series_gives_tiv_in_cm3_and_a_mask_matching_the_reference(
     assert float(quantity["value"]) == pytest.approx(mask.sum() / 1000.0, abs=0.01)  # 1 mm voxels
     # The reference is the brain alone; TIV adds the CSF around it.
     assert reference.sum() / 1000.0 < float(quantity["value"]) < 1.3 * reference.sum() / 1000.0
+
+    # The same mask as a DICOM SEG beside the study's instances, its frames over the T1 slices.
+    seg = hd.seg.segread(BytesIO(store.get_bytes(seg_key)))
+    t1_uids = [str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files if f.name.startswith("t1-")]
+    assert seg_key == f"dicom/{seg.StudyInstanceUID}/{seg.SeriesInstanceUID}/{seg.SOPInstanceUID}.dcm"
+    assert seg.SegmentationType == "BINARY" and seg.PatientID == PATIENT
+    [number] = seg.segment_numbers
+    assert seg.get_segment_description(number).segmented_property_type.value == "12738006"
+    assert {uid for _, _, uid in seg.get_source_image_uids()} <= set(t1_uids)
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=t1_uids, segment_numbers=[number])
+    assert int((frames > 0).sum()) == int(mask.sum())
