@@ -19,7 +19,7 @@ from pynetdicom.events import Event
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from audit.log import append
+from audit.log import append, append_many
 from audit.records import (
     ASSOCIATION_ABORTED,
     ASSOCIATION_ACCEPTED,
@@ -255,9 +255,9 @@ def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, w
                 ready = announce(
                     session, study, reason="count-reached", who=f"ae:{receiver.settings.dicom_ae_title}", now=study.last_received_at
                 )
+        records = []
         if receiver.associations.first(assoc, item.study_uid):
-            append(
-                session,
+            records.append(
                 AuditRecord(
                     hop=ASSOCIATION_ACCEPTED,
                     correlation_id=correlation_id,
@@ -265,10 +265,9 @@ def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, w
                     agent_address=address,
                     entity_what=f"ae:{receiver.settings.dicom_ae_title}",
                     detail={"study_uid": item.study_uid},
-                ),
+                )
             )
-        append(
-            session,
+        records.append(
             AuditRecord(
                 hop=INSTANCE_STORED,
                 correlation_id=correlation_id,
@@ -282,8 +281,10 @@ def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, w
                     "sha256": item.sha256,
                     "duplicate": duplicate,
                 },
-            ),
+            )
         )
+        # One chain lock and one INSERT for the association's and the instance's records.
+        append_many(session, records)
     return ready
 
 
