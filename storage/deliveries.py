@@ -5,11 +5,15 @@ destination's due deliveries in id order, so one destination's failures never ho
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.tables import Delivery, Destination
+from storage.tables import Delivery, Destination, Forward
+
+# The two outbound queue tables share their scheduling columns (status, attempts, next_attempt_at).
+Queued = TypeVar("Queued", Delivery, Forward)
 
 
 class DestinationExists(ValueError):
@@ -136,19 +140,26 @@ def queue_delivery(
     return row
 
 
-def due_deliveries(session: Session, *, destination_id: int, limit: int, now: datetime | None = None) -> list[Delivery]:
-    """A destination's pending deliveries whose time has come, oldest first."""
+def due(
+    session: Session, table: type[Queued], *, destination_id: int, limit: int, now: datetime | None = None
+) -> list[Queued]:
+    """A destination's pending rows of a queue table (deliveries, forwards) whose time has come, oldest first."""
     stmt = (
-        select(Delivery)
+        select(table)
         .where(
-            Delivery.destination_id == destination_id,
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= (now or datetime.now(UTC)),
+            table.destination_id == destination_id,
+            table.status == "pending",
+            table.next_attempt_at <= (now or datetime.now(UTC)),
         )
-        .order_by(Delivery.id)
+        .order_by(table.id)
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def due_deliveries(session: Session, *, destination_id: int, limit: int, now: datetime | None = None) -> list[Delivery]:
+    """A destination's pending deliveries whose time has come, oldest first."""
+    return due(session, Delivery, destination_id=destination_id, limit=limit, now=now)
 
 
 def mark_delivered(session: Session, *, delivery_id: int, ack_code: str) -> Delivery:
@@ -203,6 +214,11 @@ def retry_delivery(session: Session, *, delivery_id: int) -> Delivery:
         raise DeliveryNotFound(delivery_id)
     if row.status != "dead":
         raise DeliveryNotDead(f"delivery {delivery_id} is {row.status}, not dead")
+    return requeue(row)
+
+
+def requeue(row: Queued) -> Queued:
+    """A dead queue row pending again, due now, with a fresh count of attempts."""
     row.status = "pending"
     row.attempts = 0
     row.next_attempt_at = datetime.now(UTC)

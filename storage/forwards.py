@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from storage.deliveries import due, requeue
 from storage.tables import Forward, ForwardInstance
 
 
@@ -130,26 +131,12 @@ def retry_forward(session: Session, *, forward_id: int) -> Forward:
         raise ForwardNotFound(forward_id)
     if row.status != "dead":
         raise ForwardNotDead(f"forward {forward_id} is {row.status}, not dead")
-    row.status = "pending"
-    row.attempts = 0
-    row.next_attempt_at = datetime.now(UTC)
-    row.finished_at = None
-    return row
+    return requeue(row)
 
 
 def due_forwards(session: Session, *, destination_id: int, limit: int, now: datetime | None = None) -> list[Forward]:
     """A destination's pending forwards whose time has come, oldest first."""
-    stmt = (
-        select(Forward)
-        .where(
-            Forward.destination_id == destination_id,
-            Forward.status == "pending",
-            Forward.next_attempt_at <= (now or datetime.now(UTC)),
-        )
-        .order_by(Forward.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
+    return due(session, Forward, destination_id=destination_id, limit=limit, now=now)
 
 
 def unsent_instances(session: Session, *, forward_id: int) -> list[ForwardInstance]:

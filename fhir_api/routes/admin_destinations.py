@@ -14,11 +14,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
-from fhir_api.admin import MASK, SECRET_KEYS, ActorDep, audit_change, mask
+from fhir_api.admin import MASK, SECRET_KEYS, Actor, ActorDep, audit_change, mask
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
 from storage.db import session_scope
-from storage.deliveries import add_destination, delete_destination, destinations, get_destination, update_destination
+from storage.deliveries import (
+    add_destination,
+    delete_destination,
+    destinations,
+    get_destination,
+    update_destination,
+)
 from storage.tables import Destination
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
@@ -185,6 +191,13 @@ def _found(session: Session, destination_id: int) -> Destination:
     return row
 
 
+def _audit(session: Session, actor: Actor, *, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """A destination change, audited as a network configuration change (PS3.15 A.5.3.11)."""
+    audit_change(
+        session, actor, hop=ADMIN_CONFIGURATION, before=before, after=after, detail={"alert_type": NETWORK_CONFIGURATION}
+    )
+
+
 @router.get("")
 def list_destinations(engine: EngineDep, kind: str | None = None) -> list[DestinationOut]:
     """Every destination (of one kind), by id."""
@@ -205,14 +218,7 @@ def create_destination(body: Annotated[DestinationIn, Body()], engine: EngineDep
     with session_scope(engine) as session:
         row = add_destination(session, **_settings(body))
         after = _document(row)
-        audit_change(
-            session,
-            actor,
-            hop=ADMIN_CONFIGURATION,
-            before=None,
-            after=after,
-            detail={"alert_type": NETWORK_CONFIGURATION},
-        )
+        _audit(session, actor, before=None, after=after)
     return DestinationOut.model_validate(after)
 
 
@@ -230,14 +236,7 @@ def replace_destination(
         }
         update_destination(session, row=row, **settings)
         after = _document(row)
-        audit_change(
-            session,
-            actor,
-            hop=ADMIN_CONFIGURATION,
-            before=before,
-            after=after,
-            detail={"alert_type": NETWORK_CONFIGURATION},
-        )
+        _audit(session, actor, before=before, after=after)
     return DestinationOut.model_validate(after)
 
 
@@ -247,14 +246,7 @@ def _set_enabled(destination_id: int, enabled: bool, engine: EngineDep, actor: A
         before = _document(row)
         row.enabled = enabled
         after = _document(row)
-        audit_change(
-            session,
-            actor,
-            hop=ADMIN_CONFIGURATION,
-            before=before,
-            after=after,
-            detail={"alert_type": NETWORK_CONFIGURATION},
-        )
+        _audit(session, actor, before=before, after=after)
     return DestinationOut.model_validate(after)
 
 
@@ -278,14 +270,7 @@ def remove_destination(destination_id: int, engine: EngineDep, actor: ActorDep) 
             row = _found(session, destination_id)
             before = _document(row)
             delete_destination(session, row=row)
-            audit_change(
-                session,
-                actor,
-                hop=ADMIN_CONFIGURATION,
-                before=before,
-                after=None,
-                detail={"alert_type": NETWORK_CONFIGURATION},
-            )
+            _audit(session, actor, before=before, after=None)
     except IntegrityError:
         # Rows of other tables (forwards) still name it.
         raise InvalidState(f"destination {destination_id} is still referenced; disable it instead") from None
