@@ -96,14 +96,21 @@ def _serves(group: list[tuple[str, tuple[str, ...]]], item: ForwardItem) -> bool
 
 
 def unreachable(peer: Peer) -> str:
-    """Why a TCP connection to the peer fails, "" when it succeeds (the connection is closed again).
+    """Why a TCP connection (and, for a TLS peer, its handshake) fails, "" when it succeeds; the
+    connection is closed again.
 
-    Tried before pynetdicom associates: pynetdicom words a refused connection as an abort and
-    leaves its socket to the garbage collector; this names the reason and closes what it opens.
+    Tried before pynetdicom associates: pynetdicom words a refused connection or a failed
+    handshake as an abort and leaves its socket to the garbage collector; this names the reason
+    (an untrusted certificate, a refused client certificate) and closes what it opens.
     """
     try:
-        with socket.create_connection((peer.host, peer.port), timeout=peer.timeout):
+        with socket.create_connection((peer.host, peer.port), timeout=peer.timeout) as sock:
+            if peer.tls is not None:
+                with peer.tls.wrap_socket(sock, server_hostname=peer.host):
+                    pass
             return ""
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {peer.host}:{peer.port} failed: {exc}"
     except OSError as exc:
         return f"cannot connect to {peer.host}:{peer.port}: {exc}"
 
@@ -198,10 +205,12 @@ def store_all(objects: ObjectStore, peer: Peer, items: list[ForwardItem]) -> Att
             if not assoc.is_established and assoc.rejected_contexts:
                 # The peer answered but took none of the contexts: pynetdicom aborts the
                 # association itself. The peer is reachable; these instances cannot go there.
+                close_socket(assoc)
                 associated = True
                 results.extend(_not_negotiated(i, set()) for i in group)
                 continue
             if not assoc.is_established:
+                close_socket(assoc)
                 association_error = _why_not(assoc, peer)
                 results.extend(Stored(i.sop_uid, False, None, association_error) for i in group)
                 continue
@@ -216,7 +225,21 @@ def store_all(objects: ObjectStore, peer: Peer, items: list[ForwardItem]) -> Att
             finally:
                 if assoc.is_established:
                     assoc.release()
+                else:
+                    close_socket(assoc)
     return Attempt(results, associated, association_error)
+
+
+def close_socket(assoc: Association) -> None:
+    """Close the socket of an association that ended abnormally.
+
+    pynetdicom shuts such a socket down before closing it; when the peer has already gone (a
+    refused client certificate arrives as a TLS alert after the handshake) the shutdown raises,
+    the close never runs and the socket is left to the garbage collector.
+    """
+    transport = assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.close()
 
 
 def _why_not(assoc: Association, peer: Peer) -> str:

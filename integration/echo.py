@@ -17,7 +17,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from integration import posts
-from integration.cstore import unreachable
+from integration.cstore import close_socket, unreachable
 from integration.forward import target_of
 from integration.tls import client_context
 from storage.tables import Destination
@@ -67,6 +67,7 @@ def _c_echo(row: Destination, timeout: float) -> tuple[bool, str]:
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_ae, tls_args=tls_args)
     if not assoc.is_established:
+        close_socket(assoc)
         how = "rejected (A-ASSOCIATE-RJ)" if assoc.is_rejected else "aborted"
         return False, f"association with {peer.called_ae}@{peer.host}:{peer.port} {how}"
     try:

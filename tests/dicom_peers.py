@@ -1,5 +1,6 @@
 """DICOM nodes for forwarding tests: pynetdicom Storage SCPs in this process that record what they get."""
 
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ class StoreScp:
     received: dict[str, Received] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set: the SCP speaks TLS only (PS3.15 B.9), as the context requires.
+    tls: ssl.SSLContext | None = None
 
     def handle_store(self, event: evt.Event) -> int:
         sop_uid = str(event.request.AffectedSOPInstanceUID)
@@ -63,7 +66,12 @@ def store_scp(scp: StoreScp) -> Iterator[StoreScp]:
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, list(scp.syntaxes))
     ae.add_supported_context(Verification)
-    server = ae.start_server(("127.0.0.1", scp.port), block=False, evt_handlers=[(evt.EVT_C_STORE, scp.handle_store)])
+    server = ae.start_server(
+        ("127.0.0.1", scp.port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, scp.handle_store)],
+        ssl_context=scp.tls,
+    )
     try:
         yield scp
     finally:

@@ -1,11 +1,13 @@
 """The DICOM forwarder against real Storage SCPs on loopback, with instances in the local S3 store."""
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from prometheus_client import REGISTRY
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -14,6 +16,7 @@ from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine, select
 
 from integration import forward
+from integration.echo import echo
 from integration.config import IntegrationSettings
 from integration.stack import StackConfig, free_ports
 from storage.db import make_engine, migrate, session_scope
@@ -246,3 +249,42 @@ def test_a_forward_is_dead_after_the_last_attempt(engine: Engine, objects: Objec
     assert [o for o, _ in _audits(engine, "pacs-gone")] == ["4", "4", "8"]
     dead = REGISTRY.get_sample_value("doctorai_forwards_total", {"destination": "pacs-gone", "outcome": "dead"})
     assert dead == 1
+
+
+def test_a_tls_destination_gets_the_study_over_mutual_tls(
+    engine: Engine, objects: ObjectStore, study: dict[str, Path], tmp_path: Path
+) -> None:
+    """A destination with `tls` and its CA: the forwarder verifies the SCP's certificate and
+    presents its own client certificate, which the SCP requires (PS3.15 B.9); echo works the same way."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("doctorai.example")
+    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    client.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    with store_scp(StoreScp(free_ports().dicom, tls=context)) as scp:
+        with session_scope(engine) as session:
+            row = add_destination(
+                session,
+                name="pacs-tls",
+                kind="dicom",
+                host="127.0.0.1",
+                port=scp.port,
+                tls=True,
+                options={"ae_title": "STORESCP", "ca_file": str(ca_file), "cert_file": str(cert_file)},
+            )
+            target = row.id
+            assert echo(row, timeout=10).ok
+            # Without our client certificate the SCP refuses the handshake: the answer says so.
+            row.options = {"ae_title": "STORESCP", "ca_file": str(ca_file)}
+            assert not echo(row, timeout=10).ok
+            row.options = {"ae_title": "STORESCP", "ca_file": str(ca_file), "cert_file": str(cert_file)}
+        _queue(engine, target, study, "1.2.826.0.1.9")
+        _run(engine, objects, _settings(), lambda: wait_for(_finished(engine, target), what="the TLS forward"))
+    assert _status(engine, target) == ("sent", 1, "")
+    for item in _items(study):
+        assert scp.received[item.sop_uid].pixel_data == dcmread(study[item.object_key]).PixelData
