@@ -225,6 +225,16 @@ class Supervisor:
             _terminate(child, 20.0)
         self.children.clear()
 
+    def stop_together(self) -> None:
+        """Stop every child at once: for processes that do not depend on each other (the engine's
+        processes, while the broker and object store they use stay up)."""
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            _terminate(child, 20.0)
+        self.children.clear()
+
     def dead(self) -> list[Child]:
         """Children that exited on their own."""
         return [c for c in self.children if c.process.poll() is not None]

@@ -146,8 +146,8 @@ class EngineRun:
             self.supervisor.kill(child.name)
 
     def stop(self) -> None:
-        """Stop every engine process cleanly."""
-        self.supervisor.stop_all()
+        """Stop every engine process cleanly (together: the shared services stay up)."""
+        self.supervisor.stop_together()
 
     def logs(self, tail: int | None = 4000) -> str:
         """What the engine processes logged: the last `tail` characters of each log, or all of it."""
