@@ -62,7 +62,19 @@ def _index_statements(dialect: str) -> _IndexStatements:
     """record_instance's statements, built once per dialect (INSERT ... ON CONFLICT is each dialect's own)."""
     insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
     series, instances, versions = (cast(Table, t.__table__) for t in (Series, Instance, InstanceVersion))
-    updated = ("sop_class_uid", "transfer_syntax_uid", "instance_number", "object_key", "size", "sha256", "received_at")
+    # A new version of an instance takes its place too: a SOP Instance UID sent again under another
+    # series or study (a corrected study at the modality) moves there (keep-last policy).
+    updated = (
+        "series_uid",
+        "study_uid",
+        "sop_class_uid",
+        "transfer_syntax_uid",
+        "instance_number",
+        "object_key",
+        "size",
+        "sha256",
+        "received_at",
+    )
     instance = insert_for(instances)
     latest = select(func.coalesce(func.max(versions.c.version), 0) + 1).where(versions.c.sop_uid == bindparam("version_of"))
     return _IndexStatements(

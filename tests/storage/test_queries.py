@@ -3,7 +3,7 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from storage.db import session_scope
 from storage.queries import (
@@ -15,7 +15,7 @@ from storage.queries import (
     studies_quiet_since,
     study_instances,
 )
-from storage.tables import Study
+from storage.tables import InstanceVersion, Study
 
 ITEM = ReceivedInstance(
     study_uid="1.2.3",
@@ -50,6 +50,26 @@ def test_record_instance_creates_study_series_instance(db: Engine) -> None:
         assert instance_state(s, sop_uid="1.2.3.1.1", sha256="a" * 64) == "same"
         assert instance_state(s, sop_uid="1.2.3.1.1", sha256="b" * 64) == "different"
         assert instance_state(s, sop_uid="9.9", sha256="a" * 64) == "new"
+
+
+def test_a_new_version_under_another_study_moves_the_instance_there(db: Engine) -> None:
+    """Keep-last: the same SOP Instance UID re-sent with other bytes under another study and series
+    (the modality corrected the study) is indexed there; both versions are kept."""
+    moved = replace(
+        ITEM, study_uid="1.2.9", series_uid="1.2.9.1", sha256="b" * 64, object_key="dicom/1.2.9/1.2.9.1/1.2.3.1.1.b.dcm"
+    )
+    with session_scope(db) as s:
+        record_instance(s, item=ITEM)
+    with session_scope(db) as s:
+        record_instance(s, item=moved)
+    with session_scope(db) as s:
+        assert study_instances(s, study_uid="1.2.3") == []
+        [(instance, series)] = study_instances(s, study_uid="1.2.9")
+        assert (instance.sop_uid, instance.series_uid, series.study_uid) == ("1.2.3.1.1", "1.2.9.1", "1.2.9")
+        assert instance.object_key == moved.object_key
+        assert instance_state(s, sop_uid="1.2.3.1.1", sha256="b" * 64) == "same"
+        versions = s.scalars(select(InstanceVersion.study_uid).order_by(InstanceVersion.version)).all()
+        assert versions == ["1.2.3", "1.2.9"]
 
 
 def test_quiet_studies_and_timestamps_are_utc(db: Engine) -> None:
