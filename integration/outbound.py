@@ -165,18 +165,22 @@ async def send(
     raise DeliveryFailed(f"{code}: {detail}"[:500], retriable=code not in ("AR", "CR"), ack_code=code)
 
 
+async def _due_now(engine: Engine, destination_id: int, name: str) -> list[Queued]:
+    """A destination's due deliveries; none while the database is unavailable (tried again next poll)."""
+    try:
+        return await asyncio.to_thread(_due, engine, destination_id)
+    except StorageUnavailable as exc:
+        log.warning("outbound %s paused: %r", name, exc)
+        return []
+
+
 async def run_destination(engine: Engine, settings: IntegrationSettings, target: Target, stop: asyncio.Event) -> None:
     """Send one destination's deliveries until `stop`; never raises for a delivery's failure."""
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     address = f"{target.host}:{target.port}"
     try:
         while not stop.is_set():
-            try:
-                due = await asyncio.to_thread(_due, engine, target.id)
-            except StorageUnavailable as exc:
-                log.warning("outbound %s paused: %r", target.name, exc)
-                due = []
-            for item in due:
+            for item in await _due_now(engine, target.id, target.name):
                 if not item.payload:
                     continue
                 try:
@@ -240,12 +244,7 @@ async def run_http_destination(
     record = partial(_record, hop=REPORT_SENT, destination=target.name, address=address)
     async with httpx.AsyncClient(timeout=settings.outbound_ack_timeout_seconds) as client:
         while not stop.is_set():
-            try:
-                due = await asyncio.to_thread(_due, engine, target.id)
-            except StorageUnavailable as exc:
-                log.warning("outbound %s paused: %r", target.name, exc)
-                due = []
-            for item in due:
+            for item in await _due_now(engine, target.id, target.name):
                 if not item.payload:
                     continue
                 try:
