@@ -18,6 +18,8 @@ from integration.manifest import Manifest, accepts
 from integration.messages import InferenceRequest
 
 Fetch = Callable[[str], bytes]
+# (7FE0,0010) Pixel Data: the elements before it are the header (PS3.5 7.1).
+PIXEL_DATA = 0x7FE00010
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class ModelInput:
     attribute_value: str = ""
     # Volumes: voxel -> RAS mm, for the mask and its measurements.
     affine: NDArray[np.float64] | None = None
+    # Volumes: the series' headers (without pixel data), which a mask's DICOM SEG references.
+    headers: tuple[Dataset, ...] = ()
     # Inputs skipped as unreadable, each with why.
     problems: tuple[str, ...] = ()
 
@@ -84,7 +88,18 @@ def volume(request: InferenceRequest, manifest: Manifest, fetch: Fetch) -> Model
     """The selected series as one (1, 1, x, y, z) volume in the manifest's orientation."""
     keys, datasets = _series(request, manifest, fetch)
     vol = volumes.assemble(datasets, manifest.preprocessing)
-    return ModelInput(batch=vol.array[np.newaxis, np.newaxis], input_keys=keys, affine=vol.affine)
+    headers = tuple(_header(ds) for ds in datasets)
+    return ModelInput(batch=vol.array[np.newaxis, np.newaxis], input_keys=keys, affine=vol.affine, headers=headers)
+
+
+def _header(ds: Dataset) -> Dataset:
+    """An instance's elements before its pixel data, with its file meta (what pydicom's
+    stop_before_pixels reads), so the pixels need not be kept or copied to reference it."""
+    header = Dataset({tag: ds[tag] for tag in ds.keys() if tag < PIXEL_DATA})
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        header.file_meta = meta
+    return header
 
 
 def series_statistics(request: InferenceRequest, manifest: Manifest, fetch: Fetch) -> ModelInput:

@@ -31,7 +31,6 @@ from inference.models import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
 from integration.config import IntegrationSettings
-from integration.facts import read_header
 from integration.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
@@ -311,8 +310,8 @@ class Worker:
     def _store_seg(self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, mask: NDArray[np.bool_]) -> str:
         """Write the mask as a DICOM SEG over the source slices, beside the study's instances; its key."""
         assert model_input.affine is not None
-        # Headers only: the pixels were read for the volume and are not needed again.
-        headers = volumes.in_slice_order([read_header(self._store, key) for key in model_input.input_keys])
+        # The headers kept when the volume was read: no second trip to object storage per slice.
+        headers = volumes.in_slice_order(model_input.headers)
         frames = volumes.mask_on_slices(mask, model_input.affine, headers)
         seg = segmentations.segmentation(frames, headers, manifest=manifest, job_id=item.request.job_id)
         key = dicom_key(item.request.study_uid, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID))
