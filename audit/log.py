@@ -7,8 +7,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.records import AuditRecord
@@ -18,54 +19,52 @@ GENESIS = "0" * 64
 # Any fixed number: serialises appenders on PostgreSQL so concurrent processes never fork the
 # chain. SQLite transactions already hold the database's write lock (storage.db).
 _CHAIN_LOCK = 0x0D0C_A1A0
+_TABLE = cast(Table, AuditEvent.__table__)
+
+
+_HASHED = ("correlation_id", "type_code", "subtype", "action", "outcome", "agent_who", "agent_address", "entity_what", "detail", "prev_hash")
+
+
+def _hash(values: dict[str, Any]) -> str:
+    content = {k: values[k] for k in _HASHED}
+    content["recorded_at"] = values["recorded_at"].astimezone(UTC).isoformat()
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def record_hash(row: AuditEvent) -> str:
     """The SHA-256 of a row's content and its predecessor's hash."""
-    content = {
-        "recorded_at": row.recorded_at.astimezone(UTC).isoformat(),
-        "correlation_id": row.correlation_id,
-        "type_code": row.type_code,
-        "subtype": row.subtype,
-        "action": row.action,
-        "outcome": row.outcome,
-        "agent_who": row.agent_who,
-        "agent_address": row.agent_address,
-        "entity_what": row.entity_what,
-        "detail": row.detail,
-        "prev_hash": row.prev_hash,
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return _hash({k: getattr(row, k) for k in (*_HASHED, "recorded_at")})
 
 
-def _lock_and_last_hash(session: Session) -> str:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+def _lock_and_last_hash(connection: Connection) -> str:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
+    prev = connection.execute(select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)).scalar()
     return prev or GENESIS
 
 
-def _row(record: AuditRecord, prev_hash: str, now: datetime) -> AuditEvent:
-    row = AuditEvent(
-        recorded_at=now,
-        correlation_id=record.correlation_id,
-        type_code=record.hop.type_code,
-        subtype=record.hop.subtype,
-        action=record.hop.action.value,
-        outcome=record.outcome.value,
-        agent_who=record.agent_who,
-        agent_address=record.agent_address,
-        entity_what=record.entity_what,
-        detail=dict(record.detail),
-        prev_hash=prev_hash,
-    )
-    row.hash = record_hash(row)
-    return row
+def _values(record: AuditRecord, prev_hash: str, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "recorded_at": now,
+        "correlation_id": record.correlation_id,
+        "type_code": record.hop.type_code,
+        "subtype": record.hop.subtype,
+        "action": record.hop.action.value,
+        "outcome": record.outcome.value,
+        "agent_who": record.agent_who,
+        "agent_address": record.agent_address,
+        "entity_what": record.entity_what,
+        "detail": dict(record.detail),
+        "prev_hash": prev_hash,
+    }
+    values["hash"] = _hash(values)
+    return values
 
 
 def append(session: Session, record: AuditRecord) -> AuditEvent:
     """Add `record` to the chain in the caller's transaction."""
-    row = _row(record, _lock_and_last_hash(session), datetime.now(UTC))
+    session.flush()  # pending rows first, so the chain is read after them
+    row = AuditEvent(**_values(record, _lock_and_last_hash(session.connection()), datetime.now(UTC)))
     session.add(row)
     session.flush()
     return row
@@ -79,16 +78,17 @@ def append_many(session: Session, records: Sequence[AuditRecord]) -> None:
     """
     if not records:
         return
-    prev, now = _lock_and_last_hash(session), datetime.now(UTC)
+    session.flush()  # pending rows first, so the chain is read after them
+    connection = session.connection()
+    prev, now = _lock_and_last_hash(connection), datetime.now(UTC)
     rows = []
     for record in records:
-        row = _row(record, prev, now)
-        rows.append(row)
-        prev = row.hash
-    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
-    # One Core executemany (the SELECT above autoflushed pending rows first); ids follow the
-    # list order, as the chain needs.
-    session.execute(insert(AuditEvent), [{c: getattr(row, c) for c in columns} for row in rows])
+        values = _values(record, prev, now)
+        rows.append(values)
+        prev = values["hash"]
+    # One Core executemany on the session's connection, past the ORM: this runs for every stored
+    # instance. Ids follow the list order, as the chain needs.
+    connection.execute(insert(_TABLE), rows)
 
 
 def trail(session: Session, *, correlation_id: str) -> list[AuditEvent]:

@@ -1,28 +1,17 @@
 """Who may associate: calling AE allowlist and host, association limits, per-peer PDU and timeouts.
 
-Rejections carry the result/source/reason of PS3.8 9.3.4 (Table 9-21). pynetdicom checks only
-a static calling AE list and a per-process association count, so our checks run in an ACSE
-subclass installed on each accepted connection, before pynetdicom's own negotiation.
+Rejections carry the result/source/reason of PS3.8 9.3.4 (Table 9-21). The counts are shared
+by every listener process, so the limits hold whichever process the kernel gave a connection to.
 """
 
-import logging
 import multiprocessing
 import socket
-import threading
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
-from typing import Any, cast
-
-from pynetdicom import evt
-from pynetdicom.acse import ACSE
-from pynetdicom.association import Association
+from typing import Any
 
 from dicom_listener.peers import PeerPolicy
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Refusal:
@@ -33,21 +22,17 @@ class Refusal:
     reason: int
     why: str
 
-
 def calling_ae_not_recognised(why: str) -> Refusal:
     """Rejected-permanent by the service user: calling-AE-title-not-recognized."""
     return Refusal(0x01, 0x01, 0x03, why)
-
 
 def local_limit_exceeded(why: str) -> Refusal:
     """Rejected-transient by the service provider (presentation): local-limit-exceeded."""
     return Refusal(0x02, 0x03, 0x02, why)
 
-
 def temporary_congestion(why: str) -> Refusal:
     """Rejected-transient by the service provider (presentation): temporary-congestion."""
     return Refusal(0x02, 0x03, 0x01, why)
-
 
 class AssociationCounts:
     """Active associations, in total and per calling AE, shared by every listener process.
@@ -101,7 +86,6 @@ class AssociationCounts:
         with self._lock:
             return int(sum(self._totals))
 
-
 def _host_matches(expected: str, address: str) -> bool:
     if not expected or expected == address:
         return True
@@ -110,7 +94,6 @@ def _host_matches(expected: str, address: str) -> bool:
     except OSError:
         return False
 
-
 def check_peer(policy: PeerPolicy, address: str, *, allow_unknown: bool) -> Refusal | None:
     """The allowlist check: a known AE title, calling from its host when one is set."""
     if not policy.known and not allow_unknown:
@@ -118,31 +101,3 @@ def check_peer(policy: PeerPolicy, address: str, *, allow_unknown: bool) -> Refu
     if policy.known and not _host_matches(policy.host, address):
         return calling_ae_not_recognised("calling AE title not allowed from this address")
     return None
-
-
-Admit = Callable[[Association, str], Refusal | None]
-
-
-class AdmittingACSE(ACSE):
-    """pynetdicom's ACSE with our admission check run first on an A-ASSOCIATE-RQ."""
-
-    def __init__(self, assoc: Association, admit: Admit, refused: dict[int, Refusal], lock: threading.Lock) -> None:
-        super().__init__(assoc)
-        self._admit = admit
-        self._refused = refused
-        self._lock = lock
-
-    def _negotiate_as_acceptor(self) -> None:
-        request = self.requestor.primitive
-        calling = str(cast(Any, request).calling_ae_title).strip()
-        refusal = self._admit(self.assoc, calling)
-        if refusal is None:
-            super()._negotiate_as_acceptor()
-            return
-        self.requestor.ae_title = calling
-        log.info("rejecting an association: %s", refusal.why)
-        with self._lock:
-            self._refused[id(self.assoc)] = refusal
-        self.send_reject(refusal.result, refusal.source, refusal.reason)
-        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-        self.assoc.kill()

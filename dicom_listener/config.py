@@ -44,7 +44,9 @@ class DicomSettings(BaseSettings):
     dicom_duplicate_policy: DuplicatePolicy = "keep-last"
     # How long the listener trusts its copy of dicom_peers before reading it again.
     dicom_peer_cache_seconds: float = 5.0
-    # Where received datasets are spooled before they go to object storage ("" = the system temp dir).
+    # An instance up to this size is received into memory; a larger one into a file in
+    # dicom_spool_dir ("" = the system temp dir). Each association holds at most this much.
+    dicom_spool_memory_bytes: int = Field(default=8 << 20, ge=0)
     dicom_spool_dir: str = ""
     # TLS (DICOM PS3.15 B.9, BCP 195 profile): with a certificate and key the port speaks TLS
     # only (2762 is the IANA port for DICOM over TLS). A CA file makes client certificates

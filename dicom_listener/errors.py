@@ -17,3 +17,15 @@ class DuplicateRefused(ListenerError):
 
 class TlsMisconfigured(ListenerError):
     """The TLS certificate, key or CA file cannot be read or used: the listener does not start."""
+
+
+class ProtocolError(ListenerError):
+    """The peer broke the upper layer protocol (PS3.8 9): the association is aborted with `reason`."""
+
+    def __init__(self, message: str, *, reason: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class OversizePdu(ProtocolError):
+    """A PDU longer than the maximum we announced (PS3.8 D.1) or than any association PDU can be."""

@@ -1,25 +1,20 @@
-"""pynetdicom event handlers: the edge where storage outcomes become DIMSE statuses.
+"""The edge where storage outcomes become DIMSE statuses and association events become audit records.
 
 C-STORE answers Success only after the bytes are in object storage and the index row, with its
 audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3 and PS3.7 C.4.
-Datasets arrive in a spool file (pynetdicom's chunked receive) and go to object storage from
-there, so no instance is ever held in memory whole.
+The data set arrives in a Spool (memory while small, a temporary file past a limit) and goes
+to object storage from there, so no large instance is ever held in memory whole.
 """
 
 import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from functools import partial
-from pathlib import Path
 
-from pydicom.dataset import Dataset
-from pynetdicom.association import Association
-from pynetdicom.events import Event
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 
-from audit.log import append, append_many
+from audit.log import append
 from audit.records import (
     ASSOCIATION_ABORTED,
     ASSOCIATION_ACCEPTED,
@@ -27,33 +22,40 @@ from audit.records import (
     INSTANCE_REFUSED,
     INSTANCE_STORED,
     AuditRecord,
+    Hop,
     Outcome,
 )
-from dicom_listener import metrics, sockets
-from dicom_listener.admission import AdmittingACSE, AssociationCounts, Refusal, check_peer, temporary_congestion
-from dicom_listener.associations import Associations
+from dicom_listener import dimse, metrics
+from dicom_listener.admission import AssociationCounts, Refusal, check_peer, temporary_congestion
+from dicom_listener.association import Association
 from dicom_listener.config import DicomSettings
 from dicom_listener.errors import CannotUnderstand, DuplicateRefused
+from dicom_listener.indexer import Indexer, Job
 from dicom_listener.metadata import read_instance
-from dicom_listener.peers import PeerDirectory, PeerPolicy
+from dicom_listener.negotiation import Context
+from dicom_listener.peers import PeerDirectory
+from dicom_listener.spool import Spool
 from integration.logs import correlated
-from integration.messages import StudyReady
-from integration.studies import announce
-from storage.db import session_scope
+from storage.db import read_scope, session_scope
 from storage.errors import StorageUnavailable
 from storage.objects import ObjectStore, dicom_version_key
-from storage.queries import ReceivedInstance, correlation_id_for_study, count_instances, instance_state, record_instance
-from storage.tables import Study
+from storage.queries import ReceivedInstance, correlation_id_for_study, instance_state
 
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 # PS3.4 B.2.3: "Refused: Out of Resources" (A7xx) - the sender may retry later.
 OUT_OF_RESOURCES = 0xA700
+# PS3.4 B.2.3: "Error: Data Set does not match SOP Class" (A9xx).
+DATA_SET_DOES_NOT_MATCH = 0xA900
 # PS3.4 B.2.3: "Error: Cannot understand" (Cxxx).
 CANNOT_UNDERSTAND = 0xC000
 # PS3.7 C.4 general status "Duplicate SOP Instance" (0111H): the reject duplicate policy.
 DUPLICATE_SOP_INSTANCE = 0x0111
+# PS3.7 C.4 general status "Processing Failure" (0110H): the index refused the instance's values.
+PROCESSING_FAILURE = 0x0110
+
+Status = tuple[int, str]
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,7 @@ class Receiver:
     settings: DicomSettings
     peers: PeerDirectory
     counts: AssociationCounts
-    associations: Associations
-
-
-def _status(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]  # ErrorComment is LO, 64 characters at most (PS3.7 C.4.2.1.3)
-    return ds
-
-
-def _peer(assoc: Association) -> tuple[str, str]:
-    return str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address)
+    indexer: Indexer
 
 
 def _audit(engine: Engine, record: AuditRecord, what: str) -> None:
@@ -90,135 +81,74 @@ def _audit(engine: Engine, record: AuditRecord, what: str) -> None:
 # Associations -----------------------------------------------------------------------------
 
 
-def admit(receiver: Receiver, assoc: Association, calling_ae: str) -> Refusal | None:
-    """Decide on an A-ASSOCIATE-RQ before pynetdicom negotiates it; None admits it."""
+def admit(receiver: Receiver, assoc: Association) -> Refusal | None:
+    """Decide on an A-ASSOCIATE-RQ from who is calling; None admits it and counts it against the limits."""
     settings = receiver.settings
     try:
-        policy = receiver.peers.policy(calling_ae)
+        policy = receiver.peers.policy(assoc.calling_ae)
     except StorageUnavailable:
         return temporary_congestion("peer settings unavailable")
-    refusal = check_peer(policy, str(assoc.requestor.address), allow_unknown=settings.dicom_allow_unknown_peers)
+    refusal = check_peer(policy, assoc.address, allow_unknown=settings.dicom_allow_unknown_peers)
     refusal = refusal or receiver.counts.acquire(
         policy.ae_title, total_limit=settings.dicom_max_associations, peer_limit=policy.max_associations
     )
     if refusal is not None:
         return refusal
-    receiver.associations.admitted(assoc, policy)
+    assoc.policy = policy
     metrics.ACTIVE_ASSOCIATIONS.inc()
-    # Per-peer limits (PS3.8 D.1 Maximum Length; PS3.7 timers) take effect before the A-ASSOCIATE-AC.
-    assoc.acceptor.maximum_length = policy.max_pdu
-    assoc.dimse_timeout = policy.dimse_timeout
-    assoc.network_timeout = policy.network_timeout
     return None
 
 
-def _oversize(receiver: Receiver, assoc: Association, length: int, limit: int) -> None:
-    metrics.OVERSIZE_PDUS.inc()
-    receiver.associations.note_abort(assoc, f"PDU of {length} bytes over the maximum of {limit}")
-
-
-def handle_conn_open(event: Event, receiver: Receiver) -> None:
-    """A TCP connection arrived: tune its socket and put our admission check in its ACSE."""
-    sockets.tune(event.assoc, partial(_oversize, receiver))
-    associations = receiver.associations
-    event.assoc.acse = AdmittingACSE(event.assoc, partial(admit, receiver), associations.refused, associations.lock)
-
-
-def _discard_partial_spool(assoc: Association) -> None:
-    # A dataset cut off by an abort stays in pynetdicom's spool file, open and undeleted
-    # (it creates it with delete=False): remove it, or every aborted transfer leaks disk.
-    message = assoc.dimse.message
-    spool = getattr(message, "_data_set_file", None) if message is not None else None
-    if spool is None:
-        return
-    spool.close()
-    Path(spool.name).unlink(missing_ok=True)
-
-
-def handle_conn_close(event: Event, receiver: Receiver) -> None:
-    """A connection closed (released, aborted or rejected): drop its partial spool file, free its slot."""
-    _discard_partial_spool(event.assoc)
-    policy = receiver.associations.forget(event.assoc)
-    if policy is not None:
-        receiver.counts.release(policy.ae_title)
+def closed(receiver: Receiver, assoc: Association) -> None:
+    """A connection ended (released, aborted or rejected): give back its slot."""
+    if assoc.policy is not None:
+        receiver.counts.release(assoc.policy.ae_title)
         metrics.ACTIVE_ASSOCIATIONS.dec()
 
 
-def handle_rejected(event: Event, receiver: Receiver) -> None:
-    """An association we rejected (allowlist, limits, unknown called AE title, no context): audit it."""
-    calling_ae, address = _peer(event.assoc)
-    refusal = receiver.associations.refusal(event.assoc)
-    reason = refusal.why if refusal else "called AE title not recognised or no acceptable context"
-    metrics.ASSOCIATIONS.labels("rejected").inc()
+def _association_audit(receiver: Receiver, who: str, address: str, hop: Hop, reason: str, what: str) -> None:
     _audit(
         receiver.engine,
         AuditRecord(
-            hop=ASSOCIATION_REJECTED,
+            hop=hop,
             correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=f"ae:{calling_ae}",
+            agent_who=who,
             agent_address=address,
             entity_what=f"ae:{receiver.settings.dicom_ae_title}",
             outcome=Outcome.MINOR_FAILURE,
             detail={"reason": reason},
         ),
-        "a rejected association",
+        what,
     )
 
 
-def handle_tls_refused(receiver: Receiver, address: str, reason: str) -> None:
+def _who(assoc: Association) -> str:
+    return f"ae:{assoc.calling_ae}" if assoc.calling_ae else f"host:{assoc.address}"
+
+
+def rejected(receiver: Receiver, assoc: Association, refusal: Refusal) -> None:
+    """An association we rejected (called AE title, allowlist, limits): count and audit it."""
+    log.info("rejected an association from %s: %s", assoc.address, refusal.why)
+    metrics.ASSOCIATIONS.labels("rejected").inc()
+    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_REJECTED, refusal.why, "a rejected association")
+
+
+def tls_refused(receiver: Receiver, address: str, reason: str) -> None:
     """A connection whose TLS handshake failed (PS3.15 B.9): audit it; no calling AE title is known yet."""
     metrics.ASSOCIATIONS.labels("rejected").inc()
-    _audit(
-        receiver.engine,
-        AuditRecord(
-            hop=ASSOCIATION_REJECTED,
-            correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=f"host:{address}",
-            agent_address=address,
-            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
-            outcome=Outcome.MINOR_FAILURE,
-            detail={"reason": reason},
-        ),
-        "a refused TLS connection",
-    )
+    _association_audit(receiver, f"host:{address}", address, ASSOCIATION_REJECTED, reason, "a refused TLS connection")
 
 
-def handle_accepted(event: Event) -> None:
-    """Count accepted associations (their audit record is written with the first instance of each study)."""
-    metrics.ASSOCIATIONS.labels("accepted").inc()
-
-
-def handle_aborted(event: Event, receiver: Receiver) -> None:
-    """An association ended by A-ABORT, either side: count it, and audit the ones we aborted."""
+def aborted(receiver: Receiver, assoc: Association, reason: str) -> None:
+    """An association we aborted (protocol error, oversize PDU, timeout): count and audit it."""
     metrics.ASSOCIATIONS.labels("aborted").inc()
-    reason = receiver.associations.abort_reason(event.assoc)
-    if not reason:
-        return
-    calling_ae, address = _peer(event.assoc)
-    _audit(
-        receiver.engine,
-        AuditRecord(
-            hop=ASSOCIATION_ABORTED,
-            correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=f"ae:{calling_ae}",
-            agent_address=address,
-            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
-            outcome=Outcome.MINOR_FAILURE,
-            detail={"reason": reason},
-        ),
-        "an aborted association",
-    )
-
-
-def handle_echo(event: Event) -> int:
-    """C-ECHO: Success (PS3.7 9.1.5)."""
-    return SUCCESS
+    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_ABORTED, reason, "an aborted association")
 
 
 # C-STORE ------------------------------------------------------------------------------------
 
 
-def _refuse(receiver: Receiver, calling_ae: str, address: str, *, reason: str, item: ReceivedInstance | None = None) -> None:
+def _refuse(receiver: Receiver, assoc: Association, *, reason: str, item: ReceivedInstance | None = None) -> None:
     sop_uid = item.sop_uid if item else ""
     _audit(
         receiver.engine,
@@ -226,8 +156,8 @@ def _refuse(receiver: Receiver, calling_ae: str, address: str, *, reason: str, i
             hop=INSTANCE_REFUSED,
             # A dataset we could not read belongs to no known study: it gets a correlation id of its own.
             correlation_id=correlation_id_for_study(item.study_uid) if item else f"association-{uuid.uuid4()}",
-            agent_who=f"ae:{calling_ae}",
-            agent_address=address,
+            agent_who=f"ae:{assoc.calling_ae}",
+            agent_address=assoc.address,
             entity_what=sop_uid or f"ae:{receiver.settings.dicom_ae_title}",
             outcome=Outcome.MINOR_FAILURE,
             detail={"reason": reason},
@@ -236,69 +166,51 @@ def _refuse(receiver: Receiver, calling_ae: str, address: str, *, reason: str, i
     )
 
 
-def _count_reached(study: Study, stored: int) -> bool:
-    expected = study.expected_instances
-    # Exactly the announced count: a late extra instance means the count was wrong, so that
-    # revision waits for the quiet period instead.
-    return study.status == "receiving" and expected is not None and stored == expected
-
-
-def _commit(receiver: Receiver, assoc: Association, item: ReceivedInstance, *, write: bool, duplicate: str) -> StudyReady | None:
-    """Index (when `write`), maybe declare the study ready by count, and audit, in one transaction."""
-    calling_ae, address = _peer(assoc)
+def _records(receiver: Receiver, assoc: Association, item: ReceivedInstance, duplicate: str) -> tuple[AuditRecord, ...]:
+    """instance-stored, preceded by association-accepted for the association's first instance of the study."""
     correlation_id = correlation_id_for_study(item.study_uid)
-    ready = None
-    with session_scope(receiver.engine) as session:
-        if write:
-            study = record_instance(session, item=item)
-            if study.expected_instances and _count_reached(study, count_instances(session, study_uid=item.study_uid)):
-                ready = announce(
-                    session, study, reason="count-reached", who=f"ae:{receiver.settings.dicom_ae_title}", now=study.last_received_at
-                )
-        records = []
-        if receiver.associations.first(assoc, item.study_uid):
-            records.append(
-                AuditRecord(
-                    hop=ASSOCIATION_ACCEPTED,
-                    correlation_id=correlation_id,
-                    agent_who=f"ae:{calling_ae}",
-                    agent_address=address,
-                    entity_what=f"ae:{receiver.settings.dicom_ae_title}",
-                    detail={"study_uid": item.study_uid},
-                )
-            )
-        records.append(
-            AuditRecord(
-                hop=INSTANCE_STORED,
-                correlation_id=correlation_id,
-                agent_who=f"ae:{calling_ae}",
-                agent_address=address,
-                entity_what=item.sop_uid,
-                # A re-send of identical bytes is acknowledged and recorded, but changes nothing.
-                detail={
-                    "study_uid": item.study_uid,
-                    "object_key": item.object_key,
-                    "sha256": item.sha256,
-                    "duplicate": duplicate,
-                },
-            )
-        )
-        # One chain lock and one INSERT for the association's and the instance's records.
-        append_many(session, records)
-    return ready
+    stored = AuditRecord(
+        hop=INSTANCE_STORED,
+        correlation_id=correlation_id,
+        agent_who=f"ae:{assoc.calling_ae}",
+        agent_address=assoc.address,
+        entity_what=item.sop_uid,
+        # A re-send of identical bytes is acknowledged and recorded, but changes nothing.
+        detail={"study_uid": item.study_uid, "object_key": item.object_key, "sha256": item.sha256, "duplicate": duplicate},
+    )
+    if item.study_uid in assoc.studies:
+        return (stored,)
+    accepted = AuditRecord(
+        hop=ASSOCIATION_ACCEPTED,
+        correlation_id=correlation_id,
+        agent_who=f"ae:{assoc.calling_ae}",
+        agent_address=assoc.address,
+        entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+        detail={"study_uid": item.study_uid},
+    )
+    return (accepted, stored)
 
 
-def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, path: Path, policy: PeerPolicy) -> str:
+def _put(receiver: Receiver, key: str, spool: Spool) -> None:
+    path = spool.path
+    if path is None:
+        receiver.store.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
+    else:
+        receiver.store.put_file(key, path, "application/dicom", sha256=spool.sha256)
+
+
+def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spool: Spool) -> str:
     """Store and index one received instance; returns the metrics outcome label."""
-    with session_scope(receiver.engine) as session:
+    assert assoc.policy is not None
+    with read_scope(receiver.engine) as session:
         state = instance_state(session, sop_uid=item.sop_uid, sha256=item.sha256)
     duplicate, outcome, write = "false", "success", state == "new"
     if state == "same":
         duplicate, outcome = "identical", "duplicate"
     elif state == "different":
-        if policy.duplicate_policy == "reject":
+        if assoc.policy.duplicate_policy == "reject":
             raise DuplicateRefused("SOP instance already stored with other bytes")
-        if policy.duplicate_policy == "keep-first":
+        if assoc.policy.duplicate_policy == "keep-first":
             duplicate, outcome = "other-bytes-ignored", "duplicate-kept-first"
         else:
             # keep-last: a new version under its own key; the study opens a new revision.
@@ -307,47 +219,53 @@ def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, path
     if write:
         # Object first, then the row: a crash in between leaves an unindexed object that the
         # sender's retry overwrites (same key), never a row without its bytes.
-        receiver.store.put_file(item.object_key, path, content_type="application/dicom")
-    try:
-        ready = _commit(receiver, assoc, item, write=write, duplicate=duplicate)
-    except IntegrityError:
-        # Another association created the same study or series row first: once more sees it.
-        try:
-            ready = _commit(receiver, assoc, item, write=write, duplicate=duplicate)
-        except IntegrityError as exc:
-            raise StorageUnavailable(f"concurrent index update: {type(exc.orig).__name__}") from exc
-    if ready is not None:
-        metrics.STUDIES_READY.labels(ready.reason).inc()
+        _put(receiver, item.object_key, spool)
+    receiver.indexer.commit(Job(item=item, write=write, records=_records(receiver, assoc, item, duplicate)))
+    # Audited once committed: a failed commit is retried by the sender, and audits the association again.
+    assoc.studies.add(item.study_uid)
     return outcome
 
 
-def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
-    """C-STORE: stream the spooled dataset to object storage as received, index it, audit, then answer."""
+def store(receiver: Receiver, assoc: Association, request: dimse.Command, context: Context, spool: Spool) -> Status:
+    """C-STORE: the spooled instance to object storage as received, indexed and audited; then its status."""
     started = time.perf_counter()
-    assoc = event.assoc
-    calling_ae, address = _peer(assoc)
-    path = Path(event.dataset_path)
+    if request.affected_sop_class_uid != context.abstract_syntax:
+        metrics.INSTANCES.labels("cannot-understand").inc()
+        _refuse(receiver, assoc, reason="Affected SOP Class UID differs from the presentation context's")
+        return DATA_SET_DOES_NOT_MATCH, "SOP Class differs from the presentation context"
     try:
-        # The called AE title as the sender asked for it (A-ASSOCIATE-RQ, PS3.8 9.3.2).
-        called_ae = str(getattr(assoc.requestor.primitive, "called_ae_title", "") or "").strip()
-        item = read_instance(path, calling_ae=calling_ae, source_address=address, called_ae=called_ae)
+        with spool.open() as f:
+            item = read_instance(
+                f,
+                size=spool.size,
+                sha256=spool.sha256,
+                calling_ae=assoc.calling_ae,
+                source_address=assoc.address,
+                called_ae=assoc.called_ae,
+            )
     except CannotUnderstand as exc:
         metrics.INSTANCES.labels("cannot-understand").inc()
-        _refuse(receiver, calling_ae, address, reason=str(exc))
-        return _status(CANNOT_UNDERSTAND, str(exc))
+        _refuse(receiver, assoc, reason=str(exc))
+        return CANNOT_UNDERSTAND, str(exc)
     try:
-        policy = receiver.associations.policy(assoc) or receiver.peers.policy(calling_ae)
         with correlated(correlation_id_for_study(item.study_uid)):
-            outcome = _ingest(receiver, assoc, item, path, policy)
+            outcome = _ingest(receiver, assoc, item, spool)
     except DuplicateRefused as exc:
         metrics.INSTANCES.labels("duplicate-refused").inc()
-        _refuse(receiver, calling_ae, address, reason=str(exc), item=item)
-        return _status(DUPLICATE_SOP_INSTANCE, str(exc))
+        _refuse(receiver, assoc, reason=str(exc), item=item)
+        return DUPLICATE_SOP_INSTANCE, str(exc)
     except StorageUnavailable as exc:
         log.warning("storage unavailable, answering out of resources: %s", exc)
         metrics.INSTANCES.labels("out-of-resources").inc()
-        return _status(OUT_OF_RESOURCES, "Storage unavailable, retry later")
+        return OUT_OF_RESOURCES, "Storage unavailable, retry later"
+    except SQLAlchemyError as exc:
+        # Not the database being down (that is StorageUnavailable) but this instance's rows being
+        # refused: a retry would fail the same way. Its bytes stay unindexed, overwritten by a resend.
+        log.exception("index refused instance %s", item.sop_uid)
+        metrics.INSTANCES.labels("processing-failure").inc()
+        _refuse(receiver, assoc, reason=f"index refused it: {type(exc).__name__}", item=item)
+        return PROCESSING_FAILURE, "Index refused the instance"
     metrics.INSTANCES.labels(outcome).inc()
     metrics.BYTES.inc(item.size)
     metrics.STORE_SECONDS.observe(time.perf_counter() - started)
-    return SUCCESS
+    return SUCCESS, ""

@@ -1,8 +1,6 @@
 """Reading the header fields the index needs from a received instance, without loading its pixels."""
 
-import hashlib
 import struct
-from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
@@ -13,12 +11,30 @@ from dicom_listener.errors import CannotUnderstand
 from storage.objects import dicom_key
 from storage.queries import ReceivedInstance
 
-CHUNK = 1 << 20
 # Tags whose value usually ends the dataset and is too big to read just to check it (PS3.5 7.5).
 _BULK_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Sequence Delimitation Item (FFFE,E0DD) with its zero length, little endian (PS3.5 7.5.2).
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+# The attributes the index keeps: pydicom converts only these (about half the parse time of all).
+_INDEXED: list[str] = [
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "PatientID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyDescription",
+    "Modality",
+    "BodyPartExamined",
+    "SeriesNumber",
+    "SeriesDescription",
+    "InstanceNumber",
+    "NumberOfStudyRelatedInstances",
+]
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -32,15 +48,6 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None  # a malformed IS value must not refuse an otherwise good instance
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks so memory stays flat whatever its size."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_bulk_data_complete(f: BinaryIO, size: int, *, implicit_vr: bool, little_endian: bool) -> None:
@@ -84,19 +91,17 @@ def _check_bulk_data_complete(f: BinaryIO, size: int, *, implicit_vr: bool, litt
         f.seek(position)
 
 
-def read_instance(path: Path, *, calling_ae: str, source_address: str, called_ae: str = "") -> ReceivedInstance:
-    """Parse the header of the DICOM file at `path` (preamble, file meta, dataset) leniently.
+def read_instance(
+    f: BinaryIO, *, size: int, sha256: str, calling_ae: str, source_address: str, called_ae: str = ""
+) -> ReceivedInstance:
+    """Parse the header of the DICOM file `f` (preamble, file meta, dataset; `size` bytes) leniently.
 
     Raises CannotUnderstand when the file is not DICOM, is cut short, or lacks the Study, Series
     or SOP Instance UID, which the C-STORE edge answers with 0xC000 (PS3.4 Annex B.2.3).
     """
-    size = path.stat().st_size
     try:
-        with path.open("rb") as f:
-            ds = dcmread(f, stop_before_pixels=True, force=True)
-            _check_bulk_data_complete(
-                f, size, implicit_vr=bool(ds.original_encoding[0]), little_endian=bool(ds.original_encoding[1])
-            )
+        ds = dcmread(f, stop_before_pixels=True, force=True, specific_tags=_INDEXED)
+        _check_bulk_data_complete(f, size, implicit_vr=bool(ds.original_encoding[0]), little_endian=bool(ds.original_encoding[1]))
     except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError, struct.error) as exc:
         raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
     uids = {k: _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
@@ -122,7 +127,7 @@ def read_instance(path: Path, *, calling_ae: str, source_address: str, called_ae
         instance_number=_int(ds, "InstanceNumber"),
         object_key=dicom_key(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]),
         size=size,
-        sha256=sha256_of(path),
+        sha256=sha256,
         calling_ae=calling_ae,
         called_ae=called_ae,
         source_address=source_address,

@@ -8,7 +8,6 @@ serves the merged metrics, and is the only process that sweeps for quiet studies
 import logging
 import multiprocessing
 import signal
-import tempfile
 import threading
 from multiprocessing.context import SpawnProcess
 from queue import Empty, Queue
@@ -17,11 +16,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from dicom_listener import scp, stability
+from dicom_listener import stability
 from dicom_listener.admission import AssociationCounts
-from dicom_listener.associations import Associations
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
+from dicom_listener.indexer import Indexer
+from dicom_listener.server import Server
 from dicom_listener.peers import PeerDirectory
 from integration import health
 from integration.logs import setup_logging
@@ -36,13 +36,8 @@ WORKER_START_SECONDS = 60.0
 
 def _setup(settings: DicomSettings, stop: threading.Event) -> None:
     setup_logging()
-    # pynetdicom logs every association and DIMSE message at INFO: noise, and time on every C-STORE.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if settings.dicom_spool_dir:
-        # pynetdicom spools received datasets with NamedTemporaryFile: put them where we were told.
-        tempfile.tempdir = settings.dicom_spool_dir
 
 
 def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
@@ -54,8 +49,14 @@ def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=counts,
-        associations=Associations(),
+        indexer=Indexer(engine, ae_title=settings.dicom_ae_title).start(),
     )
+
+
+def _stop(server: Server, receiver: Receiver) -> None:
+    server.shutdown()
+    receiver.indexer.stop()
+    receiver.engine.dispose()
 
 
 def worker(settings: DicomSettings, counts: AssociationCounts, index: int, ready: "Queue[int]") -> None:
@@ -64,13 +65,12 @@ def worker(settings: DicomSettings, counts: AssociationCounts, index: int, ready
     _setup(settings, stop)
     counts.worker = index
     receiver = _receiver(settings, counts)
-    server = scp.start(scp.make_ae(settings), settings, receiver)
+    server = Server(settings, receiver).start()
     ready.put(index)
     try:
         stop.wait()
     finally:
-        server.shutdown()
-        receiver.engine.dispose()
+        _stop(server, receiver)
 
 
 def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: threading.Event) -> None:
@@ -90,15 +90,14 @@ def run(settings: DicomSettings) -> None:
     counts = AssociationCounts(settings.dicom_workers)
     if settings.dicom_workers == 1:
         receiver = _receiver(settings, counts)
-        server = scp.start(scp.make_ae(settings), settings, receiver)
+        server = Server(settings, receiver).start()
         if settings.dicom_metrics_port:
             health.serve(settings.dicom_metrics_port)
         log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
         try:
             _sweep(settings, receiver.engine, receiver.peers, stop)
         finally:
-            server.shutdown()
-            receiver.engine.dispose()
+            _stop(server, receiver)
             log.info("stopped")
         return
     _run_workers(settings, counts, stop)

@@ -59,5 +59,4 @@ def handshake(conn: socket.socket, address: str, timeout: float, on_refused: OnR
         log.info("refusing a connection from %s: %s", address, reason)
         on_refused(address, reason)
         return False
-    conn.settimeout(None)  # pynetdicom's DUL polls the socket itself (select), as for plain TCP
     return True

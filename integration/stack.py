@@ -266,6 +266,11 @@ def start_object_store(config: StackConfig, supervisor: Supervisor) -> None:
         f"{storage.s3_access_key},{storage.s3_secret_key}",
         "--log-level",
         "NOTICE",
+        # By default rclone reads back every object it has just written to its local disk and hashes
+        # it again: a second pass over every byte that halves its throughput (measured here: 40 ->
+        # 22 ms of CPU per 7 MB PUT). Production's MinIO checks each upload against the SHA-256 it
+        # is signed with instead (storage/objects.py); rclone does not check that hash.
+        "--ignore-checksum",
         str(root),
     ]
     supervisor.start("s3", argv, env={}, ready=lambda: tcp_open(config.ports.s3), timeout=30)

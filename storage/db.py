@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from storage.errors import StorageUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_READ_ONLY = "doctorai_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -36,7 +37,8 @@ def make_engine(url: str) -> Engine:
             # Take the write lock up front: a deferred transaction that reads and then writes
             # fails at once with SQLITE_BUSY when another process wrote in between, whereas
             # BEGIN IMMEDIATE waits for the busy timeout. SQLite is the single-machine mode.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only scope (read_scope) reads beside the writer instead, as WAL allows.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -57,6 +59,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it does not wait for, or hold, the write lock."""
+    with session_scope(engine.execution_options(**{_READ_ONLY: True})) as session:
+        yield session
 
 
 def migrate(url: str) -> None:

@@ -3,14 +3,21 @@
 Keys derive from identifiers (DESIGN.md section 6), so a retry overwrites the same object.
 """
 
-import io
+import hashlib
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from minio import Minio
+from minio.credentials.credentials import Credentials
+from minio.helpers import DictType
 from minio.error import MinioException
+from minio.signer import sign_v4_s3
+from minio.time import to_amz_date
 
 from storage.config import StorageSettings
 from storage.errors import StorageUnavailable
@@ -42,12 +49,32 @@ def result_key(job_id: str, filename: str) -> str:
     return f"results/{job_id}/{filename}"
 
 
+# The largest object one PutObject request may carry (S3 API); bigger files go up in parts.
+SINGLE_PUT_LIMIT = 5 << 30
+_CHUNK = 1 << 20
+_S3_ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks so memory stays flat whatever its size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """A bucket on an S3-compatible server."""
 
     client: Minio
     bucket: str
+    # Uploads bypass the minio client: one signed PUT with the payload's SHA-256 (below).
+    http: urllib3.PoolManager
+    base_url: str
+    region: str
+    credentials: Credentials
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist yet."""
@@ -57,21 +84,51 @@ class ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             raise StorageUnavailable(f"object store unavailable: {exc!r}") from exc
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        """Upload a file, streaming it in parts, so memory stays flat whatever its size."""
-        try:
-            # One part in flight (5 MiB): minio's default of three parallel parts triples the
-            # memory a large instance costs, for no gain on a LAN.
-            self.client.fput_object(self.bucket, key, str(path), content_type=content_type, num_parallel_uploads=1)
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"object store refused {key}: {exc!r}") from exc
+    def put(self, key: str, body: bytes | BinaryIO, *, size: int, sha256: str, content_type: str) -> None:
+        """Upload `size` bytes whose SHA-256 is known, in one PutObject request, streamed from `body`.
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Upload a small object held in memory."""
+        The hash signs the payload (AWS Signature V4, x-amz-content-sha256), so a server that checks
+        it (MinIO, S3) refuses bytes damaged on the way; and nothing is read twice to compute it.
+        minio's put_object would hash the payload again, and split anything over 5 MiB into a
+        multipart upload of four requests.
+        """
+        url = urlsplit(f"{self.base_url}/{self.bucket}/{quote(key)}")
+        date = datetime.now(UTC)
+        headers: DictType = {
+            "Host": url.netloc,
+            "Content-Type": content_type,
+            "Content-Length": str(size),
+            "x-amz-content-sha256": sha256,
+            "x-amz-date": to_amz_date(date),
+        }
+        headers = sign_v4_s3(
+            method="PUT", url=url, region=self.region, headers=headers, credentials=self.credentials, content_sha256=sha256, date=date
+        )
         try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            signed = {k: str(v) for k, v in headers.items()}  # every value set above is a single string
+            response = self.http.request("PUT", url.geturl(), body=body, headers=signed)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store refused {key}: {exc!r}") from exc
+        if response.status != 200:
+            code = _S3_ERROR_CODE.search(response.data or b"")
+            raise StorageUnavailable(f"object store refused {key}: HTTP {response.status} {code.group(1).decode() if code else ''}")
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream", *, sha256: str = "") -> None:
+        """Upload a file, streaming it, so memory stays flat whatever its size; `sha256` when already known."""
+        size = path.stat().st_size
+        if size > SINGLE_PUT_LIMIT:
+            try:
+                # One part in flight: minio's default of three parallel parts triples the memory.
+                self.client.fput_object(self.bucket, key, str(path), content_type=content_type, num_parallel_uploads=1)
+            except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise StorageUnavailable(f"object store refused {key}: {exc!r}") from exc
+            return
+        with path.open("rb") as f:
+            self.put(key, f, size=size, sha256=sha256 or sha256_of_file(path), content_type=content_type)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream", *, sha256: str = "") -> None:
+        """Upload an object held in memory; `sha256` when already known."""
+        self.put(key, data, size=len(data), sha256=sha256 or hashlib.sha256(data).hexdigest(), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
         """Download a whole object."""
@@ -140,4 +197,12 @@ def make_object_store(settings: StorageSettings) -> ObjectStore:
         region=settings.s3_region,
         http_client=http,
     )
-    return ObjectStore(client=client, bucket=settings.s3_bucket)
+    scheme = "https" if settings.s3_secure else "http"
+    return ObjectStore(
+        client=client,
+        bucket=settings.s3_bucket,
+        http=http,
+        base_url=f"{scheme}://{settings.s3_endpoint}",
+        region=settings.s3_region,
+        credentials=Credentials(settings.s3_access_key, settings.s3_secret_key),
+    )

@@ -51,7 +51,17 @@ class ReceivedInstance:
 
 
 @dataclass(frozen=True)
+class IndexedStudy:
+    """A study as an instance just left it."""
+
+    study_uid: str
+    # Instances the sender announced, if it did (the study is then ready once that many are stored).
+    expected_instances: int | None
+
+
+@dataclass(frozen=True)
 class _IndexStatements:
+    study: Executable
     series: Executable
     instance: Executable
     version: Executable
@@ -61,7 +71,13 @@ class _IndexStatements:
 def _index_statements(dialect: str) -> _IndexStatements:
     """record_instance's statements, built once per dialect (INSERT ... ON CONFLICT is each dialect's own)."""
     insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    series, instances, versions = (cast(Table, t.__table__) for t in (Series, Instance, InstanceVersion))
+    studies, series, instances, versions = (cast(Table, t.__table__) for t in (Study, Series, Instance, InstanceVersion))
+    # A new study is created receiving; a known one (ready, held, ...) starts receiving again, which
+    # opens its next revision. What identifies the study (patient, accession, date) is the first
+    # instance's; who sent it last is the last one's. The upsert locks the row on PostgreSQL, so
+    # concurrent associations update one study one at a time (SQLite holds the database lock).
+    study = insert_for(studies)
+    announced = func.coalesce(study.excluded.expected_instances, studies.c.expected_instances)
     # A new version of an instance takes its place too: a SOP Instance UID sent again under another
     # series or study (a corrected study at the modality) moves there (keep-last policy).
     updated = (
@@ -78,6 +94,16 @@ def _index_statements(dialect: str) -> _IndexStatements:
     instance = insert_for(instances)
     latest = select(func.coalesce(func.max(versions.c.version), 0) + 1).where(versions.c.sop_uid == bindparam("version_of"))
     return _IndexStatements(
+        study=study.on_conflict_do_update(
+            index_elements=["study_uid"],
+            set_={
+                "calling_ae": study.excluded.calling_ae,
+                "source_address": study.excluded.source_address,
+                "last_received_at": study.excluded.last_received_at,
+                "status": study.excluded.status,
+                "expected_instances": announced,
+            },
+        ).returning(studies.c.expected_instances),
         series=insert_for(series).on_conflict_do_nothing(index_elements=["series_uid"]),
         instance=instance.on_conflict_do_update(
             index_elements=["sop_uid"], set_={c: getattr(instance.excluded, c) for c in updated}
@@ -86,41 +112,36 @@ def _index_statements(dialect: str) -> _IndexStatements:
     )
 
 
-def record_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> Study:
-    """Index an instance (or a new version of one) whose bytes are stored.
+def index_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> IndexedStudy:
+    """Index an instance (or a new version of one) whose bytes are stored: its study, series, instance and version rows.
 
-    A study that was ready starts receiving again, which opens its next revision. The study row
-    is locked first, so concurrent associations update one study one at a time (on PostgreSQL;
-    SQLite transactions already hold the write lock).
+    Prebuilt Core statements, one round trip each and no lookups first: this runs for every
+    C-STORE, where the ORM's get-then-add cost more SELECTs and a unit of work.
     """
     now = now or datetime.now(UTC)
-    study = session.get(Study, item.study_uid, with_for_update=True)
-    if study is None:
-        study = Study(
-            study_uid=item.study_uid,
-            correlation_id=correlation_id_for_study(item.study_uid),
-            patient_id=item.patient_id,
-            accession_number=item.accession_number,
-            study_date=item.study_date,
-            study_description=item.study_description,
-            called_ae=item.called_ae,
-            status="receiving",
-            revision=0,
-            ready_reason="",
-            first_received_at=now,
-            last_received_at=now,
-        )
-        session.add(study)
-    study.calling_ae = item.calling_ae
-    study.source_address = item.source_address
-    if item.expected_instances:
-        study.expected_instances = item.expected_instances
-    study.last_received_at = now
-    study.status = "receiving"
-    session.flush()
-    # The rest in prebuilt Core statements, one round trip each and no lookups first: this runs
-    # for every C-STORE, and the ORM's get-then-add cost three more SELECTs and a unit of work.
-    statements = _index_statements(session.get_bind().dialect.name)
+    # Core on the session's connection, past the ORM's execution machinery.
+    connection = session.connection()
+    statements = _index_statements(connection.dialect.name)
+    expected = connection.execute(
+        statements.study,
+        {
+            "study_uid": item.study_uid,
+            "correlation_id": correlation_id_for_study(item.study_uid),
+            "patient_id": item.patient_id,
+            "accession_number": item.accession_number,
+            "study_date": item.study_date,
+            "study_description": item.study_description,
+            "calling_ae": item.calling_ae,
+            "called_ae": item.called_ae,
+            "source_address": item.source_address,
+            "status": "receiving",
+            "revision": 0,
+            "ready_reason": "",
+            "first_received_at": now,
+            "last_received_at": now,
+            "expected_instances": item.expected_instances or None,
+        },
+    ).scalar_one()
     current = {
         "sop_class_uid": item.sop_class_uid,
         "transfer_syntax_uid": item.transfer_syntax_uid,
@@ -130,7 +151,7 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
         "sha256": item.sha256,
         "received_at": now,
     }
-    session.execute(
+    connection.execute(
         statements.series,
         {
             "series_uid": item.series_uid,
@@ -142,8 +163,8 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
         },
     )
     keys = {"sop_uid": item.sop_uid, "series_uid": item.series_uid, "study_uid": item.study_uid}
-    session.execute(statements.instance, {**keys, **current})
-    session.execute(
+    connection.execute(statements.instance, {**keys, **current})
+    connection.execute(
         statements.version,
         {
             "version_of": item.sop_uid,
@@ -156,19 +177,28 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
             "received_at": now,
         },
     )
-    session.flush()
+    return IndexedStudy(study_uid=item.study_uid, expected_instances=expected)
+
+
+def record_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> Study:
+    """index_instance, then the study row as an ORM object (for callers that go on to change it)."""
+    index_instance(session, item=item, now=now)
+    study = session.get(Study, item.study_uid, populate_existing=True)
+    assert study is not None
     return study
 
 
 def instance_state(session: Session, *, sop_uid: str, sha256: str) -> InstanceState:
     """Whether a SOP instance is new, stored with exactly these bytes (any version), or stored with others."""
-    current = session.scalar(select(Instance.sha256).where(Instance.sop_uid == sop_uid))
+    connection = session.connection()  # Core, past the ORM: this runs for every C-STORE
+    instances, versions = (cast(Table, t.__table__) for t in (Instance, InstanceVersion))
+    current = connection.execute(select(instances.c.sha256).where(instances.c.sop_uid == sop_uid)).scalar()
     if current is None:
         return "new"
     if current == sha256:
         return "same"
-    older = select(InstanceVersion.id).where(InstanceVersion.sop_uid == sop_uid, InstanceVersion.sha256 == sha256)
-    return "same" if session.scalar(older.limit(1)) is not None else "different"
+    older = select(versions.c.id).where(versions.c.sop_uid == sop_uid, versions.c.sha256 == sha256).limit(1)
+    return "same" if connection.execute(older).scalar() is not None else "different"
 
 
 def count_instances(session: Session, *, study_uid: str) -> int:

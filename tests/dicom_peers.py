@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom.uid import UID
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 # A refusal policy: (SOP Instance UID, how many C-STOREs of it came before) -> status to answer.
@@ -58,10 +58,6 @@ class StoreScp:
 @contextmanager
 def store_scp(scp: StoreScp) -> Iterator[StoreScp]:
     """Run `scp` (C-STORE and C-ECHO) until the block ends."""
-    # The dataset is recorded from memory: chunked receive (which our own listener switches on for
-    # the whole process, dicom_listener/scp.py) would leave event.request.DataSet empty.
-    chunked = _config.STORE_RECV_CHUNKED_DATASET
-    _config.STORE_RECV_CHUNKED_DATASET = False
     ae = AE(ae_title=scp.ae_title)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, list(scp.syntaxes))
@@ -76,4 +72,3 @@ def store_scp(scp: StoreScp) -> Iterator[StoreScp]:
         yield scp
     finally:
         server.shutdown()
-        _config.STORE_RECV_CHUNKED_DATASET = chunked

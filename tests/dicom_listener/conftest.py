@@ -12,12 +12,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from sqlalchemy import Engine
 
-from dicom_listener import scp
 from dicom_listener.admission import AssociationCounts
-from dicom_listener.associations import Associations
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
+from dicom_listener.indexer import Indexer
 from dicom_listener.peers import PeerDirectory
+from dicom_listener.server import Server
 from integration.stack import StackConfig, free_ports
 from storage.db import make_engine, migrate
 from storage.objects import ObjectStore, make_object_store
@@ -44,13 +44,14 @@ def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = Non
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=AssociationCounts(1),
-        associations=Associations(),
+        indexer=Indexer(engine, ae_title=settings.dicom_ae_title).start(),
     )
-    server = scp.start(scp.make_ae(settings), settings, receiver)
+    server = Server(settings, receiver).start()
     try:
         yield Listener(settings, engine, store, receiver)
     finally:
         server.shutdown()
+        receiver.indexer.stop()
         engine.dispose()
 
 

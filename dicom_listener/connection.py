@@ -1,0 +1,185 @@
+"""One connection: its association from A-ASSOCIATE-RQ to release or abort, served in the connection's own thread.
+
+The acceptor side of the upper layer state machine (PS3.8 9.2) for the services we offer,
+Verification and Storage: negotiate, then read P-DATA-TF PDUs, answering each C-ECHO and
+C-STORE request once it is complete. Data set fragments go straight into a Spool as they
+arrive; nothing in this loop is shared with other associations, so associations run in
+parallel as far as the storage behind them allows.
+"""
+
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from dicom_listener import dimse, handlers, metrics, negotiation, pdus
+from dicom_listener.association import Association
+from dicom_listener.errors import OversizePdu, ProtocolError
+from dicom_listener.spool import Spool, file_meta
+
+log = logging.getLogger(__name__)
+
+# PS3.8 E.2 message control header: bit 0 set = command, bit 1 set = last fragment.
+COMMAND = 0x01
+LAST = 0x02
+# A command set is a few hundred bytes; more is not a command set.
+COMMAND_LIMIT = 1 << 16
+
+
+@dataclass
+class _Message:
+    """A request being received: its command set, then (for C-STORE) its data set."""
+
+    context_id: int
+    command: bytearray = field(default_factory=bytearray)
+    request: dimse.Command | None = None
+    spool: Spool | None = None
+
+
+def serve(sock: socket.socket, address: str, receiver: handlers.Receiver) -> None:
+    """Serve one connection until the association ends; never raises."""
+    assoc = Association(sock, address)
+    message: _Message | None = None
+    try:
+        pdus.tune(sock)
+        reader = pdus.Reader(sock)
+        sock.settimeout(receiver.settings.dicom_acse_timeout)
+        if _associate(assoc, reader, receiver):
+            message = _Message(context_id=0)
+            _exchange(assoc, reader, receiver, message)
+    except ProtocolError as exc:
+        if isinstance(exc, OversizePdu):
+            metrics.OVERSIZE_PDUS.inc()
+        _abort(assoc, receiver, str(exc), exc.reason)
+    except TimeoutError:
+        _abort(assoc, receiver, "no PDU within the timeout", pdus.REASON_NOT_SPECIFIED)
+    except OSError as exc:  # the peer went away (reset, closed mid-PDU) or the listener is stopping
+        log.info("connection from %s ended: %s", address, exc)
+        if assoc.policy is not None:
+            metrics.ASSOCIATIONS.labels("aborted").inc()
+    finally:
+        if message is not None and message.spool is not None:
+            message.spool.discard()  # a data set cut off by an abort is dropped, never stored
+        handlers.closed(receiver, assoc)
+        sock.close()
+
+
+def _abort(assoc: Association, receiver: handlers.Receiver, reason: str, code: int) -> None:
+    log.info("aborting the association from %s: %s", assoc.address, reason)
+    try:
+        assoc.sock.sendall(pdus.abort(pdus.ABORT_SOURCE_PROVIDER, code))
+    except OSError:
+        pass  # the peer is gone already; the audit record below still says why
+    handlers.aborted(receiver, assoc, reason)
+
+
+def _associate(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver) -> bool:
+    """Read the A-ASSOCIATE-RQ and answer it; True once the association is established."""
+    pdu_type, length = pdus.read_header(reader, data_limit=0)
+    if pdu_type != pdus.A_ASSOCIATE_RQ:
+        # PS3.8 9.2 state Sta2: any other PDU is answered with A-ABORT (action AA-1).
+        raise ProtocolError(f"PDU type {pdu_type:#04x} before A-ASSOCIATE-RQ", reason=pdus.REASON_UNEXPECTED_PDU)
+    body = pdus.read_body(reader, length)
+    request = negotiation.decode_request(bytes([pdu_type, 0]) + length.to_bytes(4, "big") + body)
+    assoc.calling_ae, assoc.called_ae = request.calling_ae, request.called_ae
+    assoc.peer_max_pdu = request.peer_max_pdu
+    refusal = negotiation.check(request, receiver.settings.dicom_ae_title) or handlers.admit(receiver, assoc)
+    if refusal is not None:
+        assoc.sock.sendall(pdus.associate_rj(refusal.result, refusal.source, refusal.reason))
+        handlers.rejected(receiver, assoc, refusal)
+        return False
+    assert assoc.policy is not None
+    accept, assoc.contexts = negotiation.accept(
+        request, max_pdu=assoc.policy.max_pdu, unrestricted=receiver.settings.dicom_accept_unknown_sop_classes
+    )
+    assoc.sock.sendall(accept)
+    metrics.ASSOCIATIONS.labels("accepted").inc()
+    return True
+
+
+def _exchange(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver, message: _Message) -> None:
+    """P-DATA-TF until A-RELEASE-RQ (answered) or A-ABORT (from the peer)."""
+    policy = assoc.policy
+    assert policy is not None
+    while True:
+        # Idle between messages: the network timeout; inside one: the DIMSE timeout (PS3.7 9.1.1).
+        idle = message.request is None and not message.command
+        assoc.sock.settimeout(policy.network_timeout if idle else policy.dimse_timeout)
+        pdu_type, length = pdus.read_header(reader, data_limit=policy.max_pdu)
+        if pdu_type == pdus.P_DATA_TF:
+            _p_data(assoc, reader, receiver, message, length)
+        elif pdu_type == pdus.A_RELEASE_RQ:
+            pdus.read_body(reader, length)
+            assoc.sock.sendall(pdus.release_rp())
+            return
+        elif pdu_type == pdus.A_ABORT:
+            pdus.read_body(reader, length)
+            metrics.ASSOCIATIONS.labels("aborted").inc()
+            return
+        else:
+            raise ProtocolError(f"unexpected PDU type {pdu_type:#04x}", reason=pdus.REASON_UNEXPECTED_PDU)
+
+
+def _p_data(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver, message: _Message, length: int) -> None:
+    """The PDV items of one P-DATA-TF PDU (PS3.8 9.3.5), each a command or data set fragment."""
+    while length > 0:
+        value_length, context_id, control = pdus.read_pdv_header(reader)
+        length -= 6 + value_length
+        if length < 0:
+            raise ProtocolError("PDV item runs past its P-DATA-TF PDU", reason=pdus.REASON_INVALID_PARAMETER)
+        if context_id not in assoc.contexts:
+            raise ProtocolError(f"PDV on presentation context {context_id}, not accepted", reason=pdus.REASON_INVALID_PARAMETER)
+        if control & COMMAND:
+            if message.request is not None or len(message.command) + value_length > COMMAND_LIMIT:
+                raise ProtocolError("command fragment out of place", reason=pdus.REASON_UNEXPECTED_PDU)
+            message.context_id = context_id
+            for chunk in reader.stream(value_length):
+                message.command += chunk
+            if control & LAST:
+                _command_complete(assoc, receiver, message)
+        else:
+            if message.request is None or context_id != message.context_id:
+                raise ProtocolError("data set fragment without its command", reason=pdus.REASON_UNEXPECTED_PDU)
+            for chunk in reader.stream(value_length):
+                if message.spool is not None:
+                    message.spool.write(chunk)  # else a request we do not serve: its data set is read and dropped
+            if control & LAST:
+                _respond(assoc, receiver, message)
+
+
+def _command_complete(assoc: Association, receiver: handlers.Receiver, message: _Message) -> None:
+    request = dimse.decode(bytes(message.command))
+    message.command.clear()
+    message.request = request
+    if request.command_field == dimse.C_CANCEL_RQ:
+        message.request = None  # PS3.7 9.3.2.3: nothing to cancel, one operation at a time
+        return
+    if not request.has_data_set:
+        _respond(assoc, receiver, message)
+        return
+    if request.command_field == dimse.C_STORE_RQ:
+        context = assoc.contexts[message.context_id]
+        head = file_meta(
+            sop_class_uid=request.affected_sop_class_uid,
+            sop_instance_uid=request.affected_sop_instance_uid,
+            transfer_syntax_uid=context.transfer_syntax,
+        )
+        settings = receiver.settings
+        message.spool = Spool(head, memory_limit=settings.dicom_spool_memory_bytes, directory=settings.dicom_spool_dir or None)
+
+
+def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message) -> None:
+    """Answer the complete request in `message`, then make it ready for the next one."""
+    request = message.request
+    assert request is not None
+    try:
+        if request.command_field == dimse.C_STORE_RQ and message.spool is not None:
+            status, comment = handlers.store(receiver, assoc, request, assoc.contexts[message.context_id], message.spool)
+        elif request.command_field == dimse.C_ECHO_RQ:
+            status, comment = handlers.SUCCESS, ""  # PS3.7 9.1.5
+        else:
+            status, comment = dimse.UNRECOGNIZED_OPERATION, "only C-ECHO and C-STORE are served"
+    finally:
+        if message.spool is not None:
+            message.spool.discard()
+        message.spool, message.request = None, None
+    assoc.sock.sendall(pdus.p_data(message.context_id, COMMAND | LAST, dimse.response(request, status, comment)))

@@ -1,0 +1,157 @@
+"""Association negotiation as the acceptor: A-ASSOCIATE-RQ in, A-ASSOCIATE-AC or -RJ out (PS3.8 7.1, PS3.7 D.3).
+
+pynetdicom's PDU codecs and its presentation context negotiation do the detailed work; this
+module decides what we accept. Every storage SOP class in pynetdicom's list is accepted in every
+transfer syntax it knows (uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, RLE, ...), because
+instances are stored exactly as received, never transcoded (PS3.4 B.4.1).
+"""
+
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import cast
+
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    AsynchronousOperationsWindowNegotiation,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor, negotiate_unrestricted
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicom_listener.admission import Refusal
+from dicom_listener.errors import ProtocolError
+from dicom_listener.pdus import REASON_INVALID_PARAMETER
+from dicom_listener.spool import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+# PS3.7 A.2.1: the only DICOM application context name.
+APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an A-ASSOCIATE-RQ asks for."""
+
+    calling_ae: str
+    called_ae: str
+    # The longest P-DATA-TF PDU the requestor takes from us (PS3.8 D.1); 0 = no limit.
+    peer_max_pdu: int
+    version_supported: bool
+    primitive: A_ASSOCIATE
+
+
+@dataclass(frozen=True)
+class Context:
+    """An accepted presentation context."""
+
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@lru_cache
+def _supported() -> dict[str, frozenset[str]]:
+    syntaxes = frozenset(ALL_TRANSFER_SYNTAXES)
+    supported = {str(cx.abstract_syntax): syntaxes for cx in AllStoragePresentationContexts}
+    supported[str(Verification)] = frozenset(build_context(Verification).transfer_syntax)
+    return supported
+
+
+def _acceptable(proposed: list[PresentationContext]) -> list[PresentationContext]:
+    """What we support of each proposed abstract syntax, in the requestor's order of transfer syntaxes.
+
+    pynetdicom accepts the first of *our* list that the requestor proposed; we take the first the
+    requestor proposed that we support. That is the syntax it prefers, normally the one its data
+    is in, so it need not convert anything before sending (dcmtk's storescu otherwise re-encodes
+    every dataset to Implicit VR Little Endian).
+    """
+    supported = _supported()
+    # Per abstract syntax (it may be proposed in several contexts), every syntax in order of proposal.
+    ordered: dict[str, list[str]] = {}
+    for cx in proposed:
+        abstract = str(cx.abstract_syntax)
+        ours = supported.get(abstract, frozenset())
+        syntaxes = ordered.setdefault(abstract, [])
+        syntaxes += [str(ts) for ts in cx.transfer_syntax if str(ts) in ours and str(ts) not in syntaxes]
+    return [build_context(abstract, syntaxes) for abstract, syntaxes in ordered.items() if syntaxes]
+
+
+def decode_request(pdu: bytes) -> Request:
+    """Decode an A-ASSOCIATE-RQ PDU (header included). Raises ProtocolError when it is malformed."""
+    rq = A_ASSOCIATE_RQ()
+    try:
+        rq.decode(pdu)
+        primitive = rq.to_primitive()
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeDecodeError, struct.error) as exc:
+        raise ProtocolError(f"malformed A-ASSOCIATE-RQ: {type(exc).__name__}", reason=REASON_INVALID_PARAMETER) from exc
+    max_pdu = next(
+        (int(i.maximum_length_received) for i in primitive.user_information if isinstance(i, MaximumLengthNotification)), 0
+    )
+    return Request(
+        calling_ae=str(primitive.calling_ae_title).strip(),
+        called_ae=str(primitive.called_ae_title).strip(),
+        peer_max_pdu=max_pdu,
+        # PS3.8 9.3.2: bit 0 set is protocol version 1, the only one.
+        version_supported=bool(rq.protocol_version & 0x01),
+        primitive=primitive,
+    )
+
+
+def check(request: Request, ae_title: str) -> Refusal | None:
+    """Refusals that do not depend on who is calling (PS3.8 9.3.4, Table 9-21)."""
+    if not request.version_supported:
+        return Refusal(0x01, 0x02, 0x02, "protocol version not supported")
+    if str(request.primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
+        return Refusal(0x01, 0x01, 0x02, "application context name not supported")
+    if request.called_ae != ae_title:
+        return Refusal(0x01, 0x01, 0x07, f"called AE title {request.called_ae!r} not recognised")
+    return None
+
+
+def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes, dict[int, Context]]:
+    """The A-ASSOCIATE-AC PDU for `request`, and the contexts it accepts by ID.
+
+    Roles: we are SCP for what we accept; a role selection item is answered as PS3.7 D.3.3.4
+    allows. Asynchronous operations: we perform one at a time (PS3.7 D.3.3.3). User identity
+    and extended negotiation items are not supported and so, as PS3.7 D.3.3.5-7 permits, not
+    answered.
+    """
+    primitive = request.primitive
+    roles = {
+        cast(UID, i.sop_class_uid): (i.scu_role, i.scp_role)
+        for i in primitive.user_information
+        if isinstance(i, SCP_SCU_RoleSelectionNegotiation)
+    }
+    negotiate = negotiate_unrestricted if unrestricted else negotiate_as_acceptor
+    proposed = primitive.presentation_context_definition_list
+    results, role_replies = negotiate(proposed, _acceptable(proposed), roles)
+    accepted = {
+        int(cx.context_id): Context(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        for cx in results
+        if cx.result == 0x00 and cx.context_id is not None
+    }
+    ac = A_ASSOCIATE()
+    ac.application_context_name = UID(APPLICATION_CONTEXT_NAME)
+    ac.calling_ae_title = primitive.calling_ae_title
+    ac.called_ae_title = primitive.called_ae_title
+    ac.result = 0x00
+    ac.result_source = 0x01
+    ac.presentation_context_definition_results_list = results
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = max_pdu
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    items: list[object] = [maximum, implementation, version, *role_replies]
+    if any(isinstance(i, AsynchronousOperationsWindowNegotiation) for i in primitive.user_information):
+        items.append(AsynchronousOperationsWindowNegotiation())  # 1 invoked, 1 performed
+    ac.user_information = items  # type: ignore[assignment]
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(ac)
+    return pdu.encode(), accepted

@@ -1,0 +1,94 @@
+"""The listening socket: accepts connections and serves each in a thread of its own.
+
+Several listener processes can listen on one port (SO_REUSEPORT): the kernel spreads new
+connections over them, and an association then lives in one process, sharing no lock with the
+others. With TLS, the handshake runs in the connection's thread, so a peer that connects and
+stays silent delays nobody else.
+"""
+
+import logging
+import socket
+import ssl
+import threading
+from functools import partial
+
+from dicom_listener import connection, handlers, tls
+from dicom_listener.config import DicomSettings
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 128
+# How often the accepting thread looks whether it should stop.
+POLL_SECONDS = 0.5
+
+
+class Server:
+    """One process's listening socket and the connections it is serving."""
+
+    def __init__(self, settings: DicomSettings, receiver: handlers.Receiver) -> None:
+        self._settings = settings
+        self._receiver = receiver
+        self._tls = tls.server_context(settings)
+        self._socket = socket.create_server((settings.dicom_host, settings.dicom_port), backlog=BACKLOG, reuse_port=True)
+        self._socket.settimeout(POLL_SECONDS)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._acceptor = threading.Thread(target=self._accept, name="dicom-acceptor", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the settings' port, or the one the system chose for port 0)."""
+        return int(self._socket.getsockname()[1])
+
+    def start(self) -> "Server":
+        """Accept connections in the background."""
+        self._acceptor.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, address = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self._stop.is_set():
+                    log.error("accepting a connection failed: %s", exc)
+                continue
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            thread = threading.Thread(
+                target=self._serve, args=(conn, str(address[0])), name=f"dicom-{address[0]}:{address[1]}", daemon=True
+            )
+            with self._lock:
+                self._connections[conn] = thread
+            thread.start()
+
+    def _serve(self, conn: socket.socket, address: str) -> None:
+        try:
+            if isinstance(conn, ssl.SSLSocket):
+                refused = partial(handlers.tls_refused, self._receiver)
+                if not tls.handshake(conn, address, self._settings.dicom_acse_timeout, refused):
+                    conn.close()
+                    return
+            connection.serve(conn, address, self._receiver)
+        finally:
+            with self._lock:
+                self._connections.pop(conn, None)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop accepting, end every open connection (the peers see the TCP connection close), wait for their threads."""
+        self._stop.set()
+        if self._acceptor.is_alive():
+            self._acceptor.join()
+        self._socket.close()
+        with self._lock:
+            open_now = dict(self._connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked reading it
+            except OSError:
+                pass  # closed already
+        for thread in open_now.values():
+            thread.join(timeout)
