@@ -174,6 +174,8 @@ def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message)
     try:
         if request.command_field == dimse.C_STORE_RQ and message.spool is not None:
             status, comment = handlers.store(receiver, assoc, request, assoc.contexts[message.context_id], message.spool)
+        elif request.command_field == dimse.C_STORE_RQ:
+            status, comment = handlers.CANNOT_UNDERSTAND, "C-STORE request without a data set"
         elif request.command_field == dimse.C_ECHO_RQ:
             status, comment = handlers.SUCCESS, ""  # PS3.7 9.1.5
         else:

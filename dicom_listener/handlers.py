@@ -238,6 +238,8 @@ def store(receiver: Receiver, assoc: Association, request: dimse.Command, contex
             item = read_instance(
                 f,
                 size=spool.size,
+                dataset_start=spool.dataset_start,
+                transfer_syntax=context.transfer_syntax,
                 sha256=spool.sha256,
                 calling_ae=assoc.calling_ae,
                 source_address=assoc.address,

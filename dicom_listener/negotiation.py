@@ -116,10 +116,10 @@ def check(request: Request, ae_title: str) -> Refusal | None:
 def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes, dict[int, Context]]:
     """The A-ASSOCIATE-AC PDU for `request`, and the contexts it accepts by ID.
 
-    Roles: we are SCP for what we accept; a role selection item is answered as PS3.7 D.3.3.4
-    allows. Asynchronous operations: we perform one at a time (PS3.7 D.3.3.3). User identity
-    and extended negotiation items are not supported and so, as PS3.7 D.3.3.5-7 permits, not
-    answered.
+    Roles: role selection items get no reply, so the default roles hold, the requestor SCU
+    and us SCP (PS3.7 D.3.3.4). Asynchronous operations: we perform one at a time (PS3.7
+    D.3.3.3). User identity and extended negotiation items are not supported and so, as
+    PS3.7 D.3.3.5-7 permits, not answered.
     """
     primitive = request.primitive
     roles = {

@@ -55,6 +55,8 @@ class Spool:
         self._whole: bytes | None = None
         self._digest = hashlib.sha256(head)
         self.size = len(head)
+        # Where the data set starts: after our preamble and file meta.
+        self.dataset_start = len(head)
 
     def write(self, data: memoryview | bytes) -> None:
         """Append a fragment of the data set."""

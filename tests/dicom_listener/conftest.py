@@ -1,6 +1,6 @@
 """The listener in this process on a free port, storing to the session's real S3 and a fresh SQLite."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,13 +9,18 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import AE
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
 from dicom_listener.indexer import Indexer
+from dicom_listener.negotiation import APPLICATION_CONTEXT_NAME
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
 from integration.stack import StackConfig, free_ports
@@ -76,6 +81,22 @@ def send(port: int, ds: Dataset | Path, *, called: str = "DOCTORAI", calling: st
         return status
     finally:
         assoc.release()
+
+
+def associate_rq(contexts: list[PresentationContext], *, called: str = "DOCTORAI", extra: Sequence[object] = ()) -> bytes:
+    """An A-ASSOCIATE-RQ PDU from MODALITY proposing `contexts` (IDs 1, 3, 5...), max PDU 32768."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID(APPLICATION_CONTEXT_NAME)
+    primitive.calling_ae_title, primitive.called_ae_title = "MODALITY", called
+    for i, cx in enumerate(contexts):
+        cx.context_id = 2 * i + 1
+    primitive.presentation_context_definition_list = contexts
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 32768
+    primitive.user_information = [maximum, *extra]  # type: ignore[list-item]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
 
 
 def ct() -> Dataset:

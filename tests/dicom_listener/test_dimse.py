@@ -1,0 +1,73 @@
+"""Command sets: what pynetdicom encodes as an SCU we decode; what we encode, pydicom reads as PS3.7 says."""
+
+import io
+
+import pytest
+from pydicom.filereader import read_dataset
+from pydicom.uid import generate_uid
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+
+from dicom_listener import dimse
+from dicom_listener.errors import ProtocolError
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _encoded(message: C_STORE_RQ | C_ECHO_RQ) -> bytes:
+    # The command set is the command fragments of the PDVs pynetdicom would send (PS3.8 E.2):
+    # each PDV is [context ID, message control header + fragment].
+    pdvs = [pdv for p_data in message.encode_msg(1, 16384) for pdv in p_data.presentation_data_value_list]
+    return b"".join(value[1:] for _, value in pdvs if value[0] & 0x01)
+
+
+def test_a_c_store_request_from_pynetdicom() -> None:
+    uid = generate_uid()
+    primitive = C_STORE()
+    primitive.MessageID, primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = 7, CT, uid
+    primitive.Priority, primitive.MoveOriginatorApplicationEntityTitle = 2, "ORIGIN"
+    primitive.DataSet = io.BytesIO(b"\x00" * 8)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    command = dimse.decode(_encoded(message))
+    assert command == dimse.Command(
+        command_field=dimse.C_STORE_RQ,
+        message_id=7,
+        has_data_set=True,
+        affected_sop_class_uid=CT,
+        affected_sop_instance_uid=uid,
+        move_originator_ae_title="ORIGIN",
+    )
+
+
+def test_a_c_echo_request_has_no_data_set() -> None:
+    primitive = C_ECHO()
+    primitive.MessageID, primitive.AffectedSOPClassUID = 3, "1.2.840.10008.1.1"
+    message = C_ECHO_RQ()
+    message.primitive_to_message(primitive)
+    command = dimse.decode(_encoded(message))
+    assert (command.command_field, command.message_id, command.has_data_set) == (dimse.C_ECHO_RQ, 3, False)
+
+
+def test_our_response_reads_back_as_the_standard_says() -> None:
+    request = dimse.Command(dimse.C_STORE_RQ, 9, True, CT, "1.2.3.45")
+    encoded = dimse.response(request, 0xA700, "Storage unavailable, retry later" + "!" * 60)
+    ds = read_dataset(io.BytesIO(encoded), is_implicit_VR=True, is_little_endian=True)
+    assert ds.CommandGroupLength == len(encoded) - 12  # everything after the group length element
+    assert (ds.CommandField, ds.MessageIDBeingRespondedTo, ds.CommandDataSetType) == (0x8001, 9, 0x0101)
+    assert (ds.Status, ds.AffectedSOPClassUID, ds.AffectedSOPInstanceUID) == (0xA700, CT, "1.2.3.45")
+    assert len(ds.ErrorComment) == 64 and len(encoded) % 2 == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00\x00\x00\x04",  # cut inside an element header
+        b"\x08\x00\x16\x00\x02\x00\x00\x00ab",  # group 0008 in a command set
+        b"\x00\x00\x00\x01\x10\x00\x00\x00ab",  # value length past the end
+        b"\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00",  # no Message ID
+    ],
+)
+def test_malformed_command_sets_are_protocol_errors(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        dimse.decode(data)
