@@ -220,7 +220,8 @@ def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spoo
         # Object first, then the row: a crash in between leaves an unindexed object that the
         # sender's retry overwrites (same key), never a row without its bytes.
         _put(receiver, item.object_key, spool)
-    receiver.indexer.commit(Job(item=item, write=write, records=_records(receiver, assoc, item, duplicate)))
+    records = _records(receiver, assoc, item, duplicate)
+    receiver.indexer.commit(Job(item=item, write=write, records=records, new_version=state == "different"))
     # Audited once committed: a failed commit is retried by the sender, and audits the association again.
     assoc.studies.add(item.study_uid)
     return outcome

@@ -38,6 +38,8 @@ class Job:
     # False when the bytes were stored already (a duplicate): only the audit records are written.
     write: bool
     records: tuple[AuditRecord, ...]
+    # A later version of an instance already indexed (keep-last), which may move it to another study.
+    new_version: bool = False
 
 
 class Indexer:
@@ -119,7 +121,7 @@ class Indexer:
         with session_scope(self._engine) as session:
             for job in jobs:
                 if job.write:
-                    indexed = index_instance(session, item=job.item, now=now)
+                    indexed = index_instance(session, item=job.item, now=now, new_version=job.new_version)
                     if indexed.expected_instances:
                         counted[indexed.study_uid] = indexed.expected_instances
             # One chain lock and one INSERT for every record of the batch, in arrival order.

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+@lru_cache
+def _read_only(engine: Engine) -> Engine:
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
 @contextmanager
 def read_scope(engine: Engine) -> Iterator[Session]:
     """A transaction that only reads: on SQLite it does not wait for, or hold, the write lock."""
-    with session_scope(engine.execution_options(**{_READ_ONLY: True})) as session:
+    with session_scope(_read_only(engine)) as session:
         yield session
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -62,6 +62,7 @@ class IndexedStudy:
 @dataclass(frozen=True)
 class _IndexStatements:
     study: Executable
+    reopen_left: Executable
     series: Executable
     instance: Executable
     version: Executable
@@ -93,7 +94,18 @@ def _index_statements(dialect: str) -> _IndexStatements:
     )
     instance = insert_for(instances)
     latest = select(func.coalesce(func.max(versions.c.version), 0) + 1).where(versions.c.sop_uid == bindparam("version_of"))
+    # An instance that moves to another study (keep-last) changes the study it leaves, which then
+    # receives again: its next revision is announced after its quiet period, without the instance.
+    # A study left empty stays as it was.
+    moving = select(instances.c.study_uid).where(instances.c.sop_uid == bindparam("sop"), instances.c.study_uid != bindparam("to"))
+    others = select(instances.c.sop_uid).where(instances.c.study_uid == studies.c.study_uid, instances.c.sop_uid != bindparam("sop"))
+    reopen_left = (
+        update(studies)
+        .where(studies.c.study_uid.in_(moving), others.exists())
+        .values(status="receiving", last_received_at=bindparam("now"))
+    )
     return _IndexStatements(
+        reopen_left=reopen_left,
         study=study.on_conflict_do_update(
             index_elements=["study_uid"],
             set_={
@@ -112,8 +124,12 @@ def _index_statements(dialect: str) -> _IndexStatements:
     )
 
 
-def index_instance(session: Session, *, item: ReceivedInstance, now: datetime | None = None) -> IndexedStudy:
+def index_instance(
+    session: Session, *, item: ReceivedInstance, now: datetime | None = None, new_version: bool = True
+) -> IndexedStudy:
     """Index an instance (or a new version of one) whose bytes are stored: its study, series, instance and version rows.
+
+    `new_version=False` says the SOP instance is not indexed yet, which spares looking for a study it leaves.
 
     Prebuilt Core statements, one round trip each and no lookups first: this runs for every
     C-STORE, where the ORM's get-then-add cost more SELECTs and a unit of work.
@@ -142,6 +158,8 @@ def index_instance(session: Session, *, item: ReceivedInstance, now: datetime | 
             "expected_instances": item.expected_instances or None,
         },
     ).scalar_one()
+    if new_version:
+        connection.execute(statements.reopen_left, {"sop": item.sop_uid, "to": item.study_uid, "now": now})
     current = {
         "sop_class_uid": item.sop_class_uid,
         "transfer_syntax_uid": item.transfer_syntax_uid,
