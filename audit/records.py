@@ -46,6 +46,9 @@ AUTHENTICATION_FAILED = Hop("110114", "authentication-failed", Action.EXECUTE)
 # DCM 110104 DICOM Instances Transferred (PS3.15 A.5.3.2).
 INSTANCE_STORED = Hop("110104", "instance-stored", Action.CREATE)
 INSTANCE_REFUSED = Hop("110104", "instance-refused", Action.CREATE)
+# DCM 110111 Procedure Record: a modality's performed procedure step (MPPS) started or changed.
+PROCEDURE_STEP_CREATED = Hop("110111", "procedure-step-created", Action.CREATE)
+PROCEDURE_STEP_UPDATED = Hop("110111", "procedure-step-updated", Action.UPDATE)
 # DCM 110100 Application Activity: the engine's own pipeline steps.
 STUDY_READY = Hop("110100", "study-ready", Action.EXECUTE)
 STUDY_ROUTED = Hop("110100", "study-routed", Action.EXECUTE)

@@ -25,6 +25,9 @@ class DicomSettings(BaseSettings):
     dicom_metrics_port: int = 9101
     # A study is ready once no instance arrived for this long (DESIGN.md 5.4); per peer in dicom_peers.
     quiet_period_seconds: float = 10.0
+    # A study with a performed procedure step in progress (MPPS N-CREATE) is not declared ready by
+    # its quiet period until the step ends, or until its modality said nothing for this long.
+    dicom_step_hold_seconds: float = Field(default=3600.0, ge=0)
     # Listener processes sharing the port (SO_REUSEPORT); the parent runs the quiet-period sweep.
     dicom_workers: int = Field(default=1, ge=1, le=64)
     # False: only calling AE titles in dicom_peers may associate (PS3.8 9.3.4 reason 3 otherwise).

@@ -11,7 +11,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from dicom_listener import dimse, handlers, metrics, negotiation, pdus
+from dicom_listener import dimse, handlers, metrics, negotiation, pdus, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, ProtocolError
 from dicom_listener.spool import Spool, file_meta
@@ -23,6 +23,8 @@ COMMAND = 0x01
 LAST = 0x02
 # A command set is a few hundred bytes; more is not a command set.
 COMMAND_LIMIT = 1 << 16
+# Requests whose data set we keep and act on; any other request's data set is read and dropped.
+_WITH_DATA_SET = {dimse.C_STORE_RQ, dimse.N_CREATE_RQ, dimse.N_SET_RQ}
 
 
 @dataclass
@@ -156,12 +158,11 @@ def _command_complete(assoc: Association, receiver: handlers.Receiver, message: 
     if not request.has_data_set:
         _respond(assoc, receiver, message)
         return
-    if request.command_field == dimse.C_STORE_RQ:
-        context = assoc.contexts[message.context_id]
+    if request.command_field in _WITH_DATA_SET:
         head = file_meta(
-            sop_class_uid=request.affected_sop_class_uid,
-            sop_instance_uid=request.affected_sop_instance_uid,
-            transfer_syntax_uid=context.transfer_syntax,
+            sop_class_uid=request.sop_class_uid,
+            sop_instance_uid=request.sop_instance_uid,
+            transfer_syntax_uid=assoc.contexts[message.context_id].transfer_syntax,
         )
         settings = receiver.settings
         message.spool = Spool(head, memory_limit=settings.dicom_spool_memory_bytes, directory=settings.dicom_spool_dir or None)
@@ -172,16 +173,25 @@ def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message)
     request = message.request
     assert request is not None
     try:
-        if request.command_field == dimse.C_STORE_RQ and message.spool is not None:
-            status, comment = handlers.store(receiver, assoc, request, assoc.contexts[message.context_id], message.spool)
-        elif request.command_field == dimse.C_STORE_RQ:
-            status, comment = handlers.CANNOT_UNDERSTAND, "C-STORE request without a data set"
-        elif request.command_field == dimse.C_ECHO_RQ:
-            status, comment = handlers.SUCCESS, ""  # PS3.7 9.1.5
-        else:
-            status, comment = dimse.UNRECOGNIZED_OPERATION, "only C-ECHO and C-STORE are served"
+        answer = _answer(assoc, receiver, request, message)
     finally:
         if message.spool is not None:
             message.spool.discard()
         message.spool, message.request = None, None
-    assoc.sock.sendall(pdus.p_data(message.context_id, COMMAND | LAST, dimse.response(request, status, comment)))
+    response = dimse.response(request, answer.status, answer.comment, instance_uid=answer.instance_uid)
+    assoc.sock.sendall(pdus.p_data(message.context_id, COMMAND | LAST, response))
+
+
+def _answer(assoc: Association, receiver: handlers.Receiver, request: dimse.Command, message: _Message) -> handlers.Answer:
+    context = assoc.contexts[message.context_id]
+    if request.command_field == dimse.C_ECHO_RQ:
+        return handlers.Answer(handlers.SUCCESS)  # PS3.7 9.1.5
+    if request.command_field in _WITH_DATA_SET and message.spool is None:
+        return handlers.Answer(handlers.CANNOT_UNDERSTAND, "request without its data set")
+    if message.spool is not None and request.command_field == dimse.C_STORE_RQ:
+        return handlers.store(receiver, assoc, request, context, message.spool)
+    if message.spool is not None and context.abstract_syntax == steps.MPPS:
+        if request.command_field == dimse.N_CREATE_RQ:
+            return steps.create(receiver, assoc, request, message.spool)
+        return steps.update(receiver, assoc, request, message.spool)
+    return handlers.Answer(dimse.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")

@@ -55,7 +55,15 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 # PS3.7 C.4 general status "Processing Failure" (0110H): the index refused the instance's values.
 PROCESSING_FAILURE = 0x0110
 
-Status = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A DIMSE response's status and error comment, and for an N-CREATE the SOP instance created."""
+
+    status: int
+    comment: str = ""
+    instance_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,13 +235,13 @@ def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spoo
     return outcome
 
 
-def store(receiver: Receiver, assoc: Association, request: dimse.Command, context: Context, spool: Spool) -> Status:
+def store(receiver: Receiver, assoc: Association, request: dimse.Command, context: Context, spool: Spool) -> Answer:
     """C-STORE: the spooled instance to object storage as received, indexed and audited; then its status."""
     started = time.perf_counter()
     if request.affected_sop_class_uid != context.abstract_syntax:
         metrics.INSTANCES.labels("cannot-understand").inc()
         _refuse(receiver, assoc, reason="Affected SOP Class UID differs from the presentation context's")
-        return DATA_SET_DOES_NOT_MATCH, "SOP Class differs from the presentation context"
+        return Answer(DATA_SET_DOES_NOT_MATCH, "SOP Class differs from the presentation context")
     try:
         with spool.open() as f:
             item = read_instance(
@@ -249,26 +257,26 @@ def store(receiver: Receiver, assoc: Association, request: dimse.Command, contex
     except CannotUnderstand as exc:
         metrics.INSTANCES.labels("cannot-understand").inc()
         _refuse(receiver, assoc, reason=str(exc))
-        return CANNOT_UNDERSTAND, str(exc)
+        return Answer(CANNOT_UNDERSTAND, str(exc))
     try:
         with correlated(correlation_id_for_study(item.study_uid)):
             outcome = _ingest(receiver, assoc, item, spool)
     except DuplicateRefused as exc:
         metrics.INSTANCES.labels("duplicate-refused").inc()
         _refuse(receiver, assoc, reason=str(exc), item=item)
-        return DUPLICATE_SOP_INSTANCE, str(exc)
+        return Answer(DUPLICATE_SOP_INSTANCE, str(exc))
     except StorageUnavailable as exc:
         log.warning("storage unavailable, answering out of resources: %s", exc)
         metrics.INSTANCES.labels("out-of-resources").inc()
-        return OUT_OF_RESOURCES, "Storage unavailable, retry later"
+        return Answer(OUT_OF_RESOURCES, "Storage unavailable, retry later")
     except SQLAlchemyError as exc:
         # Not the database being down (that is StorageUnavailable) but this instance's rows being
         # refused: a retry would fail the same way. Its bytes stay unindexed, overwritten by a resend.
         log.exception("index refused instance %s", item.sop_uid)
         metrics.INSTANCES.labels("processing-failure").inc()
         _refuse(receiver, assoc, reason=f"index refused it: {type(exc).__name__}", item=item)
-        return PROCESSING_FAILURE, "Index refused the instance"
+        return Answer(PROCESSING_FAILURE, "Index refused the instance")
     metrics.INSTANCES.labels(outcome).inc()
     metrics.BYTES.inc(item.size)
     metrics.STORE_SECONDS.observe(time.perf_counter() - started)
-    return SUCCESS, ""
+    return Answer(SUCCESS)

@@ -21,6 +21,9 @@ STORE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OVERSIZE_PDUS = Counter("doctorai_dicom_oversize_pdus_total", "Associations aborted for a PDU over the maximum length")
+PROCEDURE_STEPS = Counter(
+    "doctorai_dicom_procedure_steps_total", "Modality performed procedure steps created or updated, by the status they reached", ["status"]
+)
 STUDIES_READY = Counter("doctorai_dicom_studies_ready_total", "Studies declared ready, by reason", ["reason"])
 
 # Issue 9: studies still receiving, waiting for their quiet period (set by the sweep, one process).

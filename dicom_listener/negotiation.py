@@ -23,7 +23,7 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor, negotiate_unrestricted
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification  # type: ignore[attr-defined]
 
 from dicom_listener.admission import Refusal
 from dicom_listener.errors import ProtocolError
@@ -58,7 +58,9 @@ class Context:
 def _supported() -> dict[str, frozenset[str]]:
     syntaxes = frozenset(ALL_TRANSFER_SYNTAXES)
     supported = {str(cx.abstract_syntax): syntaxes for cx in AllStoragePresentationContexts}
-    supported[str(Verification)] = frozenset(build_context(Verification).transfer_syntax)
+    # Verification and MPPS (PS3.4 F.7): small data sets in the default uncompressed syntaxes.
+    for sop_class in (Verification, ModalityPerformedProcedureStep):
+        supported[str(sop_class)] = frozenset(build_context(sop_class).transfer_syntax)
     return supported
 
 

@@ -80,6 +80,7 @@ def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: thr
         ae_title=settings.dicom_ae_title,
         stop=stop,
         per_ae=peers.quiet_periods,
+        step_hold=settings.dicom_step_hold_seconds,
     )
 
 

@@ -26,10 +26,14 @@ def declare_ready(
     ae_title: str,
     now: datetime | None = None,
     per_ae: Mapping[str, float] | None = None,
+    step_hold: float = 0.0,
 ) -> list[StudyReady]:
     """Mark quiet studies ready at a new revision and queue `study.ready` for each, in one transaction.
 
-    `quiet_period` applies to every calling AE not named in `per_ae`. Safe to run in several
+    `quiet_period` applies to every calling AE not named in `per_ae`. A study with a performed
+    procedure step in progress (MPPS) waits for it to end, unless its modality said nothing about
+    it for `step_hold` seconds (a modality that never ends its step must not hold a study for
+    ever); 0 ignores steps in progress. Safe to run in several
     processes at once: rows are claimed with FOR UPDATE SKIP LOCKED on PostgreSQL, and SQLite
     transactions hold the write lock.
     """
@@ -38,7 +42,8 @@ def declare_ready(
     shortest = min([quiet_period, *per_ae.values()])
     announced: list[StudyReady] = []
     with session_scope(engine) as session:
-        for study in studies_quiet_since(session, before=now - timedelta(seconds=shortest)):
+        held = now - timedelta(seconds=step_hold) if step_hold else None
+        for study in studies_quiet_since(session, before=now - timedelta(seconds=shortest), steps_since=held):
             wait = per_ae.get(study.calling_ae, quiet_period)
             if study.last_received_at < now - timedelta(seconds=wait):
                 announced.append(announce(session, study, reason="quiet-period", who=f"ae:{ae_title}", now=now))
@@ -55,13 +60,14 @@ def run(
     ae_title: str,
     stop: threading.Event,
     per_ae: Callable[[], Mapping[str, float]],
+    step_hold: float = 0.0,
 ) -> None:
     """Sweep for quiet studies until `stop` is set; a database outage only delays the sweep."""
     interval = max(0.05, min(1.0, quiet_period / 4))
     while not stop.wait(interval):
         try:
             periods = per_ae()
-            declare_ready(engine, quiet_period=quiet_period, ae_title=ae_title, per_ae=periods)
+            declare_ready(engine, quiet_period=quiet_period, ae_title=ae_title, per_ae=periods, step_hold=step_hold)
         except StorageUnavailable as exc:
             log.warning("quiet-period sweep postponed: %s", exc)
             continue

@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
-from storage.tables import FhirResource, InferenceJob, Instance, InstanceVersion, ModelPackage, Series, Study
+from storage.steps import IN_PROGRESS, expected_from_steps
+from storage.tables import FhirResource, InferenceJob, Instance, InstanceVersion, ModelPackage, PerformedStep, Series, Study
 
 InstanceState = Literal["new", "same", "different"]
 
@@ -77,7 +78,10 @@ def _index_statements(dialect: str) -> _IndexStatements:
     # opens its next revision. What identifies the study (patient, accession, date) is the first
     # instance's; who sent it last is the last one's. The upsert locks the row on PostgreSQL, so
     # concurrent associations update one study one at a time (SQLite holds the database lock).
-    study = insert_for(studies)
+    # The count the instance announces, else the one the study's performed steps list (MPPS).
+    study = insert_for(studies).values(
+        expected_instances=func.coalesce(bindparam("announced", type_=Integer), expected_from_steps(bindparam("steps_of")))
+    )
     announced = func.coalesce(study.excluded.expected_instances, studies.c.expected_instances)
     # A new version of an instance takes its place too: a SOP Instance UID sent again under another
     # series or study (a corrected study at the modality) moves there (keep-last policy).
@@ -155,7 +159,8 @@ def index_instance(
             "ready_reason": "",
             "first_received_at": now,
             "last_received_at": now,
-            "expected_instances": item.expected_instances or None,
+            "announced": item.expected_instances or None,
+            "steps_of": item.study_uid,
         },
     ).scalar_one()
     if new_version:
@@ -224,14 +229,25 @@ def count_instances(session: Session, *, study_uid: str) -> int:
     return session.scalar(select(func.count()).select_from(Instance).where(Instance.study_uid == study_uid)) or 0
 
 
-def studies_quiet_since(session: Session, *, before: datetime) -> list[Study]:
-    """Studies still receiving whose last instance arrived before `before`."""
+def studies_quiet_since(session: Session, *, before: datetime, steps_since: datetime | None = None) -> list[Study]:
+    """Studies still receiving whose last instance arrived before `before`.
+
+    With `steps_since`, not those with a performed procedure step (MPPS) in progress that its
+    modality reported on since then: the modality is still acquiring them.
+    """
     stmt = (
         select(Study)
         .where(Study.status == "receiving", Study.last_received_at < before)
         .order_by(Study.last_received_at)
         .with_for_update(skip_locked=True)
     )
+    if steps_since is not None:
+        acquiring = exists().where(
+            PerformedStep.study_uid == Study.study_uid,
+            PerformedStep.status == IN_PROGRESS,
+            PerformedStep.updated_at > steps_since,
+        )
+        stmt = stmt.where(~acquiring)
     return list(session.scalars(stmt))
 
 

@@ -388,6 +388,27 @@ class Delivery(Base):
 # Issue 3: DICOM ingest (per-peer settings, instance versions).
 
 
+class PerformedStep(Base):
+    """A Modality Performed Procedure Step (MPPS, PS3.4 F.7): what a modality did for a scheduled step.
+
+    Once every step of a study is COMPLETED or DISCONTINUED, the instances they list are the ones
+    the study should hold (IHE Scheduled Workflow): the study is ready when that many are stored.
+    """
+
+    __tablename__ = "performed_steps"
+
+    sop_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    # IN PROGRESS, COMPLETED or DISCONTINUED (0040,0252).
+    status: Mapped[str] = mapped_column(String(16))
+    # SOP instances the step's Performed Series Sequence references (None until it lists any).
+    instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class DicomPeer(Base):
     """A calling AE title allowed to send to the listener, with its own settings (NULL: the global one)."""
 

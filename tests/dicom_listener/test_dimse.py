@@ -71,3 +71,12 @@ def test_our_response_reads_back_as_the_standard_says() -> None:
 def test_malformed_command_sets_are_protocol_errors(data: bytes) -> None:
     with pytest.raises(ProtocolError):
         dimse.decode(data)
+
+
+def test_an_n_set_response_names_the_requested_instance_as_affected() -> None:
+    request = dimse.Command(dimse.N_SET_RQ, 4, True, requested_sop_class_uid="1.2.840.10008.3.1.2.3.3", requested_sop_instance_uid="1.2.9")
+    ds = read_dataset(io.BytesIO(dimse.response(request, 0x0000)), is_implicit_VR=True, is_little_endian=True)
+    assert (ds.CommandField, ds.AffectedSOPClassUID, ds.AffectedSOPInstanceUID) == (0x8120, "1.2.840.10008.3.1.2.3.3", "1.2.9")
+    created = dimse.Command(dimse.N_CREATE_RQ, 5, True, affected_sop_class_uid="1.2.840.10008.3.1.2.3.3")
+    ds = read_dataset(io.BytesIO(dimse.response(created, 0x0000, instance_uid="2.25.7")), is_implicit_VR=True, is_little_endian=True)
+    assert (ds.CommandField, ds.AffectedSOPInstanceUID) == (0x8140, "2.25.7")
