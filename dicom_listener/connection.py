@@ -58,6 +58,9 @@ def serve(sock: socket.socket, address: str, receiver: handlers.Receiver) -> Non
         log.info("connection from %s ended: %s", address, exc)
         if assoc.policy is not None:
             metrics.ASSOCIATIONS.labels("aborted").inc()
+    except Exception as exc:  # a fault of ours: this association ends, the listener and the others go on
+        log.exception("association from %s failed", address)
+        _abort(assoc, receiver, f"internal error: {type(exc).__name__}", pdus.REASON_NOT_SPECIFIED)
     finally:
         if message is not None and message.spool is not None:
             message.spool.discard()  # a data set cut off by an abort is dropped, never stored

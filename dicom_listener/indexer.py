@@ -1,15 +1,15 @@
 """Group commit: the index rows and audit records of instances this process received, committed together.
 
-Each association's thread stores its instance's bytes, hands the index work to its process's one
-indexing thread, and waits for the commit before it answers the C-STORE (DESIGN.md 5.1). The
-indexing thread takes every job waiting and commits them in one transaction: one audit chain
-lock and one commit for as many instances as arrived together, where one transaction each would
-make concurrent associations queue for the database lock. A lone association waits for nobody:
-its job is committed as soon as it comes.
+Each association's thread stores its instance's bytes, then adds its index work to the pending
+jobs and waits for the commit before it answers the C-STORE (DESIGN.md 5.1). Whichever thread
+gets the commit lock commits every job pending in one transaction: one audit chain lock and one
+commit for as many instances as arrived together, where one transaction each would make
+concurrent associations queue for the database lock. The others find their job committed when
+they get the lock, or commit the next batch. A lone association commits its own job in its own
+thread, with no hand-over to another.
 """
 
 import logging
-import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,47 +43,33 @@ class Job:
 
 
 class Indexer:
-    """The thread that commits this process's index jobs, in batches of whatever is waiting."""
+    """This process's pending index jobs, committed in batches of whatever is waiting."""
 
-    def __init__(self, engine: Engine, *, ae_title: str, max_batch: int = 64) -> None:
+    def __init__(self, engine: Engine, *, ae_title: str) -> None:
         self._engine = engine
         self._who = f"ae:{ae_title}"
-        self._max_batch = max_batch
-        self._jobs: queue.SimpleQueue[tuple[Job, Future[None]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="dicom-indexer", daemon=True)
-
-    def start(self) -> "Indexer":
-        """Start committing."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Commit what is queued, then stop."""
-        self._jobs.put(None)
-        self._thread.join()
+        self._pending: list[tuple[Job, Future[None]]] = []
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     def commit(self, job: Job) -> None:
         """Commit `job` (in some batch) and return once it is committed; raises what its transaction raised."""
         done: Future[None] = Future()
-        self._jobs.put((job, done))
-        done.result()
-
-    def _run(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
+        with self._pending_lock:
+            self._pending.append((job, done))
+        with self._commit_lock:
+            if not done.done():  # not committed by the batch that held the lock before
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
                 try:
-                    waiting = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if waiting is None:
-                    self._jobs.put(None)  # stop after this batch
-                    break
-                batch.append(waiting)
-            self._commit_batch(batch)
+                    self._commit_batch(batch)
+                except BaseException as exc:
+                    # A failure _commit_batch did not expect: nobody in the batch may wait for ever.
+                    for _, waiting in batch:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
+                    raise
+        done.result()
 
     def _commit_batch(self, batch: list[tuple[Job, "Future[None]"]]) -> None:
         try:

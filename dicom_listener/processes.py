@@ -42,20 +42,20 @@ def _setup(settings: DicomSettings, stop: threading.Event) -> None:
 
 def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
     storage = get_storage_settings()
-    engine = make_engine(storage.resolved_database_url())
+    # C-STORE commits leave SQLite checkpoints to the quiet-period sweep (stability.run).
+    engine = make_engine(storage.resolved_database_url(), checkpoints=False)
     return Receiver(
         store=make_object_store(storage),
         engine=engine,
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=counts,
-        indexer=Indexer(engine, ae_title=settings.dicom_ae_title).start(),
+        indexer=Indexer(engine, ae_title=settings.dicom_ae_title),
     )
 
 
 def _stop(server: Server, receiver: Receiver) -> None:
     server.shutdown()
-    receiver.indexer.stop()
     receiver.engine.dispose()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from dicom_listener import metrics
 from integration.messages import StudyReady
 from integration.studies import announce
-from storage.db import session_scope
+from storage.db import checkpoint, session_scope
 from storage.errors import StorageUnavailable
 from storage.queries import count_receiving, studies_quiet_since
 
@@ -62,12 +62,16 @@ def run(
     per_ae: Callable[[], Mapping[str, float]],
     step_hold: float = 0.0,
 ) -> None:
-    """Sweep for quiet studies until `stop` is set; a database outage only delays the sweep."""
+    """Sweep for quiet studies until `stop` is set; a database outage only delays the sweep.
+
+    Each sweep also checkpoints SQLite's WAL, which the listener's C-STORE commits leave to it.
+    """
     interval = max(0.05, min(1.0, quiet_period / 4))
     while not stop.wait(interval):
         try:
             periods = per_ae()
             declare_ready(engine, quiet_period=quiet_period, ae_title=ae_title, per_ae=periods, step_hold=step_hold)
+            checkpoint(engine)
         except StorageUnavailable as exc:
             log.warning("quiet-period sweep postponed: %s", exc)
             continue

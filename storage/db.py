@@ -1,5 +1,6 @@
 """Database engine and transactions: the one way to reach SQL (SQLAlchemy 2.0)."""
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -18,8 +19,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "doctorai_read_only"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL and a busy timeout so several processes can share it."""
+def make_engine(url: str, *, checkpoints: bool = True) -> Engine:
+    """Create an engine; SQLite gets WAL and a busy timeout so several processes can share it.
+
+    `checkpoints=False`: this engine's commits never copy the SQLite WAL back into the database
+    (a checkpoint, with two fsyncs): whoever commits on the way to an answer leaves that to a
+    background `checkpoint` call. A checkpoint inside a commit waits on the disk behind every
+    other file being written (ext4 orders its journal commits), measured at 2.4 ms a C-STORE.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -31,6 +38,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            if not checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -60,6 +69,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy what the SQLite WAL holds back into the database, without waiting for anyone (PASSIVE)."""
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        with engine.connect() as conn:
+            # On the driver's connection, outside any transaction: a checkpoint cannot run in one.
+            conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        raise StorageUnavailable(f"database unavailable: {exc!r}") from exc
 
 
 @lru_cache

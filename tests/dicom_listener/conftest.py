@@ -49,14 +49,13 @@ def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = Non
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=AssociationCounts(1),
-        indexer=Indexer(engine, ae_title=settings.dicom_ae_title).start(),
+        indexer=Indexer(engine, ae_title=settings.dicom_ae_title),
     )
     server = Server(settings, receiver).start()
     try:
         yield Listener(settings, engine, store, receiver)
     finally:
         server.shutdown()
-        receiver.indexer.stop()
         engine.dispose()
 
 
