@@ -5,12 +5,14 @@ directory (SQLite file), topic prefix and processes, so tests never see each oth
 """
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from sqlalchemy import Engine
@@ -126,6 +128,20 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
         yield config
     finally:
         supervisor.stop_all()
+
+
+def process_ended(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process `pid` is gone within `timeout` seconds (a zombie no one reaped yet counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 class EngineRun:
