@@ -157,13 +157,32 @@ class EngineRun:
         start_engine(config, self.supervisor)
 
     def kill_all(self) -> None:
-        """SIGKILL every engine process, as a power cut would."""
+        """SIGKILL every engine process, as a power cut would; the processes they started end too."""
+        descendants = self._descendants()
         for child in list(self.supervisor.children):
             self.supervisor.kill(child.name)
+        self._assert_ended(descendants)
 
     def stop(self) -> None:
-        """Stop every engine process cleanly (together: the shared services stay up)."""
+        """Stop every engine process cleanly (together: the shared services stay up), and what they started."""
+        descendants = self._descendants()
         self.supervisor.stop_together()
+        self._assert_ended(descendants)
+
+    def _descendants(self) -> list[psutil.Process]:
+        """The processes the engine's processes started (an inference worker's model runners)."""
+        found: list[psutil.Process] = []
+        for child in self.supervisor.children:
+            try:
+                found += psutil.Process(child.process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    @staticmethod
+    def _assert_ended(processes: list[psutil.Process]) -> None:
+        left = [f"{p.pid} {p.name()}" for p in processes if not process_ended(p.pid)]
+        assert not left, f"engine processes left these behind: {left}"
 
     def logs(self, tail: int | None = 4000) -> str:
         """What the engine processes logged: the last `tail` characters of each log, or all of it."""
