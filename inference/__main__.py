@@ -35,7 +35,7 @@ async def serve(name: str) -> None:
     def loader(model: str, version: str) -> LoadedModel:
         manifest = registry.manifest_of(engine, model, version)
         package = registry.fetch(store, cache_dir, model, version)
-        return LoadedModel(manifest, package / manifest.artifact, registry.adapter_for(manifest.framework))
+        return LoadedModel(manifest, package / manifest.artifact, registry.adapter_module(manifest.framework))
 
     models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
     stop = asyncio.Event()
@@ -43,43 +43,47 @@ async def serve(name: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
-    version = await asyncio.to_thread(registry.active_version, engine, name)
-    loaded = await asyncio.to_thread(models.get, name, version)
-    metrics.LOADED_MODELS.labels(name).set_function(lambda: len(models.loaded()))
-    if stop.is_set():
-        return
-    if loaded.manifest.clinical_use is False:
-        log.warning("%s %s is not validated for clinical use; its results say so", name, version)
-
-    request_topic = topics.inference_request(name)
-    await kafka.ensure_topics(integration, [request_topic, topics.INFERENCE_RESULT, topics.DLQ])
-    producer = kafka.make_producer(integration)  # for the dead-letter topic; results go through the outbox
-    consumer = kafka.make_consumer(integration, group_id=topics.consumer_group_for_model(name), names=[request_topic])
-    await producer.start()
     try:
-        await consumer.start()
-        metrics_server = None
+        # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
+        version = await asyncio.to_thread(registry.active_version, engine, name)
+        loaded = await asyncio.to_thread(models.get, name, version)
+        metrics.LOADED_MODELS.labels(name).set_function(lambda: len(models.loaded()))
+        metrics.MODEL_RESIDENT_BYTES.labels(name).set_function(models.resident_bytes)
+        if stop.is_set():
+            return
+        if loaded.manifest.clinical_use is False:
+            log.warning("%s %s is not validated for clinical use; its results say so", name, version)
+
+        request_topic = topics.inference_request(name)
+        await kafka.ensure_topics(integration, [request_topic, topics.INFERENCE_RESULT, topics.DLQ])
+        producer = kafka.make_producer(integration)  # for the dead-letter topic; results go through the outbox
+        consumer = kafka.make_consumer(integration, group_id=topics.consumer_group_for_model(name), names=[request_topic])
+        await producer.start()
         try:
-            if settings.inference_metrics_port:
-                # Ready: the launcher polls this port to know the worker is up.
-                metrics_server = health.serve(settings.inference_metrics_port)
-            log.info("serving %s (active version %s) on %s", name, version, request_topic)
-            worker = Worker(
-                name=name,
-                models=models,
-                store=store,
-                engine=engine,
-                producer=producer,
-                settings=settings,
-                integration=integration,
-            )
-            await worker.run(consumer, stop=stop)
+            await consumer.start()
+            metrics_server = None
+            try:
+                if settings.inference_metrics_port:
+                    # Ready: the launcher polls this port to know the worker is up.
+                    metrics_server = health.serve(settings.inference_metrics_port)
+                log.info("serving %s (active version %s) on %s", name, version, request_topic)
+                worker = Worker(
+                    name=name,
+                    models=models,
+                    store=store,
+                    engine=engine,
+                    producer=producer,
+                    settings=settings,
+                    integration=integration,
+                )
+                await worker.run(consumer, stop=stop)
+            finally:
+                health.stop(metrics_server)
+                await consumer.stop()
         finally:
-            health.stop(metrics_server)
-            await consumer.stop()
+            await producer.stop()  # flushes what is still buffered
     finally:
-        await producer.stop()  # flushes what is still buffered
+        models.close()  # no runner outlives its worker
         engine.dispose()
     log.info("stopped")
 

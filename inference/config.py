@@ -17,11 +17,12 @@ class InferenceSettings(BaseSettings):
     inference_batch_wait_seconds: float = 0.05
     # Metrics port of `python -m inference`; 0 turns it off.
     inference_metrics_port: int = 9104
-    # A job that takes longer than this is abandoned: its job fails, its result says why, and the
-    # request is dead-lettered.
+    # A job that takes longer than this is abandoned: its model's runner process is killed, its job
+    # fails, its result says why, and the request is dead-lettered. The next job starts a new runner.
     inference_timeout_seconds: float = 120.0
-    # Loaded models are kept until their artifacts (on disk, a proxy for their memory) would
-    # exceed this; then the least recently used are unloaded.
+    # Each loaded model version runs in a runner process of its own; when their resident memory
+    # together exceeds this, the least recently used runners are stopped (the one just asked for
+    # always stays).
     inference_memory_budget_mb: float = 4096.0
     # Local copies of model packages fetched from object storage; empty: <var_dir>/model-cache.
     inference_cache_dir: str = ""

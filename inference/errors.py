@@ -20,7 +20,16 @@ class UnknownModel(InferenceError):
 
 
 class InferenceTimeout(InferenceError):
-    """The model did not answer within `inference_timeout_seconds`."""
+    """The model did not answer within `inference_timeout_seconds`; its runner process was killed."""
+
+
+class ModelCrashed(InferenceError):
+    """The model's runner process died (the out-of-memory killer, a crash in native code).
+
+    Retriable: the next try starts a new runner.
+    """
+
+    retriable = True
 
 
 class UnknownJob(InferenceError):

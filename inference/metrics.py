@@ -29,3 +29,8 @@ LOADED_MODELS = Gauge(
     "Model versions this worker holds in memory.",
     ["model"],
 )
+MODEL_RESIDENT_BYTES = Gauge(
+    "doctorai_inference_model_resident_bytes",
+    "Resident memory of this worker's model runner processes together: what the memory budget counts.",
+    ["model"],
+)

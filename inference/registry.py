@@ -7,16 +7,13 @@ version); jobs already queued finish on the version they name. Rolling back acti
 that was active before; retiring takes a version out of use for good.
 """
 
-import importlib
 import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import cast
 
 from sqlalchemy import Engine
 
-from inference.adapters import Adapter
 from inference.errors import ModelRetired, UnknownModel
 from integration.manifest import Manifest
 from storage.db import session_scope
@@ -35,7 +32,8 @@ log = logging.getLogger(__name__)
 # Written last into a local copy, so a half-downloaded package is never taken for a whole one.
 COMPLETE = ".complete"
 
-# Module path per framework, imported on demand so a worker loads only its own framework.
+# Module path per framework, imported only in a model's runner process (inference.runner): the
+# worker process itself never loads a framework.
 ADAPTERS: dict[str, str] = {
     "keras": "inference.adapters.keras",
     "torch": "inference.adapters.torch",
@@ -45,13 +43,12 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-def adapter_for(framework: str) -> Adapter:
-    """Import the adapter module of a framework (and so the framework) now, not before."""
+def adapter_module(framework: str) -> str:
+    """The name of a framework's adapter module (an inference.adapters.Adapter), not imported here."""
     try:
-        module = ADAPTERS[framework]
+        return ADAPTERS[framework]
     except KeyError:
         raise UnknownModel(f"no adapter for framework {framework!r}") from None
-    return cast(Adapter, importlib.import_module(module))
 
 
 def activate(engine: Engine, name: str, version: str) -> None:

@@ -26,7 +26,7 @@ from audit.records import INFERENCE_RUN, AuditRecord, Outcome
 from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
-from inference.errors import CannotDecode, InferenceError, InferenceTimeout, InputNotAccepted, UnknownJob
+from inference.errors import CannotDecode, InferenceError, InputNotAccepted, UnknownJob
 from inference.models import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
@@ -222,17 +222,13 @@ class Worker:
         )
 
     async def run_model(self, model: LoadedModel, batch: Batch) -> tuple[NDArray[np.float32], float]:
-        """Raw outputs for a batch, run in a thread so the event loop keeps serving Kafka; with its duration.
+        """Raw outputs for a batch from the model's runner process, awaited in a thread so the event
+        loop keeps serving Kafka; with its duration.
 
-        Past the timeout the job is abandoned: the thread cannot be killed and finishes in the
-        background, but nobody waits for it.
+        Past the timeout the runner is killed (InferenceTimeout) and the next job starts a new one.
         """
         started = time.perf_counter()
-        timeout = self._settings.inference_timeout_seconds
-        try:
-            raw = await asyncio.wait_for(asyncio.to_thread(model.predict, batch), timeout=timeout)
-        except TimeoutError:
-            raise InferenceTimeout(f"{model.manifest.name} took over {timeout}s for {len(batch)} inputs") from None
+        raw = await asyncio.to_thread(model.predict, batch, timeout=self._settings.inference_timeout_seconds)
         seconds = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.labels(self._name).observe(seconds)
         if len(raw) != len(batch):
@@ -244,7 +240,8 @@ class Worker:
 
         `output` is the request's share of the batch's raw outputs and the batch's seconds; without
         it (the batch failed) the request runs alone here. A model that fails or runs past the
-        timeout fails the job with an error result, and the request is dead-lettered as well.
+        timeout fails the job with an error result, and the request is dead-lettered as well. A
+        runner that died (ModelCrashed, retriable) leaves the job queued: the request is retried.
         """
         if item.duplicate:
             return
@@ -258,6 +255,8 @@ class Worker:
                 said = await self._postprocess(item, item.model, item.model_input, raw)
                 timings["postprocess"] = time.perf_counter() - started
             except InferenceError as exc:
+                if exc.retriable:
+                    raise
                 failure = exc
                 item = replace(item, error=_describe(exc))
         manifest = item.model.manifest if item.model is not None else None
@@ -282,7 +281,7 @@ class Worker:
         manifest = model.manifest
         task = manifest.task
         if task == "text-classification":
-            anchors = await asyncio.to_thread(model.anchors)
+            anchors = await asyncio.to_thread(model.anchors, timeout=self._settings.inference_timeout_seconds)
             clause_texts = model_input.batch if isinstance(model_input.batch, list) else []
             return Said(findings=findings(manifest, text.scores(manifest, clause_texts, raw, anchors)[np.newaxis]))
         if task in ("segmentation", "measurement"):

@@ -5,12 +5,14 @@ directory (SQLite file), topic prefix and processes, so tests never see each oth
 """
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from sqlalchemy import Engine
@@ -128,6 +130,20 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
         supervisor.stop_all()
 
 
+def process_ended(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process `pid` is gone within `timeout` seconds (a zombie no one reaped yet counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 class EngineRun:
     """The engine processes of one test on the shared services, with their own data."""
 
@@ -141,13 +157,32 @@ class EngineRun:
         start_engine(config, self.supervisor)
 
     def kill_all(self) -> None:
-        """SIGKILL every engine process, as a power cut would."""
+        """SIGKILL every engine process, as a power cut would; the processes they started end too."""
+        descendants = self._descendants()
         for child in list(self.supervisor.children):
             self.supervisor.kill(child.name)
+        self._assert_ended(descendants)
 
     def stop(self) -> None:
-        """Stop every engine process cleanly (together: the shared services stay up)."""
+        """Stop every engine process cleanly (together: the shared services stay up), and what they started."""
+        descendants = self._descendants()
         self.supervisor.stop_together()
+        self._assert_ended(descendants)
+
+    def _descendants(self) -> list[psutil.Process]:
+        """The processes the engine's processes started (an inference worker's model runners)."""
+        found: list[psutil.Process] = []
+        for child in self.supervisor.children:
+            try:
+                found += psutil.Process(child.process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    @staticmethod
+    def _assert_ended(processes: list[psutil.Process]) -> None:
+        left = [f"{p.pid} {p.name()}" for p in processes if not process_ended(p.pid)]
+        assert not left, f"engine processes left these behind: {left}"
 
     def logs(self, tail: int | None = 4000) -> str:
         """What the engine processes logged: the last `tail` characters of each log, or all of it."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -20,7 +19,7 @@ from inference import preprocess, registry  # noqa: E402
 from inference.models import LoadedModel, ModelCache  # noqa: E402
 from inference.packages import lookup  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
-from inference.errors import InferenceTimeout, UnknownJob  # noqa: E402
+from inference.errors import InferenceTimeout, ModelCrashed, UnknownJob  # noqa: E402
 from inference.inputs import ModelInput  # noqa: E402
 from inference.postprocess import findings, probabilities  # noqa: E402
 from inference.worker import Prepared, Worker, record_outcome  # noqa: E402
@@ -32,16 +31,22 @@ from storage.db import make_engine, migrate, session_scope  # noqa: E402
 from storage.objects import dicom_key, make_object_store  # noqa: E402
 from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
 from storage.tables import AuditEvent, InferenceJob, OutboxEvent  # noqa: E402
+from tests.conftest import process_ended  # noqa: E402
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 
 def test_real_chest_model_gives_two_probabilities() -> None:
     manifest, artifact = lookup("chest-xray-pneumonia")
-    model = LoadedModel(manifest, artifact, registry.adapter_for(manifest.framework))
+    model = LoadedModel(manifest, artifact, registry.adapter_module(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
-    raw = model.predict(x[np.newaxis])
-    assert model.load() is model.load()  # loaded once, cached
+    try:
+        raw = model.predict(x[np.newaxis])
+        pid = model.pid
+        model.load()
+        assert pid is not None and model.pid == pid  # loaded once, kept in its runner
+    finally:
+        model.unload()
     assert raw.shape == (1, 2)
     probs = probabilities(raw, manifest.activation)
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
@@ -161,19 +166,6 @@ def _study_with_job(tmp_path: Path, *, status: str = "queued") -> tuple[Engine, 
     return engine, _request("job-1", study_uid, ref).model_copy(update={"model": "slow", "model_version": "1"})
 
 
-class _SlowAdapter:
-    """Fault injection: a model that answers long after the worker's timeout."""
-
-    @staticmethod
-    def load(path: Path) -> object:
-        return object()
-
-    @staticmethod
-    def predict(model: object, batch: object) -> NDArray[np.float32]:
-        time.sleep(2.0)
-        return np.zeros((1, 2), dtype=np.float32)
-
-
 def _worker(engine: Engine, cache: ModelCache, timeout: float = 120.0) -> Worker:
     return Worker(
         name="slow",
@@ -186,31 +178,86 @@ def _worker(engine: Engine, cache: ModelCache, timeout: float = 120.0) -> Worker
     )
 
 
-def test_a_job_past_its_timeout_is_abandoned_failed_and_reported(tmp_path: Path) -> None:
+def _scripted_worker(tmp_path: Path, timeout: float = 120.0) -> tuple[Engine, InferenceRequest, LoadedModel, Worker]:
+    """A queued job, and a worker whose model's inputs say how long it takes or whether its runner
+    dies (fault injection: tests/inference/scripted_adapter.py)."""
     engine, request = _study_with_job(tmp_path)
     manifest, _ = lookup("chest-xray-pneumonia")
-    manifest = manifest.model_copy(update={"name": "slow", "version": "1"})
-    model = LoadedModel(manifest, RG1, _SlowAdapter())  # type: ignore[arg-type]
-    worker = _worker(engine, ModelCache(lambda n, v: model, budget_bytes=1e9), timeout=0.2)
-    item = Prepared(
-        request=request,
-        input_keys=["k"],
-        model=model,
-        model_input=ModelInput(batch=np.zeros((1, 150, 150, 3), dtype=np.float32), input_keys=["k"]),
+    script = tmp_path / "script.json"
+    script.write_text("{}")
+    model = LoadedModel(
+        manifest.model_copy(update={"name": "slow", "version": "1"}), script, "tests.inference.scripted_adapter"
+    )
+    return engine, request, model, _worker(engine, ModelCache(lambda n, v: model, budget_bytes=1e9), timeout)
+
+
+def _item(request: InferenceRequest, model: LoadedModel, *, seconds: float = 0.0, crash: bool = False) -> Prepared:
+    batch = np.zeros((1, 150, 150, 3), dtype=np.float32)
+    batch.flat[:2] = (seconds, 1.0 if crash else 0.0)
+    return Prepared(
+        request=request, input_keys=["k"], model=model, model_input=ModelInput(batch=batch, input_keys=["k"])
     )
 
-    # The model thread cannot be killed: the job is abandoned, and its error raised after it was
-    # recorded so the request is dead-lettered too.
-    with pytest.raises(InferenceTimeout):
-        asyncio.run(worker.answer(item, None))
 
+def _status(engine: Engine, job_id: str) -> str:
     with session_scope(engine) as session:
-        job = session.get(InferenceJob, "job-1")
-        assert job is not None and job.status == "failed" and job.error.startswith("InferenceTimeout")
-        [event] = session.scalars(select(OutboxEvent)).all()
-    result = InferenceResult.model_validate_json(event.payload)
-    assert event.topic == "inference.result" and result.error.startswith("InferenceTimeout") and result.findings == []
-    engine.dispose()
+        job = session.get(InferenceJob, job_id)
+        assert job is not None
+        return job.status
+
+
+def _second_job(engine: Engine, request: InferenceRequest) -> InferenceRequest:
+    with session_scope(engine) as session:
+        create_job(session, job_id="job-2", study_uid=request.study_uid, revision=2, model="slow", model_version="1")
+    return request.model_copy(update={"job_id": "job-2", "revision": 2})
+
+
+def test_a_job_past_its_timeout_is_abandoned_failed_and_reported(tmp_path: Path) -> None:
+    engine, request, model, worker = _scripted_worker(tmp_path, timeout=0.2)
+    model.load()
+    slow = model.pid
+    assert slow is not None
+
+    # Its runner is killed, not left running the model; the job's error is raised after it was
+    # recorded, so the request is dead-lettered too.
+    try:
+        started = time.perf_counter()
+        with pytest.raises(InferenceTimeout):
+            asyncio.run(worker.answer(_item(request, model, seconds=60.0), None))
+        assert time.perf_counter() - started < 30
+        assert process_ended(slow, timeout=0.1)
+
+        with session_scope(engine) as session:
+            job = session.get(InferenceJob, "job-1")
+            assert job is not None and job.status == "failed" and job.error.startswith("InferenceTimeout")
+            [event] = session.scalars(select(OutboxEvent)).all()
+        result = InferenceResult.model_validate_json(event.payload)
+        assert event.topic == "inference.result" and result.error.startswith("InferenceTimeout") and result.findings == []
+
+        # The next job starts a new runner.
+        asyncio.run(worker.answer(_item(_second_job(engine, request), model), None))
+        assert model.pid not in (None, slow)
+        assert _status(engine, "job-2") == "done"
+    finally:
+        model.unload()
+        engine.dispose()
+
+
+def test_a_runner_that_dies_leaves_the_job_queued_for_a_retry(tmp_path: Path) -> None:
+    engine, request, model, worker = _scripted_worker(tmp_path)
+    try:
+        with pytest.raises(ModelCrashed) as raised:
+            asyncio.run(worker.answer(_item(request, model, crash=True), None))
+        assert raised.value.retriable  # integration.kafka retries the request with backoff
+        assert _status(engine, "job-1") == "queued"
+        with session_scope(engine) as session:
+            assert session.scalars(select(OutboxEvent)).all() == []
+
+        asyncio.run(worker.answer(_item(request, model), None))  # the retry, on a new runner
+        assert _status(engine, "job-1") == "done"
+    finally:
+        model.unload()
+        engine.dispose()
 
 
 def test_a_redelivered_request_of_a_finished_job_does_not_run_again(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from fhir_api import fhir
 from fhir_api import store as fhir_store
 from inference import registry, text
+from inference.models import LoadedModel
 from inference.packages import lookup
 from integration import topics
 from integration.messages import FhirReceived
@@ -134,11 +135,14 @@ def test_zero_shot_triage_on_indiana_university_reports(tmp_path: Path) -> None:
     picked += [r for r in reports if r[1] == {"normal"}][:60]
 
     manifest, artifact = lookup("report-triage", tmp_path)
-    adapter = registry.adapter_for(manifest.framework)
-    encoder = adapter.load(artifact)
-    anchors = adapter.predict(encoder, text.anchor_texts(manifest))
-    split = [text.clauses(body) for body, _ in picked]
-    embedded = adapter.predict(encoder, [c for clauses in split for c in clauses])
+    # As a worker runs it: in its runner process.
+    encoder = LoadedModel(manifest, artifact, registry.adapter_module(manifest.framework))
+    try:
+        anchors = encoder.anchors()
+        split = [text.clauses(body) for body, _ in picked]
+        embedded = encoder.predict([c for clauses in split for c in clauses])
+    finally:
+        encoder.unload()
     scores, start = [], 0
     for clauses in split:
         scores.append(text.scores(manifest, clauses, embedded[start : start + len(clauses)], anchors))
