@@ -4,9 +4,11 @@ Builds a corpus of real pydicom-data files with new UIDs (504 instances, about 3
 CT/MR slices and large CR images, 8 instances a study), then sends it with dcmtk's storescu
 over 1 and 4 parallel associations to
 
-  (a) the reference: dcmtk `storescp --fork` writing files to a local directory, and
+  (a) the reference: dcmtk `storescp --fork` writing files to a local directory,
   (b) our listener (`python -m dicom_listener --workers N`) storing every instance to the local
-      stack's S3 (rclone) and SQLite before it acknowledges (durable acknowledgements),
+      stack's S3 (rclone) and SQLite before it acknowledges (durable acknowledgements), and
+  (c) for context, Orthanc (Debian's, when installed) storing to its own files and SQLite index,
+      without fsync per instance (SyncStorageArea false: the same durability as (b) on rclone),
 
 with two sender set-ups: dcmtk's defaults (16 KB PDU, Nagle on), and a tuned one (PDU 131072
 on both sides, TCP_NODELAY=1 in dcmtk's environment, the reference storescp given the same).
@@ -16,6 +18,7 @@ Each cell is the median of `--repeats` runs; every run of ours starts from an em
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -130,6 +133,46 @@ def run_reference(files: list[Path], work: Path, associations: int, setup: Setup
     return seconds
 
 
+ORTHANC = "/usr/sbin/Orthanc"
+
+
+def run_orthanc(files: list[Path], work: Path, associations: int, setup: Setup) -> float:
+    """Orthanc with a private configuration: its DICOM server on a free port, storage in `work`."""
+    storage = work / "orthanc"
+    shutil.rmtree(storage, ignore_errors=True)
+    storage.mkdir()
+    ports = free_ports()
+    config = {
+        "Name": "BENCH",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "StorageCompression": False,
+        "SyncStorageArea": False,
+        "HttpPort": ports.http,
+        "RemoteAccessAllowed": False,
+        "DicomAet": "DOCTORAI",
+        "DicomPort": ports.dicom,
+        "DicomAlwaysAllowStore": True,
+        "MaximumPduLength": int(TUNED_PDU) if setup.sender_args else 16384,
+        "Plugins": [],
+        "SaveJobs": False,
+    }
+    (storage / "orthanc.json").write_text(json.dumps(config))
+    log = (storage / "orthanc.log").open("wb")
+    server = subprocess.Popen([ORTHANC, str(storage / "orthanc.json")], env={**os.environ, **setup.env}, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not tcp_open(ports.dicom):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Orthanc did not start")
+            time.sleep(0.05)
+        return send(files, ports.dicom, associations, setup)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
 def run_ours(files: list[Path], stack: StackConfig, run: int, associations: int, setup: Setup, workers: int) -> float:
     """Our listener on the local stack's S3 with an empty SQLite database of its own."""
     ports = replace(free_ports(), s3=stack.ports.s3)
@@ -173,20 +216,29 @@ def main() -> None:
         run = 0
         try:
             start_object_store(stack, services)
-            print(f"{'set-up':36} {'assocs':>6} {'storescp inst/s':>16} {'MB/s':>7} {'ours inst/s':>12} {'MB/s':>7} {'ratio':>6}")
+            orthanc = os.path.exists(ORTHANC)
+            print(
+                f"{'set-up':36} {'assocs':>6} {'storescp inst/s':>16} {'MB/s':>7} {'ours inst/s':>12} {'MB/s':>7} {'ratio':>6}"
+                + (f" {'Orthanc inst/s':>15} {'ours/Orthanc':>13}" if orthanc else "")
+            )
             for setup in SETUPS:
                 for associations in (1, 4):
-                    ref, ours = [], []
+                    ref, ours, other = [], [], []
                     for _ in range(args.repeats):
                         ref.append(run_reference(files, work, associations, setup))
                         run += 1
                         ours.append(run_ours(files, stack, run, associations, setup, args.workers))
+                        if orthanc:
+                            other.append(run_orthanc(files, work, associations, setup))
                     r, o = statistics.median(ref), statistics.median(ours)
-                    print(
+                    line = (
                         f"{setup.name:36} {associations:>6} {len(files) / r:>16.0f} {megabytes / r:>7.0f} "
-                        f"{len(files) / o:>12.0f} {megabytes / o:>7.0f} {r / o:>6.2f}",
-                        flush=True,
+                        f"{len(files) / o:>12.0f} {megabytes / o:>7.0f} {r / o:>6.2f}"
                     )
+                    if orthanc:
+                        t = statistics.median(other)
+                        line += f" {len(files) / t:>15.0f} {t / o:>13.2f}"
+                    print(line, flush=True)
         finally:
             services.stop_all()
 
