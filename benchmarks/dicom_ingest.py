@@ -68,7 +68,7 @@ def build_corpus(directory: Path, small: int, large: int) -> list[Path]:
     """Real files with new Study/Series/SOP Instance UIDs, 8 instances a study."""
     directory.mkdir(parents=True, exist_ok=True)
     names = [SMALL[i % len(SMALL)] for i in range(small)] + [LARGE[i % len(LARGE)] for i in range(large)]
-    sources = {n: pydicom.dcmread(get_testdata_file(n)) for n in {*SMALL, *LARGE}}
+    sources = {n: pydicom.dcmread(str(get_testdata_file(n))) for n in {*SMALL, *LARGE}}
     files = []
     study = series = ""
     for i, name in enumerate(names):
