@@ -30,7 +30,7 @@ from dicom_listener.admission import AssociationCounts, Refusal, check_peer, tem
 from dicom_listener.association import Association
 from dicom_listener.config import DicomSettings
 from dicom_listener.errors import CannotUnderstand, DuplicateRefused
-from dicom_listener.indexer import Indexer, Job
+from dicom_listener.indexer import Job
 from dicom_listener.metadata import read_instance
 from dicom_listener.negotiation import Context
 from dicom_listener.peers import PeerDirectory
@@ -38,6 +38,7 @@ from dicom_listener.spool import Spool
 from integration.logs import correlated
 from storage.db import read_scope, session_scope
 from storage.errors import StorageUnavailable
+from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, dicom_version_key
 from storage.queries import ReceivedInstance, correlation_id_for_study, instance_state
 
@@ -75,7 +76,7 @@ class Receiver:
     settings: DicomSettings
     peers: PeerDirectory
     counts: AssociationCounts
-    indexer: Indexer
+    indexer: GroupCommit[Job, None]
 
 
 def _audit(engine: Engine, record: AuditRecord, what: str) -> None:

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+from functools import partial
 from multiprocessing.context import SpawnProcess
 from queue import Empty, Queue
 from typing import Any
@@ -16,17 +17,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from dicom_listener import stability
+from dicom_listener import indexer, stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
-from dicom_listener.indexer import Indexer
-from dicom_listener.server import Server
 from dicom_listener.peers import PeerDirectory
+from dicom_listener.server import Server
 from integration import health
 from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
+from storage.group_commit import GroupCommit
 from storage.objects import make_object_store
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=counts,
-        indexer=Indexer(engine, ae_title=settings.dicom_ae_title),
+        indexer=GroupCommit(engine, partial(indexer.write, who=f"ae:{settings.dicom_ae_title}")),
     )
 
 

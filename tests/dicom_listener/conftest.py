@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,16 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 
+from dicom_listener import indexer
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.handlers import Receiver
-from dicom_listener.indexer import Indexer
 from dicom_listener.negotiation import APPLICATION_CONTEXT_NAME
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
 from integration.stack import StackConfig, free_ports
 from storage.db import make_engine, migrate
+from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, make_object_store
 
 
@@ -49,7 +51,7 @@ def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = Non
         settings=settings,
         peers=PeerDirectory(engine, settings),
         counts=AssociationCounts(1),
-        indexer=Indexer(engine, ae_title=settings.dicom_ae_title),
+        indexer=GroupCommit(engine, partial(indexer.write, who=f"ae:{settings.dicom_ae_title}")),
     )
     server = Server(settings, receiver).start()
     try:
