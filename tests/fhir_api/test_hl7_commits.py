@@ -2,6 +2,7 @@
 on SQLite and PostgreSQL, with real rclone S3 (many connections at once over MLLP: test_mllp)."""
 
 import contextvars
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -13,7 +14,8 @@ from fhir_api.hl7_commits import commit
 from fhir_api.hl7_intake import Answer, Received, receive
 from fhir_api.mapping import patient_resource_id
 from integration.stack import StackConfig
-from storage.db import session_scope
+from storage.db import make_engine, session_scope
+from storage.errors import StorageUnavailable
 from storage.objects import ObjectStore, make_object_store
 from storage.tables import FhirResource, Hl7Message, OutboxEvent
 from tests.mllp_peers import sample
@@ -104,3 +106,11 @@ def test_a_message_accepted_meanwhile_by_another_transaction_is_a_duplicate(
     assert isinstance(answer, Answer) and isinstance(late, Answer)
     assert late.duplicate and late.code == "AA" and late.message_id == answer.message_id
     assert _count(engine, Hl7Message) == 1 and _count(engine, OutboxEvent) == 1
+
+
+def test_a_database_that_cannot_be_reached_fails_the_whole_batch(objects: ObjectStore, tmp_path: Path) -> None:
+    batch = _received(objects, "adt_a04_v23.hl7", "orm_o01_nw_v23.hl7")
+    unreachable = make_engine(f"sqlite:///{tmp_path / 'no such directory' / 'doctorai.db'}")
+    with pytest.raises(StorageUnavailable):  # the listener answers every message of the batch AE
+        commit(unreachable, SETTINGS, batch)
+    unreachable.dispose()
