@@ -1,9 +1,11 @@
 """Taking one HL7 v2 message in: stored before it is acknowledged, mapped once, audited (DESIGN.md 5.1).
 
-Order of work: read and check the header; map to FHIR (pure); put the raw bytes in object
-storage; then one transaction either finds the message already accepted (same MSH-3/4/10: a
-duplicate, answered from its row and audited, not processed again) or holds the message row, the
-FHIR resources, the orders, the outbox event and the audit record. Only then is the ACK written. Storage down means AE and nothing half-written: the object
+Two steps. `receive` reads and checks the header, maps to FHIR (pure) and puts the raw bytes in
+object storage. `record` then writes the message in the caller's transaction: it either finds
+the message already accepted (same MSH-3/4/10: a duplicate, answered from its row and audited,
+not processed again) or adds the message row, the FHIR resources, the orders, the outbox event
+and the audit record (fhir_api.hl7_commits commits several messages' `record`s at once). Only
+after the commit is the ACK written. Storage down means AE and nothing half-written: the object
 key derives from the message, so the sender's retry overwrites the same object.
 """
 
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.log import append
@@ -55,6 +56,27 @@ class Answer:
     duplicate: bool = False
 
 
+@dataclass(frozen=True)
+class Received:
+    """A message whose bytes are in object storage, read and mapped, waiting for its transaction.
+
+    `refusal` is set when it will never be taken (AR: no header, sender not allowed, not well
+    formed); `mapping` or else `failure` (AE) when it was well formed.
+    """
+
+    header: Header
+    message_id: str
+    object_key: str
+    size: int
+    source_address: str
+    received: datetime
+    dedupe_key: str = ""
+    parsed: Parsed | None = None
+    mapping: Mapping | None = None
+    failure: MappingFailed | None = None
+    refusal: Hl7Error | None = None
+
+
 def _allowed(settings: MllpSettings, header: Header) -> bool:
     entries = [e.strip() for e in settings.mllp_allowed_senders.split(",") if e.strip()]
     if not entries:
@@ -70,18 +92,16 @@ def _agent(header: Header) -> str:
     return f"hl7:{header.sending_application}|{header.sending_facility}"
 
 
-def take(
-    engine: Engine, objects: ObjectStore, settings: MllpSettings, raw: bytes, *, source_address: str
-) -> Answer:
-    """Store, map and audit one message; the answer says which ACK to send.
+def receive(objects: ObjectStore, settings: MllpSettings, raw: bytes, *, source_address: str) -> Received:
+    """Read, check and map one message and put its bytes in object storage: all but its transaction.
 
-    Raises StorageUnavailable when the object store or the database cannot take it (answer AE).
+    Raises StorageUnavailable when the object store cannot take it (answer AE).
     """
     received = datetime.now(UTC)
     try:
         header = read_header(decode(raw))
     except Hl7Error as exc:
-        return _refuse(engine, objects, raw, minimal_header(), exc, source_address=source_address, received=received)
+        return _keep(objects, raw, minimal_header(), str(uuid.uuid4()), source_address, received, refusal=exc)
     try:
         if not _allowed(settings, header):
             raise SenderNotAllowed(
@@ -90,7 +110,7 @@ def take(
             )
         parsed = parse(raw)
     except Hl7Error as exc:
-        return _refuse(engine, objects, raw, header, exc, source_address=source_address, received=received)
+        return _keep(objects, raw, header, str(uuid.uuid4()), source_address, received, refusal=exc)
     key = dedupe_key(header.sending_application, header.sending_facility, header.control_id)
     mapping: Mapping | None = None
     failure: MappingFailed | None = None
@@ -102,60 +122,102 @@ def take(
     # An accepted message's id (and object key) derives from sender, control id and bytes: a re-send
     # after a lost ACK overwrites the same object with the same bytes, then finds the first row.
     message_id = str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key}|{digest}")) if mapping else str(uuid.uuid4())
-    # The message's correlation id on the rest of its log lines (the MLLP listener runs `take` in a
-    # thread with a copy of its context, so this ends with the call).
+    return _keep(
+        objects, raw, header, message_id, source_address, received,
+        dedupe_key=key, parsed=parsed, mapping=mapping, failure=failure,
+    )
+
+
+def _keep(
+    objects: ObjectStore,
+    raw: bytes,
+    header: Header,
+    message_id: str,
+    source_address: str,
+    received: datetime,
+    *,
+    dedupe_key: str = "",
+    parsed: Parsed | None = None,
+    mapping: Mapping | None = None,
+    failure: MappingFailed | None = None,
+    refusal: Hl7Error | None = None,
+) -> Received:
+    """Put the bytes in object storage under the message's key; the message, ready for `record`."""
+    # The message's correlation id on the rest of its log lines (the listener runs this in a thread
+    # with a copy of its context, so it ends with the call).
     correlation.set(message_id)
     object_key = hl7_key(received, message_id)
     objects.put_bytes(object_key, raw, content_type="x-application/hl7-v2+er7")
-    try:
-        with session_scope(engine) as session:
-            earlier = _earlier(session, header, key, source_address)
-            if earlier is not None:
-                return earlier
-            row = _row(header, message_id, object_key, raw, source_address, received)
-            if mapping is not None:
-                row.status, row.ack_code, row.unmapped, row.dedupe_key = "accepted", "AA", mapping.unmapped, key
-                session.add(row)
-                session.flush()
-                written = apply(session, mapping, message_id=message_id)
-                _announce(session, parsed, mapping, row, written)
-            else:
-                row.status, row.ack_code, row.error = "error", "AE", str(failure)
-                session.add(row)
-                _audit_refusal(session, header, message_id, failure, source_address)
-            queue_application_ack(session, settings, header, message_id=message_id, code=row.ack_code, error=failure)
-    except IntegrityError:
-        # The same message was accepted on another connection in between: answer as a duplicate.
-        with session_scope(engine) as session:
-            again = _earlier(session, header, key, source_address)
-        if again is None:
-            raise
-        return again
-    if failure is not None:
-        return Answer("AE", header, message_id, error=failure)
-    return Answer("AA", header, message_id)
+    return Received(
+        header=header,
+        message_id=message_id,
+        object_key=object_key,
+        size=len(raw),
+        source_address=source_address,
+        received=received,
+        dedupe_key=dedupe_key,
+        parsed=parsed,
+        mapping=mapping,
+        failure=failure,
+        refusal=refusal,
+    )
 
 
-def _row(header: Header, message_id: str, object_key: str, raw: bytes, source: str, received: datetime) -> Hl7Message:
-    return Hl7Message(
-        id=message_id,
-        correlation_id=message_id,
+def record(session: Session, settings: MllpSettings, message: Received) -> Answer:
+    """Write one received message in the caller's transaction; the answer says which ACK to send.
+
+    Raises IntegrityError when another transaction accepted the same message (MSH-3/4/10) first.
+    """
+    correlation.set(message.message_id)
+    header = message.header
+    row = Hl7Message(
+        id=message.message_id,
+        correlation_id=message.message_id,
         sender_application=header.sending_application[:180],
         sender_facility=header.sending_facility[:180],
-        source_address=source[:64],
+        source_address=message.source_address[:64],
         control_id=header.control_id[:199],
         message_type=header.message_type[:8],
         trigger_event=header.trigger_event[:8],
         version=header.version[:16],
-        received_at=received,
-        object_key=object_key,
-        size=len(raw),
+        received_at=message.received,
+        object_key=message.object_key,
+        size=message.size,
         status="rejected",
         ack_code="AR",
         error="",
         unmapped={},
         dedupe_key=None,
     )
+    if message.refusal is not None:
+        # Kept and audited with the reason (AR); never processed.
+        row.error = str(message.refusal)
+        session.add(row)
+        _audit_refusal(session, header, message.message_id, message.refusal, message.source_address)
+        return Answer(message.refusal.ack_code, header, message.message_id, error=message.refusal)
+    earlier = _earlier(session, header, message.dedupe_key, message.source_address)
+    if earlier is not None:
+        return earlier
+    mapping, failure = message.mapping, message.failure
+    if mapping is not None and message.parsed is not None:
+        row.status, row.ack_code, row.unmapped, row.dedupe_key = "accepted", "AA", mapping.unmapped, message.dedupe_key
+        session.add(row)
+        session.flush()
+        written = apply(session, mapping, message_id=message.message_id)
+        _announce(session, message.parsed, mapping, row, written)
+    else:
+        row.status, row.ack_code, row.error = "error", "AE", str(failure)
+        session.add(row)
+        _audit_refusal(session, header, message.message_id, failure, message.source_address)
+    queue_application_ack(session, settings, header, message_id=message.message_id, code=row.ack_code, error=failure)
+    if failure is not None:
+        return Answer("AE", header, message.message_id, error=failure)
+    return Answer("AA", header, message.message_id)
+
+
+def duplicate(session: Session, message: Received) -> Answer | None:
+    """The answer of the accepted message this one repeats, audited; None when there is none."""
+    return _earlier(session, message.header, message.dedupe_key, message.source_address)
 
 
 def _earlier(session: Session, header: Header, key: str, source_address: str) -> Answer | None:
@@ -175,23 +237,6 @@ def _earlier(session: Session, header: Header, key: str, source_address: str) ->
         ),
     )
     return Answer(first.ack_code, header, first.id, duplicate=True)
-
-
-def _refuse(
-    engine: Engine, objects: ObjectStore, raw: bytes, header: Header, error: Hl7Error, *, source_address: str,
-    received: datetime,
-) -> Answer:
-    """Keep the refused bytes and say why (AR); when that cannot be recorded, AE so the sender retries."""
-    message_id = str(uuid.uuid4())
-    correlation.set(message_id)  # as in `take`: the message's log lines carry its id
-    object_key = hl7_key(received, message_id)
-    objects.put_bytes(object_key, raw, content_type="x-application/hl7-v2+er7")
-    with session_scope(engine) as session:
-        row = _row(header, message_id, object_key, raw, source_address, received)
-        row.error = str(error)
-        session.add(row)
-        _audit_refusal(session, header, message_id, error, source_address)
-    return Answer(error.ack_code, header, message_id, error=error)
 
 
 def _audit_refusal(

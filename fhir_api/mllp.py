@@ -1,7 +1,9 @@
 """`python -m fhir_api.mllp`: the HL7 v2 listener over MLLP (HL7 v2 Appendix C), asyncio, optional TLS.
 
 Many connections, many messages per connection, one at a time each (the sender waits for the ACK).
-This is the edge: storage outcomes and Hl7Errors become acknowledgements here (HL7 v2 2.9):
+Each message is read, mapped and put in object storage in a thread of its own, then committed by
+the listener's one database writer together with the messages of other connections that wait at
+the same time (fhir_api.hl7_commits). This is the edge: storage outcomes and Hl7Errors become acknowledgements here (HL7 v2 2.9):
 original mode AA/AE/AR; enhanced mode (MSH-15/MSH-16 valued) the commit ACK CA/CE/CR, sent as
 MSH-15 asks (AL always, NE never, ER on error, SU on success).
 """
@@ -20,7 +22,8 @@ from fhir_api import metrics
 from fhir_api.config import MllpSettings, get_mllp_settings
 from fhir_api.errors import Hl7Error, MessageRefused
 from fhir_api.hl7 import Header, ack, decode, minimal_header, read_header
-from fhir_api.hl7_intake import Answer, record_refusal, take
+from fhir_api.hl7_commits import Committer
+from fhir_api.hl7_intake import Answer, receive, record_refusal
 from integration import health
 from integration.errors import MessageTooLarge
 from integration.logs import setup_logging
@@ -95,9 +98,10 @@ def _header_of(raw: bytes) -> Header:
         return minimal_header()
 
 
-async def _answer(engine: Engine, objects: ObjectStore, settings: MllpSettings, raw: bytes, peer: str) -> Answer:
+async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSettings, raw: bytes, peer: str) -> Answer:
     try:
-        return await asyncio.to_thread(take, engine, objects, settings, raw, source_address=peer)
+        message = await asyncio.to_thread(receive, objects, settings, raw, source_address=peer)
+        return await committer.submit(message)
     except StorageUnavailable as exc:
         log.warning("storage unavailable, answering AE: %r", exc)
         return Answer("AE", _header_of(raw), error=StoragePaused("storage unavailable; send again later"))
@@ -121,6 +125,7 @@ async def handle_connection(
     engine: Engine,
     objects: ObjectStore,
     settings: MllpSettings,
+    committer: Committer,
 ) -> None:
     """Serve one connection until the peer closes, idles out, or breaks the framing beyond repair."""
     peer = str((writer.get_extra_info("peername") or ("",))[0])
@@ -148,7 +153,7 @@ async def handle_connection(
             if block.message is None:
                 continue
             started = time.perf_counter()
-            answer = await _answer(engine, objects, settings, block.message, peer)
+            answer = await _answer(committer, objects, settings, block.message, peer)
             reply = acknowledgement(settings, answer)
             if reply is not None:
                 writer.write(frame(reply))
@@ -193,6 +198,7 @@ async def serve(
     """Listen until `stop` is set (`ready` is set once bound), then close the server."""
     open_writers: set[asyncio.StreamWriter] = set()
     handlers: set[asyncio.Task[None]] = set()
+    committer = Committer(engine, settings)
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -200,7 +206,7 @@ async def serve(
             handlers.add(task)
         open_writers.add(writer)
         try:
-            await handle_connection(reader, writer, engine=engine, objects=objects, settings=settings)
+            await handle_connection(reader, writer, engine=engine, objects=objects, settings=settings, committer=committer)
         finally:
             open_writers.discard(writer)
             if task is not None:
@@ -215,17 +221,23 @@ async def serve(
         ssl=tls_context(settings),
     )
     log.info("MLLP listener on %s:%d%s", settings.mllp_host, settings.mllp_port, " (TLS)" if settings.mllp_tls_cert else "")
-    async with server:
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        server.close()
-        # Close idle connections so their handlers end; an exchange in progress finishes first
-        # only if it is past its read (its ACK write then fails, and the sender retries).
-        for writer in list(open_writers):
-            writer.close()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+    committing = asyncio.create_task(committer.run())
+    try:
+        async with server:
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            server.close()
+            # Close idle connections so their handlers end; an exchange in progress finishes first
+            # only if it is past its read (its ACK write then fails, and the sender retries).
+            for writer in list(open_writers):
+                writer.close()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            await server.wait_closed()
+    finally:
+        # Every handler has its answer by now: nothing waits for the writer any more.
+        committing.cancel()
+        await asyncio.gather(committing, return_exceptions=True)
 
 
 async def _main() -> None:

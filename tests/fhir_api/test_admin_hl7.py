@@ -6,7 +6,8 @@ import contextvars
 import httpx
 
 from fhir_api.config import MllpSettings
-from fhir_api.hl7_intake import take
+from fhir_api.hl7_commits import commit
+from fhir_api.hl7_intake import Answer, receive
 from integration.stack import StackConfig
 from storage.objects import make_object_store
 from tests.fhir_api.conftest import Api
@@ -16,11 +17,17 @@ from tests.mllp_peers import sample
 def test_messages_and_their_unmapped_reports(api: Api, services: StackConfig) -> None:
     objects = make_object_store(services.storage_settings())
     settings = MllpSettings(mllp_port=0, mllp_metrics_port=0)
-    answers = {
-        # In a copy of the context, as the listener runs it: `take` sets the message's correlation id.
-        name: contextvars.copy_context().run(take, api.engine, objects, settings, sample(name), source_address="10.0.0.9")
-        for name in ("adt_a01_v251.hl7", "orm_o01_nw_v23.hl7", "bad_no_patient_id.hl7")
-    }
+    names = ("adt_a01_v251.hl7", "orm_o01_nw_v23.hl7", "bad_no_patient_id.hl7")
+    # In a copy of the context, as the listener runs them: they set the message's correlation id.
+    received = [
+        contextvars.copy_context().run(receive, objects, settings, sample(name), source_address="10.0.0.9")
+        for name in names
+    ]
+    outcomes = contextvars.copy_context().run(commit, api.engine, settings, received)
+    answers: dict[str, Answer] = {}
+    for name, outcome in zip(names, outcomes, strict=True):
+        assert isinstance(outcome, Answer), outcome
+        answers[name] = outcome
     operator = api.role("operator", subject="night-operator")
 
     def page(**params: object) -> dict[str, object]:

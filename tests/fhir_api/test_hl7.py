@@ -3,12 +3,13 @@
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
-from hl7apy.parser import parse_segments
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import parse_message, parse_segments
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_api.errors import BadEncoding, Hl7Error, MappingFailed, NotHl7, UnsupportedEvent
-from fhir_api.hl7 import VERSIONS, ack, decode, escape, parse, read_header, unescape
+from fhir_api.hl7 import VERSIONS, ack, check_header, decode, escape, parse, read_header, unescape
 from fhir_api.hl7_messages import map_message
 from fhir_api.mapping import patient_resource_id
 from tests.mllp_peers import sample
@@ -27,6 +28,61 @@ def test_segment_unknown_to_the_version_is_refused() -> None:
     omi_in_23 = sample("omi_o23_v251.hl7").replace(b"|P|2.5.1\r", b"|P|2.3\r").replace(b"OMI^O23^OMI_O23", b"ORM^O01")
     with pytest.raises(NotHl7, match="Invalid name for Segment"):  # TQ1 and IPC came with v2.5
         parse(omi_in_23)
+
+
+def _hl7apy_verdict_kept(raw: bytes) -> None:
+    """parse() refuses a message that passes the header rules exactly when hl7apy's tolerant parse does."""
+    try:
+        check_header(read_header(decode(raw)))
+    except Hl7Error:
+        return  # refused before hl7apy is asked
+    try:
+        parse_message(decode(raw), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+        hl7apy_takes = True
+    except (HL7apyException, ValueError, KeyError, IndexError):  # what parse() turns into an Hl7Error
+        hl7apy_takes = False
+    try:
+        parse(raw)
+        we_take = True
+    except Hl7Error:
+        we_take = False
+    assert we_take == hl7apy_takes
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"\rPID|", b"\r \rPID|"),  # a line of blanks between segments
+        (b"\rPID|", b"\rpid|"),  # a segment id in lower case
+        (b"\rPID|", b"\rPIDX|"),  # four letters: hl7apy reads the first three
+        (b"\rPID|", b"\rPI|"),
+        (b"\rPID|", b"\rXYZ|1\rPID|"),
+        (b"\rPID|", b"\rZ1|1\rPID|"),
+        (b"|P|2.3", b"|P|2.3~2.4"),  # MSH-12 repeated
+        (b"|P|2.3", b"|P|2.3^X"),
+    ],
+)
+def test_structure_check_refuses_what_a_full_tolerant_hl7apy_parse_refuses(old: bytes, new: bytes) -> None:
+    """parse() checks structure from hl7apy's version tables without building its tree: same verdicts."""
+    _hl7apy_verdict_kept(sample("adt_a04_v23.hl7").replace(b"\r\n", b"\r").replace(old, new))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(["adt_a04_v23.hl7", "adt_a08_v24.hl7", "omi_o23_v251.hl7", "oru_r01_v251.hl7"]),
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 2), st.sampled_from(list("|^~\\&\r\n\tZAXP19 "))), max_size=8),
+)
+def test_structure_check_agrees_with_hl7apy_on_damaged_messages(name: str, edits: list[tuple[int, int, str]]) -> None:
+    chars = list(sample(name).decode())
+    for position, kind, char in edits:  # insert, replace or delete one character
+        at = position % len(chars)
+        if kind == 0:
+            chars.insert(at, char)
+        elif kind == 1:
+            chars[at] = char
+        elif len(chars) > 1:
+            del chars[at]
+    _hl7apy_verdict_kept("".join(chars).encode())
 
 
 def test_header_errors() -> None:

@@ -207,6 +207,34 @@ def test_a_duplicate_is_acknowledged_again_and_not_processed_twice(start_listene
     assert [d.get("duplicate", "false") for d in details] == ["false", "true"]
 
 
+def test_many_connections_at_once_each_get_their_own_ack(start_listener: Callable[..., Listener]) -> None:
+    """Messages that wait together are committed together (fhir_api.hl7_commits); each still gets its ACK."""
+    listener = start_listener()
+    template = sample("adt_a04_v23.hl7")
+    answers: dict[str, bytes] = {}
+
+    def sender(connection: int) -> None:
+        ids = [f"C{connection}M{i}" for i in range(8)]
+        messages = [template.replace(b"ADT0002", i.encode()).replace(b"PAT0002", f"P{i}".encode()) for i in ids]
+        # Every connection ends with the same message, sent by all at about the same time.
+        shared = template.replace(b"ADT0002", b"SHARED")
+        for control_id, answer in zip([*ids, "SHARED"], send(listener.port, *messages, shared), strict=True):
+            answers[f"{connection}:{control_id}"] = answer
+
+    threads = [threading.Thread(target=sender, args=(c,)) for c in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(answers) == 6 * 9
+    for key, answer in answers.items():
+        assert segment(answer, "MSA")[1:3] == ["AA", key.split(":")[1]], answer
+    assert listener.count(Hl7Message) == 6 * 8 + 1  # the shared message once
+    with session_scope(listener.engine) as session:
+        details = [a.detail for a in session.scalars(select(AuditEvent).where(AuditEvent.subtype == "hl7-accepted"))]
+    assert sum(d.get("duplicate") == "true" for d in details) == 5
+
+
 @pytest.mark.parametrize(
     ("name", "code", "error"),
     [
