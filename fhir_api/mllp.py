@@ -1,9 +1,9 @@
 """`python -m fhir_api.mllp`: the HL7 v2 listener over MLLP (HL7 v2 Appendix C), asyncio, optional TLS.
 
 Many connections, many messages per connection, one at a time each (the sender waits for the ACK).
-Each message is read, mapped and put in object storage in a thread of its own, then committed by
-the listener's one database writer together with the messages of other connections that wait at
-the same time (fhir_api.hl7_commits). This is the edge: storage outcomes and Hl7Errors become acknowledgements here (HL7 v2 2.9):
+Each message is read, mapped and put in object storage in a thread of its own, then committed
+together with the messages of other connections that wait at the same time (storage.group_commit,
+fhir_api.hl7_commits). This is the edge: storage outcomes and Hl7Errors become acknowledgements here (HL7 v2 2.9):
 original mode AA/AE/AR; enhanced mode (MSH-15/MSH-16 valued) the commit ACK CA/CE/CR, sent as
 MSH-15 asks (AL always, NE never, ER on error, SU on success).
 """
@@ -15,15 +15,15 @@ import signal
 import ssl
 import time
 import uuid
+from functools import partial
 
 from sqlalchemy import Engine
 
-from fhir_api import metrics
+from fhir_api import hl7_commits, metrics
 from fhir_api.config import MllpSettings, get_mllp_settings
 from fhir_api.errors import Hl7Error, MessageRefused
 from fhir_api.hl7 import Header, ack, decode, minimal_header, read_header
-from fhir_api.hl7_commits import Committer
-from fhir_api.hl7_intake import Answer, receive, record_refusal
+from fhir_api.hl7_intake import Answer, Received, receive, record_refusal
 from integration import health
 from integration.errors import MessageTooLarge
 from integration.logs import setup_logging
@@ -31,9 +31,13 @@ from integration.mllp import frame, read_block
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine
 from storage.errors import StorageUnavailable
+from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, make_object_store
 
 log = logging.getLogger(__name__)
+
+# The listener's one group commit: connections hand it their messages (fhir_api.hl7_commits).
+Committer = GroupCommit[Received, Answer]
 
 _COMMIT = {"AA": "CA", "AE": "CE", "AR": "CR"}
 
@@ -101,7 +105,7 @@ def _header_of(raw: bytes) -> Header:
 async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSettings, raw: bytes, peer: str) -> Answer:
     try:
         message = await asyncio.to_thread(receive, objects, settings, raw, source_address=peer)
-        return await committer.submit(message)
+        return await asyncio.to_thread(committer.commit, message)
     except StorageUnavailable as exc:
         log.warning("storage unavailable, answering AE: %r", exc)
         return Answer("AE", _header_of(raw), error=StoragePaused("storage unavailable; send again later"))
@@ -198,7 +202,7 @@ async def serve(
     """Listen until `stop` is set (`ready` is set once bound), then close the server."""
     open_writers: set[asyncio.StreamWriter] = set()
     handlers: set[asyncio.Task[None]] = set()
-    committer = Committer(engine, settings)
+    committer = Committer(engine, partial(hl7_commits.write, settings=settings))
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -221,23 +225,17 @@ async def serve(
         ssl=tls_context(settings),
     )
     log.info("MLLP listener on %s:%d%s", settings.mllp_host, settings.mllp_port, " (TLS)" if settings.mllp_tls_cert else "")
-    committing = asyncio.create_task(committer.run())
-    try:
-        async with server:
-            if ready is not None:
-                ready.set()
-            await stop.wait()
-            server.close()
-            # Close idle connections so their handlers end; an exchange in progress finishes first
-            # only if it is past its read (its ACK write then fails, and the sender retries).
-            for writer in list(open_writers):
-                writer.close()
-            await asyncio.gather(*handlers, return_exceptions=True)
-            await server.wait_closed()
-    finally:
-        # Every handler has its answer by now: nothing waits for the writer any more.
-        committing.cancel()
-        await asyncio.gather(committing, return_exceptions=True)
+    async with server:
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        server.close()
+        # Close idle connections so their handlers end; an exchange in progress finishes first
+        # only if it is past its read (its ACK write then fails, and the sender retries).
+        for writer in list(open_writers):
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
 
 
 async def _main() -> None:

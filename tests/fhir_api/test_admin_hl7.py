@@ -2,13 +2,15 @@
 report (issue 4: every field the mapping did not use is visible), after the real intake took them."""
 
 import contextvars
+from functools import partial
 
 import httpx
 
+from fhir_api import hl7_commits
 from fhir_api.config import MllpSettings
-from fhir_api.hl7_commits import commit
-from fhir_api.hl7_intake import Answer, receive
+from fhir_api.hl7_intake import Answer, Received, receive
 from integration.stack import StackConfig
+from storage.group_commit import GroupCommit
 from storage.objects import make_object_store
 from tests.fhir_api.conftest import Api
 from tests.mllp_peers import sample
@@ -23,11 +25,8 @@ def test_messages_and_their_unmapped_reports(api: Api, services: StackConfig) ->
         contextvars.copy_context().run(receive, objects, settings, sample(name), source_address="10.0.0.9")
         for name in names
     ]
-    outcomes = contextvars.copy_context().run(commit, api.engine, settings, received)
-    answers: dict[str, Answer] = {}
-    for name, outcome in zip(names, outcomes, strict=True):
-        assert isinstance(outcome, Answer), outcome
-        answers[name] = outcome
+    committer: GroupCommit[Received, Answer] = GroupCommit(api.engine, partial(hl7_commits.write, settings=settings))
+    answers = {name: contextvars.copy_context().run(committer.commit, message) for name, message in zip(names, received, strict=True)}
     operator = api.role("operator", subject="night-operator")
 
     def page(**params: object) -> dict[str, object]:

@@ -10,7 +10,6 @@ from sqlalchemy import Engine, func, select
 from audit.verify import verify
 from fhir_api import hl7_commits, hl7_intake
 from fhir_api.config import MllpSettings
-from fhir_api.hl7_commits import commit
 from fhir_api.hl7_intake import Answer, Received, receive
 from fhir_api.mapping import patient_resource_id
 from integration.stack import StackConfig
@@ -38,6 +37,12 @@ def _received(objects: ObjectStore, *names: str) -> list[Received]:
     return [
         contextvars.copy_context().run(receive, objects, SETTINGS, sample(name), source_address="10.0.0.7") for name in names
     ]
+
+
+def commit(engine: Engine, settings: MllpSettings, batch: list[Received]) -> list[Answer | Exception]:
+    """One batch in one transaction, as the listener's GroupCommit writes what waits together."""
+    with session_scope(engine) as session:
+        return hl7_commits.write(session, batch, settings=settings)
 
 
 def _count(engine: Engine, table: type) -> int:
