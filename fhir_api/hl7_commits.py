@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from fhir_api.config import MllpSettings
 from fhir_api.hl7_intake import Answer, Received, duplicate, record
+from integration.logs import correlated
 
 
 def write(session: Session, messages: Sequence[Received], *, settings: MllpSettings) -> list[Answer | Exception]:
@@ -25,7 +26,8 @@ def write(session: Session, messages: Sequence[Received], *, settings: MllpSetti
     outcomes: list[Answer | Exception] = []
     for message in messages:
         try:
-            with session.begin_nested():
+            # Log lines of the message's own work carry its id (several messages share this thread).
+            with correlated(message.message_id), session.begin_nested():
                 outcomes.append(record(session, settings, message))
         except IntegrityError as exc:
             # Another transaction (another listener process) accepted the same message in between.

@@ -168,7 +168,6 @@ def record(session: Session, settings: MllpSettings, message: Received) -> Answe
 
     Raises IntegrityError when another transaction accepted the same message (MSH-3/4/10) first.
     """
-    correlation.set(message.message_id)
     header = message.header
     row = Hl7Message(
         id=message.message_id,
