@@ -32,6 +32,13 @@ class ModelCrashed(InferenceError):
     retriable = True
 
 
+class LoadTimeout(ModelCrashed):
+    """The model did not load within `inference_load_timeout_seconds`; its runner was killed.
+
+    A hung load holds the worker as a crash loop would, so it counts as a crash.
+    """
+
+
 class UnknownJob(InferenceError):
     """The request names a job that is not in the database; the router creates jobs before requesting them."""
 
