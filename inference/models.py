@@ -230,14 +230,23 @@ class ModelCache:
         """The loaded model of this version, starting its runner (and stopping others) if needed; blocking."""
         key = (name, version)
         with self._lock:
-            model = self._models.get(key)
-            if model is None:
-                model = self._loader(name, version)
-                self._models[key] = model
+            model = self._model(key)
             self._models.move_to_end(key)
             model.load()
             self._evict(keep=key)
             return model
+
+    def model(self, name: str, version: str) -> LoadedModel:
+        """The model of this version without starting its runner (its manifest, when its load failed); blocking."""
+        with self._lock:
+            return self._model((name, version))
+
+    def _model(self, key: tuple[str, str]) -> LoadedModel:
+        model = self._models.get(key)
+        if model is None:
+            model = self._loader(*key)
+            self._models[key] = model
+        return model
 
     def _evict(self, *, keep: tuple[str, str]) -> None:
         resident = {key: m.resident_bytes for key, m in self._models.items() if m.is_loaded}
