@@ -35,7 +35,12 @@ async def serve(name: str) -> None:
     def loader(model: str, version: str) -> LoadedModel:
         manifest = registry.manifest_of(engine, model, version)
         package = registry.fetch(store, cache_dir, model, version)
-        return LoadedModel(manifest, package / manifest.artifact, registry.adapter_module(manifest.framework))
+        return LoadedModel(
+            manifest,
+            package / manifest.artifact,
+            registry.adapter_module(manifest.framework),
+            load_timeout=settings.inference_load_timeout_seconds,
+        )
 
     models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
     stop = asyncio.Event()

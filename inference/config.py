@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,14 @@ class InferenceSettings(BaseSettings):
     # A job that takes longer than this is abandoned: its model's runner process is killed, its job
     # fails, its result says why, and the request is dead-lettered. The next job starts a new runner.
     inference_timeout_seconds: float = 120.0
+    # A runner still loading its model after this long is killed; that counts as a crash of the job
+    # that needed the model (a hung load would otherwise hold the worker forever).
+    inference_load_timeout_seconds: float = 600.0
+    # A job whose model runner died this many times running it alone (or loading for it) fails, its
+    # result says why, and the request is dead-lettered: a poison input (a decoder crash, one volume
+    # too large for memory) would otherwise be retried forever and hold up its partition. Counted in
+    # the job's row, so a restarted worker goes on counting.
+    inference_max_crashes: int = Field(default=3, ge=1)
     # Each loaded model version runs in a runner process of its own; when their resident memory
     # together exceeds this, the least recently used runners are stopped (the one just asked for
     # always stays).

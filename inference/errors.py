@@ -26,10 +26,22 @@ class InferenceTimeout(InferenceError):
 class ModelCrashed(InferenceError):
     """The model's runner process died (the out-of-memory killer, a crash in native code).
 
-    Retriable: the next try starts a new runner.
+    Retriable: the next try starts a new runner, until the job has seen `inference_max_crashes`.
     """
 
     retriable = True
+
+
+class LoadTimeout(ModelCrashed):
+    """The model did not load within `inference_load_timeout_seconds`; its runner was killed.
+
+    A hung load holds the worker as a crash loop would, so it counts as a crash.
+    """
+
+
+class TooManyCrashes(InferenceError):
+    """The model's runner died `inference_max_crashes` times on one job (a poison input, a model that
+    never loads): the job fails rather than holding its partition with retries forever."""
 
 
 class UnknownJob(InferenceError):

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from inference import runner, text
 from inference.adapters import Batch
-from inference.errors import InferenceError, InferenceTimeout, ModelCrashed
+from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed
 from integration.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,24 @@ class LoadedModel:
     memory budget) or died is started again by the next call.
     """
 
-    def __init__(self, manifest: Manifest, artifact: Path, adapter: str) -> None:
-        """`adapter` names the adapter module (an inference.adapters.Adapter), imported only in the runner."""
+    def __init__(self, manifest: Manifest, artifact: Path, adapter: str, *, load_timeout: float | None = None) -> None:
+        """`adapter` names the adapter module (an inference.adapters.Adapter), imported only in the runner;
+        a runner that has not loaded the model after `load_timeout` seconds (None: no limit) is killed."""
         self.manifest = manifest
         self._artifact = artifact
         self._adapter = adapter
+        self._load_timeout = load_timeout
         self._anchors: NDArray[np.float32] | None = None
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
     def load(self) -> None:
-        """Start the runner and load the model in it, unless it runs already (blocking: call it from a thread)."""
+        """Start the runner and load the model in it, unless it runs already (blocking: call it from a thread).
+
+        A runner that dies while loading raises ModelCrashed, one past the load timeout is killed and
+        raises LoadTimeout (both retriable); an error of the adapter is raised as it raised it.
+        """
         with self._lock:
             self._running()
 
@@ -141,9 +147,14 @@ class LoadedModel:
         process.start()
         child_end.close()  # the runner holds the only other end, so its death reads as end-of-file here
         self._process, self._conn = process, conn
-        # Loading has no timeout: a large model on a busy machine can take minutes, and a runner
-        # that dies while loading ends the wait.
+        # A large model on a busy machine can take minutes to load, so the load timeout is generous
+        # and separate from the batch timeout; a runner that dies while loading ends the wait sooner.
         try:
+            if not conn.poll(self._load_timeout):
+                raise LoadTimeout(
+                    f"the runner (pid {process.pid}) of {self.manifest.name} {self.manifest.version} was still "
+                    f"loading the model after {self._load_timeout}s and was killed"
+                )
             self._answer(conn, "loading")
         except Exception:  # raised again once the runner is gone
             self._kill()  # a runner whose load failed is exiting: gone before this raises
@@ -171,8 +182,12 @@ class LoadedModel:
         return value
 
     def _crashed(self, doing: str) -> ModelCrashed:
+        # The pid lets an operator find the runner in the kernel's log (the out-of-memory killer names it).
+        pid = self._process.pid if self._process is not None else None
         status = _exit_status(self._reap())
-        return ModelCrashed(f"the runner of {self.manifest.name} {self.manifest.version} died {doing} ({status})")
+        return ModelCrashed(
+            f"the runner (pid {pid}) of {self.manifest.name} {self.manifest.version} died {doing} ({status})"
+        )
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -215,14 +230,23 @@ class ModelCache:
         """The loaded model of this version, starting its runner (and stopping others) if needed; blocking."""
         key = (name, version)
         with self._lock:
-            model = self._models.get(key)
-            if model is None:
-                model = self._loader(name, version)
-                self._models[key] = model
+            model = self._model(key)
             self._models.move_to_end(key)
             model.load()
             self._evict(keep=key)
             return model
+
+    def model(self, name: str, version: str) -> LoadedModel:
+        """The model of this version without starting its runner (its manifest, when its load failed); blocking."""
+        with self._lock:
+            return self._model((name, version))
+
+    def _model(self, key: tuple[str, str]) -> LoadedModel:
+        model = self._models.get(key)
+        if model is None:
+            model = self._loader(*key)
+            self._models[key] = model
+        return model
 
     def _evict(self, *, keep: tuple[str, str]) -> None:
         resident = {key: m.resident_bytes for key, m in self._models.items() if m.is_loaded}

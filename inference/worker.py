@@ -26,7 +26,7 @@ from audit.records import INFERENCE_RUN, AuditRecord, Outcome
 from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
-from inference.errors import CannotDecode, InferenceError, InputNotAccepted, UnknownJob
+from inference.errors import CannotDecode, InferenceError, InputNotAccepted, ModelCrashed, TooManyCrashes, UnknownJob
 from inference.models import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
@@ -36,7 +36,7 @@ from integration.messages import Finding, InferenceRequest, InferenceResult, Mea
 from storage.db import session_scope
 from storage.objects import ObjectStore, dicom_key, result_key
 from storage.outbox import add_event
-from storage.queries import job_status
+from storage.queries import count_crash, job_status
 from storage.tables import InferenceJob
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class Prepared:
     model: LoadedModel | None = None
     model_input: inputs.ModelInput | None = None
     error: str = ""
+    # Why the job fails when its request is answered, and the request is dead-lettered too (its
+    # model's runner crashed too often loading). `error` fails the job without dead-lettering.
+    failure: InferenceError | None = None
     duplicate: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     # When this worker took the request (the end of its queue time, issue 9).
@@ -155,9 +158,13 @@ class Worker:
             assert model is not None
             batches = [prepared[i].model_input.batch for i in members]  # type: ignore[union-attr]
             metrics.BATCH_SIZE.labels(self._name).observe(len(members))
+            if len(members) == 1:
+                continue  # alone already: it runs in answer(), where a crash of the runner counts against its job
             try:
                 raw, seconds = await self.run_model(model, _concat(batches))
             except Exception as exc:  # not swallowed: each request runs again alone below, under retry/DLQ
+                # A crash here is counted against no job: run alone, the poison input (if one is) crashes
+                # again and is charged; its batch-mates, which may be fine, are not.
                 log.warning("batch of %d requests failed (%r); running them one by one", len(members), exc)
                 continue
             start = 0
@@ -195,7 +202,15 @@ class Worker:
             return Prepared(request=request, input_keys=[], duplicate=True)
         all_keys = [ref.object_key for ref in request.inputs] + [t.ref for t in request.texts]
         started = time.perf_counter()
-        model = await asyncio.to_thread(self._models.get, request.model, request.model_version)
+        try:
+            model = await asyncio.to_thread(self._models.get, request.model, request.model_version)
+        except ModelCrashed as exc:  # its runner died or hung loading the model for this request
+            failure = await self._charge_crash(request.job_id, exc)
+            model = await asyncio.to_thread(self._models.model, request.model, request.model_version)
+            timings = {"load": time.perf_counter() - started}
+            return Prepared(
+                request=request, input_keys=all_keys, model=model, failure=failure, timings=timings, started_at=taken
+            )
         timings = {"load": time.perf_counter() - started}
         fetched = 0.0
 
@@ -241,11 +256,12 @@ class Worker:
         `output` is the request's share of the batch's raw outputs and the batch's seconds; without
         it (the batch failed) the request runs alone here. A model that fails or runs past the
         timeout fails the job with an error result, and the request is dead-lettered as well. A
-        runner that died (ModelCrashed, retriable) leaves the job queued: the request is retried.
+        runner that died (ModelCrashed, retriable) leaves the job queued: the request is retried,
+        until the job has seen `inference_max_crashes` crashes; then it fails the same way.
         """
         if item.duplicate:
             return
-        failure: InferenceError | None = None
+        failure = item.failure
         said = Said()
         timings = dict(item.timings)
         if item.model_input is not None and item.model is not None:
@@ -254,11 +270,14 @@ class Worker:
                 started = time.perf_counter()
                 said = await self._postprocess(item, item.model, item.model_input, raw)
                 timings["postprocess"] = time.perf_counter() - started
+            except ModelCrashed as exc:
+                failure = await self._charge_crash(item.request.job_id, exc)
             except InferenceError as exc:
                 if exc.retriable:
                     raise
                 failure = exc
-                item = replace(item, error=_describe(exc))
+        if failure is not None:
+            item = replace(item, error=_describe(failure))
         manifest = item.model.manifest if item.model is not None else None
         if manifest is None:
             raise InferenceError("no model for the request")
@@ -274,6 +293,21 @@ class Worker:
         )
         if failure is not None:
             raise failure  # after the error result is recorded: to the dead-letter topic, for a replay
+
+    async def _charge_crash(self, job_id: str, crash: ModelCrashed) -> TooManyCrashes:
+        """Count a death of the model's runner against the job: `crash` is raised again (and retried)
+        until the job has seen `inference_max_crashes`, then the job's permanent failure is returned.
+
+        Only runs of this job's request alone reach here (running it, or loading the model for it):
+        handle_batch runs a batch that crashed again one request at a time, so a poison input does
+        not use up the tries of the requests batched with it.
+        """
+        crashes = await asyncio.to_thread(self._count_crash, job_id)
+        allowed = self._settings.inference_max_crashes
+        log.warning("job %s: its model's runner died, crash %d of %d allowed: %s", job_id, crashes, allowed, crash)
+        if crashes < allowed:
+            raise crash
+        return TooManyCrashes(f"its model's runner died {crashes} times on this job; the last time: {crash}")
 
     async def _postprocess(
         self, item: Prepared, model: LoadedModel, model_input: inputs.ModelInput, raw: NDArray[np.float32]
@@ -346,6 +380,13 @@ class Worker:
     def _job_status(self, job_id: str) -> str | None:
         with session_scope(self._engine) as session:
             return job_status(session, job_id=job_id)
+
+    def _count_crash(self, job_id: str) -> int:
+        with session_scope(self._engine) as session:
+            crashes = count_crash(session, job_id=job_id)
+        if crashes is None:
+            raise UnknownJob(f"job {job_id} is not in the database")
+        return crashes
 
     def _record(self, item: Prepared, manifest: Manifest, result: InferenceResult) -> None:
         with session_scope(self._engine) as session:

@@ -364,6 +364,17 @@ def job_status(session: Session, *, job_id: str) -> str | None:
     return session.scalar(select(InferenceJob.status).where(InferenceJob.job_id == job_id))
 
 
+def count_crash(session: Session, *, job_id: str) -> int | None:
+    """Add one to the crashes of a job, returning how many it has now; None when there is no such job."""
+    # One UPDATE: two workers counting crashes of one job (after a rebalance) both count.
+    return session.scalar(
+        update(InferenceJob)
+        .where(InferenceJob.job_id == job_id)
+        .values(crashes=InferenceJob.crashes + 1)
+        .returning(InferenceJob.crashes)
+    )
+
+
 def fhir_resource_json(session: Session, *, resource_type: str, resource_id: str) -> str | None:
     """The current version of a stored FHIR resource as JSON, or None."""
     row = session.get(FhirResource, (resource_type, resource_id))

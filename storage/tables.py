@@ -126,6 +126,9 @@ class InferenceJob(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Times its model's runner died running this job (or loading for it); kept here, not in the
+    # worker, so that a restarted worker does not retry a poison input forever.
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (UniqueConstraint("study_uid", "model", "model_version", "revision", name="uq_job_input"),)
 

@@ -2,7 +2,7 @@
 
 Runner processes import it by name (`tests.inference.scripted_adapter`), as they import a real
 adapter. The artifact is a JSON file: `{"hold_mb": N}` keeps N MB resident once loaded,
-`{"fail_load": "why"}` fails the load. A batch's first value is how many seconds predict sleeps;
+`{"fail_load": "why"}` fails the load, `{"load_seconds": N}` sleeps N seconds in it. A batch's first value is how many seconds predict sleeps;
 a second value of 1 kills the runner with SIGKILL, as the out-of-memory killer does. The outputs
 are zeros, two per input.
 """
@@ -25,6 +25,7 @@ def load(path: Path) -> object:
     script = json.loads(path.read_text())
     if "fail_load" in script:
         raise InferenceError(script["fail_load"])
+    time.sleep(float(script.get("load_seconds", 0)))
     return np.ones(int(script.get("hold_mb", 0) * 2**20), dtype=np.uint8)
 
 

@@ -2,16 +2,18 @@
 timeout kills, whose death is a retriable error, and which never outlives its worker."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from inference.errors import InferenceError, InferenceTimeout, ModelCrashed
+from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed
 from inference.models import LoadedModel
 from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
@@ -103,6 +105,27 @@ def test_a_failed_load_raises_the_adapters_error_and_leaves_no_runner(tmp_path: 
     with pytest.raises(InferenceError, match="no weights in this package") as raised:
         model.load()
     assert not raised.value.retriable and not model.is_loaded and model.pid is None
+
+
+def test_a_load_past_the_load_timeout_kills_the_runner_like_a_crash(tmp_path: Path) -> None:
+    artifact = tmp_path / "script.json"
+    artifact.write_text(json.dumps({"load_seconds": 3600}))
+    model = LoadedModel(MANIFEST, artifact, SCRIPTED, load_timeout=2.0)
+    started = time.perf_counter()
+    with pytest.raises(LoadTimeout, match="still loading the model after 2.0s") as raised:
+        model.load()
+    assert time.perf_counter() - started < 30
+    # A crash as the worker counts them (retriable until the job has seen too many), with no runner left.
+    assert isinstance(raised.value, ModelCrashed) and raised.value.retriable
+    found = re.search(r"pid (\d+)", str(raised.value))
+    assert found is not None and process_ended(int(found.group(1)), timeout=0)
+    assert not model.is_loaded and model.pid is None
+
+    artifact.write_text("{}")  # the next use starts a new runner, which loads
+    try:
+        assert model.predict(_sleeping(0.0), timeout=30).shape == (1, 2)
+    finally:
+        model.unload()
 
 
 def test_a_runner_ends_when_its_worker_is_killed_even_mid_batch(tmp_path: Path) -> None:

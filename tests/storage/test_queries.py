@@ -9,13 +9,14 @@ from storage.db import session_scope
 from storage.queries import (
     ReceivedInstance,
     correlation_id_for_study,
+    count_crash,
     create_job,
     instance_state,
     record_instance,
     studies_quiet_since,
     study_instances,
 )
-from storage.tables import InstanceVersion, Study
+from storage.tables import InferenceJob, InstanceVersion, Study
 
 ITEM = ReceivedInstance(
     study_uid="1.2.3",
@@ -109,3 +110,19 @@ def test_job_is_unique_per_input(db: Engine) -> None:
     with session_scope(db) as s:
         assert create_job(s, job_id="j2", study_uid="1.2.3", revision=1, model="m", model_version="1") is None
         assert create_job(s, job_id="j3", study_uid="1.2.3", revision=2, model="m", model_version="1") is not None
+
+
+def test_a_jobs_crashes_are_counted_in_its_row(db: Engine) -> None:
+    with session_scope(db) as s:
+        record_instance(s, item=ITEM)
+        create_job(s, job_id="j1", study_uid="1.2.3", revision=1, model="m", model_version="1")
+        create_job(s, job_id="j2", study_uid="1.2.3", revision=2, model="m", model_version="1")
+    for expected in (1, 2):  # one transaction each, as a worker counts them
+        with session_scope(db) as s:
+            assert count_crash(s, job_id="j1") == expected
+    with session_scope(db) as s:
+        assert count_crash(s, job_id="no-such-job") is None
+        assert [(j.job_id, j.crashes) for j in s.scalars(select(InferenceJob).order_by(InferenceJob.job_id))] == [
+            ("j1", 2),
+            ("j2", 0),
+        ]
