@@ -44,6 +44,10 @@ class TooManyCrashes(InferenceError):
     never loads): the job fails rather than holding its partition with retries forever."""
 
 
+class ModelFailed(InferenceError):
+    """The model raised an error of its own on this input (its framework's exception, named in the message)."""
+
+
 class UnknownJob(InferenceError):
     """The request names a job that is not in the database; the router creates jobs before requesting them."""
 

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from inference import runner, text
 from inference.adapters import Batch
-from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed
+from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed, ModelFailed
 from integration.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class LoadedModel:
         """Raw model outputs for a batch (blocking: call it from a thread).
 
         Past `timeout` seconds the runner is killed and InferenceTimeout raised; a runner that dies
-        raises ModelCrashed (retriable); an error of the model itself is raised as the model raised it.
+        raises ModelCrashed (retriable); an error of the model itself raises ModelFailed (permanent).
         """
         with self._lock:
             conn = self._running()
@@ -178,7 +178,12 @@ class LoadedModel:
             raise self._crashed(doing) from None
         if not ok:
             assert isinstance(value, BaseException)
-            raise value
+            if isinstance(value, InferenceError):
+                raise value
+            # Anything else the model raised (a ValueError from torch, say) fails this job for good:
+            # the worker records an error result and dead-letters the request, as for other
+            # permanent errors, instead of leaving the job queued with nobody answering it.
+            raise ModelFailed(f"{self.manifest.name} {self.manifest.version}: {type(value).__name__}: {value}") from value
         return value
 
     def _crashed(self, doing: str) -> ModelCrashed:

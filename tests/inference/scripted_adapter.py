@@ -3,7 +3,8 @@
 Runner processes import it by name (`tests.inference.scripted_adapter`), as they import a real
 adapter. The artifact is a JSON file: `{"hold_mb": N}` keeps N MB resident once loaded,
 `{"fail_load": "why"}` fails the load, `{"load_seconds": N}` sleeps N seconds in it. A batch's first value is how many seconds predict sleeps;
-a second value of 1 kills the runner with SIGKILL, as the out-of-memory killer does. The outputs
+a second value of 1 kills the runner with SIGKILL, as the out-of-memory killer does, and of 2 raises
+a ValueError, as a framework does when it cannot use an input. The outputs
 are zeros, two per input.
 """
 
@@ -36,5 +37,7 @@ def predict(model: object, batch: Batch) -> NDArray[np.float32]:
     values = np.ravel(batch)
     if values.size > 1 and values[1] == 1:
         os.kill(os.getpid(), signal.SIGKILL)
+    if values.size > 1 and values[1] == 2:
+        raise ValueError("expected a 4-D input")
     time.sleep(float(values[0]))
     return np.zeros((len(batch), 2), dtype=np.float32)

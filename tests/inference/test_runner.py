@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed
+from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed, ModelFailed
 from inference.models import LoadedModel
 from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
@@ -96,6 +96,19 @@ def test_a_runner_that_dies_is_a_retriable_error_and_the_next_request_works(tmp_
             model.predict(crashing, timeout=30)
         assert raised.value.retriable and not model.is_loaded
         assert model.predict(_sleeping(0.0), timeout=30).shape == (1, 2)
+    finally:
+        model.unload()
+
+
+def test_an_error_of_the_model_itself_fails_the_job_for_good_and_the_runner_goes_on(tmp_path: Path) -> None:
+    model = _scripted(tmp_path)
+    try:
+        model.load()
+        pid = model.pid
+        with pytest.raises(ModelFailed, match="ValueError: expected a 4-D input") as raised:
+            model.predict(np.array([[0.0, 2.0]], dtype=np.float32), timeout=30)
+        assert not raised.value.retriable  # recorded as the job's error and dead-lettered, not retried
+        assert model.predict(_sleeping(0.0), timeout=30).shape == (1, 2) and model.pid == pid
     finally:
         model.unload()
 
