@@ -1,6 +1,9 @@
 """Database engine and transactions: the one way to reach SQL (SQLAlchemy 2.0)."""
 
+import fcntl
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,6 +20,8 @@ from storage.errors import StorageUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "doctorai_read_only"
+# Whether this thread holds the SQLite writer's turn (_writer_turn).
+_turns = threading.local()
 
 
 def make_engine(url: str, *, checkpoints: bool = True) -> Engine:
@@ -55,20 +60,50 @@ def make_engine(url: str, *, checkpoints: bool = True) -> Engine:
 
 
 @contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, wait for the database's one writer to finish in the kernel, not in SQLite's busy handler.
+
+    A writer that finds SQLite's write lock taken sleeps in the busy handler (1, 2, 5, 10 ms...)
+    and retries, so the lock often stands free while every waiting writer sleeps: with two
+    listener processes, most of their time. An exclusive flock on a file beside the database,
+    taken before BEGIN IMMEDIATE and dropped after the commit, queues writers in the kernel,
+    which wakes the next one the moment the lock is free. Each turn opens the file anew: flock
+    excludes other open files, so threads of one process queue as processes do.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    nested = getattr(_turns, "held", False)  # a scope inside this thread's own: SQLite decides, as before
+    if nested or not database or database == ":memory:" or engine.get_execution_options().get(_READ_ONLY):
+        yield
+        return
+    try:
+        fd = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # the database's directory is gone or unwritable: the database is too
+        raise StorageUnavailable(f"database unavailable: {exc!r}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _turns.held = True
+        yield
+    finally:
+        _turns.held = False
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: commit on success, roll back on error; connection failures become StorageUnavailable."""
-    session = Session(engine, expire_on_commit=False)
-    try:
-        yield session
-        session.commit()
-    except OperationalError as exc:
-        session.rollback()
-        raise StorageUnavailable(f"database unavailable: {exc.orig!r}") from exc
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    with _writer_turn(engine):
+        session = Session(engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise StorageUnavailable(f"database unavailable: {exc.orig!r}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 def checkpoint(engine: Engine) -> None:

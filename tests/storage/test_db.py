@@ -1,5 +1,6 @@
 """SQLite in the single-machine mode: reads beside a writer, and WAL checkpoints left to a background call."""
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,4 +43,28 @@ def test_commits_without_checkpoints_leave_them_to_checkpoint(tmp_path: Path) ->
     assert before < 1_000_000  # the rows are in the WAL only
     checkpoint(engine)
     assert database.stat().st_size > before + 2_000_000  # copied into the database
+    engine.dispose()
+
+
+def test_writers_queue_for_their_turn_and_a_scope_inside_a_scope_does_not_wait_for_itself(tmp_path: Path) -> None:
+    engine = make_engine(_url(tmp_path))
+    order: list[str] = []
+    with session_scope(engine) as outer:
+
+        def other_writer() -> None:
+            with session_scope(engine) as s:
+                order.append("other")
+                s.execute(text("SELECT 1"))
+
+        waiting = threading.Thread(target=other_writer)
+        waiting.start()
+        time.sleep(0.3)
+        assert order == []  # queued behind this transaction, not polling SQLite's lock
+        with session_scope(engine) as inner:  # same thread, before the outer one began: no deadlock on its turn
+            inner.scalars(select(Study)).all()
+        outer.execute(text("SELECT 1"))
+        order.append("outer")
+    waiting.join(10)
+    assert order == ["outer", "other"]
+    assert (tmp_path / "db.sqlite.writer-lock").exists()
     engine.dispose()
