@@ -33,7 +33,7 @@ OTHER_PDU_LIMIT = 1 << 20
 
 _HEADER = struct.Struct(">BBL")
 _PDV_HEADER = struct.Struct(">LBB")
-# Linux only: acknowledge at once instead of delaying the ACK (see Reader._fill).
+# Linux only: acknowledge at once instead of delaying the ACK (see Reader).
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
