@@ -182,7 +182,7 @@ def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message)
             message.spool.discard()
         message.spool, message.request = None, None
     response = dimse.response(request, answer.status, answer.comment, instance_uid=answer.instance_uid)
-    assoc.sock.sendall(pdus.p_data(message.context_id, COMMAND | LAST, response))
+    assoc.sock.sendall(pdus.p_data(message.context_id, response, max_length=assoc.peer_max_pdu))
 
 
 def _answer(assoc: Association, receiver: handlers.Receiver, request: dimse.Command, message: _Message) -> handlers.Answer:

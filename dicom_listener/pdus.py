@@ -116,10 +116,20 @@ def read_pdv_header(reader: Reader) -> tuple[int, int, int]:
     return item_length - 2, context_id, control
 
 
-def p_data(context_id: int, control: int, value: bytes) -> bytes:
-    """A P-DATA-TF PDU holding one PDV (PS3.8 9.3.5); our responses are one PDV each."""
-    item = _PDV_HEADER.pack(len(value) + 2, context_id, control) + value
-    return _HEADER.pack(P_DATA_TF, 0, len(item)) + item
+def p_data(context_id: int, command: bytes, *, max_length: int) -> bytes:
+    """A whole command set as P-DATA-TF PDUs of one PDV each, none longer than `max_length` (PS3.8 9.3.5, D.1).
+
+    `max_length` is the Maximum Length the peer announced (0: no limit). Our command sets are a
+    few hundred bytes, so this is one PDU unless the peer asked for tiny ones.
+    """
+    room = max(max_length - 6, 1) if max_length else len(command)  # 6: the PDV item's length, ID and control
+    pdus = []
+    for start in range(0, len(command), room):
+        fragment = command[start : start + room]
+        control = 0x01 | (0x02 if start + room >= len(command) else 0)  # command; last fragment (PS3.8 E.2)
+        item = _PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
+        pdus.append(_HEADER.pack(P_DATA_TF, 0, len(item)) + item)
+    return b"".join(pdus)
 
 
 def release_rp() -> bytes:

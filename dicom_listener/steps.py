@@ -20,7 +20,14 @@ from audit.log import append
 from audit.records import PROCEDURE_STEP_CREATED, PROCEDURE_STEP_UPDATED, AuditRecord
 from dicom_listener import dimse, metrics
 from dicom_listener.association import Association
-from dicom_listener.handlers import OUT_OF_RESOURCES, SUCCESS, Answer, Receiver
+from dicom_listener.handlers import (
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    SUCCESS,
+    Answer,
+    Receiver,
+)
 from dicom_listener.spool import Spool
 from integration.studies import announce
 from storage import steps
@@ -33,12 +40,10 @@ log = logging.getLogger(__name__)
 # The Modality Performed Procedure Step SOP Class (PS3.4 F.7.1).
 MPPS = "1.2.840.10008.3.1.2.3.3"
 
-# PS3.7 C.4 and PS3.4 F.7.2.2.
+# PS3.7 C.4 and PS3.4 F.7.2.2 (Duplicate SOP Instance and Processing Failure are handlers').
 INVALID_ATTRIBUTE_VALUE = 0x0106
-DUPLICATE_SOP_INSTANCE = 0x0111
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 MISSING_ATTRIBUTE = 0x0120
-PROCESSING_FAILURE = 0x0110
 # PS3.4 F.7.2.2.2: "Performed Procedure Step Object may no longer be updated".
 NO_LONGER_UPDATABLE = 0xA710
 
