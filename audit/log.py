@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.records import AuditRecord
+from storage.prepared import Prepared
 from storage.tables import AuditEvent
 
 GENESIS = "0" * 64
@@ -36,11 +37,17 @@ def record_hash(row: AuditEvent) -> str:
     return _hash({k: getattr(row, k) for k in (*_HASHED, "recorded_at")})
 
 
+_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:k)"))
+_LAST_HASH = Prepared(select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1))
+_INSERT = Prepared(insert(_TABLE))
+
+
 def _lock_and_last_hash(connection: Connection) -> str:
+    # Prepared statements: this runs in every transaction that audits, once per C-STORE batch.
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    prev = connection.execute(select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)).scalar()
-    return prev or GENESIS
+        _LOCK.scalar(connection, {"k": _CHAIN_LOCK})
+    prev = _LAST_HASH.scalar(connection)
+    return str(prev) if prev else GENESIS
 
 
 def _values(record: AuditRecord, prev_hash: str, now: datetime) -> dict[str, Any]:
@@ -86,9 +93,9 @@ def append_many(session: Session, records: Sequence[AuditRecord]) -> None:
         values = _values(record, prev, now)
         rows.append(values)
         prev = values["hash"]
-    # One Core executemany on the session's connection, past the ORM: this runs for every stored
+    # One executemany on the session's connection, past the ORM: this runs for every stored
     # instance. Ids follow the list order, as the chain needs.
-    connection.execute(insert(_TABLE), rows)
+    _INSERT.run_many(connection, rows)
 
 
 def trail(session: Session, *, correlation_id: str) -> list[AuditEvent]:

@@ -9,8 +9,8 @@ from typing import Literal, cast
 from sqlalchemy import Integer, Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
+from storage.prepared import Prepared
 from storage.steps import IN_PROGRESS, expected_from_steps
 from storage.tables import FhirResource, InferenceJob, Instance, InstanceVersion, ModelPackage, PerformedStep, Series, Study
 
@@ -62,11 +62,11 @@ class IndexedStudy:
 
 @dataclass(frozen=True)
 class _IndexStatements:
-    study: Executable
-    reopen_left: Executable
-    series: Executable
-    instance: Executable
-    version: Executable
+    study: Prepared
+    reopen_left: Prepared
+    series: Prepared
+    instance: Prepared
+    version: Prepared
 
 
 @lru_cache
@@ -109,8 +109,8 @@ def _index_statements(dialect: str) -> _IndexStatements:
         .values(status="receiving", last_received_at=bindparam("now"))
     )
     return _IndexStatements(
-        reopen_left=reopen_left,
-        study=study.on_conflict_do_update(
+        reopen_left=Prepared(reopen_left),
+        study=Prepared(study.on_conflict_do_update(
             index_elements=["study_uid"],
             set_={
                 "calling_ae": study.excluded.calling_ae,
@@ -119,12 +119,12 @@ def _index_statements(dialect: str) -> _IndexStatements:
                 "status": study.excluded.status,
                 "expected_instances": announced,
             },
-        ).returning(studies.c.expected_instances),
-        series=insert_for(series).on_conflict_do_nothing(index_elements=["series_uid"]),
-        instance=instance.on_conflict_do_update(
-            index_elements=["sop_uid"], set_={c: getattr(instance.excluded, c) for c in updated}
+        ).returning(studies.c.expected_instances)),
+        series=Prepared(insert_for(series).on_conflict_do_nothing(index_elements=["series_uid"])),
+        instance=Prepared(
+            instance.on_conflict_do_update(index_elements=["sop_uid"], set_={c: getattr(instance.excluded, c) for c in updated})
         ),
-        version=insert(versions).values(version=latest.scalar_subquery()),
+        version=Prepared(insert(versions).values(version=latest.scalar_subquery())),
     )
 
 
@@ -139,11 +139,11 @@ def index_instance(
     C-STORE, where the ORM's get-then-add cost more SELECTs and a unit of work.
     """
     now = now or datetime.now(UTC)
-    # Core on the session's connection, past the ORM's execution machinery.
+    # Prepared statements on the session's connection, past the ORM's and Core's execution machinery.
     connection = session.connection()
     statements = _index_statements(connection.dialect.name)
-    expected = connection.execute(
-        statements.study,
+    expected = statements.study.scalar(
+        connection,
         {
             "study_uid": item.study_uid,
             "correlation_id": correlation_id_for_study(item.study_uid),
@@ -162,9 +162,9 @@ def index_instance(
             "announced": item.expected_instances or None,
             "steps_of": item.study_uid,
         },
-    ).scalar_one()
+    )
     if new_version:
-        connection.execute(statements.reopen_left, {"sop": item.sop_uid, "to": item.study_uid, "now": now})
+        statements.reopen_left.run(connection, {"sop": item.sop_uid, "to": item.study_uid, "now": now})
     current = {
         "sop_class_uid": item.sop_class_uid,
         "transfer_syntax_uid": item.transfer_syntax_uid,
@@ -174,8 +174,8 @@ def index_instance(
         "sha256": item.sha256,
         "received_at": now,
     }
-    connection.execute(
-        statements.series,
+    statements.series.run(
+        connection,
         {
             "series_uid": item.series_uid,
             "study_uid": item.study_uid,
@@ -186,9 +186,9 @@ def index_instance(
         },
     )
     keys = {"sop_uid": item.sop_uid, "series_uid": item.series_uid, "study_uid": item.study_uid}
-    connection.execute(statements.instance, {**keys, **current})
-    connection.execute(
-        statements.version,
+    statements.instance.run(connection, {**keys, **current})
+    statements.version.run(
+        connection,
         {
             "version_of": item.sop_uid,
             "sop_uid": item.sop_uid,
@@ -211,17 +211,23 @@ def record_instance(session: Session, *, item: ReceivedInstance, now: datetime |
     return study
 
 
+_INSTANCES, _VERSIONS = (cast(Table, t.__table__) for t in (Instance, InstanceVersion))
+_CURRENT_SHA256 = Prepared(select(_INSTANCES.c.sha256).where(_INSTANCES.c.sop_uid == bindparam("sop_uid")))
+_VERSION_WITH = Prepared(
+    select(_VERSIONS.c.id).where(_VERSIONS.c.sop_uid == bindparam("sop_uid"), _VERSIONS.c.sha256 == bindparam("sha256")).limit(1)
+)
+
+
 def instance_state(session: Session, *, sop_uid: str, sha256: str) -> InstanceState:
     """Whether a SOP instance is new, stored with exactly these bytes (any version), or stored with others."""
-    connection = session.connection()  # Core, past the ORM: this runs for every C-STORE
-    instances, versions = (cast(Table, t.__table__) for t in (Instance, InstanceVersion))
-    current = connection.execute(select(instances.c.sha256).where(instances.c.sop_uid == sop_uid)).scalar()
+    connection = session.connection()  # prepared statements, past the ORM and Core: this runs for every C-STORE
+    current = _CURRENT_SHA256.scalar(connection, {"sop_uid": sop_uid})
     if current is None:
         return "new"
     if current == sha256:
         return "same"
-    older = select(versions.c.id).where(versions.c.sop_uid == sop_uid, versions.c.sha256 == sha256).limit(1)
-    return "same" if connection.execute(older).scalar() is not None else "different"
+    older = _VERSION_WITH.scalar(connection, {"sop_uid": sop_uid, "sha256": sha256})
+    return "same" if older is not None else "different"
 
 
 def count_instances(session: Session, *, study_uid: str) -> int:
