@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -158,6 +158,18 @@ def http_ok(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Spec:
+    """A process to start: its command, environment, and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    ready: Callable[[], bool]
+    timeout: float = 60.0
+    cwd: Path | None = None
+
+
 @dataclass
 class Child:
     """One supervised process."""
@@ -186,23 +198,44 @@ class Supervisor:
         cwd: Path | None = None,
     ) -> Child:
         """Start `argv` and return once `ready()` is true; raise StackError if it dies or times out."""
-        log_path = self.log_dir / f"{name}.log"
-        with log_path.open("ab") as out:
-            # A session of its own: Ctrl-C reaches only `doctorai up`, which stops children in order.
-            process = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
-            )
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if process.poll() is not None:
-                raise StackError(f"{name} exited with {process.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise StackError(f"{name} not healthy after {timeout:.0f}s; see {log_path}")
-            time.sleep(0.1)
-        log.info("%s is up (pid %d)", name, process.pid)
+        [child] = self.start_together([Spec(name, argv, env, ready, timeout, cwd)])
         return child
+
+    def start_together(self, specs: Sequence["Spec"]) -> list[Child]:
+        """Start every process at once, and return once each is ready; raise StackError if one dies or times out.
+
+        For processes that do not wait on each other: their start-ups (imports, Kafka group
+        joins, model loads) overlap instead of adding up.
+        """
+        started = []
+        for spec in specs:
+            log_path = self.log_dir / f"{spec.name}.log"
+            with log_path.open("ab") as out:
+                # A session of its own: Ctrl-C reaches only `doctorai up`, which stops children in order.
+                process = subprocess.Popen(
+                    spec.argv,
+                    env={**os.environ, **spec.env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    start_new_session=True,
+                )
+            child = Child(spec.name, process, log_path)
+            self.children.append(child)
+            started.append((spec, child, time.monotonic() + spec.timeout))
+        waiting = list(started)
+        while waiting:
+            for spec, child, deadline in list(waiting):
+                if spec.ready():
+                    log.info("%s is up (pid %d)", spec.name, child.process.pid)
+                    waiting.remove((spec, child, deadline))
+                elif child.process.poll() is not None:
+                    raise StackError(f"{spec.name} exited with {child.process.returncode}; see {child.log_path}")
+                elif time.monotonic() > deadline:
+                    raise StackError(f"{spec.name} not healthy after {spec.timeout:.0f}s; see {child.log_path}")
+            if waiting:
+                time.sleep(0.1)
+        return [child for _, child, _ in started]
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
         """Stop one child with SIGTERM (SIGKILL after `timeout`)."""
@@ -312,7 +345,7 @@ def start_broker(config: StackConfig, supervisor: Supervisor) -> None:
 
 
 def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
-    """The engine's topics, then every engine process, each health-checked before the next starts."""
+    """The engine's topics, then every engine process health-checked, the listeners last."""
     names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ]
     names += [topics.inference_request(m) for m in config.models]
     asyncio.run(kafka.ensure_topics(config.integration_settings(), names))
@@ -324,24 +357,26 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
     def metrics(port: int) -> Callable[[], bool]:
         return lambda: http_ok(f"http://127.0.0.1:{port}/readyz")
 
-    supervisor.start("api", [py, "-m", "fhir_api"], env=env, ready=lambda: http_ok(f"http://127.0.0.1:{p.http}/readyz"))
-    supervisor.start("results", [py, "-m", "fhir_api.results"], env=env, ready=metrics(p.results_metrics))
-    supervisor.start(
-        "subscriptions", [py, "-m", "fhir_api.subscriptions"], env=env, ready=metrics(p.subscriptions_metrics)
-    )
-    supervisor.start("integration", [py, "-m", "integration"], env=env, ready=metrics(p.integration_metrics))
+    # None of these waits on another (they meet in the database and on Kafka): they start together.
+    behind = [
+        Spec("api", [py, "-m", "fhir_api"], env, lambda: http_ok(f"http://127.0.0.1:{p.http}/readyz")),
+        Spec("results", [py, "-m", "fhir_api.results"], env, metrics(p.results_metrics)),
+        Spec("subscriptions", [py, "-m", "fhir_api.subscriptions"], env, metrics(p.subscriptions_metrics)),
+        Spec("integration", [py, "-m", "integration"], env, metrics(p.integration_metrics)),
+    ]
     for i, model in enumerate(config.models):
         model_env = {**env, "DOCTORAI_INFERENCE_METRICS_PORT": str(p.inference_metrics + i)}
-        supervisor.start(
-            f"inference-{model}",
-            [py, "-m", "inference", "--model", model],
-            env=model_env,
-            ready=metrics(p.inference_metrics + i),
-            timeout=180,
+        behind.append(
+            Spec(f"inference-{model}", [py, "-m", "inference", "--model", model], model_env, metrics(p.inference_metrics + i), 180)
         )
+    supervisor.start_together(behind)
     # The listeners last: PACS and EHR traffic is accepted only once everything behind it runs.
-    supervisor.start("mllp", [py, "-m", "fhir_api.mllp"], env=env, ready=metrics(p.mllp_metrics))
-    supervisor.start("dicom", [py, "-m", "dicom_listener"], env=env, ready=metrics(p.dicom_metrics))
+    supervisor.start_together(
+        [
+            Spec("mllp", [py, "-m", "fhir_api.mllp"], env, metrics(p.mllp_metrics)),
+            Spec("dicom", [py, "-m", "dicom_listener"], env, metrics(p.dicom_metrics)),
+        ]
+    )
 
 
 def register_builtin_models(config: StackConfig, env: Mapping[str, str]) -> None:
