@@ -201,7 +201,7 @@ class Supervisor:
         [child] = self.start_together([Spec(name, argv, env, ready, timeout, cwd)])
         return child
 
-    def start_together(self, specs: Sequence["Spec"]) -> list[Child]:
+    def start_together(self, specs: Sequence[Spec]) -> list[Child]:
         """Start every process at once, and return once each is ready; raise StackError if one dies or times out.
 
         For processes that do not wait on each other: their start-ups (imports, Kafka group

@@ -110,16 +110,18 @@ def _index_statements(dialect: str) -> _IndexStatements:
     )
     return _IndexStatements(
         reopen_left=Prepared(reopen_left),
-        study=Prepared(study.on_conflict_do_update(
-            index_elements=["study_uid"],
-            set_={
-                "calling_ae": study.excluded.calling_ae,
-                "source_address": study.excluded.source_address,
-                "last_received_at": study.excluded.last_received_at,
-                "status": study.excluded.status,
-                "expected_instances": announced,
-            },
-        ).returning(studies.c.expected_instances)),
+        study=Prepared(
+            study.on_conflict_do_update(
+                index_elements=["study_uid"],
+                set_={
+                    "calling_ae": study.excluded.calling_ae,
+                    "source_address": study.excluded.source_address,
+                    "last_received_at": study.excluded.last_received_at,
+                    "status": study.excluded.status,
+                    "expected_instances": announced,
+                },
+            ).returning(studies.c.expected_instances)
+        ),
         series=Prepared(insert_for(series).on_conflict_do_nothing(index_elements=["series_uid"])),
         instance=Prepared(
             instance.on_conflict_do_update(index_elements=["sop_uid"], set_={c: getattr(instance.excluded, c) for c in updated})
