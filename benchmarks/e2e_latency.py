@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fhir_api.auth import issue_token  # noqa: E402
+from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from integration.stack import (  # noqa: E402
     StackConfig,

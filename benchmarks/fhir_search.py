@@ -36,8 +36,9 @@ from sqlalchemy import func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fhir_api import fhir, store  # noqa: E402
-from fhir_api.auth import issue_token  # noqa: E402
+from storage import fhir
+from fhir_api import store  # noqa: E402
+from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from storage.db import make_engine, migrate, session_scope  # noqa: E402
 from storage.tables import FhirResource  # noqa: E402

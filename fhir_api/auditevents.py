@@ -16,7 +16,8 @@ from sqlalchemy import JSON, ColumnElement, and_, false, func, or_, select, type
 from sqlalchemy.orm import Session
 
 from audit.atna import EVENT_NAMES, SUBTYPE_SYSTEM
-from fhir_api import criteria, fhir
+from fhir_api import criteria
+from storage import fhir
 from fhir_api.errors import InvalidSearch
 from fhir_api.mapping import DCM_SYSTEM, DICOM_UID_SYSTEM
 from fhir_api.search import COUNT, CURSOR, DEFAULT_COUNT, FORMAT_PARAMS, MAX_COUNT, TOTAL, Cursor, decode_cursor

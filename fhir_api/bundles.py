@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from fhir_api import fhir, search, store
+from storage import fhir
+from fhir_api import search, store
 from fhir_api.mapping import operation_outcome
 
 

@@ -7,7 +7,8 @@ than they do.
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from fhir_api import auditevents, fhir, registry
+from fhir_api import auditevents, registry
+from storage import fhir
 
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 # http://hl7.org/fhir/smart-app-launch/conformance.html: token endpoint advertised in the statement.

@@ -17,7 +17,7 @@ import jwt
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from fhir_api.auth import scope_permissions
+from fhir_api.auth.tokens import scope_permissions
 from fhir_api.errors import TokenRequestError
 from storage.tables import ApiClient, ClientAssertion
 

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from fhir_api.auth import Principal, verify_token
+from fhir_api.auth.tokens import Principal, verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import NotAcceptable, Unauthorized, UnsupportedMediaType
 from storage.objects import ObjectStore

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.hl7 import Parsed, Segment
 
 # Coding systems named in CWE/CE.3 (HL7 table 0396) that FHIR knows by URI.

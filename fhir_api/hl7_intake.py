@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from audit.log import append
 from audit.records import HL7_ACCEPTED, HL7_REJECTED, AuditRecord, Outcome
-from fhir_api import fhir, store
+from storage import fhir
+from fhir_api import store
 from fhir_api.config import MllpSettings
 from fhir_api.errors import Hl7Error, MappingFailed, SenderNotAllowed
 from fhir_api.hl7 import Header, Parsed, decode, minimal_header, parse, read_header

@@ -8,7 +8,7 @@ fhir_api.hl7_intake. Every populated field not read here ends up in the unmapped
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.errors import MappingFailed
 from fhir_api.hl7 import Parsed, Segment
 from fhir_api.hl7_fields import Usage, coding, entity_id, hashed_id, person_name

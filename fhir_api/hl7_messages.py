@@ -2,7 +2,7 @@
 
 from pydantic import ValidationError
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.errors import MappingFailed
 from fhir_api.hl7 import Parsed, Segment
 from fhir_api.hl7_fields import Usage

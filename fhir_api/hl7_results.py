@@ -7,7 +7,7 @@ Groups are found by segment order (ORC? OBR {OBX NTE*}*), as hl7apy is run witho
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.hl7 import Segment
 from fhir_api.hl7_fields import Usage, coding, entity_id, hashed_id
 from fhir_api.hl7_mapping import order_id

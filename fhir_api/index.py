@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.mapping import relative_reference
 
 # Index columns are at most 256 characters; a longer value could not be matched exactly anyway.

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, AuditRecord, Hop
-from fhir_api import criteria, fhir, store
+from fhir_api import criteria, store
+from storage import fhir
 from fhir_api.errors import BadRequest, PreconditionFailed, Unprocessable
 from fhir_api.mapping import patient_reference
 from fhir_api.subscriptions.queue import watch

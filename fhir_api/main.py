@@ -13,8 +13,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fhir_api import fhir, metrics, store
-from fhir_api.admin import create_admin_app
+from storage import fhir
+from fhir_api import metrics, store
+from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError
 from fhir_api.responses import error_response, outcome_response

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from fhir_api import fhir
+from storage import fhir
 from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.tables import Instance, Series, Study
 

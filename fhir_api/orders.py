@@ -7,7 +7,8 @@ built after the order names it; an order arriving after a report adds itself to 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir, store
+from storage import fhir
+from fhir_api import store
 from storage.orders import order_for_study
 from storage.tables import Order, Report, Study
 

@@ -17,7 +17,8 @@ from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_segment
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir, store
+from storage import fhir
+from fhir_api import store
 from fhir_api.config import MllpSettings
 from fhir_api.hl7 import escape
 from fhir_api.hl7_mapping import ASSIGNER_SYSTEM

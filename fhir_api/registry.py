@@ -8,7 +8,7 @@ names the element paths it indexes.
 
 from dataclasses import dataclass
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.index import EARLIEST, IndexValue, values, walk
 
 _SP = "http://hl7.org/fhir/SearchParameter/"

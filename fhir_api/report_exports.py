@@ -16,7 +16,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.mapping import DICOM_UID_SYSTEM, JOB_SYSTEM, PATIENT_ID_SYSTEM, study_resource_id
 from integration.messages import InferenceResult
 from storage.deliveries import destinations, queue_delivery

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Response
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api.errors import FhirError, Unauthorized
 from fhir_api.mapping import operation_outcome
 

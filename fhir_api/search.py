@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from fhir_api import criteria, fhir, registry, store
+from fhir_api import criteria, registry, store
+from storage import fhir
 from fhir_api.errors import InvalidSearch
 from fhir_api.index import EARLIEST, LATEST
 from storage.tables import FhirResource, FhirSearchIndex, UTCDateTime

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from audit import log as audit_log
 from audit.records import AUTHENTICATION_FAILED, AuditRecord, Outcome
-from fhir_api.auth import verify_token
+from fhir_api.auth.tokens import verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import PayloadTooLarge, Unauthorized
 from fhir_api.ratelimit import RateLimiter

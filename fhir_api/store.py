@@ -16,7 +16,8 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from fhir_api import criteria, fhir, registry
+from fhir_api import criteria, registry
+from storage import fhir
 from fhir_api.errors import Gone, NotFound
 from fhir_api.subscriptions import queue
 from storage.tables import FhirResource, FhirResourceVersion, FhirSearchIndex

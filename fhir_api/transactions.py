@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from fhir_api import bundles, fhir, interactions, search, store
-from fhir_api.auth import Principal, allows
+from fhir_api import bundles, interactions, search, store
+from storage import fhir
+from fhir_api.auth.tokens import Principal, allows
 from fhir_api.errors import BadRequest, FhirError, Forbidden, NotFound
 from fhir_api.interactions import Actor, Written
 from fhir_api.mapping import operation_outcome

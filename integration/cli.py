@@ -229,7 +229,7 @@ def hl7_unmapped(args: argparse.Namespace) -> int:
 
 def token(args: argparse.Namespace) -> int:
     """Print a bearer token signed with this engine's secret."""
-    from fhir_api.auth import issue_token
+    from fhir_api.auth.tokens import issue_token
     from fhir_api.config import get_settings as get_api_settings
 
     print(issue_token(get_api_settings(), subject=args.subject, scopes=args.scope, roles=args.role, ttl_seconds=args.ttl))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_SECURITY, USER_SECURITY_ATTRIBUTES_CHANGED
 from fhir_api import clients
-from fhir_api.admin import ActorDep, audit_change
+from fhir_api.admin.app import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound, Unprocessable
 from storage.db import session_scope

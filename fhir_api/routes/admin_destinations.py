@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
-from fhir_api.admin import MASK, SECRET_KEYS, Actor, ActorDep, audit_change, mask
+from fhir_api.admin.app import MASK, SECRET_KEYS, Actor, ActorDep, audit_change, mask
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
 from storage.db import session_scope

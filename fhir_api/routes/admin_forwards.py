@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_OPERATION
-from fhir_api.admin import ActorDep, audit_change
+from fhir_api.admin.app import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from fhir_api.routes.admin_queues import DeliveryOut

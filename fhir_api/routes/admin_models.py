@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
-from fhir_api.admin import ActorDep, audit_change
+from fhir_api.admin.app import ActorDep, audit_change
 from fhir_api.deps import BodyDep, EngineDep, ObjectStoreDep, SettingsDep
 from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
 from integration.errors import InvalidManifest

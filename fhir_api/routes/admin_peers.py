@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
-from fhir_api.admin import ActorDep, audit_change
+from fhir_api.admin.app import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from storage.db import session_scope

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
-from fhir_api.admin import ActorDep, audit_change
+from fhir_api.admin.app import ActorDep, audit_change
 from fhir_api.deps import EngineDep, ObjectStoreDep
 from fhir_api.errors import NotFound
 from integration import router as study_router

@@ -15,8 +15,9 @@ from audit import log as audit_log
 from audit.config import AuditSettings
 from audit.config import get_settings as get_audit_settings
 from audit.records import AUDIT_LOG_USED, AuditRecord
-from fhir_api import auditevents, fhir, search
-from fhir_api.auth import Principal, allows_audit
+from fhir_api import auditevents, search
+from storage import fhir
+from fhir_api.auth.tokens import Principal, allows_audit
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
 from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound, UnsupportedMediaType
 from fhir_api.mapping import operation_outcome

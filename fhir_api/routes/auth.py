@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from audit import log as audit_log
 from audit.records import TOKEN_ISSUED, AuditRecord
 from fhir_api import clients
-from fhir_api.auth import issue_token
+from fhir_api.auth.tokens import issue_token
 from fhir_api.deps import BodyDep, EngineDep, SettingsDep, client_address
 from fhir_api.errors import TokenRequestError
 from fhir_api.routes.fhir import base_url

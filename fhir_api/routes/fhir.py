@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import RESOURCE_READ, RESOURCE_SEARCHED, AuditRecord, Outcome
-from fhir_api import bundles, fhir, search, store
-from fhir_api.auth import Principal, allows
+from fhir_api import bundles, search, store
+from storage import fhir
+from fhir_api.auth.tokens import Principal, allows
 from fhir_api.capability import capability_statement
 from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir, interactions, transactions
-from fhir_api.auth import Principal
+from storage import fhir
+from fhir_api import interactions, transactions
+from fhir_api.auth.tokens import Principal
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate, require_json_body
 from fhir_api.errors import BadRequest, Conflict
 from fhir_api.interactions import Actor, Written

@@ -17,7 +17,8 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from fhir_api import fhir, metrics, store
+from storage import fhir
+from fhir_api import metrics, store
 from fhir_api.config import ApiSettings
 from fhir_api.errors import FhirError
 from fhir_api.subscriptions import queue

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from fhir_api import criteria, fhir
+from fhir_api import criteria
+from storage import fhir
 from fhir_api.errors import FhirError, InvalidSearch
 from storage.tables import FhirResource, FhirSearchIndex, SubscriptionDelivery
 

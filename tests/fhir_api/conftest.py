@@ -20,7 +20,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from sqlalchemy import Engine
 
-from fhir_api.auth import issue_token
+from fhir_api.auth.tokens import issue_token
 from fhir_api.config import ApiSettings
 from fhir_api.main import create_app
 from integration.messages import Coding, Finding, InferenceResult

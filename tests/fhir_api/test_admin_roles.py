@@ -14,7 +14,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from fhir_api import clients
-from fhir_api.admin import create_admin_app
+from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings
 from storage.db import make_engine, migrate, session_scope
 from storage.dead_letters import Letter, save_letter

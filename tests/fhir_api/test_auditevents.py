@@ -29,7 +29,7 @@ def api(database_url: str) -> Iterator[Api]:
 
 
 def _token(api: Api, subject: str, scopes: list[str], roles: list[str] | None = None) -> dict[str, str]:
-    from fhir_api.auth import issue_token
+    from fhir_api.auth.tokens import issue_token
 
     value = issue_token(api.settings, subject=subject, scopes=scopes, roles=roles or [])
     return {"Authorization": f"Bearer {value}"}

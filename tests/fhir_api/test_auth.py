@@ -3,7 +3,7 @@
 import jwt
 import pytest
 
-from fhir_api.auth import Principal, allows, issue_token, verify_token
+from fhir_api.auth.tokens import Principal, allows, issue_token, verify_token
 from fhir_api.config import ApiSettings, ProductionConfigError, check_production
 from storage.config import StorageSettings
 from fhir_api.errors import Unauthorized

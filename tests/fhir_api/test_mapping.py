@@ -9,7 +9,8 @@ from fhir.resources.R4B.imagingstudy import ImagingStudy
 from fhir.resources.R4B.observation import Observation
 from sqlalchemy import Engine
 
-from fhir_api import fhir, mapping
+from storage import fhir
+from fhir_api import mapping
 from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.db import session_scope
 from storage.queries import ReceivedInstance, study_instances

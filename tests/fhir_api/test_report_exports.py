@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select
 
-from fhir_api import fhir, results
+from storage import fhir
+from fhir_api import results
 from fhir_api.mapping import JOB_SYSTEM
 from fhir_api.report_exports import OBSERVATION_SYSTEM
 from integration import outbound

@@ -10,7 +10,8 @@ from sqlalchemy import Engine, func, select
 
 from audit import log as audit_log
 from audit.records import REPORT_CREATED, Outcome
-from fhir_api import fhir, results, store
+from storage import fhir
+from fhir_api import results, store
 from fhir_api.errors import InvalidResult
 from integration import topics
 from integration.config import IntegrationSettings

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from audit import log as audit_log
 from audit.records import RESOURCE_READ, RESOURCE_SEARCHED
 from fhir_api import results
-from fhir_api.auth import issue_token
+from fhir_api.auth.tokens import issue_token
 from fhir_api.config import ApiSettings
 from fhir_api.main import create_app
 from integration.messages import InferenceResult

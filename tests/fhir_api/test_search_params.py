@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from fhir_api import fhir, search, store
+from storage import fhir
+from fhir_api import search, store
 from storage.db import session_scope
 
 LOINC = "http://loinc.org"

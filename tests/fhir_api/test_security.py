@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from audit.log import trail
 from fhir_api import clients
-from fhir_api.auth import verify_token
+from fhir_api.auth.tokens import verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.main import create_app
 from storage.config import StorageSettings

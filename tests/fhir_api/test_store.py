@@ -2,7 +2,8 @@
 
 from sqlalchemy import Engine, select
 
-from fhir_api import fhir, store
+from storage import fhir
+from fhir_api import store
 from storage.db import session_scope
 from storage.tables import FhirResourceVersion, FhirSearchIndex
 

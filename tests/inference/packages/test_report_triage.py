@@ -17,7 +17,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from fhir_api import fhir
+from storage import fhir
 from fhir_api import store as fhir_store
 from inference import registry, text
 from inference.models import LoadedModel

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit import log as audit_log
 from audit.records import AuditRecord, Hop
-from fhir_api.auth import ADMIN, OPERATOR, Principal
+from fhir_api.auth.tokens import ADMIN, OPERATOR, Principal
 from fhir_api.config import ApiSettings
 from fhir_api.deps import PrincipalDep, client_address
 from fhir_api.errors import FhirError, Forbidden
