@@ -35,7 +35,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from integration.stack import (  # noqa: E402
+from doctorai.stack import (
     StackConfig,
     Supervisor,
     engine_env,

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
-from integration.stack import (  # noqa: E402
+from doctorai.stack import (
     StackConfig,
     Supervisor,
     free_ports,

@@ -37,7 +37,7 @@ from sqlalchemy import func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage import fhir
-from fhir_api import store  # noqa: E402
+from storage.fhir import store  # noqa: E402
 from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from storage.db import make_engine, migrate, session_scope  # noqa: E402
@@ -112,7 +112,7 @@ def _free_port() -> int:
 def _serve_api(url: str, port: int) -> None:
     import uvicorn
 
-    from fhir_api.main import create_app
+    from fhir_api.app import create_app
     from storage.config import StorageSettings
 
     storage = StorageSettings(database_url=url, s3_endpoint="127.0.0.1:1")

@@ -22,7 +22,16 @@ import hl7.client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from integration.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok, prepare_database, start_object_store, tcp_open  # noqa: E402,E501
+from doctorai.stack import (
+    StackConfig,
+    Supervisor,
+    engine_env,
+    free_ports,
+    http_ok,
+    prepare_database,
+    start_object_store,
+    tcp_open,
+)  # noqa: E402,E501
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +112,7 @@ def main() -> None:
                 ready=lambda: tcp_open(ref_port), cwd=ROOT,
             )
             supervisor.start(
-                "mllp", [sys.executable, "-m", "fhir_api.mllp"], env=engine_env(config),
+                "mllp", [sys.executable, "-m", "hl7_listener"], env=engine_env(config),
                 ready=lambda: http_ok(f"http://127.0.0.1:{config.ports.mllp_metrics}/metrics"), cwd=ROOT,
             )
             warm = [message(9_000_000 + i) for i in range(20)]

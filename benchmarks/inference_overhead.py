@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from integration import kafka, topics  # noqa: E402
 from integration.messages import InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
-from integration.stack import (  # noqa: E402
+from doctorai.stack import (
     StackConfig,
     Supervisor,
     free_ports,

@@ -11,7 +11,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from dicom_listener import dimse, handlers, metrics, negotiation, pdus, steps
+from dicom_listener import dimse, ingest, metrics, negotiation, pdus, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, ProtocolError
 from dicom_listener.spool import Spool, file_meta
@@ -37,7 +37,7 @@ class _Message:
     spool: Spool | None = None
 
 
-def serve(sock: socket.socket, address: str, receiver: handlers.Receiver) -> None:
+def serve(sock: socket.socket, address: str, receiver: ingest.Receiver) -> None:
     """Serve one connection until the association ends; never raises."""
     assoc = Association(sock, address)
     message: _Message | None = None
@@ -64,20 +64,20 @@ def serve(sock: socket.socket, address: str, receiver: handlers.Receiver) -> Non
     finally:
         if message is not None and message.spool is not None:
             message.spool.discard()  # a data set cut off by an abort is dropped, never stored
-        handlers.closed(receiver, assoc)
+        ingest.closed(receiver, assoc)
         sock.close()
 
 
-def _abort(assoc: Association, receiver: handlers.Receiver, reason: str, code: int) -> None:
+def _abort(assoc: Association, receiver: ingest.Receiver, reason: str, code: int) -> None:
     log.info("aborting the association from %s: %s", assoc.address, reason)
     try:
         assoc.sock.sendall(pdus.abort(pdus.ABORT_SOURCE_PROVIDER, code))
     except OSError:
         pass  # the peer is gone already; the audit record below still says why
-    handlers.aborted(receiver, assoc, reason)
+    ingest.aborted(receiver, assoc, reason)
 
 
-def _associate(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver) -> bool:
+def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver) -> bool:
     """Read the A-ASSOCIATE-RQ and answer it; True once the association is established."""
     pdu_type, length = pdus.read_header(reader, data_limit=0)
     if pdu_type != pdus.A_ASSOCIATE_RQ:
@@ -87,10 +87,10 @@ def _associate(assoc: Association, reader: pdus.Reader, receiver: handlers.Recei
     request = negotiation.decode_request(bytes([pdu_type, 0]) + length.to_bytes(4, "big") + body)
     assoc.calling_ae, assoc.called_ae = request.calling_ae, request.called_ae
     assoc.peer_max_pdu = request.peer_max_pdu
-    refusal = negotiation.check(request, receiver.settings.dicom_ae_title) or handlers.admit(receiver, assoc)
+    refusal = negotiation.check(request, receiver.settings.dicom_ae_title) or ingest.admit(receiver, assoc)
     if refusal is not None:
         assoc.sock.sendall(pdus.associate_rj(refusal.result, refusal.source, refusal.reason))
-        handlers.rejected(receiver, assoc, refusal)
+        ingest.rejected(receiver, assoc, refusal)
         return False
     assert assoc.policy is not None
     accept, assoc.contexts = negotiation.accept(
@@ -101,7 +101,7 @@ def _associate(assoc: Association, reader: pdus.Reader, receiver: handlers.Recei
     return True
 
 
-def _exchange(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver, message: _Message) -> None:
+def _exchange(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, message: _Message) -> None:
     """P-DATA-TF until A-RELEASE-RQ (answered) or A-ABORT (from the peer)."""
     policy = assoc.policy
     assert policy is not None
@@ -124,7 +124,7 @@ def _exchange(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiv
             raise ProtocolError(f"unexpected PDU type {pdu_type:#04x}", reason=pdus.REASON_UNEXPECTED_PDU)
 
 
-def _p_data(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver, message: _Message, length: int) -> None:
+def _p_data(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, message: _Message, length: int) -> None:
     """The PDV items of one P-DATA-TF PDU (PS3.8 9.3.5), each a command or data set fragment."""
     while length > 0:
         value_length, context_id, control = pdus.read_pdv_header(reader)
@@ -151,7 +151,7 @@ def _p_data(assoc: Association, reader: pdus.Reader, receiver: handlers.Receiver
                 _respond(assoc, receiver, message)
 
 
-def _command_complete(assoc: Association, receiver: handlers.Receiver, message: _Message) -> None:
+def _command_complete(assoc: Association, receiver: ingest.Receiver, message: _Message) -> None:
     request = dimse.decode(bytes(message.command))
     message.command.clear()
     message.request = request
@@ -171,7 +171,7 @@ def _command_complete(assoc: Association, receiver: handlers.Receiver, message: 
         message.spool = Spool(head, memory_limit=settings.dicom_spool_memory_bytes, directory=settings.dicom_spool_dir or None)
 
 
-def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message) -> None:
+def _respond(assoc: Association, receiver: ingest.Receiver, message: _Message) -> None:
     """Answer the complete request in `message`, then make it ready for the next one."""
     request = message.request
     assert request is not None
@@ -185,16 +185,16 @@ def _respond(assoc: Association, receiver: handlers.Receiver, message: _Message)
     assoc.sock.sendall(pdus.p_data(message.context_id, response, max_length=assoc.peer_max_pdu))
 
 
-def _answer(assoc: Association, receiver: handlers.Receiver, request: dimse.Command, message: _Message) -> handlers.Answer:
+def _answer(assoc: Association, receiver: ingest.Receiver, request: dimse.Command, message: _Message) -> ingest.Answer:
     context = assoc.contexts[message.context_id]
     if request.command_field == dimse.C_ECHO_RQ:
-        return handlers.Answer(handlers.SUCCESS)  # PS3.7 9.1.5
+        return ingest.Answer(ingest.SUCCESS)  # PS3.7 9.1.5
     if request.command_field in _WITH_DATA_SET and message.spool is None:
-        return handlers.Answer(handlers.CANNOT_UNDERSTAND, "request without its data set")
+        return ingest.Answer(ingest.CANNOT_UNDERSTAND, "request without its data set")
     if message.spool is not None and request.command_field == dimse.C_STORE_RQ:
-        return handlers.store(receiver, assoc, request, context, message.spool)
+        return ingest.store(receiver, assoc, request, context, message.spool)
     if message.spool is not None and context.abstract_syntax == steps.MPPS:
         if request.command_field == dimse.N_CREATE_RQ:
             return steps.create(receiver, assoc, request, message.spool)
         return steps.update(receiver, assoc, request, message.spool)
-    return handlers.Answer(dimse.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")
+    return ingest.Answer(dimse.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")

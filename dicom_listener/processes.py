@@ -20,7 +20,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from dicom_listener import indexer, stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
-from dicom_listener.handlers import Receiver
+from dicom_listener.ingest import Receiver
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
 from integration import health

@@ -12,7 +12,7 @@ import ssl
 import threading
 from functools import partial
 
-from dicom_listener import connection, handlers, tls
+from dicom_listener import connection, ingest, tls
 from dicom_listener.config import DicomSettings
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ POLL_SECONDS = 0.5
 class Server:
     """One process's listening socket and the connections it is serving."""
 
-    def __init__(self, settings: DicomSettings, receiver: handlers.Receiver) -> None:
+    def __init__(self, settings: DicomSettings, receiver: ingest.Receiver) -> None:
         self._settings = settings
         self._receiver = receiver
         self._tls = tls.server_context(settings)
@@ -68,7 +68,7 @@ class Server:
     def _serve(self, conn: socket.socket, address: str) -> None:
         try:
             if isinstance(conn, ssl.SSLSocket):
-                refused = partial(handlers.tls_refused, self._receiver)
+                refused = partial(ingest.tls_refused, self._receiver)
                 if not tls.handshake(conn, address, self._settings.dicom_acse_timeout, refused):
                     conn.close()
                     return

@@ -20,7 +20,7 @@ from audit.log import append
 from audit.records import PROCEDURE_STEP_CREATED, PROCEDURE_STEP_UPDATED, AuditRecord
 from dicom_listener import dimse, metrics
 from dicom_listener.association import Association
-from dicom_listener.handlers import (
+from dicom_listener.ingest import (
     DUPLICATE_SOP_INSTANCE,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,

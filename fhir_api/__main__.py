@@ -5,7 +5,7 @@ import logging
 import uvicorn
 
 from fhir_api.config import ProductionConfigError, check_production, get_settings
-from fhir_api.main import create_app
+from fhir_api.app import create_app
 from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 

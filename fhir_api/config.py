@@ -1,4 +1,4 @@
-"""Settings of the HTTP API and the FHIR-store consumer (env prefix DOCTORAI_)."""
+"""Settings of the HTTP API and the subscription deliverer (env prefix DOCTORAI_)."""
 
 from functools import lru_cache
 
@@ -22,8 +22,6 @@ class ApiSettings(BaseSettings):
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_issuer: str = "doctorai"
     token_ttl_seconds: int = 3600
-    # Metrics port of `python -m fhir_api.results`; the API serves /metrics itself.
-    results_metrics_port: int = 9103
     # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
     public_base_url: str = ""
     # Lifetime of the tokens POST /auth/token issues; SMART Backend Services recommends at most 300 s.
@@ -73,35 +71,3 @@ def check_production(settings: ApiSettings, storage: StorageSettings) -> None:
 def get_settings() -> ApiSettings:
     """The process's API settings, read once from the environment."""
     return ApiSettings()
-
-
-class MllpSettings(BaseSettings):
-    """The HL7 v2 MLLP listener (`python -m fhir_api.mllp`) and the identity of our HL7 messages (issue 4)."""
-
-    model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
-
-    # Loopback by default (secure by default); 0.0.0.0 to take connections from an EHR or RIS.
-    mllp_host: str = "127.0.0.1"
-    mllp_port: int = 2575
-    mllp_metrics_port: int = 9105
-    # Larger blocks are refused with AR and the connection is closed (it cannot be resynchronised).
-    mllp_max_message_bytes: int = 10 * 1024 * 1024
-    # A connection with no bytes for this long is closed.
-    mllp_idle_timeout_seconds: float = 300.0
-    # TLS: a PEM certificate chain and key turn it on; a CA file also requires client certificates.
-    mllp_tls_cert: str = ""
-    mllp_tls_key: str = ""
-    mllp_tls_ca: str = ""
-    # Comma-separated "APPLICATION|FACILITY" (MSH-3|MSH-4) pairs, "*" matching any; empty allows all.
-    mllp_allowed_senders: str = ""
-    # Comma-separated source addresses or networks (10.0.0.0/8); empty allows all.
-    mllp_allowed_addresses: str = ""
-    # MSH-3/MSH-4 of the ACKs and ORU^R01 messages this engine sends.
-    hl7_application: str = "DOCTORAI"
-    hl7_facility: str = "DOCTORAI"
-
-
-@lru_cache
-def get_mllp_settings() -> MllpSettings:
-    """The process's MLLP settings, read once from the environment."""
-    return MllpSettings()

@@ -1,5 +1,7 @@
 """API errors. Each knows its HTTP status and FHIR issue code; only the edge turns it into an OperationOutcome."""
 
+from storage.errors import InvalidSearch, ResourceGone, ResourceNotFound, StorageError
+
 
 class FhirError(Exception):
     """Base class: a FHIR interaction that cannot be answered as asked."""
@@ -24,7 +26,7 @@ class BadRequest(FhirError):
     issue_code = "invalid"
 
 
-class InvalidSearch(BadRequest):
+class BadSearch(BadRequest):
     """A search parameter is unknown (under strict handling) or its value is malformed."""
 
     issue_code = "not-supported"
@@ -47,12 +49,6 @@ class Forbidden(FhirError):
 
     status_code = 403
     issue_code = "forbidden"
-
-
-class InvalidResult(FhirError):
-    """A consumed message refers to a study or job the index does not hold; retrying cannot help."""
-
-    issue_code = "not-found"
 
 
 class Conflict(FhirError):
@@ -133,77 +129,18 @@ class PayloadTooLarge(FhirError):
     issue_code = "too-long"
 
 
-# Issue 4, HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers
-# the commit codes CR/CE instead) and its HL7 table 0357 error code for the ERR segment.
+def from_storage(exc: StorageError) -> FhirError:
+    """The API error for a storage error that is not an outage (StorageUnavailable is answered 503)."""
+    kind: type[FhirError] = {ResourceNotFound: NotFound, ResourceGone: Gone, InvalidSearch: BadSearch}.get(
+        type(exc), FhirError
+    )
+    return kind(str(exc))
 
 
-class Hl7Error(Exception):
-    """Base class: a message that cannot be taken as sent. Only the MLLP edge turns it into an ACK."""
-
-    retriable = False
-    ack_code = "AR"
-    error_code = "207"  # Application internal error
-    error_text = "Application internal error"
-
-    def __init__(self, message: str, *, location: tuple[str, int, int] | None = None) -> None:
-        super().__init__(message)
-        # (segment id, segment sequence, field position) for ERR-2 / ERR-1 (HL7 v2 2.15.5).
-        self.location = location
-
-
-class NotHl7(Hl7Error):
-    """No MSH segment first, or a header that cannot be read."""
-
-    error_code = "100"
-    error_text = "Segment sequence error"
-
-
-class BadEncoding(Hl7Error):
-    """MSH-1/MSH-2 are not a usable set of delimiters (HL7 v2 2.5.4)."""
-
-    error_code = "102"
-    error_text = "Data type error"
-
-
-class UnsupportedMessageType(Hl7Error):
-    """MSH-9.1 is a message type this engine does not take."""
-
-    error_code = "200"
-    error_text = "Unsupported message type"
-
-
-class UnsupportedEvent(Hl7Error):
-    """MSH-9.2 is a trigger event this engine does not take for the message type."""
-
-    error_code = "201"
-    error_text = "Unsupported event code"
-
-
-class UnsupportedProcessingId(Hl7Error):
-    """MSH-11 is neither P (production), D (debugging) nor T (training)."""
-
-    error_code = "202"
-    error_text = "Unsupported processing id"
-
-
-class UnsupportedVersion(Hl7Error):
-    """MSH-12 is outside the versions this engine speaks."""
-
-    error_code = "203"
-    error_text = "Unsupported version id"
-
-
-class SenderNotAllowed(Hl7Error):
-    """MSH-3/MSH-4 are not on the allowlist."""
-
-
-class MessageRefused(Hl7Error):
-    """Too large, or otherwise refused before it could be read."""
-
-
-class MappingFailed(Hl7Error):
-    """The message is well formed but lacks what the mapping needs (e.g. PID-3); the sender must fix it."""
-
-    ack_code = "AE"
-    error_code = "101"
-    error_text = "Required field missing"
+def as_fhir_error(exc: FhirError | StorageError | ValueError) -> FhirError:
+    """The API error a failed interaction answers with: ours as it is, a storage error mapped, any other bad value a 400."""
+    if isinstance(exc, FhirError):
+        return exc
+    if isinstance(exc, StorageError):
+        return from_storage(exc)
+    return BadRequest(str(exc))

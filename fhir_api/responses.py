@@ -9,7 +9,13 @@ from fastapi import Response
 
 from storage import fhir
 from fhir_api.errors import FhirError, Unauthorized
-from fhir_api.mapping import operation_outcome
+
+
+def operation_outcome(severity: str, code: str, diagnostics: str) -> fhir.OperationOutcome:
+    """An OperationOutcome with one issue (http://hl7.org/fhir/R4/operationoutcome.html)."""
+    return fhir.OperationOutcome(
+        issue=[fhir.OperationOutcomeIssue(severity=severity, code=code, diagnostics=diagnostics)]
+    )
 
 
 def fhir_response(

@@ -6,10 +6,17 @@ from typing import Literal
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class IntegrationSettings(BaseSettings):
-    """Where Kafka is and how events flow through it."""
+class Hl7Identity(BaseSettings):
+    """MSH-3/MSH-4 of every HL7 v2 message this engine sends: the listener's ACKs and the ORU^R01 results."""
 
     model_config = SettingsConfigDict(env_prefix="DOCTORAI_", extra="ignore")
+
+    hl7_application: str = "DOCTORAI"
+    hl7_facility: str = "DOCTORAI"
+
+
+class IntegrationSettings(Hl7Identity):
+    """Where Kafka is and how events flow through it."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Every topic name is prefixed, so several deployments can share one cluster.

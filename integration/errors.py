@@ -56,3 +56,79 @@ class UnsafeArchive(InvalidPackage):
 
 class ModelConflict(PipelineError):
     """This name and version are registered already (with a different manifest, for the CLI): bump the version."""
+
+
+# HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers
+# the commit codes CR/CE instead) and its HL7 table 0357 error code for the ERR segment.
+
+
+class Hl7Error(PipelineError):
+    """Base class: a message that cannot be taken as sent. Only the MLLP edge turns it into an ACK."""
+
+    retriable = False
+    ack_code = "AR"
+    error_code = "207"  # Application internal error
+    error_text = "Application internal error"
+
+    def __init__(self, message: str, *, location: tuple[str, int, int] | None = None) -> None:
+        super().__init__(message)
+        # (segment id, segment sequence, field position) for ERR-2 / ERR-1 (HL7 v2 2.15.5).
+        self.location = location
+
+
+class NotHl7(Hl7Error):
+    """No MSH segment first, or a header that cannot be read."""
+
+    error_code = "100"
+    error_text = "Segment sequence error"
+
+
+class BadEncoding(Hl7Error):
+    """MSH-1/MSH-2 are not a usable set of delimiters (HL7 v2 2.5.4)."""
+
+    error_code = "102"
+    error_text = "Data type error"
+
+
+class UnsupportedMessageType(Hl7Error):
+    """MSH-9.1 is a message type this engine does not take."""
+
+    error_code = "200"
+    error_text = "Unsupported message type"
+
+
+class UnsupportedEvent(Hl7Error):
+    """MSH-9.2 is a trigger event this engine does not take for the message type."""
+
+    error_code = "201"
+    error_text = "Unsupported event code"
+
+
+class UnsupportedProcessingId(Hl7Error):
+    """MSH-11 is neither P (production), D (debugging) nor T (training)."""
+
+    error_code = "202"
+    error_text = "Unsupported processing id"
+
+
+class UnsupportedVersion(Hl7Error):
+    """MSH-12 is outside the versions this engine speaks."""
+
+    error_code = "203"
+    error_text = "Unsupported version id"
+
+
+class SenderNotAllowed(Hl7Error):
+    """MSH-3/MSH-4 are not on the allowlist."""
+
+
+class MessageRefused(Hl7Error):
+    """Too large, or otherwise refused before it could be read."""
+
+
+class MappingFailed(Hl7Error):
+    """The message is well formed but lacks what the mapping needs (e.g. PID-3); the sender must fix it."""
+
+    ack_code = "AE"
+    error_code = "101"
+    error_text = "Required field missing"

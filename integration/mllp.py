@@ -1,6 +1,6 @@
 """MLLP framing (HL7 v2 Appendix C, Minimal Lower Layer Protocol release 2) and a one-message exchange.
 
-A block is <VT> message <FS><CR>. Both the inbound listener (fhir_api.mllp) and the outbound
+A block is <VT> message <FS><CR>. Both the inbound listener (hl7_listener.server) and the outbound
 sender (integration.outbound) frame and unframe through these functions.
 """
 

@@ -31,6 +31,7 @@ from integration.rules import (
     report_models,
 )
 from storage.db import session_scope
+from storage.fhir.systems import JOB_SYSTEM
 from storage.deliveries import destination_by_name
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore
@@ -47,9 +48,6 @@ from storage.tables import FhirResource, Order, Study
 log = logging.getLogger(__name__)
 
 AGENT = "doctorai-router"
-# The identifier system of the reports our own results consumer writes (fhir_api.mapping.JOB_SYSTEM):
-# triaging them would feed the engine's output back into itself.
-OWN_REPORT_SYSTEM = "urn:doctorai:job"
 
 
 def _audit(session: Session, correlation_id: str, study_uid: str, detail: dict[str, str]) -> None:
@@ -333,7 +331,8 @@ def _route_report(engine: Engine, report_id: str, *, version_id: int | None) -> 
             return []
         report = json.loads(stored.content)
         identifiers = report.get("identifier") or []
-        if any(i.get("system") == OWN_REPORT_SYSTEM for i in identifiers if isinstance(i, dict)):
+        # Our own reports (JOB_SYSTEM identifiers): triaging them would feed the engine's output back into itself.
+        if any(i.get("system") == JOB_SYSTEM for i in identifiers if isinstance(i, dict)):
             return []
         text = _report_text(session, report)
         if not text:

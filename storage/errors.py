@@ -11,3 +11,15 @@ class StorageUnavailable(StorageError):
     """The object store or the database cannot be reached or refused the write."""
 
     retriable = True
+
+
+class ResourceNotFound(StorageError, LookupError):
+    """The FHIR store holds no such resource, resource type or version."""
+
+
+class ResourceGone(StorageError):
+    """The FHIR resource (or the version asked for) was deleted; its history stays."""
+
+
+class InvalidSearch(StorageError, ValueError):
+    """A FHIR search parameter is unknown (under strict handling) or its value is malformed."""

@@ -1,4 +1,9 @@
-"""Queries on imaging orders and their links to studies (by accession number and patient)."""
+"""Imaging orders, their links to studies (by accession number and patient), and the reports based on them.
+
+Whichever arrives first, an order and a study meet by accession number (and agreeing patient id):
+a report built after the order is `basedOn` its ServiceRequest; an order arriving after a report
+adds itself to that report.
+"""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -6,7 +11,9 @@ from typing import Any
 from sqlalchemy import Result, select, update
 from sqlalchemy.orm import Session
 
-from storage.tables import Order, Study
+from storage import fhir
+from storage.fhir import store
+from storage.tables import Order, Report, Study
 
 # ServiceRequest statuses after which a study must not be routed (FHIR R4 request-status).
 CANCELLED = ("revoked", "entered-in-error")
@@ -114,3 +121,37 @@ def repoint_patient(session: Session, *, merged: str, surviving: str) -> tuple[i
 def _count(result: Result[Any]) -> int:
     # An UPDATE's result is a CursorResult; rowcount is the rows it matched.
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def with_order(session: Session, study: Study, report: fhir.DiagnosticReport) -> fhir.DiagnosticReport:
+    """The report with `basedOn` the ServiceRequest of the study's order, when there is one."""
+    order = order_for_study(session, study=study)
+    if order is None or not store.exists(session, "ServiceRequest", order.service_request_id):
+        return report
+    return _based_on(report, order)
+
+
+def _based_on(report: fhir.DiagnosticReport, order: Order) -> fhir.DiagnosticReport:
+    ref = f"ServiceRequest/{order.service_request_id}"
+    existing = list(report.basedOn or [])
+    if any(r.reference == ref for r in existing):
+        return report
+    return report.model_copy(update={"basedOn": [*existing, fhir.Reference(reference=ref)]})
+
+
+def link_reports(session: Session, order: Order) -> list[str]:
+    """Add the order to the reports already made for its study; returns the reports changed."""
+    if order.study_uid is None:
+        return []
+    changed = []
+    for report_id in session.scalars(select(Report.diagnostic_report_id).where(Report.study_uid == order.study_uid)):
+        if not store.exists(session, "DiagnosticReport", report_id):
+            continue
+        report = store.read(session, "DiagnosticReport", report_id)
+        if not isinstance(report, fhir.DiagnosticReport):
+            continue
+        linked = _based_on(report, order)
+        if linked is not report:
+            store.save(session, linked)
+            changed.append(f"DiagnosticReport/{report_id}")
+    return changed

@@ -156,7 +156,7 @@ class FhirResource(Base):
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     content: Mapped[str] = mapped_column(Text)
 
-    # Search pages walk (last_updated, id) per type: keyset paging (fhir_api/store.py).
+    # Search pages walk (last_updated, id) per type: keyset paging (storage/fhir/store.py).
     __table_args__ = (Index("ix_fhir_resources_type_updated", "resource_type", "last_updated", "resource_id"),)
 
 
@@ -197,7 +197,7 @@ class FhirSearchIndex(Base):
     # parameter (lookup, low, high: the owner's id is in the index) and probes the others per
     # resource and lists a page's references (owner: type, id and parameter equal, so SQLite,
     # which plans without statistics, prefers it to scanning a parameter's entries), all without
-    # reading table rows (fhir_api/search.py, fhir_api/store.py).
+    # reading table rows (fhir_api/fhir/search.py, storage/fhir/store.py).
     __table_args__ = (
         Index("ix_fhir_search_lookup", "resource_type", "param", "value", "resource_id", "system"),
         Index("ix_fhir_search_owner", "resource_type", "resource_id", "param", "value", "low", "high"),
@@ -225,7 +225,7 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
-    # AuditEvent searches by agent and by entity (migration 0302, fhir_api/auditevents.py).
+    # AuditEvent searches by agent and by entity (migration 0302, fhir_api/fhir/auditevents.py).
     __table_args__ = (
         Index("ix_audit_events_agent", "agent_who", "id"),
         Index("ix_audit_events_entity", "entity_what", "id"),

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from integration.stack import (
+from doctorai.stack import (
     StackConfig,
     Supervisor,
     free_ports,
@@ -28,6 +28,8 @@ from integration.stack import (
 )
 from storage.db import make_engine, migrate
 from tests.orthanc import Modality, Orthanc, OrthancFactory, start_orthanc
+# The stored-study fixtures, for every folder's tests.
+from tests.studies import db_url, engine, indexed, make_job, rg1  # noqa: F401
 
 PG_URL = os.environ.get("DOCTORAI_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _databases_used: set[str] = set()

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from integration.stack import free_ports
+from doctorai.stack import free_ports
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 LOOPBACK = "127.0.0.1"

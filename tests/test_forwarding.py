@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.stack import free_ports
+from doctorai.stack import free_ports
 from tests.conftest import EngineRun
 from tests.orthanc import Modality, Orthanc, OrthancFactory, eventually
 from tests.test_orthanc import held_by, one_study, pixel_data_by_sop_uid

@@ -13,7 +13,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
-from integration.stack import engine_env, http_ok
+from doctorai.stack import engine_env, http_ok
 from storage.db import make_engine, session_scope
 from storage.tables import AuditEvent, Delivery, FhirResourceVersion, Hl7Message, OutboxEvent
 from tests.conftest import EngineRun
@@ -24,9 +24,9 @@ ACCESSION = "ACC-E2E-1"
 
 
 def _doctorai(run: EngineRun, *args: str) -> str:
-    # `python -m integration.cli` is the `doctorai` command, run from this checkout.
+    # `python -m doctorai.cli` is the `doctorai` command, run from this checkout.
     env = {**os.environ, **engine_env(run.config)}
-    argv = [sys.executable, "-m", "integration.cli", *args]
+    argv = [sys.executable, "-m", "doctorai.cli", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
@@ -74,7 +74,7 @@ def test_order_then_study_yields_report_based_on_it_and_an_oru(engine_run: Engin
         proxy.close()
         metrics_port = engine_run.config.ports.mllp_metrics
         engine_run.supervisor.start(
-            "mllp", [sys.executable, "-m", "fhir_api.mllp"], env=engine_env(engine_run.config),
+            "mllp", [sys.executable, "-m", "hl7_listener"], env=engine_env(engine_run.config),
             ready=lambda: http_ok(f"http://127.0.0.1:{metrics_port}/metrics"),
         )
         (again,) = send(mllp_port, adt)  # the sender's retry

@@ -18,10 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from storage import fhir
-from fhir_api import metrics, store
+from fhir_api import metrics
+from storage.fhir import store
 from fhir_api.config import ApiSettings
-from fhir_api.errors import FhirError
-from fhir_api.subscriptions import queue
+from storage.errors import ResourceGone, ResourceNotFound
+from storage.fhir import subscriptions
 from storage.db import session_scope
 from storage.tables import FhirResourceVersion, SubscriptionDelivery
 
@@ -53,7 +54,7 @@ def backoff(settings: ApiSettings, attempts: int) -> timedelta:
 def _notification(session: Session, row: SubscriptionDelivery, now: datetime) -> Notification:
     try:
         subscription = store.read(session, "Subscription", row.subscription_id)
-    except FhirError:
+    except (ResourceNotFound, ResourceGone):
         return Notification(row.id, row.attempts, None, dropped="the subscription was deleted")
     assert isinstance(subscription, fhir.Subscription)
     if subscription.status == "off" or (subscription.end is not None and subscription.end <= now):
@@ -71,7 +72,7 @@ def _notification(session: Session, row: SubscriptionDelivery, now: datetime) ->
 
 def _claim(engine: Engine, now: datetime) -> list[Notification]:
     with session_scope(engine) as session:
-        rows = queue.claim_due(session, now=now, lease=LEASE)
+        rows = subscriptions.claim_due(session, now=now, lease=LEASE)
         return [_notification(session, row, now) for row in rows]
 
 
@@ -89,15 +90,15 @@ def _record(engine: Engine, settings: ApiSettings, note: Notification, error: st
     now = datetime.now(UTC)
     with session_scope(engine) as session:
         if note.dropped:
-            queue.mark_delivered(session, delivery_id=note.delivery_id, now=now, note=f"not sent: {note.dropped}")
+            subscriptions.mark_delivered(session, delivery_id=note.delivery_id, now=now, note=f"not sent: {note.dropped}")
             metrics.NOTIFICATIONS.labels("dropped").inc()
             return
         if error is None:
-            queue.mark_delivered(session, delivery_id=note.delivery_id, now=now)
+            subscriptions.mark_delivered(session, delivery_id=note.delivery_id, now=now)
             metrics.NOTIFICATIONS.labels("delivered").inc()
         else:
             retry_at = now + backoff(settings, note.attempts + 1)
-            queue.mark_failed(session, delivery_id=note.delivery_id, error=error, retry_at=retry_at)
+            subscriptions.mark_failed(session, delivery_id=note.delivery_id, error=error, retry_at=retry_at)
             metrics.NOTIFICATIONS.labels("failed").inc()
         if note.subscription is not None:
             _set_status(session, note.subscription, "active" if error is None else "error", error)

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from inference.packages.installed import package_dir
+from storage.fhir.systems import LOINC_SYSTEM, SNOMED_SYSTEM, V2_0074_SYSTEM
 from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing
 from integration.messages import Coding
 
@@ -32,12 +33,12 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
         outputs=[
             OutputLabel(
                 index=1,
-                concept=Coding(system=SNOMED, code="233604007", display="Pneumonia (disorder)"),
+                concept=Coding(system=SNOMED_SYSTEM, code="233604007", display="Pneumonia (disorder)"),
                 threshold=0.5,
             )
         ],
-        report_code=Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study"),
-        report_category=Coding(system=V2_0074, code="RAD", display="Radiology"),
+        report_code=Coding(system=LOINC_SYSTEM, code="18748-4", display="Diagnostic imaging study"),
+        report_category=Coding(system=V2_0074_SYSTEM, code="RAD", display="Radiology"),
         # Licence undeclared, trained on paediatric images (Kermany et al.): a demo model.
         clinical_use=False,
         artifact=found[0].name,

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from inference.errors import UnknownModel
-from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from inference.packages.installed import package_dir
+from storage.fhir.systems import LOINC_SYSTEM, SNOMED_SYSTEM, V2_0074_SYSTEM
 from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
@@ -94,7 +95,7 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
 
 def manifest() -> Manifest:
     """The package's manifest (its artifact is built by `package`)."""
-    brain = Coding(system=SNOMED, code="12738006", display="Brain structure")
+    brain = Coding(system=SNOMED_SYSTEM, code="12738006", display="Brain structure")
     return Manifest(
         name="brain-extraction",
         version=VERSION,
@@ -114,13 +115,13 @@ def manifest() -> Manifest:
             # TIV is the mask's volume (deepbet: voxel count x voxel volume / 1000). DICOM codes
             # volumes as (118565006, SCT, "Volume") (PS3.16 TID 1419); cm3 is UCUM's cubic centimetre.
             OutputLabel(
-                concept=Coding(system=SNOMED, code="118565006", display="Volume"),
+                concept=Coding(system=SNOMED_SYSTEM, code="118565006", display="Volume"),
                 unit="cm3",
                 text="Total intracranial volume",
             ),
         ],
-        report_code=Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study"),
-        report_category=Coding(system=V2_0074, code="RAD", display="Radiology"),
+        report_code=Coding(system=LOINC_SYSTEM, code="18748-4", display="Diagnostic imaging study"),
+        report_category=Coding(system=V2_0074_SYSTEM, code="RAD", display="Radiology"),
         clinical_use=False,
         artifact=ARTIFACT,
     )

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.packages import DCM, LOCAL, LOINC, V2_0074, package_dir
+from inference.packages.installed import LOCAL, package_dir
+from storage.fhir.systems import DCM_SYSTEM, LOINC_SYSTEM, V2_0074_SYSTEM
 from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
@@ -49,11 +50,11 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
         ),
         # DICOM CID 29 acquisition modality codes.
         outputs=[
-            OutputLabel(index=0, concept=Coding(system=DCM, code="CT", display="Computed Tomography"), attribute_value="CT"),
-            OutputLabel(index=1, concept=Coding(system=DCM, code="MR", display="Magnetic Resonance"), attribute_value="MR"),
+            OutputLabel(index=0, concept=Coding(system=DCM_SYSTEM, code="CT", display="Computed Tomography"), attribute_value="CT"),
+            OutputLabel(index=1, concept=Coding(system=DCM_SYSTEM, code="MR", display="Magnetic Resonance"), attribute_value="MR"),
         ],
-        report_code=Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study"),
-        report_category=Coding(system=V2_0074, code="RAD", display="Radiology"),
+        report_code=Coding(system=LOINC_SYSTEM, code="18748-4", display="Diagnostic imaging study"),
+        report_category=Coding(system=V2_0074_SYSTEM, code="RAD", display="Radiology"),
         clinical_use=False,
         artifact=artifact.name,
     )

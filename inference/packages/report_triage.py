@@ -9,11 +9,12 @@ figures); it is one number, no model is trained on them.
 from pathlib import Path
 
 from inference.errors import UnknownModel
-from inference.packages import LOINC, SNOMED, V2_0074, package_dir
+from inference.packages.installed import package_dir
+from storage.fhir.systems import LOINC_SYSTEM, SNOMED_SYSTEM, V2_0074_SYSTEM
 from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 
-# (SNOMED CT code, display, a sentence reporting it)
+# (SNOMED_SYSTEM CT code, display, a sentence reporting it)
 URGENT = [
     ("36118008", "Pneumothorax", "There is a pneumothorax."),
     ("60046008", "Pleural effusion", "There is a pleural effusion."),
@@ -38,15 +39,15 @@ def package(scratch: Path) -> tuple[Manifest, Path]:
         outputs=[
             OutputLabel(
                 index=i,
-                concept=Coding(system=SNOMED, code=code, display=display),
+                concept=Coding(system=SNOMED_SYSTEM, code=code, display=display),
                 threshold=0.6,
                 description=description,
             )
             for i, (code, display, description) in enumerate(URGENT)
         ],
-        # LOINC 18748-4 is an imaging report; the triage is about one, so it shares the code.
-        report_code=Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study"),
-        report_category=Coding(system=V2_0074, code="RAD", display="Radiology"),
+        # LOINC_SYSTEM 18748-4 is an imaging report; the triage is about one, so it shares the code.
+        report_code=Coding(system=LOINC_SYSTEM, code="18748-4", display="Diagnostic imaging study"),
+        report_category=Coding(system=V2_0074_SYSTEM, code="RAD", display="Radiology"),
         clinical_use=False,
         artifact=model_dir.name,
     )

@@ -15,7 +15,7 @@ from audit.config import AuditSettings
 from audit.log import append
 from audit.records import INSTANCE_STORED, RESOURCE_READ, AuditRecord
 from audit.syslog import Collector, ExportUnavailable, export_pending
-from integration.stack import free_ports
+from doctorai.stack import free_ports
 from storage.db import session_scope
 
 

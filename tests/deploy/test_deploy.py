@@ -80,7 +80,7 @@ def test_compose_environment_starts_the_engine_locally(tmp_path: Path) -> None:
     """The environment compose gives the engine is understood by it: production mode starts with it
     (the API process, its hosts pointed at this machine) and refuses it without the secret."""
     engine_env = {k: str(v) for k, v in compose()["services"]["api"]["environment"].items()}
-    from integration.stack import free_ports, http_ok
+    from doctorai.stack import free_ports, http_ok
 
     port = free_ports().http
     local = {

@@ -20,11 +20,11 @@ from sqlalchemy import Engine
 from dicom_listener import indexer
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
-from dicom_listener.handlers import Receiver
+from dicom_listener.ingest import Receiver
 from dicom_listener.negotiation import APPLICATION_CONTEXT_NAME
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
-from integration.stack import StackConfig, free_ports
+from doctorai.stack import StackConfig, free_ports
 from storage.db import make_engine, migrate
 from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, make_object_store

@@ -13,7 +13,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from sqlalchemy import select
 
 from dicom_listener.admission import AssociationCounts
-from integration.stack import StackConfig
+from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.peers import Peer, save_peer
 from storage.tables import AuditEvent, Instance

@@ -15,7 +15,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
-from integration.stack import StackConfig
+from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.tables import AuditEvent, Instance
 from tests.dicom_listener.conftest import Listener, associate_rq, ct, send, serve

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from dicom_listener.stability import declare_ready
 from integration.messages import StudyReady
-from integration.stack import StackConfig
+from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.objects import dicom_version_key
 from storage.tables import AuditEvent, Instance, InstanceVersion, OutboxEvent, Study

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from sqlalchemy import select
 
-from integration.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
 from storage.tables import Instance
 

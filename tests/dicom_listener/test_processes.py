@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from integration.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
 from storage.tables import Instance, Study
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from dicom_listener.stability import declare_ready
 from integration.messages import StudyReady
-from integration.stack import StackConfig, free_ports
+from doctorai.stack import StackConfig, free_ports
 from storage.db import session_scope
 from storage.objects import make_object_store
 from storage.tables import AuditEvent, Instance, OutboxEvent

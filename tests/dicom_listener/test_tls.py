@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from dicom_listener.config import DicomSettings
 from dicom_listener.errors import TlsMisconfigured
 from dicom_listener.tls import server_context
-from integration.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
 from storage.tables import AuditEvent, Instance
 from tests.dicom_listener.conftest import Listener, ct, serve

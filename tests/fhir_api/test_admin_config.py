@@ -6,7 +6,7 @@ import httpx
 from sqlalchemy import select
 
 from audit.verify import verify
-from fhir_api.admin.app import MASK
+from fhir_api.admin.access import MASK
 from storage.db import session_scope
 from storage.peers import get_peer
 from storage.queries import active_model_version, add_model_package

@@ -6,10 +6,10 @@ from functools import partial
 
 import httpx
 
-from fhir_api import hl7_commits
-from fhir_api.config import MllpSettings
-from fhir_api.hl7_intake import Answer, Received, receive
-from integration.stack import StackConfig
+from hl7_listener import commits
+from hl7_listener.config import MllpSettings
+from hl7_listener.intake import Answer, Received, receive
+from doctorai.stack import StackConfig
 from storage.group_commit import GroupCommit
 from storage.objects import make_object_store
 from tests.fhir_api.conftest import Api
@@ -25,7 +25,7 @@ def test_messages_and_their_unmapped_reports(api: Api, services: StackConfig) ->
         contextvars.copy_context().run(receive, objects, settings, sample(name), source_address="10.0.0.9")
         for name in names
     ]
-    committer: GroupCommit[Received, Answer] = GroupCommit(api.engine, partial(hl7_commits.write, settings=settings))
+    committer: GroupCommit[Received, Answer] = GroupCommit(api.engine, partial(commits.write, settings=settings))
     answers = {name: contextvars.copy_context().run(committer.commit, message) for name, message in zip(names, received, strict=True)}
     operator = api.role("operator", subject="night-operator")
 

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import select
 
 from fhir_api.config import ApiSettings
-from fhir_api.main import create_app
-from integration.stack import StackConfig
+from fhir_api.app import create_app
+from doctorai.stack import StackConfig
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import make_object_store, model_key
 from storage.queries import model_package

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 
-from fhir_api import clients
+from fhir_api.auth import clients
 from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings
 from storage.db import make_engine, migrate, session_scope
@@ -23,7 +23,8 @@ from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
 from storage.queries import ReceivedInstance, add_model_package
 from storage.tables import Hl7Message
-from tests.fhir_api.conftest import Api, api_on, rg1_instance, store_study
+from tests.fhir_api.conftest import Api, api_on
+from tests.studies import rg1_instance, store_study
 
 HELD = "1.2.826.0.1.3680043.8.498.70001"
 READY = "1.2.826.0.1.3680043.8.498.70002"

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from storage.db import session_scope
 from storage.queries import ReceivedInstance
 from storage.tables import AuditEvent, OutboxEvent, Study
-from tests.fhir_api.conftest import Api, store_study
+from tests.fhir_api.conftest import Api
+from tests.studies import store_study
 
 UID = "1.2.826.0.1.3680043.8.498.74001"
 HOLD_CR = {"name": "hold-all-cr", "priority": 1, "match": {"modalities": ["CR"]}, "hold": True}

@@ -15,7 +15,8 @@ from storage.deliveries import add_destination, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
 from storage.queries import ReceivedInstance, correlation_id_for_study, create_job
 from storage.tables import AuditEvent, InferenceJob, OutboxEvent, Study
-from tests.fhir_api.conftest import Api, api_on, store_study
+from tests.fhir_api.conftest import Api, api_on
+from tests.studies import store_study
 
 CT = "1.2.826.0.1.3680043.8.498.71001"
 MR = "1.2.826.0.1.3680043.8.498.71002"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from fhir_api.errors import InvalidSearch
-from fhir_api.criteria import TokenValue
-from fhir_api.search import MAX_COUNT, parse_query
+from storage.errors import InvalidSearch
+from storage.fhir.criteria import TokenValue
+from fhir_api.fhir.search import MAX_COUNT, parse_query
 
 
 def test_reference_and_token_forms_normalise() -> None:

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import Engine
 
 from storage import fhir
-from fhir_api import search, store
+from fhir_api.fhir import search
+from storage.fhir import store
 from storage.db import session_scope
 
 LOINC = "http://loinc.org"

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from audit.log import trail
-from fhir_api import clients
+from fhir_api.auth import clients
 from fhir_api.auth.tokens import verify_token
 from fhir_api.config import ApiSettings
-from fhir_api.main import create_app
+from fhir_api.app import create_app
 from storage.config import StorageSettings
 from storage.db import make_engine, session_scope
 from tests.fhir_api.conftest import Api, serving

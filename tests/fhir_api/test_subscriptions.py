@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from fhir_api.config import ApiSettings
-from fhir_api.subscriptions import delivery, queue
+from fhir_api.subscriptions import delivery
+from storage.fhir import subscriptions
 from storage.db import session_scope
 from tests.fhir_api.conftest import Api, serving
 from tests.fhir_api.test_interactions import FHIR_JSON, example
@@ -129,7 +130,7 @@ def test_every_notification_arrives_once_after_the_endpoint_recovers(
     # transactions take the write lock) and would never see its commits anyway.
     def queue_empty() -> bool:
         with session_scope(api.engine) as session:
-            return queue.pending(session) == 0
+            return subscriptions.pending(session) == 0
 
     wait_for(queue_empty, "an empty queue")
     full = [(path, version) for method, path, _auth, version in state.accepted if method == "PUT"]
@@ -143,7 +144,7 @@ def test_every_notification_arrives_once_after_the_endpoint_recovers(
     wait_for(lambda: http.get(f"/fhir/Subscription/{sid}").json()["status"] == "active", "status active again")
     assert "error" not in http.get(f"/fhir/Subscription/{sid}").json()
     with session_scope(api.engine) as session:
-        assert queue.pending(session) == 0
+        assert subscriptions.pending(session) == 0
 
 
 def test_backoff_doubles_up_to_the_maximum() -> None:

@@ -17,7 +17,7 @@ from integration import model_packages
 from integration.errors import InvalidPackage, ModelConflict
 from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
-from integration.stack import StackConfig, engine_env
+from doctorai.stack import StackConfig, engine_env
 from storage.db import make_engine, migrate
 from storage.objects import ObjectStore, make_object_store
 
@@ -112,7 +112,7 @@ def test_doctorai_models_command(tmp_path: Path, services: StackConfig) -> None:
     env = {**os.environ, **engine_env(config)}
     migrate(env["DOCTORAI_DATABASE_URL"])
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    doctorai = [sys.executable, "-m", "integration.cli", "models"]
+    doctorai = [sys.executable, "-m", "doctorai.cli", "models"]
 
     def run(*args: str) -> str:
         done = subprocess.run([*doctorai, *args], env=env, capture_output=True, text=True, timeout=120)

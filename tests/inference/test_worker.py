@@ -34,7 +34,7 @@ from integration import kafka, topics  # noqa: E402
 from integration.config import IntegrationSettings  # noqa: E402
 from integration.manifest import Preprocessing  # noqa: E402
 from integration.messages import DeadLetter, InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
-from integration.stack import StackConfig  # noqa: E402
+from doctorai.stack import StackConfig  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, read_scope, session_scope  # noqa: E402

@@ -4,7 +4,7 @@ import socket
 from datetime import UTC, datetime
 
 from integration.echo import echo
-from integration.stack import free_ports
+from doctorai.stack import free_ports
 from storage.tables import Destination
 from tests.dicom_peers import StoreScp, store_scp
 from tests.http_peers import http_endpoint

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from integration import forward
 from integration.echo import echo
 from integration.config import IntegrationSettings
-from integration.stack import StackConfig, free_ports
+from doctorai.stack import StackConfig, free_ports
 from storage.db import make_engine, migrate, session_scope
 from storage.deliveries import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward

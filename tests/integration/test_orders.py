@@ -6,9 +6,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from audit.log import trail
-from fhir_api.hl7 import parse
-from fhir_api.hl7_intake import apply
-from fhir_api.hl7_messages import map_message
+from integration.hl7v2 import parse
+from hl7_listener.intake import apply
+from hl7_listener.message_types import map_message
 from integration.messages import InstanceRef, StudyReady
 from integration.orders import skip_cancelled
 from integration.router import route

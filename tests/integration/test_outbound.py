@@ -7,7 +7,7 @@ from sqlalchemy import Engine, select
 
 from integration import outbound
 from integration.config import IntegrationSettings
-from integration.stack import free_ports
+from doctorai.stack import free_ports
 from storage.db import make_engine, migrate, session_scope
 from storage.deliveries import add_destination, queue_delivery
 from storage.tables import AuditEvent, Delivery, Destination

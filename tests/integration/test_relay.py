@@ -11,7 +11,7 @@ from integration import kafka
 from integration.config import IntegrationSettings
 from integration.messages import Coding
 from integration.relay import relay_once
-from integration.stack import StackConfig
+from doctorai.stack import StackConfig
 from storage.db import make_engine, migrate, session_scope
 from storage.outbox import add_event, backlog
 
@@ -63,7 +63,7 @@ def test_relay_keeps_events_when_kafka_is_down(tmp_path: Path) -> None:
     """With no broker the send fails and the events stay in the outbox for the next attempt."""
     from aiokafka.errors import KafkaError
 
-    from integration.stack import free_ports
+    from doctorai.stack import free_ports
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     migrate(url)

@@ -13,7 +13,7 @@ from integration.errors import StudyNotFound
 from integration.messages import FhirReceived, Hl7Received, InstanceRef, StudyReady
 from integration.router import dry_run, route, route_hl7, route_report
 from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, load_rules, save
-from integration.stack import StackConfig
+from doctorai.stack import StackConfig
 from storage.config import StorageSettings
 from storage.db import session_scope
 from storage.deliveries import add_destination

@@ -8,7 +8,7 @@ from integration.messages import StudyReady
 from integration.studies import release_study, reprocess_study
 from storage.db import session_scope
 from storage.tables import AuditEvent, OutboxEvent, Study
-from tests.fhir_api.conftest import rg1_instance, store_study
+from tests.studies import rg1_instance, store_study
 
 UID = "1.2.826.0.1.3680043.8.498.73001"
 

@@ -23,7 +23,7 @@ def test_production_needs_object_store_keys_of_its_own() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["dicom_listener", "integration", "fhir_api", "fhir_api.results", "fhir_api.subscriptions", "inference"],
+    ["dicom_listener", "integration", "fhir_api", "results", "hl7_listener", "fhir_api.subscriptions", "inference"],
 )
 def test_every_process_refuses_to_start(module: str) -> None:
     env = {"DOCTORAI_ENV": "production", "DOCTORAI_JWT_SECRET": "x" * 40, "PATH": "/usr/bin:/bin"}

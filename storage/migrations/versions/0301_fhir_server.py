@@ -5,7 +5,7 @@ Revises: 0003
 
 The search index changes shape (token systems in their own column, date ranges, exact strings),
 so its rows are emptied here; the API rebuilds the rows of every stored resource at start-up
-(fhir_api.store.reindex_missing), because a migration must not import application code.
+(storage.fhir.store.reindex_missing), because a migration must not import application code.
 """
 
 from collections.abc import Sequence

@@ -15,7 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from integration.stack import engine_env, http_ok
+from doctorai.stack import engine_env, http_ok
 from tests.conftest import EngineRun
 from tests.inference.packages.fhir_client import FhirClient
 from tests.test_pipeline import storescu

@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from storage import fhir
-from fhir_api import store as fhir_store
+from storage.fhir import store as fhir_store
 from inference import registry, text
 from inference.models import LoadedModel
 from inference.packages import lookup

@@ -1,0 +1,96 @@
+"""Who may use the admin API and what they did: roles, the actor of a request, audited changes.
+
+Every route needs a bearer token (the Gate refuses requests without one before they get here)
+carrying the `admin` role, or the `operator` role for reads (GET). Every change writes one audit
+record, with who made it, from where, on what, and the JSON before and after (secrets masked), in
+the transaction of the change. Route modules import this module, never the application.
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from audit import log as audit_log
+from audit.records import AuditRecord, Hop
+from fhir_api.auth.tokens import ADMIN, OPERATOR, Principal
+from fhir_api.deps import PrincipalDep, client_address
+from fhir_api.errors import Forbidden
+
+# RFC 9110 section 9.2.1: the safe methods an operator may use.
+READ_METHODS = frozenset({"GET", "HEAD"})
+# Option keys whose values are credentials: never answered, never written to the audit trail.
+SECRET_KEYS = frozenset({"token", "password", "secret"})
+MASK = "********"
+# Correlation id of admin records that belong to no study.
+ADMIN_CORRELATION = "admin"
+
+
+def authorize(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller, when its roles allow this request: admin for everything, operator for reads only."""
+    roles = set(principal.roles)
+    if request.method in READ_METHODS:
+        if not roles & {ADMIN, OPERATOR}:
+            raise Forbidden("the admin API needs the admin or operator role")
+    elif ADMIN not in roles:
+        raise Forbidden("changes through the admin API need the admin role")
+    return principal
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes an admin request, from where, and on what (method and path), for the audit trail."""
+
+    subject: str
+    address: str
+    method: str
+    path: str
+
+
+def get_actor(request: Request, principal: Annotated[Principal, Depends(authorize)]) -> Actor:
+    """The authorized caller of this request."""
+    # The full path (mounted applications see it whole in scope["path"], root_path included).
+    return Actor(
+        subject=principal.subject, address=client_address(request), method=request.method, path=request.url.path
+    )
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def mask(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with every non-empty secret replaced by a fixed mask."""
+    return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in values.items()}
+
+
+def audit_change(
+    session: Session,
+    actor: Actor,
+    *,
+    hop: Hop,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    correlation_id: str = ADMIN_CORRELATION,
+    detail: Mapping[str, str] | None = None,
+) -> None:
+    """Record one admin change in the caller's transaction; `before`/`after` are masked JSON documents."""
+    record_detail = {
+        "method": actor.method,
+        "before": json.dumps(None if before is None else mask(before), sort_keys=True, default=str),
+        "after": json.dumps(None if after is None else mask(after), sort_keys=True, default=str),
+        **(detail or {}),
+    }
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=hop,
+            correlation_id=correlation_id,
+            agent_who=actor.subject,
+            agent_address=actor.address,
+            entity_what=actor.path[:256],
+            detail=record_detail,
+        ),
+    )

@@ -1,0 +1,144 @@
+"""/admin/dead-letters: messages a consumer gave up on (DESIGN.md 5.5): list, inspect, replay, discard.
+
+A replay puts the original payload back on its original topic through the outbox, so the relay
+publishes it like any other event; a discard needs a reason. Both are audited under the failed
+message's correlation id, so they show in the study's timeline.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from audit.records import ADMIN_OPERATION
+from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.deps import EngineDep
+from fhir_api.errors import NotFound
+from storage.db import session_scope
+from storage.dead_letters import discard_letter, get_letter, list_letters, replay_letter
+from storage.tables import DeadLetter
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class LetterOut(BaseModel):
+    """A dead letter without its payload."""
+
+    id: int
+    source_topic: str
+    key: str
+    error: str
+    correlation_id: str
+    created_at: datetime
+    status: str  # open | replayed | discarded
+    resolved_at: datetime | None
+    resolved_by: str
+    reason: str
+
+
+class LetterDetail(LetterOut):
+    """A dead letter with the message that failed, as it was on its topic."""
+
+    payload: str
+
+
+class LetterPage(BaseModel):
+    """One page of letters and how many match in all."""
+
+    total: int
+    items: list[LetterOut]
+
+
+class ReplayIn(BaseModel):
+    """Which open letters to replay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+class DiscardIn(BaseModel):
+    """Why a letter is discarded (kept with it and in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+
+
+def _document(row: DeadLetter) -> dict[str, Any]:
+    return LetterOut.model_validate(row, from_attributes=True).model_dump(mode="json")
+
+
+def _found(session: Session, letter_id: int) -> DeadLetter:
+    row = get_letter(session, letter_id=letter_id)
+    if row is None:
+        raise NotFound(f"no dead letter {letter_id}")
+    return row
+
+
+@router.get("")
+def search_letters(
+    engine: EngineDep,
+    status: str | None = None,
+    topic: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> LetterPage:
+    """Dead letters by status (open, replayed, discarded) and source topic; newest first."""
+    with session_scope(engine) as session:
+        rows, total = list_letters(session, status=status, topic=topic, limit=limit, offset=offset)
+        return LetterPage(total=total, items=[LetterOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.get("/{letter_id}")
+def read_letter(letter_id: int, engine: EngineDep) -> LetterDetail:
+    """One dead letter with its payload."""
+    with session_scope(engine) as session:
+        return LetterDetail.model_validate(_found(session, letter_id), from_attributes=True)
+
+
+@router.post("/replay")
+def replay_letters(body: ReplayIn, engine: EngineDep, actor: ActorDep) -> list[LetterOut]:
+    """Replay open letters, all or none (404 for an unknown id, 409 for one resolved already)."""
+    answered = []
+    with session_scope(engine) as session:
+        for letter_id in dict.fromkeys(body.ids):
+            row = _found(session, letter_id)
+            before = _document(row)
+            replay_letter(session, row=row, who=actor.subject)
+            after = _document(row)
+            audit_change(
+                session,
+                actor,
+                hop=ADMIN_OPERATION,
+                before=before,
+                after=after,
+                correlation_id=row.correlation_id,
+                detail={"operation": "replay", "dead_letter": str(row.id), "topic": row.source_topic},
+            )
+            answered.append(LetterOut.model_validate(after))
+    return answered
+
+
+@router.post("/{letter_id}/discard")
+def discard(letter_id: int, body: DiscardIn, engine: EngineDep, actor: ActorDep) -> LetterOut:
+    """Close an open letter without replaying it (409 when it is resolved already)."""
+    with session_scope(engine) as session:
+        row = _found(session, letter_id)
+        before = _document(row)
+        discard_letter(session, row=row, who=actor.subject, reason=body.reason)
+        after = _document(row)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before=before,
+            after=after,
+            correlation_id=row.correlation_id,
+            detail={"operation": "discard", "dead_letter": str(row.id), "reason": body.reason[:500]},
+        )
+    return LetterOut.model_validate(after)

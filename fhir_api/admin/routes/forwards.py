@@ -1,0 +1,117 @@
+"""/admin/forwards and the outbound operations: forwards with their state, retries of dead forwards and
+deliveries, and the echo of a destination (C-ECHO for DICOM, PS3.7 9.3.5).
+
+A retry makes a dead forward or delivery pending again (a forward then sends only the instances
+not yet accepted); it is audited under the study's correlation id. An echo changes nothing and
+is not audited.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from audit.records import ADMIN_OPERATION
+from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.deps import EngineDep
+from fhir_api.errors import NotFound
+from fhir_api.admin.routes.queues import DeliveryOut
+from integration.echo import EchoResult, echo
+from storage.db import session_scope
+from storage.deliveries import get_destination, retry_delivery
+from storage.forwards import instance_counts, list_forwards, retry_forward
+from storage.tables import Forward
+
+router = APIRouter(tags=["queues"])
+
+
+class ForwardOut(BaseModel):
+    """One study revision (or one job's result, as a DICOM SR) queued for a DICOM destination, and its instances by state."""
+
+    id: int
+    destination_id: int
+    kind: str  # study | result
+    study_uid: str
+    revision: int
+    job_id: str  # the job whose result a "result" forward carries; "" for a study
+    correlation_id: str
+    rule: str
+    status: str  # pending | sent | dead
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    finished_at: datetime | None
+    instances: dict[str, int]
+
+
+def _forward(session: Session, row: Forward) -> ForwardOut:
+    columns = {name: getattr(row, name) for name in ForwardOut.model_fields if name != "instances"}
+    return ForwardOut(**columns, instances=instance_counts(session, forward_id=row.id))
+
+
+@router.get("/forwards")
+def search_forwards(
+    engine: EngineDep,
+    status: str | None = None,
+    destination_id: int | None = None,
+    study_uid: str | None = None,
+    kind: Literal["study", "result"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ForwardOut]:
+    """Forwards by status, destination, study and kind (a study's instances or a result's SR); newest first."""
+    with session_scope(engine) as session:
+        rows = list_forwards(
+            session, status=status, destination_id=destination_id, study_uid=study_uid, kind=kind, limit=limit
+        )
+        return [_forward(session, r) for r in rows]
+
+
+@router.post("/forwards/{forward_id}/retry")
+def retry_dead_forward(forward_id: int, engine: EngineDep, actor: ActorDep) -> ForwardOut:
+    """Send a dead forward again: only its instances not yet accepted (404 unknown, 409 not dead)."""
+    with session_scope(engine) as session:
+        found = session.get(Forward, forward_id)
+        before = None if found is None else _forward(session, found).model_dump(mode="json")
+        row = retry_forward(session, forward_id=forward_id)
+        after = _forward(session, row)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before=before,
+            after=after.model_dump(mode="json"),
+            correlation_id=row.correlation_id,
+            detail={"operation": "retry-forward", "forward": str(forward_id), "study_uid": row.study_uid},
+        )
+    return after
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+def retry_dead_delivery(delivery_id: int, engine: EngineDep, actor: ActorDep) -> DeliveryOut:
+    """Send a dead delivery again (404 unknown, 409 not dead)."""
+    with session_scope(engine) as session:
+        row = retry_delivery(session, delivery_id=delivery_id)
+        after = DeliveryOut.model_validate(row, from_attributes=True)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before={"status": "dead"},
+            after=after.model_dump(mode="json"),
+            correlation_id=row.correlation_id,
+            detail={"operation": "retry-delivery", "delivery": str(delivery_id)},
+        )
+    return after
+
+
+@router.post("/destinations/{destination_id}/echo")
+def echo_destination(destination_id: int, engine: EngineDep) -> EchoResult:
+    """Test a destination as its kind says (C-ECHO, TCP connect, FHIR metadata); answers ok false rather than failing."""
+    with session_scope(engine) as session:
+        row = get_destination(session, destination_id=destination_id)
+        if row is None:
+            raise NotFound(f"no destination {destination_id}")
+    return echo(row)

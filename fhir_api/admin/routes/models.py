@@ -1,0 +1,210 @@
+"""/admin/models: the model registry (issue 6). Packages are uploaded here as an archive or with
+`doctorai models add` (both through integration.model_packages), listed, activated, deactivated
+and retired.
+
+Activating a version makes new jobs use it (the router reads the active version); jobs already
+queued finish on the version they name. A retired version cannot be activated again.
+"""
+
+import json
+import tempfile
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
+from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.deps import BodyDep, EngineDep, ObjectStoreDep, SettingsDep
+from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
+from integration.errors import InvalidManifest
+from integration.model_packages import read_package, unpack, upload
+from storage.db import session_scope
+from storage.queries import (
+    activate_model_package,
+    deactivate_model_package,
+    model_package,
+    model_packages,
+    retire_model_package,
+)
+from storage.tables import ModelPackage
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+# Media types of a package archive: zip (IANA application/zip) or gzip-compressed tar (RFC 6713
+# application/gzip), with the names older clients send.
+ARCHIVE_TYPES = {
+    "application/zip": "zip",
+    "application/x-zip-compressed": "zip",
+    "application/gzip": "tar.gz",
+    "application/x-gzip": "tar.gz",
+    "application/x-tar+gzip": "tar.gz",
+}
+_ARCHIVE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The package directory (manifest.json and the artifact) as a zip or tar.gz archive.",
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in ARCHIVE_TYPES},
+    }
+}
+
+
+class ModelVersion(BaseModel):
+    """One registered version of a model package."""
+
+    version: str
+    framework: str
+    status: str  # active | inactive | retired
+    uploaded_at: datetime
+    activated_at: datetime | None
+    manifest: dict[str, Any]
+
+
+class ModelOut(BaseModel):
+    """A model and its versions, oldest upload first."""
+
+    name: str
+    active_version: str | None
+    versions: list[ModelVersion]
+
+
+def _model(name: str, rows: list[ModelPackage]) -> ModelOut:
+    return ModelOut(
+        name=name,
+        active_version=next((r.version for r in rows if r.status == "active"), None),
+        versions=[
+            ModelVersion(
+                version=r.version,
+                framework=r.framework,
+                status=r.status,
+                uploaded_at=r.uploaded_at,
+                activated_at=r.activated_at,
+                manifest=json.loads(r.manifest),
+            )
+            for r in rows
+        ],
+    )
+
+
+def _statuses(session: Session, name: str) -> dict[str, str]:
+    return {r.version: r.status for r in model_packages(session, name=name)}
+
+
+def _found(session: Session, name: str, version: str) -> ModelPackage:
+    row = model_package(session, name=name, version=version)
+    if row is None:
+        raise NotFound(f"{name} {version} is not registered")
+    return row
+
+
+@router.get("")
+def list_models(engine: EngineDep) -> list[ModelOut]:
+    """Every registered model with its versions."""
+    with session_scope(engine) as session:
+        rows = model_packages(session)
+    return [_model(name, list(group)) for name, group in groupby(rows, key=lambda r: r.name)]
+
+
+@router.post("", status_code=201, openapi_extra=_ARCHIVE_BODY)
+def upload_model(
+    body: BodyDep,
+    engine: EngineDep,
+    objects: ObjectStoreDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    content_type: Annotated[str, Header()] = "",
+) -> ModelOut:
+    """Register a model package sent as the raw request body, inactive; activate it separately.
+
+    The body is the archive itself (not multipart) with Content-Type application/zip or
+    application/gzip (a .tar.gz); manifest.json sits at its top or in its one directory.
+    Answers 201 with the model's versions; 415 for another Content-Type; 400 for an archive that
+    cannot be unpacked safely (absolute paths, `..`, links, over `model_upload_max_bytes`);
+    422 with the manifest's validation errors, or when the artifact is missing; 409 when this
+    name and version are registered already.
+    """
+    kind = ARCHIVE_TYPES.get(content_type.split(";")[0].strip().lower())
+    if kind is None:
+        raise UnsupportedMediaType(f"send the package as {' or '.join(ARCHIVE_TYPES)}, not {content_type!r}")
+    with tempfile.TemporaryDirectory(prefix="model-upload-") as scratch:
+        root = unpack(body, kind=kind, into=Path(scratch) / "package", max_bytes=settings.model_upload_max_bytes)
+        try:
+            manifest, artifact = read_package(root)
+        except InvalidManifest as exc:
+            raise RequestValidationError([{**e, "loc": ["body", "manifest.json", *e["loc"]]} for e in exc.errors]) from exc
+        with session_scope(engine) as session:
+            if model_package(session, name=manifest.name, version=manifest.version) is not None:
+                raise InvalidState(f"{manifest.name} {manifest.version} is registered already; bump the version")
+        upload(engine, objects, manifest, artifact)
+    with session_scope(engine) as session:
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before=None,
+            after={"model": manifest.name, "version": manifest.version, "framework": manifest.framework},
+            detail={
+                "alert_type": SOFTWARE_CONFIGURATION,
+                "model": manifest.name,
+                "version": manifest.version,
+                "action": "upload",
+            },
+        )
+        return _model(manifest.name, model_packages(session, name=manifest.name))
+
+
+@router.get("/{name}")
+def read_model(name: str, engine: EngineDep) -> ModelOut:
+    """One model's versions."""
+    with session_scope(engine) as session:
+        rows = model_packages(session, name=name)
+    if not rows:
+        raise NotFound(f"no model {name} is registered")
+    return _model(name, rows)
+
+
+def _change(name: str, version: str, action: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    with session_scope(engine) as session:
+        row = _found(session, name, version)
+        before = _statuses(session, name)
+        if action == "activate":
+            if row.status == "retired":
+                raise InvalidState(f"{name} {version} is retired and cannot be activated")
+            activate_model_package(session, row=row)
+        elif action == "deactivate":
+            deactivate_model_package(session, row=row)
+        else:
+            retire_model_package(session, row=row)
+        after = _statuses(session, name)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before={"versions": before},
+            after={"versions": after},
+            detail={"alert_type": SOFTWARE_CONFIGURATION, "model": name, "version": version, "action": action},
+        )
+        return _model(name, model_packages(session, name=name))
+
+
+@router.post("/{name}/{version}/activate")
+def activate_model(name: str, version: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    """Make this version the one new jobs of the model use (409 when it is retired)."""
+    return _change(name, version, "activate", engine, actor)
+
+
+@router.post("/{name}/{version}/deactivate")
+def deactivate_model(name: str, version: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    """Take this version out of use until it is activated again; new jobs of the model find no version."""
+    return _change(name, version, "deactivate", engine, actor)
+
+
+@router.post("/{name}/{version}/retire")
+def retire_model(name: str, version: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    """Take this version out of use for good; its files stay for the audit trail and queued jobs."""
+    return _change(name, version, "retire", engine, actor)

@@ -1,0 +1,229 @@
+"""/admin/studies: studies as received, their parts and timeline, and the two operations on them.
+
+`release` announces a held study again (reason manual-release: the router skips hold rules);
+`reprocess` announces a stored study again (reason reprocess) so routing runs on it anew. Both
+open a new revision (DESIGN.md 5.4) and queue `study.ready` through the outbox.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from audit.records import ADMIN_OPERATION
+from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.deps import EngineDep
+from fhir_api.errors import NotFound
+from integration import studies as study_operations
+from integration.messages import StudyReady
+from storage.db import session_scope
+from storage.studies import StudyFilter, list_studies, series_with_counts, study_jobs, study_reports, timeline
+from storage.tables import InferenceJob, Study
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class StudyOut(BaseModel):
+    """A study as the index holds it."""
+
+    study_uid: str
+    correlation_id: str
+    status: str
+    revision: int
+    ready_reason: str
+    calling_ae: str
+    source_address: str
+    accession_number: str
+    study_date: str
+    first_received_at: datetime
+    last_received_at: datetime
+    ready_at: datetime | None
+
+
+class StudyPage(BaseModel):
+    """One page of studies and how many match in all."""
+
+    total: int
+    items: list[StudyOut]
+
+
+class SeriesOut(BaseModel):
+    """One series and its instance count."""
+
+    series_uid: str
+    modality: str
+    body_part: str
+    series_number: int | None
+    series_description: str
+    instances: int
+
+
+class JobOut(BaseModel):
+    """One inference job."""
+
+    job_id: str
+    study_uid: str
+    revision: int
+    model: str
+    model_version: str
+    status: str
+    error: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ReportOut(BaseModel):
+    """A DiagnosticReport made for the study."""
+
+    job_id: str
+    revision: int
+    diagnostic_report_id: str
+    created_at: datetime
+
+
+class StudyDetail(StudyOut):
+    """A study with its series, jobs and reports."""
+
+    instances: int
+    series: list[SeriesOut]
+    jobs: list[JobOut]
+    reports: list[ReportOut]
+
+
+class TimelineEntryOut(BaseModel):
+    """One thing that happened to the study."""
+
+    at: datetime
+    kind: str
+    what: str
+    detail: dict[str, str]
+
+
+class Announced(BaseModel):
+    """The revision a release or reprocess announced."""
+
+    study_uid: str
+    revision: int
+    reason: str
+    event_id: str
+    instances: int
+
+
+def _out(study: Study) -> StudyOut:
+    return StudyOut.model_validate(study, from_attributes=True)
+
+
+def job_out(job: InferenceJob) -> JobOut:
+    """A job as answered (here and by /admin/jobs)."""
+    return JobOut.model_validate(job, from_attributes=True)
+
+
+def _found(session: Session, study_uid: str) -> Study:
+    study = session.get(Study, study_uid)
+    if study is None:
+        raise NotFound(f"study {study_uid} is not stored")
+    return study
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+@router.get("")
+def search_studies(
+    engine: EngineDep,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    source_ae: str | None = None,
+    modality: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> StudyPage:
+    """Studies by status, received between since and until (ISO 8601, UTC unless zoned; inclusive), source AE and
+    modality; newest first."""
+    where = StudyFilter(status=status, since=_utc(since), until=_utc(until), calling_ae=source_ae, modality=modality)
+    with session_scope(engine) as session:
+        rows, total = list_studies(session, where, limit=limit, offset=offset)
+        return StudyPage(total=total, items=[_out(s) for s in rows])
+
+
+@router.get("/{study_uid}")
+def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
+    """One study with its series (and instance counts), inference jobs and reports."""
+    with session_scope(engine) as session:
+        study = _found(session, study_uid)
+        series = [
+            SeriesOut(
+                series_uid=s.series_uid,
+                modality=s.modality,
+                body_part=s.body_part,
+                series_number=s.series_number,
+                series_description=s.series_description,
+                instances=n,
+            )
+            for s, n in series_with_counts(session, study_uid=study_uid)
+        ]
+        return StudyDetail(
+            **_out(study).model_dump(),
+            instances=sum(s.instances for s in series),
+            series=series,
+            jobs=[job_out(j) for j in study_jobs(session, study_uid=study_uid)],
+            reports=[
+                ReportOut.model_validate(r, from_attributes=True) for r in study_reports(session, study_uid=study_uid)
+            ],
+        )
+
+
+@router.get("/{study_uid}/timeline")
+def read_timeline(study_uid: str, engine: EngineDep) -> list[TimelineEntryOut]:
+    """Every audit record, job and delivery of the study, in time order."""
+    with session_scope(engine) as session:
+        study = _found(session, study_uid)
+        return [
+            TimelineEntryOut(at=e.at, kind=e.kind, what=e.what, detail=e.detail) for e in timeline(session, study=study)
+        ]
+
+
+def _announced(ready: StudyReady) -> Announced:
+    return Announced(
+        study_uid=ready.study_uid,
+        revision=ready.revision,
+        reason=ready.reason,
+        event_id=ready.event_id,
+        instances=len(ready.instances),
+    )
+
+
+def _operate(study_uid: str, operation: str, engine: EngineDep, actor: ActorDep) -> Announced:
+    act = study_operations.release if operation == "release" else study_operations.reprocess
+    with session_scope(engine) as session:
+        study = _found(session, study_uid)
+        before = {"status": study.status, "revision": study.revision}
+        ready = act(session, study_uid=study_uid, who=actor.subject)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before=before,
+            after={"status": study.status, "revision": study.revision, "reason": ready.reason},
+            correlation_id=study.correlation_id,
+            detail={"operation": operation, "study_uid": study_uid},
+        )
+    return _announced(ready)
+
+
+@router.post("/{study_uid}/release")
+def release_study(study_uid: str, engine: EngineDep, actor: ActorDep) -> Announced:
+    """Release a held study: a new revision routed without hold rules (409 when the study is not held)."""
+    return _operate(study_uid, "release", engine, actor)
+
+
+@router.post("/{study_uid}/reprocess")
+def reprocess_study(study_uid: str, engine: EngineDep, actor: ActorDep) -> Announced:
+    """Route a stored study again at a new revision (409 while it is still receiving)."""
+    return _operate(study_uid, "reprocess", engine, actor)

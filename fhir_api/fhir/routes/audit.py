@@ -1,0 +1,155 @@
+"""GET /fhir/AuditEvent: the audit trail for compliance officers (read and search, auditor only).
+
+Rows of audit_events are answered as R4 AuditEvent resources (fhir_api/fhir/auditevents.py); the
+trail is append-only, so create, update and delete are 405. Every use of the trail is itself
+recorded (DCM 110101 Audit Log Used, as IHE ATNA asks).
+"""
+
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy.orm import Session
+
+from audit import log as audit_log
+from audit.config import AuditSettings
+from audit.config import get_settings as get_audit_settings
+from audit.records import AUDIT_LOG_USED, AuditRecord
+from fhir_api.fhir import auditevents, search
+from storage import fhir
+from fhir_api.auth.tokens import Principal, allows_audit
+from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
+from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound, UnsupportedMediaType
+from fhir_api.responses import operation_outcome
+from fhir_api.responses import fhir_response
+from fhir_api.fhir.routes.read import base_url, strict
+from storage.db import session_scope
+
+router = APIRouter(prefix="/fhir/AuditEvent", tags=["audit"], dependencies=[Depends(negotiate)])
+AuditSettingsDep = Annotated[AuditSettings, Depends(get_audit_settings)]
+# Correlation id of the records of audit-trail use.
+AUDIT_CORRELATION = "audit"
+
+
+def _require(principal: Principal, interaction: str) -> None:
+    if not allows_audit(principal, interaction):
+        raise Forbidden("the audit trail needs the auditor role and a system/AuditEvent scope")
+
+
+def _used(session: Session, principal: Principal, address: str, what: str, detail: dict[str, str]) -> None:
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=AUDIT_LOG_USED,
+            correlation_id=AUDIT_CORRELATION,
+            agent_who=principal.subject,
+            agent_address=address,
+            entity_what=what,
+            detail=detail,
+        ),
+    )
+
+
+def _search(
+    items: list[tuple[str, str]],
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    audit_settings: AuditSettings,
+    principal: Principal,
+    prefer: str | None,
+) -> Response:
+    _require(principal, "s")
+    query = auditevents.parse_query(items, strict=strict(prefer))
+    with session_scope(engine) as session:
+        page = auditevents.search(session, query)
+        resources = [
+            auditevents.to_resource(
+                row, source_id=audit_settings.audit_source_id, site=audit_settings.audit_enterprise_site_id
+            )
+            for row in page.rows
+        ]
+        _used(
+            session,
+            principal,
+            client_address(request),
+            auditevents.RESOURCE_TYPE,
+            {"query": urlencode(items, safe="/|:,"), "total": "" if page.total is None else str(page.total)},
+        )
+    base = base_url(request, settings)
+    kept = [(k, v) for k, v in query.accepted if k != search.COUNT]
+    links = [fhir.BundleLink(relation="self", url=f"{base}/AuditEvent?{urlencode([*kept, (search.COUNT, str(query.count))])}")]
+    if page.next_cursor is not None:
+        cursor = (search.CURSOR, search.encode_cursor(page.next_cursor))
+        links.append(
+            fhir.BundleLink(relation="next", url=f"{base}/AuditEvent?{urlencode([*kept, (search.COUNT, str(query.count)), cursor])}")
+        )
+    entries = [
+        fhir.BundleEntry(fullUrl=f"{base}/AuditEvent/{r.id}", resource=r, search=fhir.BundleEntrySearch(mode="match"))
+        for r in resources
+    ]
+    if query.unknown:
+        outcome = operation_outcome(
+            "warning", "not-supported", f"ignored unsupported search parameters: {', '.join(query.unknown)}"
+        )
+        entries.append(fhir.BundleEntry(resource=outcome, search=fhir.BundleEntrySearch(mode="outcome")))
+    return fhir_response(fhir.Bundle(type="searchset", total=page.total, link=links, entry=entries or None))
+
+
+@router.get("")
+def search_audit(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    audit_settings: AuditSettingsDep,
+    principal: PrincipalDep,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Search the audit trail, newest first (auditevent.html#search)."""
+    return _search(request.query_params.multi_items(), request, engine, settings, audit_settings, principal, prefer)
+
+
+@router.post("/_search")
+def search_audit_post(
+    request: Request,
+    body: BodyDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    audit_settings: AuditSettingsDep,
+    principal: PrincipalDep,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Search the audit trail with form parameters, as GET does."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if body and kind != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    items = request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
+    return _search(items, request, engine, settings, audit_settings, principal, prefer)
+
+
+@router.get("/{record_id}")
+def read_audit(
+    record_id: str, request: Request, engine: EngineDep, audit_settings: AuditSettingsDep, principal: PrincipalDep
+) -> Response:
+    """One audit record as an AuditEvent."""
+    _require(principal, "r")
+    with session_scope(engine) as session:
+        row = auditevents.read(session, record_id)
+        if row is None:
+            raise NotFound(f"AuditEvent/{record_id} is not known")
+        resource = auditevents.to_resource(
+            row, source_id=audit_settings.audit_source_id, site=audit_settings.audit_enterprise_site_id
+        )
+        _used(session, principal, client_address(request), f"AuditEvent/{record_id}", {})
+    return fhir_response(resource)
+
+
+@router.post("")
+@router.put("")
+@router.delete("")
+@router.put("/{record_id}")
+@router.delete("/{record_id}")
+@router.patch("/{record_id}")
+def refuse_change(_principal: PrincipalDep) -> Response:
+    """The audit trail is append-only: AuditEvent cannot be created, changed or deleted over the API."""
+    raise MethodNotAllowed("AuditEvent is read-only: the audit trail is append-only")

@@ -1,0 +1,274 @@
+"""The HL7 v2 listener over MLLP (HL7 v2 Appendix C), asyncio, optional TLS.
+
+Many connections, many messages per connection, one at a time each (the sender waits for the ACK).
+Each message is read, mapped and put in object storage in a thread of its own, then committed
+together with the messages of other connections that wait at the same time (storage.group_commit,
+hl7_listener.commits). This is the edge: storage outcomes and Hl7Errors become acknowledgements here (HL7 v2 2.9):
+original mode AA/AE/AR; enhanced mode (MSH-15/MSH-16 valued) the commit ACK CA/CE/CR, sent as
+MSH-15 asks (AL always, NE never, ER on error, SU on success).
+"""
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import ssl
+import time
+import uuid
+from functools import partial
+
+from sqlalchemy import Engine
+
+from hl7_listener import commits
+from hl7_listener import metrics
+from hl7_listener.config import MllpSettings, get_settings
+from integration.errors import Hl7Error, MessageRefused
+from integration.hl7v2 import Header, ack, decode, minimal_header, read_header
+from hl7_listener.intake import Answer, Received, receive, record_refusal
+from integration import health
+from integration.errors import MessageTooLarge
+from integration.logs import setup_logging
+from integration.mllp import frame, read_block
+from storage.config import exit_if_unsafe
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine
+from storage.errors import StorageUnavailable
+from storage.group_commit import GroupCommit
+from storage.objects import ObjectStore, make_object_store
+
+log = logging.getLogger(__name__)
+
+# The listener's one group commit: connections hand it their messages (hl7_listener.commits).
+Committer = GroupCommit[Received, Answer]
+
+_COMMIT = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+class StoragePaused(Hl7Error):
+    """Storage could not take the message: AE, so the sender retries (DESIGN.md 5.1)."""
+
+    ack_code = "AE"
+    error_code = "207"
+
+
+def tls_context(settings: MllpSettings) -> ssl.SSLContext | None:
+    """The server TLS context, or None when no certificate is configured."""
+    if not settings.mllp_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.mllp_tls_cert, settings.mllp_tls_key or None)
+    if settings.mllp_tls_ca:
+        context.load_verify_locations(settings.mllp_tls_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def address_allowed(settings: MllpSettings, address: str) -> bool:
+    """Whether a peer address is on the allowlist (empty list: everyone)."""
+    entries = [e.strip() for e in settings.mllp_allowed_addresses.split(",") if e.strip()]
+    if not entries:
+        return True
+    try:
+        peer = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(peer in ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def acknowledgement(settings: MllpSettings, answer: Answer) -> bytes | None:
+    """The ACK to write for an answer, or None when enhanced mode's MSH-15 asks for none."""
+    header, code = answer.header, answer.code
+    if header.enhanced_mode:
+        # Enhanced mode: the accept (commit) acknowledgement (HL7 v2 2.9.3.1). The application ACK
+        # MSH-16 asks for is queued to the sender's return destination (hl7_listener.acks); a
+        # message kept but not mappable still answers CE with its ERR here, so a sender without a
+        # return destination learns of the error too.
+        code = _COMMIT[code]
+        condition = header.accept_ack_type or "AL"
+        if condition == "NE" or (condition == "ER" and code == "CA") or (condition == "SU" and code != "CA"):
+            return None
+    return ack(
+        header,
+        code,
+        control_id=uuid.uuid4().hex[:20],
+        application=settings.hl7_application,
+        facility=settings.hl7_facility,
+        error=answer.error if code not in ("AA", "CA") else None,
+    )
+
+
+def _header_of(raw: bytes) -> Header:
+    try:
+        return read_header(decode(raw[:4096]))
+    except Hl7Error:
+        return minimal_header()
+
+
+async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSettings, raw: bytes, peer: str) -> Answer:
+    try:
+        message = await asyncio.to_thread(receive, objects, settings, raw, source_address=peer)
+        return await asyncio.to_thread(committer.commit, message)
+    except StorageUnavailable as exc:
+        log.warning("storage unavailable, answering AE: %r", exc)
+        return Answer("AE", _header_of(raw), error=StoragePaused("storage unavailable; send again later"))
+    except Exception as exc:  # the edge: a bug in one message must not end the listener (DESIGN.md 5.6)
+        log.exception("message from %s failed", peer)
+        return Answer("AE", _header_of(raw), error=Hl7Error(f"internal error: {type(exc).__name__}"))
+
+
+async def _refused(engine: Engine, reason: str, peer: str, kind: str) -> None:
+    metrics.HL7_FRAMING_ERRORS.labels(kind).inc()
+    try:
+        await asyncio.to_thread(record_refusal, engine, reason=reason, source_address=peer, kind=kind)
+    except StorageUnavailable as exc:
+        log.warning("could not audit a refusal from %s: %r", peer, exc)
+
+
+async def handle_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    engine: Engine,
+    objects: ObjectStore,
+    settings: MllpSettings,
+    committer: Committer,
+) -> None:
+    """Serve one connection until the peer closes, idles out, or breaks the framing beyond repair."""
+    peer = str((writer.get_extra_info("peername") or ("",))[0])
+    try:
+        if not address_allowed(settings, peer):
+            metrics.HL7_CONNECTIONS.labels("refused").inc()
+            await _refused(engine, f"source address {peer} is not allowed", peer, "address")
+            return
+        metrics.HL7_CONNECTIONS.labels("accepted").inc()
+        while True:
+            try:
+                block = await asyncio.wait_for(read_block(reader), settings.mllp_idle_timeout_seconds)
+            except TimeoutError:
+                log.info("closing idle MLLP connection from %s", peer)
+                return
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    await _refused(engine, f"connection closed inside a block ({len(exc.partial)} bytes)", peer, "truncated")
+                return
+            except MessageTooLarge:
+                await _oversize(reader, writer, engine, settings, peer)
+                return
+            if block.junk.strip():
+                await _refused(engine, f"{len(block.junk)} bytes outside an MLLP block", peer, "framing")
+            if block.message is None:
+                continue
+            started = time.perf_counter()
+            answer = await _answer(committer, objects, settings, block.message, peer)
+            reply = acknowledgement(settings, answer)
+            if reply is not None:
+                writer.write(frame(reply))
+                await writer.drain()
+            metrics.HL7_MESSAGES.labels(answer.header.message_type or "unknown", answer.code).inc()
+            metrics.HL7_ACK_SECONDS.observe(time.perf_counter() - started)
+    except (ConnectionError, ssl.SSLError) as exc:
+        log.info("MLLP connection from %s ended: %r", peer, exc)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+async def _oversize(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, engine: Engine, settings: MllpSettings, peer: str
+) -> None:
+    """AR for a block over the limit, addressed from its first bytes; then the connection closes."""
+    head = await reader.read(4096)  # the start of the block, still unread after the overrun
+    start = head.find(b"\x0b")
+    header = _header_of(head[start + 1 :] if start >= 0 else head)
+    limit = settings.mllp_max_message_bytes
+    error = MessageRefused(f"message exceeds {limit} bytes")
+    await _refused(engine, str(error), peer, "oversize")
+    reply = acknowledgement(settings, Answer("AR", header, error=error))
+    if reply is not None:
+        writer.write(frame(reply))
+        await writer.drain()
+    metrics.HL7_MESSAGES.labels(header.message_type or "unknown", "AR").inc()
+
+
+async def serve(
+    settings: MllpSettings,
+    *,
+    engine: Engine,
+    objects: ObjectStore,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Listen until `stop` is set (`ready` is set once bound), then close the server."""
+    open_writers: set[asyncio.StreamWriter] = set()
+    handlers: set[asyncio.Task[None]] = set()
+    committer = Committer(engine, partial(commits.write, settings=settings))
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            handlers.add(task)
+        open_writers.add(writer)
+        try:
+            await handle_connection(reader, writer, engine=engine, objects=objects, settings=settings, committer=committer)
+        finally:
+            open_writers.discard(writer)
+            if task is not None:
+                handlers.discard(task)
+
+    # The reader's limit bounds one block (LimitOverrunError beyond it: MessageTooLarge).
+    server = await asyncio.start_server(
+        connected,
+        settings.mllp_host,
+        settings.mllp_port,
+        limit=settings.mllp_max_message_bytes + 2,
+        ssl=tls_context(settings),
+    )
+    log.info("MLLP listener on %s:%d%s", settings.mllp_host, settings.mllp_port, " (TLS)" if settings.mllp_tls_cert else "")
+    async with server:
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        server.close()
+        # Close idle connections so their handlers end; an exchange in progress finishes first
+        # only if it is past its read (its ACK write then fails, and the sender retries).
+        for writer in list(open_writers):
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def _main() -> None:
+    settings = get_settings()
+    storage = get_storage_settings()
+    engine = make_engine(storage.resolved_database_url())
+    objects = make_object_store(storage)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics_server = None
+    ready = asyncio.Event()
+    try:
+        task = asyncio.create_task(serve(settings, engine=engine, objects=objects, stop=stop, ready=ready))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set() and settings.mllp_metrics_port:
+            # Started once the listener is bound: the launcher takes an answering /metrics as ready.
+            metrics_server = health.serve(settings.mllp_metrics_port)
+        waiting.cancel()
+        await task
+    finally:
+        health.stop(metrics_server)
+        engine.dispose()
+        log.info("stopped")
+
+
+def main() -> None:
+    """Entry point."""
+    setup_logging()
+    exit_if_unsafe(get_storage_settings())
+    asyncio.run(_main())
+

@@ -1,0 +1,6 @@
+"""`python -m results`: the results consumer (study.ready and inference.result into FHIR, and their exports)."""
+
+from results.consumer import main
+
+if __name__ == "__main__":
+    main()

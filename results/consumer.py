@@ -1,0 +1,321 @@
+"""The FHIR-store consumer: study.ready -> Patient + ImagingStudy, inference.result -> DiagnosticReport.
+
+Run as `python -m results`. Consumer group "doctorai-fhir-store". Offsets are committed
+(by integration.kafka.consume) only after the resources, the report row and the audit record
+committed; a replayed result finds its report row and does nothing (DESIGN.md 5.3).
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+from aiokafka import ConsumerRecord
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from audit import log as audit_log
+from audit.records import REPORT_AMENDED, REPORT_CREATED, AuditRecord, Outcome
+from results import metrics
+from storage.fhir import store
+from results.config import ResultsSettings
+from results.config import get_settings as get_results_settings
+from results.errors import ConcurrentWrite, InvalidResult
+from results.mapping import imaging_study_from_index, patient_from_study, report_from_result
+from storage.orders import with_order
+from results.oru import queue_oru
+from results.pushes import queue_report_exports
+from results.sr_queue import queue_sr_exports
+from integration import health, topics
+from integration.config import IntegrationSettings
+from integration.config import get_settings as get_integration_settings
+from integration.errors import InvalidMessage
+from integration.kafka import consume, ensure_topics, make_consumer, make_producer, unqualified
+from integration.logs import setup_logging
+from integration.messages import InferenceResult, StudyReady
+from storage.config import StorageSettings
+from storage.config import exit_if_unsafe
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine, session_scope
+from storage.objects import ObjectStore, make_object_store
+from storage.queries import correlation_id_for_study, study_instances
+from storage.tables import AuditEvent, InferenceJob, Report, Study
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "doctorai-fhir-store"
+AGENT = "doctorai-results"
+TOPICS = (topics.STUDY_READY, topics.INFERENCE_RESULT)
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+
+
+def _study(session: Session, study_uid: str) -> Study:
+    study = session.get(Study, study_uid)
+    if study is None:
+        raise InvalidResult(f"study {study_uid} is not in the index")
+    return study
+
+
+def _store_patient_and_study(session: Session, study: Study) -> str:
+    """Save the study's Patient (if new) and its ImagingStudy (if changed); returns the Patient reference."""
+    patient = patient_from_study(study.patient_id, study_uid=study.study_uid)
+    patient_id = patient.id or ""
+    # A Patient may already hold more than DICOM tells us; never overwrite it from a study.
+    if not store.exists(session, "Patient", patient_id):
+        store.save(session, patient)
+    store.save(session, imaging_study_from_index(study, study_instances(session, study_uid=study.study_uid)))
+    return f"Patient/{patient_id}"
+
+
+def apply_study_ready(session: Session, message: StudyReady) -> None:
+    """Upsert the Patient and the ImagingStudy of a study that became ready."""
+    _store_patient_and_study(session, _study(session, message.study_uid))
+
+
+def _failure_recorded(session: Session, correlation_id: str, entity: str) -> bool:
+    stmt = select(AuditEvent.id).where(
+        AuditEvent.correlation_id == correlation_id,
+        AuditEvent.subtype == REPORT_CREATED.subtype,
+        AuditEvent.entity_what == entity,
+    )
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def _reported(session: Session, message: InferenceResult, *, later: bool) -> Report | None:
+    """The newest report of this model for an earlier (or, with `later`, a later) revision of the study."""
+    stmt = (
+        select(Report)
+        .join(InferenceJob, InferenceJob.job_id == Report.job_id)
+        .where(
+            Report.study_uid == message.study_uid,
+            InferenceJob.model == message.model,
+            Report.revision > message.revision if later else Report.revision < message.revision,
+        )
+        .order_by(Report.revision.desc())
+        .limit(1)
+    )
+    return session.scalar(stmt)
+
+
+def _record_report(session: Session, message: InferenceResult, report_id: str) -> None:
+    session.add(
+        Report(
+            job_id=message.job_id,
+            study_uid=message.study_uid,
+            revision=message.revision,
+            diagnostic_report_id=report_id,
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def apply_result(session: Session, message: InferenceResult, objects: ObjectStore | None = None) -> str | None:
+    """Store the DiagnosticReport and Observations of a result; returns the report id, None if nothing new.
+
+    Idempotent per job: a replayed result finds its Report row and does nothing. A failed
+    result (`error` set) creates no report, only a serious-failure audit record. With `objects`
+    (the consumer always passes it), the result also goes as a DICOM SR to the DICOM destinations
+    that take results (results/sr_queue.py).
+    """
+    if session.get(Report, message.job_id) is not None:
+        return None
+    study = _study(session, message.study_uid)
+    correlation_id = correlation_id_for_study(study.study_uid)
+    entity = f"DiagnosticReport/{message.job_id}"
+    if message.error:
+        if not _failure_recorded(session, correlation_id, entity):
+            audit_log.append(
+                session,
+                AuditRecord(
+                    hop=REPORT_CREATED,
+                    correlation_id=correlation_id,
+                    agent_who=AGENT,
+                    entity_what=entity,
+                    outcome=Outcome.SERIOUS_FAILURE,
+                    detail={
+                        "job_id": message.job_id,
+                        "model": message.model,
+                        "model_version": message.model_version,
+                        "error": message.error,
+                    },
+                ),
+            )
+        log.warning("job %s of study %s failed; no report", message.job_id, correlation_id)
+        return None
+    if session.get(InferenceJob, message.job_id) is None:
+        raise InvalidResult(f"job {message.job_id} is not in the index")
+    newer = _reported(session, message, later=True)
+    if newer is not None:
+        # A result for an older revision arrived after a newer one was reported: the newer report
+        # stays current; this job only records that it was superseded.
+        _record_report(session, message, newer.diagnostic_report_id)
+        log.info("job %s of study %s superseded by revision %d", message.job_id, correlation_id, newer.revision)
+        return None
+    patient_ref = _store_patient_and_study(session, study)
+    # One current report per study and model (DESIGN.md 5.4): a later revision amends the
+    # earlier report in place, as a new version of the same resource, instead of adding a
+    # second one (FHIR R4 DiagnosticReport.status "amended": the issued report was modified).
+    earlier = _reported(session, message, later=False)
+    status = "amended" if earlier is not None else "preliminary"
+    report_id = earlier.diagnostic_report_id if earlier is not None else message.job_id
+    report, observations = report_from_result(message, patient_ref, status=status, report_id=report_id)
+    # Issue 4: a study ordered over HL7 gets a report `basedOn` the order's ServiceRequest.
+    report = with_order(session, study, report)
+    for observation in observations:
+        store.save(session, observation)
+    store.save(session, report)
+    _record_report(session, message, report_id)
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=REPORT_AMENDED if earlier is not None else REPORT_CREATED,
+            correlation_id=correlation_id,
+            agent_who=AGENT,
+            entity_what=f"DiagnosticReport/{report_id}",
+            detail={
+                "job_id": message.job_id,
+                "model": message.model,
+                "model_version": message.model_version,
+                "revision": str(message.revision),
+                "status": status,
+            },
+        ),
+    )
+    # Issue 4: the report goes out as ORU^R01 to every enabled MLLP destination, in this transaction.
+    queue_oru(session, report=report, result=message, study=study, settings=get_integration_settings())
+    # Issue 7: and to every enabled FHIR server and webhook, in this transaction too.
+    queue_report_exports(
+        session,
+        report=report,
+        observations=observations,
+        result=message,
+        study=study,
+        base_url=get_results_settings().public_base_url.rstrip("/") + "/fhir",
+    )
+    # Issue 7: and as a DICOM SR, into the same study, to every DICOM destination that takes results.
+    if objects is not None:
+        queue_sr_exports(session, objects, result=message, study=study)
+    session.flush()
+    return report_id
+
+
+def observe_latency(result: InferenceResult, *, committed_at: datetime) -> None:
+    """Record the end-to-end latency of a committed report and its stages, from the message's timestamps."""
+    stages = {"total": (result.last_received_at, committed_at)}
+    if result.ready_at is not None:
+        stages["quiet-period"] = (result.last_received_at, result.ready_at)
+        if result.started_at is not None:
+            stages["queue"] = (result.ready_at, result.started_at)
+    if result.started_at is not None and result.finished_at is not None:
+        stages["inference"] = (result.started_at, result.finished_at)
+    if result.finished_at is not None:
+        stages["report"] = (result.finished_at, committed_at)
+    for stage, (begin, end) in stages.items():
+        # Clocks of different hosts may disagree by a little: never observe a negative time.
+        metrics.E2E_LATENCY.labels(result.model, stage).observe(max(0.0, (end - begin).total_seconds()))
+
+
+def _parse(model: type[M], payload: bytes) -> M:
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise InvalidMessage(f"not a {model.__name__}: {exc.error_count()} validation errors") from exc
+
+
+def _in_transaction(engine: Engine, apply: Callable[[Session, M], R], message: M) -> R:
+    with session_scope(engine) as session:
+        return apply(session, message)
+
+
+async def handle(
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    engine: Engine,
+    settings: IntegrationSettings,
+    objects: ObjectStore | None = None,
+) -> None:
+    """Handle one consumed record; errors are retriable (storage, races) or permanent (dead-lettered)."""
+    topic = unqualified(settings, record.topic)
+    payload = record.value or b""
+    try:
+        if topic == topics.STUDY_READY:
+            ready = _parse(StudyReady, payload)
+            await asyncio.to_thread(_in_transaction, engine, apply_study_ready, ready)
+        elif topic == topics.INFERENCE_RESULT:
+            result = _parse(InferenceResult, payload)
+            apply = partial(apply_result, objects=objects)
+            report_id = await asyncio.to_thread(_in_transaction, engine, apply, result)
+            if report_id is not None:
+                metrics.REPORTS_CREATED.inc()
+                observe_latency(result, committed_at=datetime.now(UTC))
+                log.info("report %s created for study %s", report_id, result.correlation_id)
+        else:
+            raise InvalidMessage(f"unexpected topic {record.topic}")
+    except IntegrityError as exc:
+        # Another member wrote the same rows first (a rebalance redelivered the record): the retry
+        # sees its work and does nothing.
+        metrics.MESSAGES.labels(topic, "retry").inc()
+        raise ConcurrentWrite(f"concurrent write: {type(exc.orig).__name__}") from exc
+    except Exception:
+        metrics.MESSAGES.labels(topic, "error").inc()
+        raise
+    metrics.MESSAGES.labels(topic, "ok").inc()
+
+
+async def run(
+    results_settings: ResultsSettings,
+    integration_settings: IntegrationSettings,
+    storage_settings: StorageSettings,
+    *,
+    stop: asyncio.Event,
+) -> None:
+    """Consume study.ready and inference.result into the FHIR store until `stop` is set."""
+    engine = make_engine(storage_settings.resolved_database_url())
+    await ensure_topics(integration_settings, [*TOPICS, topics.DLQ])
+    producer = make_producer(integration_settings)  # for the dead-letter topic
+    consumer = make_consumer(integration_settings, group_id=GROUP_ID, names=TOPICS)
+    await producer.start()
+    try:
+        await consumer.start()
+        metrics_server = None
+        try:
+            if results_settings.results_metrics_port:
+                # Started only now: the launcher takes an answering /metrics as "consumer ready".
+                metrics_server = health.serve(results_settings.results_metrics_port)
+            log.info("FHIR-store consumer started (group %s)", GROUP_ID)
+            objects = make_object_store(storage_settings)  # the input headers and the SRs (results/sr_queue.py)
+            handler = partial(handle, engine=engine, settings=integration_settings, objects=objects)
+            await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+        finally:
+            health.stop(metrics_server)
+            await consumer.stop()
+    finally:
+        await producer.stop()
+        engine.dispose()
+        log.info("FHIR-store consumer stopped")
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(get_results_settings(), get_integration_settings(), get_storage_settings(), stop=stop)
+
+
+def main() -> None:
+    """Run the consumer until SIGTERM or SIGINT."""
+    setup_logging()
+    exit_if_unsafe(get_storage_settings())
+    asyncio.run(_main())
+

@@ -1,0 +1,155 @@
+"""Results as DICOM SR: made by the results consumer with the report, sent by the forwarder to a real Storage SCP."""
+
+import asyncio
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.filereader import read_dataset
+from sqlalchemy import Engine, select
+
+from audit.records import REPORT_CREATED
+from results import consumer
+from results.sr import sr_uids
+from integration import forward
+from integration.config import IntegrationSettings
+from integration.messages import InferenceResult
+from doctorai.stack import StackConfig, free_ports
+from storage.db import session_scope
+from storage.deliveries import add_destination
+from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
+from storage.objects import ObjectStore, dicom_key, make_object_store
+from storage.queries import ReceivedInstance
+from storage.tables import AuditEvent
+from tests.dicom_peers import StoreScp, store_scp
+from tests.mllp_peers import wait_for
+
+MakeJob = Callable[..., InferenceResult]
+SETTINGS = IntegrationSettings(
+    retry_first_delay_seconds=0.05,
+    retry_max_delay_seconds=0.2,
+    outbound_poll_seconds=0.05,
+    forward_timeout_seconds=5,
+    outbound_max_attempts=3,
+)
+
+
+@pytest.fixture
+def objects(services: StackConfig, indexed: ReceivedInstance) -> ObjectStore:
+    """The object store holding RG1 where the index says it is."""
+    store = make_object_store(services.storage_settings())
+    store.ensure_bucket()
+    store.put_file(indexed.object_key, Path(str(get_testdata_file("RG1_UNCR.dcm"))))
+    return store
+
+
+def _destination(engine: Engine, name: str, port: int, *, enabled: bool = True, **options: str) -> int:
+    with session_scope(engine) as session:
+        row = add_destination(
+            session,
+            name=name,
+            kind="dicom",
+            host="127.0.0.1",
+            port=port,
+            enabled=enabled,
+            options={"ae_title": "STORESCP", **options},
+        )
+        return row.id
+
+
+def _sent(engine: Engine, destination_id: int) -> bool:
+    with session_scope(engine) as session:
+        return {f.status for f in list_forwards(session, destination_id=destination_id)} == {"sent"}
+
+
+def _forward_until(engine: Engine, objects: ObjectStore, until: Callable[[], None]) -> None:
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(forward.run(engine, objects, SETTINGS, stop))
+        try:
+            await asyncio.to_thread(until)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
+    engine: Engine, objects: ObjectStore, indexed: ReceivedInstance, make_job: MakeJob
+) -> None:
+    with store_scp(StoreScp(free_ports().dicom)) as scp:
+        pacs = _destination(engine, "pacs", scp.port, results="sr")
+        _destination(engine, "archive", 1)  # takes studies only
+        disabled = _destination(engine, "off", 1, enabled=False, results="sr")
+        with session_scope(engine) as session:
+            # The study itself was forwarded to the PACS at this revision too: the two never collide.
+            study = queue_forward(
+                session,
+                destination_id=pacs,
+                study_uid=indexed.study_uid,
+                revision=1,
+                correlation_id="corr",
+                rule="to-pacs",
+                instances=[
+                    ForwardItem(indexed.sop_uid, indexed.object_key, indexed.sop_class_uid, indexed.transfer_syntax_uid)
+                ],
+            )
+            assert study is not None
+            session.get_one(type(study), study.id).status = "sent"  # already delivered
+        result = make_job()
+        with session_scope(engine) as session:
+            assert consumer.apply_result(session, result, objects) == result.job_id
+        with session_scope(engine) as session:
+            assert consumer.apply_result(session, result, objects) is None  # a replay queues nothing new
+
+        series_uid, sop_uid = sr_uids(result.job_id)
+        key = dicom_key(indexed.study_uid, series_uid, sop_uid)
+        with session_scope(engine) as session:
+            (queued,) = list_forwards(session, kind="result")
+            assert (queued.destination_id, queued.job_id, queued.revision) == (pacs, result.job_id, 1)
+            assert [f.kind for f in list_forwards(session, destination_id=pacs)] == ["result", "study"]
+            assert list_forwards(session, destination_id=disabled) == []
+            (item,) = forward_instances(session, forward_id=queued.id)
+            assert (item.sop_uid, item.object_key) == (sop_uid, key)
+            audit = session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.subtype == REPORT_CREATED.subtype, AuditEvent.entity_what == sop_uid
+                )
+            ).one()
+            assert audit.outcome == "0" and audit.detail["destinations"] == "pacs"
+        assert key in objects.list_keys(f"dicom/{indexed.study_uid}/{series_uid}/")
+
+        _forward_until(engine, objects, lambda: wait_for(lambda: _sent(engine, pacs), what="the SR forward"))
+
+    assert indexed.sop_uid not in scp.received  # the study's own forward was done; only the SR went
+    got = scp.received[sop_uid]
+    syntax = got.transfer_syntax
+    ds = read_dataset(io.BytesIO(got.dataset_bytes), syntax.is_implicit_VR, syntax.is_little_endian)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert (ds.StudyInstanceUID, ds.PatientID, ds.SeriesInstanceUID) == (indexed.study_uid, "9RG1", series_uid)
+    report = hd.sr.Comprehensive3DSR.from_dataset(ds).content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    (group,) = report.get_image_measurement_groups()
+    assert group.finding_type is not None and group.finding_type.value == "233604007"
+    (probability,) = group.get_measurements()
+    assert float(probability.value) == pytest.approx(0.87)
+    with session_scope(engine) as session:
+        sent = session.scalars(select(AuditEvent).where(AuditEvent.subtype == "dicom-sent")).one()
+    assert (sent.detail["kind"], sent.detail["job_id"], sent.detail["status"]) == ("result", result.job_id, "sent")
+
+
+def test_no_sr_without_a_destination_that_takes_results(
+    engine: Engine, objects: ObjectStore, indexed: ReceivedInstance, make_job: MakeJob
+) -> None:
+    _destination(engine, "archive", 1)
+    result = make_job()
+    with session_scope(engine) as session:
+        assert consumer.apply_result(session, result, objects) == result.job_id
+    with session_scope(engine) as session:
+        assert list_forwards(session) == []
+    series_uid, _ = sr_uids(result.job_id)
+    assert objects.list_keys(f"dicom/{indexed.study_uid}/{series_uid}/") == {}
