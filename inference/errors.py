@@ -50,7 +50,3 @@ class ModelFailed(InferenceError):
 
 class UnknownJob(InferenceError):
     """The request names a job that is not in the database; the router creates jobs before requesting them."""
-
-
-class ModelRetired(InferenceError):
-    """A retired model version cannot be activated again."""

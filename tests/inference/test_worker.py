@@ -22,8 +22,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from audit.log import trail  # noqa: E402
 from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
-from inference import preprocess, registry  # noqa: E402
-from inference.models import LoadedModel, ModelCache  # noqa: E402
+from inference import preprocess  # noqa: E402
+from inference.adapters import adapter_module  # noqa: E402
+from inference.runners import LoadedModel, ModelCache  # noqa: E402
 from inference.packages import lookup  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
 from inference.errors import InferenceTimeout, ModelCrashed, TooManyCrashes, UnknownJob  # noqa: E402
@@ -32,15 +33,17 @@ from inference.postprocess import findings, probabilities  # noqa: E402
 from inference.worker import Prepared, Worker, record_outcome  # noqa: E402
 from integration import kafka, topics  # noqa: E402
 from integration.config import IntegrationSettings  # noqa: E402
-from integration.manifest import Preprocessing  # noqa: E402
+from integration.models.manifest import Preprocessing  # noqa: E402
 from integration.messages import DeadLetter, InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
 from doctorai.stack import StackConfig  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, read_scope, session_scope  # noqa: E402
 from storage.objects import ObjectStore, dicom_key, make_object_store  # noqa: E402
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
-from storage.tables import AuditEvent, InferenceJob, OutboxEvent  # noqa: E402
+from storage.instances import ReceivedInstance, correlation_id_for_study, record_instance  # noqa: E402
+from storage.jobs import create_job  # noqa: E402
+from storage.tables.audit import AuditEvent  # noqa: E402
+from storage.tables.pipeline import InferenceJob, OutboxEvent  # noqa: E402
 from tests.conftest import process_ended  # noqa: E402
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
@@ -48,7 +51,7 @@ RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 def test_real_chest_model_gives_two_probabilities() -> None:
     manifest, artifact = lookup("chest-xray-pneumonia")
-    model = LoadedModel(manifest, artifact, registry.adapter_module(manifest.framework))
+    model = LoadedModel(manifest, artifact, adapter_module(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
     try:
         raw = model.predict(x[np.newaxis])
@@ -191,7 +194,7 @@ def _worker(engine: Engine, cache: ModelCache, timeout: float = 120.0) -> Worker
     return Worker(
         name="slow",
         models=cache,
-        store=make_object_store(StorageSettings()),  # never reached by these tests
+        objects=make_object_store(StorageSettings()),  # never reached by these tests
         engine=engine,
         producer=None,  # type: ignore[arg-type]  # only the dead-letter path (not run here) publishes
         settings=InferenceSettings(inference_timeout_seconds=timeout),
@@ -420,7 +423,7 @@ def _serve(
             await consumer.start()
             try:
                 worker = Worker(
-                    name="slow", models=cache, store=store, engine=engine, producer=producer,
+                    name="slow", models=cache, objects=store, engine=engine, producer=producer,
                     settings=InferenceSettings(inference_max_crashes=3), integration=integration,
                 )
                 stop = asyncio.Event()

@@ -27,7 +27,7 @@ from storage.fhir.references import patient_reference, study_ids
 from fhir_api.responses import fhir_response, fhir_text_response
 from storage.errors import ResourceGone, ResourceNotFound
 from storage.db import session_scope
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiate)])
 
