@@ -21,13 +21,16 @@ class Paged(Protocol):
     """What a searchset says of the search it answers: the parameters it ran with, its page size, what it ignored."""
 
     @property
-    def accepted(self) -> tuple[tuple[str, str], ...]: ...
+    def accepted(self) -> tuple[tuple[str, str], ...]:
+        """The parameters it ran with, as given (`_count` and `_cursor` are set per link)."""
 
     @property
-    def count(self) -> int: ...
+    def count(self) -> int:
+        """Its page size."""
 
     @property
-    def unknown(self) -> tuple[str, ...]: ...
+    def unknown(self) -> tuple[str, ...]:
+        """The parameters it ignored."""
 
 
 def _page_url(base_url: str, resource_type: str, query: Paged, cursor: search.Cursor | None) -> str:

@@ -50,7 +50,7 @@ class ModelPackage(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[str] = mapped_column(String(32), primary_key=True)
     framework: Mapped[str] = mapped_column(String(32))
-    # The validated manifest (integration.manifest.Manifest) as JSON.
+    # The validated manifest (integration.models.manifest.Manifest) as JSON.
     manifest: Mapped[str] = mapped_column(Text)
     # active | inactive | retired
     status: Mapped[str] = mapped_column(String(16), default="inactive", index=True)

@@ -22,8 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from audit.log import trail  # noqa: E402
 from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
-from inference import preprocess  # noqa: E402
-from inference.adapters import adapter_module  # noqa: E402
+from inference import adapters, preprocess  # noqa: E402
 from inference.runners import LoadedModel, ModelCache  # noqa: E402
 from inference.packages import lookup  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
@@ -40,18 +39,19 @@ from sqlalchemy import Engine, select  # noqa: E402
 from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, read_scope, session_scope  # noqa: E402
 from storage.objects import ObjectStore, dicom_key, make_object_store  # noqa: E402
-from storage.instances import ReceivedInstance, correlation_id_for_study, record_instance  # noqa: E402
+from storage.instances import correlation_id_for_study, record_instance  # noqa: E402
 from storage.jobs import create_job  # noqa: E402
 from storage.tables.audit import AuditEvent  # noqa: E402
 from storage.tables.pipeline import InferenceJob, OutboxEvent  # noqa: E402
 from tests.conftest import process_ended  # noqa: E402
+from tests.studies import received  # noqa: E402
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 
 def test_real_chest_model_gives_two_probabilities() -> None:
     manifest, artifact = lookup("chest-xray-pneumonia")
-    model = LoadedModel(manifest, artifact, adapter_module(manifest.framework))
+    model = LoadedModel(manifest, artifact, adapters.adapter_module(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
     try:
         raw = model.predict(x[np.newaxis])
@@ -90,7 +90,7 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
     ds = dcmread(RG1, stop_before_pixels=True)
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     key = dicom_key(study_uid, series_uid, sop_uid)
-    item = ReceivedInstance(
+    item = received(
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
@@ -103,13 +103,11 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
         modality=str(ds.Modality),
         body_part=str(ds.BodyPartExamined),
         series_number=None,
-        series_description="",
         instance_number=None,
         object_key=key,
         size=RG1.stat().st_size,
         sha256="0" * 64,
         calling_ae="TEST",
-        source_address="127.0.0.1",
     )
     with session_scope(engine) as session:
         record_instance(session, item=item)
@@ -166,11 +164,10 @@ def _with_job(engine: Engine, ds: Dataset, job_id: str, *, status: str = "queued
     """Index the instance `ds` (a chest CR) as the listener would, and queue a job of model "slow" 1 on its study."""
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     key = dicom_key(study_uid, series_uid, sop_uid)
-    item = ReceivedInstance(
-        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=str(ds.SOPClassUID),
-        transfer_syntax_uid="1.2.840.10008.1.2.1", patient_id="P", accession_number="", study_date="",
-        study_description="", modality="CR", body_part="CHEST", series_number=None, series_description="",
-        instance_number=None, object_key=key, size=1, sha256="0" * 64, calling_ae="T", source_address="",
+    item = received(
+        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=str(ds.SOPClassUID), patient_id="P",
+        accession_number="", study_date="", study_description="", series_number=None, instance_number=None,
+        object_key=key, size=1, sha256="0" * 64, calling_ae="T", source_address="",
     )
     with session_scope(engine) as session:
         record_instance(session, item=item)

@@ -6,7 +6,7 @@ recorded (DCM 110101 Audit Log Used, as IHE ATNA asks).
 """
 
 from typing import Annotated
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.orm import Session
@@ -19,9 +19,9 @@ from fhir_api.fhir import auditevents, bundles
 from storage import fhir
 from fhir_api.auth.tokens import Principal, allows_audit
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
-from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound, UnsupportedMediaType
+from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound
 from fhir_api.responses import fhir_response, fhir_text_response
-from fhir_api.fhir.routes.read import base_url, strict
+from fhir_api.fhir.routes.read import base_url, posted_search, strict
 from storage.db import session_scope
 
 router = APIRouter(prefix="/fhir/AuditEvent", tags=["audit"], dependencies=[Depends(negotiate)])
@@ -106,11 +106,7 @@ def search_audit_post(
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Search the audit trail with form parameters, as GET does."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if body and kind != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    items = request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
-    return _search(items, request, engine, settings, audit_settings, principal, prefer)
+    return _search(posted_search(request, body), request, engine, settings, audit_settings, principal, prefer)
 
 
 @router.get("/{record_id}")
