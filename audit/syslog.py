@@ -17,7 +17,7 @@ from audit.atna import to_atna_xml
 from audit.config import AuditSettings
 from storage.db import session_scope
 from storage.errors import StorageError
-from storage.tables import AuditEvent, AuditExport
+from storage.tables.audit import AuditEvent, AuditExport
 
 log = logging.getLogger(__name__)
 

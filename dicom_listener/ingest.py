@@ -40,7 +40,7 @@ from storage.db import read_scope, session_scope
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, dicom_version_key
-from storage.queries import ReceivedInstance, correlation_id_for_study, instance_state
+from storage.instances import ReceivedInstance, correlation_id_for_study, instance_state
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Answer:
 class Receiver:
     """What the listener's handlers share in one process (built once, in __main__)."""
 
-    store: ObjectStore
+    objects: ObjectStore
     engine: Engine
     settings: DicomSettings
     peers: PeerDirectory
@@ -203,9 +203,9 @@ def _records(receiver: Receiver, assoc: Association, item: ReceivedInstance, dup
 def _put(receiver: Receiver, key: str, spool: Spool) -> None:
     path = spool.path
     if path is None:
-        receiver.store.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
+        receiver.objects.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
     else:
-        receiver.store.put_file(key, path, "application/dicom", sha256=spool.sha256)
+        receiver.objects.put_file(key, path, "application/dicom", sha256=spool.sha256)
 
 
 def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spool: Spool) -> str:

@@ -46,7 +46,7 @@ def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
     # C-STORE commits leave SQLite checkpoints to the quiet-period sweep (stability.run).
     engine = make_engine(storage.resolved_database_url(), checkpoints=False)
     return Receiver(
-        store=make_object_store(storage),
+        objects=make_object_store(storage),
         engine=engine,
         settings=settings,
         peers=PeerDirectory(engine, settings),

@@ -33,7 +33,7 @@ from integration.studies import announce
 from storage import steps
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
-from storage.queries import correlation_id_for_study, count_instances
+from storage.instances import correlation_id_for_study, count_instances
 
 log = logging.getLogger(__name__)
 

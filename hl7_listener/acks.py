@@ -16,7 +16,7 @@ from hl7_listener.config import MllpSettings
 from integration.errors import Hl7Error
 from integration.hl7v2 import Header, ack
 from storage.deliveries import destinations, queue_delivery
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,20 @@ import signal
 from pathlib import Path
 
 
-from inference import metrics, registry
+from inference import metrics, package_cache
+from inference.adapters import adapter_module
 from inference.config import get_settings
 from inference.errors import InferenceError
-from inference.models import LoadedModel, ModelCache
+from inference.runners import LoadedModel, ModelCache
 from inference.worker import Worker
 from integration import health, kafka, topics
 from integration.config import get_settings as get_integration_settings
+from integration.errors import ModelNotFound
 from integration.logs import setup_logging
+from integration.models import registry
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
+from storage.db import make_engine, session_scope
 from storage.objects import make_object_store
 
 log = logging.getLogger("inference")
@@ -28,19 +31,24 @@ async def serve(name: str) -> None:
     settings = get_settings()
     integration = get_integration_settings()
     storage = get_storage_settings()
-    store = make_object_store(storage)
+    objects = make_object_store(storage)
     engine = make_engine(storage.resolved_database_url())
     cache_dir = Path(settings.inference_cache_dir) if settings.inference_cache_dir else storage.var_dir / "model-cache"
 
     def loader(model: str, version: str) -> LoadedModel:
-        manifest = registry.manifest_of(engine, model, version)
-        package = registry.fetch(store, cache_dir, model, version)
+        with session_scope(engine) as session:
+            manifest = registry.manifest_of(session, name=model, version=version)
+        package = package_cache.fetch(objects, cache_dir, model, version)
         return LoadedModel(
             manifest,
             package / manifest.artifact,
-            registry.adapter_module(manifest.framework),
+            adapter_module(manifest.framework),
             load_timeout=settings.inference_load_timeout_seconds,
         )
+
+    def active_version() -> str:
+        with session_scope(engine) as session:
+            return registry.active_version(session, name=name)
 
     models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
     stop = asyncio.Event()
@@ -50,7 +58,7 @@ async def serve(name: str) -> None:
 
     try:
         # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
-        version = await asyncio.to_thread(registry.active_version, engine, name)
+        version = await asyncio.to_thread(active_version)
         loaded = await asyncio.to_thread(models.get, name, version)
         metrics.LOADED_MODELS.labels(name).set_function(lambda: len(models.loaded()))
         metrics.MODEL_RESIDENT_BYTES.labels(name).set_function(models.resident_bytes)
@@ -75,7 +83,7 @@ async def serve(name: str) -> None:
                 worker = Worker(
                     name=name,
                     models=models,
-                    store=store,
+                    objects=objects,
                     engine=engine,
                     producer=producer,
                     settings=settings,
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     exit_if_unsafe(get_storage_settings())
     try:
         asyncio.run(serve(args.model))
-    except InferenceError as exc:  # no active version, a package that does not load
+    except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load
         parser.exit(2, f"{parser.prog}: {exc}\n")
 
 

@@ -20,7 +20,7 @@ from integration import posts
 from integration.cstore import close_socket, unreachable
 from integration.forward import target_of
 from integration.tls import client_context
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 
 
 class EchoResult(BaseModel):

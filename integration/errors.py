@@ -58,6 +58,14 @@ class ModelConflict(PipelineError):
     """This name and version are registered already (with a different manifest, for the CLI): bump the version."""
 
 
+class ModelNotFound(PipelineError):
+    """No such model version is registered, the model has no active version, or none to roll back to."""
+
+
+class ModelRetired(PipelineError):
+    """A retired model version cannot be activated again."""
+
+
 # HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers
 # the commit codes CR/CE instead) and its HL7 table 0357 error code for the ERR segment.
 

@@ -36,7 +36,7 @@ from storage.deliveries import destinations
 from storage.errors import StorageUnavailable
 from storage.forwards import ForwardItem, due_forwards, finish_attempt, instance_counts, mark_instance, unsent_instances
 from storage.objects import ObjectStore
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 
 log = logging.getLogger(__name__)
 

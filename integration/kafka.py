@@ -19,7 +19,7 @@ from integration import metrics, topics
 from integration.logs import correlated
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,10 @@ from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
 from storage.objects import ObjectStore, make_object_store
-from storage.queries import correlation_id_for_study, study_instances
-from storage.tables import AuditEvent, InferenceJob, Report, Study
+from storage.instances import correlation_id_for_study, study_instances
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob, Report
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from storage.fhir.systems import (
     V2_0203_SYSTEM,
 )
 from integration.messages import Coding, Finding, InferenceResult, Measurement
-from storage.tables import Instance, Series, Study
+from storage.tables.index import Instance, Series, Study
 
 MODEL_EXTENSION = "urn:doctorai:model"
 THRESHOLD_EXTENSION = "urn:doctorai:threshold"

@@ -26,8 +26,9 @@ from storage.fhir.references import patient_resource_id
 from integration.messages import InferenceResult
 from storage.deliveries import destinations, mark_failed, queue_delivery
 from storage.orders import order_for_study
-from storage.queries import correlation_id_for_study
-from storage.tables import Order, Study
+from storage.instances import correlation_id_for_study
+from storage.tables.hl7 import Order
+from storage.tables.index import Study
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from integration.messages import InferenceResult
 from storage.deliveries import destinations
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore, dicom_key
-from storage.queries import correlation_id_for_study, study_instances
-from storage.tables import Destination, Study
+from storage.instances import correlation_id_for_study, study_instances
+from storage.tables.index import Study
+from storage.tables.outbound import Destination
 
 log = logging.getLogger(__name__)
 

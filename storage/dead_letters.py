@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.outbox import add_payload
-from storage.tables import DeadLetter
+from storage.tables.pipeline import DeadLetter
 
 STATUSES = ("open", "replayed", "discarded")
 

@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.tables import Delivery, Destination, Forward
+from storage.tables.outbound import Delivery, Destination, Forward
 
 # The two outbound queue tables share their scheduling columns (status, attempts, next_attempt_at).
 Queued = TypeVar("Queued", Delivery, Forward)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.deliveries import due, requeue
-from storage.tables import Forward, ForwardInstance
+from storage.tables.outbound import Forward, ForwardInstance
 
 
 class ForwardNotFound(LookupError):

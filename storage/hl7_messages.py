@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import Hl7Message
+from storage.tables.hl7 import Hl7Message
 
 
 def dedupe_key(application: str, facility: str, control_id: str) -> str:

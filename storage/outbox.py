@@ -6,7 +6,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from storage.tables import OutboxEvent
+from storage.tables.pipeline import OutboxEvent
 
 
 def add_event(session: Session, *, topic: str, key: str, message: BaseModel) -> None:

@@ -90,7 +90,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = "postgresql+psycopg://" + pg.removeprefix("postgresql://")
     migrate(url)
     _databases_used.add("postgresql")
-    from storage.tables import Base
+    from storage.tables.base import Base
 
     engine = make_engine(url)
     with engine.connect() as conn:

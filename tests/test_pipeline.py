@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from audit.log import trail
 from storage.db import make_engine, session_scope
 from storage.objects import make_object_store
-from storage.queries import correlation_id_for_study
-from storage.tables import InferenceJob, Report
+from storage.instances import correlation_id_for_study
+from storage.tables.pipeline import InferenceJob, Report
 from tests.conftest import EngineRun
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))

@@ -6,7 +6,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_api.errors import FhirError, from_storage
 from fhir_api.responses import error_problem, problem_response
-from integration.errors import InvalidPackage, ModelConflict, StudyNotFound, StudyStateConflict, UnsafeArchive
+from integration.errors import (
+    InvalidPackage,
+    ModelConflict,
+    ModelNotFound,
+    ModelRetired,
+    StudyNotFound,
+    StudyStateConflict,
+    UnsafeArchive,
+)
 from storage.dead_letters import LetterResolved
 from storage.deliveries import DeliveryNotDead, DeliveryNotFound, DestinationExists, DestinationInUse
 from storage.errors import StorageError, StorageUnavailable
@@ -32,6 +40,8 @@ _STATUS: dict[type[Exception], int] = {
     UnsafeArchive: 400,
     InvalidPackage: 422,
     ModelConflict: 409,
+    ModelNotFound: 404,
+    ModelRetired: 409,
 }
 
 

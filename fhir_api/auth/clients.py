@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from fhir_api.auth.tokens import scope_permissions
 from fhir_api.errors import TokenRequestError
-from storage.tables import ApiClient, ClientAssertion
+from storage.tables.access import ApiClient, ClientAssertion
 
 PRIVATE_KEY_JWT = "private_key_jwt"
 CLIENT_SECRET_BASIC = "client_secret_basic"

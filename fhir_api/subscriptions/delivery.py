@@ -24,7 +24,7 @@ from fhir_api.config import ApiSettings
 from storage.errors import ResourceGone, ResourceNotFound
 from storage.fhir import subscriptions
 from storage.db import session_scope
-from storage.tables import FhirResourceVersion, SubscriptionDelivery
+from storage.tables.fhir import FhirResourceVersion, SubscriptionDelivery
 
 log = logging.getLogger(__name__)
 # A deliverer holds a claimed row this long; after that another may retry it (e.g. after a crash).

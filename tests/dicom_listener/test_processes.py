@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
-from storage.tables import Instance, Study
+from storage.tables.index import Instance, Study
 
 
 @pytest.mark.stack

@@ -9,8 +9,9 @@ from audit.verify import verify
 from fhir_api.admin.access import MASK
 from storage.db import session_scope
 from storage.peers import get_peer
-from storage.queries import active_model_version, add_model_package
-from storage.tables import AuditEvent, Destination
+from storage.model_packages import active_model_version, add_model_package
+from storage.tables.audit import AuditEvent
+from storage.tables.outbound import Destination
 from tests.fhir_api.conftest import Api
 
 

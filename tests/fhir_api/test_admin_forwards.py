@@ -9,7 +9,7 @@ from sqlalchemy import select
 from storage.db import session_scope
 from storage.deliveries import add_destination, destination_by_name, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 from tests.fhir_api.conftest import Api
 
 UID = "1.2.826.0.1.3680043.8.498.75001"

@@ -21,8 +21,9 @@ from storage.dead_letters import Letter, save_letter
 from storage.deliveries import add_destination, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
-from storage.queries import ReceivedInstance, add_model_package
-from storage.tables import Hl7Message
+from storage.instances import ReceivedInstance
+from storage.model_packages import add_model_package
+from storage.tables.hl7 import Hl7Message
 from tests.fhir_api.conftest import Api, api_on
 from tests.studies import rg1_instance, store_study
 

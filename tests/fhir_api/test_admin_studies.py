@@ -13,8 +13,11 @@ from integration.messages import StudyReady
 from storage.db import session_scope
 from storage.deliveries import add_destination, queue_delivery
 from storage.forwards import ForwardItem, queue_forward
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job
-from storage.tables import AuditEvent, InferenceJob, OutboxEvent, Study
+from storage.instances import ReceivedInstance, correlation_id_for_study
+from storage.jobs import create_job
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob, OutboxEvent
 from tests.fhir_api.conftest import Api, api_on
 from tests.studies import store_study
 

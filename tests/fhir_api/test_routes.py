@@ -23,7 +23,7 @@ from fhir_api.app import create_app
 from integration.messages import InferenceResult
 from storage.config import StorageSettings
 from storage.db import session_scope
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 SETTINGS = ApiSettings(jwt_secret="routes-test-secret-0123456789abcdef", public_base_url="")
 READER = ["system/DiagnosticReport.rs", "system/Observation.rs", "system/ImagingStudy.rs", "system/Patient.rs"]

@@ -24,14 +24,11 @@ from storage.db import make_engine, migrate, session_scope
 from storage.deliveries import add_destination
 from storage.hl7_messages import unmapped_report
 from storage.objects import ObjectStore, make_object_store
-from storage.tables import (
-    AuditEvent,
-    Delivery,
-    FhirResourceVersion,
-    Hl7Message,
-    Order,
-    OutboxEvent,
-)
+from storage.tables.audit import AuditEvent
+from storage.tables.fhir import FhirResourceVersion
+from storage.tables.hl7 import Hl7Message, Order
+from storage.tables.outbound import Delivery
+from storage.tables.pipeline import OutboxEvent
 from tests.mllp_peers import CR, FS, VT, receiver, sample, segment, send, send_raw, wait_for
 
 GOOD = [

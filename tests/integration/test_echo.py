@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from integration.echo import echo
 from doctorai.stack import free_ports
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 from tests.dicom_peers import StoreScp, store_scp
 from tests.http_peers import http_endpoint
 

@@ -23,7 +23,7 @@ from storage.db import make_engine, migrate, session_scope
 from storage.deliveries import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
 from storage.objects import ObjectStore, make_object_store
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 from tests.dicom_peers import StoreScp, store_scp
 from tests.mllp_peers import wait_for
 

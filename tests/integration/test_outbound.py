@@ -10,7 +10,8 @@ from integration.config import IntegrationSettings
 from doctorai.stack import free_ports
 from storage.db import make_engine, migrate, session_scope
 from storage.deliveries import add_destination, queue_delivery
-from storage.tables import AuditEvent, Delivery, Destination
+from storage.tables.audit import AuditEvent
+from storage.tables.outbound import Delivery, Destination
 from tests.mllp_peers import receiver, segment, wait_for
 
 SETTINGS = IntegrationSettings(

@@ -14,8 +14,8 @@ from results import mapping
 from storage.fhir import references
 from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.db import session_scope
-from storage.queries import ReceivedInstance, study_instances
-from storage.tables import Study
+from storage.instances import ReceivedInstance, study_instances
+from storage.tables.index import Study
 
 EFFUSION = Coding(system="http://snomed.info/sct", code="60046008", display="Pleural effusion")
 PNEUMONIA = Coding(system="http://snomed.info/sct", code="233604007", display="Pneumonia")

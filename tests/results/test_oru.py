@@ -14,8 +14,8 @@ from hl7_listener.message_types import map_message
 from integration.messages import InferenceResult
 from storage.db import session_scope
 from storage.deliveries import add_destination, deliveries
-from storage.queries import ReceivedInstance
-from storage.tables import Order
+from storage.instances import ReceivedInstance
+from storage.tables.hl7 import Order
 from tests.mllp_peers import sample, segment
 
 MakeJob = Callable[..., InferenceResult]

@@ -16,8 +16,9 @@ from integration.messages import InferenceResult
 from integration.posts import SIGNATURE_HEADER, signature
 from storage.db import session_scope
 from storage.deliveries import add_destination, deliveries
-from storage.queries import ReceivedInstance
-from storage.tables import AuditEvent, Delivery, Destination
+from storage.instances import ReceivedInstance
+from storage.tables.audit import AuditEvent
+from storage.tables.outbound import Delivery, Destination
 from tests.http_peers import http_endpoint
 from tests.mllp_peers import wait_for
 

@@ -22,8 +22,8 @@ from storage.db import session_scope
 from storage.deliveries import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
 from storage.objects import ObjectStore, dicom_key, make_object_store
-from storage.queries import ReceivedInstance
-from storage.tables import AuditEvent
+from storage.instances import ReceivedInstance
+from storage.tables.audit import AuditEvent
 from tests.dicom_peers import StoreScp, store_scp
 from tests.mllp_peers import wait_for
 

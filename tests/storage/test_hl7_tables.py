@@ -10,7 +10,7 @@ from storage.db import session_scope
 from storage.deliveries import DestinationExists, add_destination, due_deliveries, mark_failed, queue_delivery
 from storage.hl7_messages import accepted_message, dedupe_key, unmapped_report
 from storage.orders import order_for_accession, save_order
-from storage.tables import Hl7Message
+from storage.tables.hl7 import Hl7Message
 
 
 def _order(session: object, **changes: str) -> None:

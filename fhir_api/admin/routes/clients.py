@@ -19,7 +19,7 @@ from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound, Unprocessable
 from storage.db import session_scope
-from storage.tables import ApiClient
+from storage.tables.access import ApiClient
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 _ALERT = {"alert_type": USER_SECURITY_ATTRIBUTES_CHANGED}

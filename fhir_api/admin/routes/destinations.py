@@ -25,7 +25,7 @@ from storage.deliveries import (
     get_destination,
     update_destination,
 )
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
 

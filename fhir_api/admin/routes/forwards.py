@@ -22,7 +22,7 @@ from integration.echo import EchoResult, echo
 from storage.db import session_scope
 from storage.deliveries import get_destination, retry_delivery
 from storage.forwards import instance_counts, list_forwards, retry_forward
-from storage.tables import Forward
+from storage.tables.outbound import Forward
 
 router = APIRouter(tags=["queues"])
 

@@ -10,7 +10,7 @@ from fhir_api.deps import EngineDep
 from fhir_api.admin.routes.studies import JobOut, job_out
 from storage.db import session_scope
 from storage.deliveries import deliveries
-from storage.studies import list_jobs
+from storage.jobs import list_jobs
 
 router = APIRouter(tags=["queues"])
 Limit = Annotated[int, Query(ge=1, le=1000)]

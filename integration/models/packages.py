@@ -2,7 +2,8 @@
 object storage (`models/{name}/{version}/`) and the manifest in the `models` table.
 
 The CLI (`doctorai models add`) and the admin API (`POST /admin/models`) both register through
-`upload`; the inference workers read what it stored (inference.registry).
+`upload`; the inference workers read what it stored (integration.models.registry for the
+manifest, inference.package_cache for the files).
 """
 
 import io
@@ -22,11 +23,11 @@ from integration.errors import (
     ModelConflict,
     UnsafeArchive,
 )
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 from storage.db import session_scope
 from storage.objects import ObjectStore, model_key
-from storage.queries import add_model_package, model_package
-from storage.tables import ModelPackage
+from storage.model_packages import add_model_package, model_package
+from storage.tables.pipeline import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _files(artifact: Path) -> dict[str, Path]:
     }
 
 
-def upload(engine: Engine, store: ObjectStore, manifest: Manifest, artifact: Path) -> ModelPackage:
+def upload(engine: Engine, objects: ObjectStore, manifest: Manifest, artifact: Path) -> ModelPackage:
     """Upload a package's files and register its manifest (inactive). Idempotent for the same manifest."""
     document = manifest.model_dump_json()
     with session_scope(engine) as session:
@@ -70,12 +71,12 @@ def upload(engine: Engine, store: ObjectStore, manifest: Manifest, artifact: Pat
         if row is not None and Manifest.model_validate_json(row.manifest) != manifest:
             raise ModelConflict(f"{manifest.name} {manifest.version} is registered with another manifest; bump the version")
     # Files first, then the row: a registered version always has its files (DESIGN.md 5.1).
-    present = store.list_keys(model_key(manifest.name, manifest.version, ""))
+    present = objects.list_keys(model_key(manifest.name, manifest.version, ""))
     for name, path in _files(artifact).items():
         key = model_key(manifest.name, manifest.version, name)
         if present.get(key) != path.stat().st_size:  # a re-run skips what is there already
-            store.put_file(key, path)
-    store.put_bytes(model_key(manifest.name, manifest.version, MANIFEST), document.encode(), "application/json")
+            objects.put_file(key, path)
+    objects.put_bytes(model_key(manifest.name, manifest.version, MANIFEST), document.encode(), "application/json")
     with session_scope(engine) as session:
         row = model_package(session, name=manifest.name, version=manifest.version)
         if row is None:

@@ -1,4 +1,5 @@
-"""Queries on the study index (studies, series, instances), inference jobs and model packages."""
+"""The study index as written and read per instance: a received instance indexed (its study, series,
+instance and version rows), whether one is new, a study's instances, and a study's correlation id."""
 
 import uuid
 from dataclasses import dataclass
@@ -6,13 +7,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal, cast
 
-from sqlalchemy import Integer, Table, bindparam, exists, func, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.prepared import Prepared
-from storage.steps import IN_PROGRESS, expected_from_steps
-from storage.tables import FhirResource, InferenceJob, Instance, InstanceVersion, ModelPackage, PerformedStep, Series, Study
+from storage.steps import expected_from_steps
+from storage.tables.index import Instance, InstanceVersion, Series, Study
 
 InstanceState = Literal["new", "same", "different"]
 
@@ -237,33 +238,6 @@ def count_instances(session: Session, *, study_uid: str) -> int:
     return session.scalar(select(func.count()).select_from(Instance).where(Instance.study_uid == study_uid)) or 0
 
 
-def studies_quiet_since(session: Session, *, before: datetime, steps_since: datetime | None = None) -> list[Study]:
-    """Studies still receiving whose last instance arrived before `before`.
-
-    With `steps_since`, not those with a performed procedure step (MPPS) in progress that its
-    modality reported on since then: the modality is still acquiring them.
-    """
-    stmt = (
-        select(Study)
-        .where(Study.status == "receiving", Study.last_received_at < before)
-        .order_by(Study.last_received_at)
-        .with_for_update(skip_locked=True)
-    )
-    if steps_since is not None:
-        acquiring = exists().where(
-            PerformedStep.study_uid == Study.study_uid,
-            PerformedStep.status == IN_PROGRESS,
-            PerformedStep.updated_at > steps_since,
-        )
-        stmt = stmt.where(~acquiring)
-    return list(session.scalars(stmt))
-
-
-def count_receiving(session: Session) -> int:
-    """How many studies are still receiving (not yet declared ready)."""
-    return session.scalar(select(func.count()).select_from(Study).where(Study.status == "receiving")) or 0
-
-
 def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance, Series]]:
     """A study's instances with their series, in series then instance order."""
     stmt = (
@@ -273,117 +247,3 @@ def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance,
         .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
     )
     return [(i, s) for i, s in session.execute(stmt)]
-
-
-def create_job(
-    session: Session, *, job_id: str, study_uid: str, revision: int, model: str, model_version: str
-) -> InferenceJob | None:
-    """Create the job for this input, or return None when it already exists (a replayed event)."""
-    existing = session.scalar(
-        select(InferenceJob).where(
-            InferenceJob.study_uid == study_uid,
-            InferenceJob.model == model,
-            InferenceJob.model_version == model_version,
-            InferenceJob.revision == revision,
-        )
-    )
-    if existing is not None:
-        return None
-    job = InferenceJob(
-        job_id=job_id,
-        study_uid=study_uid,
-        revision=revision,
-        model=model,
-        model_version=model_version,
-        status="queued",
-        error="",
-        created_at=datetime.now(UTC),
-    )
-    session.add(job)
-    session.flush()
-    return job
-
-
-# Issue 6: the model registry and what the router and the workers read.
-
-
-def model_packages(session: Session, *, name: str = "") -> list[ModelPackage]:
-    """Registered model package versions (of one name, or all), by name then upload time."""
-    stmt = select(ModelPackage).order_by(ModelPackage.name, ModelPackage.uploaded_at, ModelPackage.version)
-    if name:
-        stmt = stmt.where(ModelPackage.name == name)
-    return list(session.scalars(stmt))
-
-
-def model_package(session: Session, *, name: str, version: str) -> ModelPackage | None:
-    """One registered version, or None."""
-    return session.get(ModelPackage, (name, version))
-
-
-def active_model_version(session: Session, *, name: str) -> str | None:
-    """The version new jobs of model `name` use, or None when no version is active."""
-    stmt = select(ModelPackage.version).where(ModelPackage.name == name, ModelPackage.status == "active")
-    return session.scalar(stmt.limit(1))
-
-
-def add_model_package(session: Session, *, name: str, version: str, framework: str, manifest: str) -> ModelPackage:
-    """Register a new, inactive version (the caller checked it is not registered yet)."""
-    row = ModelPackage(
-        name=name,
-        version=version,
-        framework=framework,
-        manifest=manifest,
-        status="inactive",
-        uploaded_at=datetime.now(UTC),
-        activated_at=None,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def activate_model_package(session: Session, *, row: ModelPackage) -> None:
-    """Make `row` the one active version of its name; the previously active one becomes inactive."""
-    others = select(ModelPackage).where(
-        ModelPackage.name == row.name, ModelPackage.status == "active", ModelPackage.version != row.version
-    )
-    for other in session.scalars(others.with_for_update()):
-        other.status = "inactive"
-    row.status = "active"
-    row.activated_at = datetime.now(UTC)
-    session.flush()
-
-
-def deactivate_model_package(session: Session, *, row: ModelPackage) -> None:
-    """Take `row` out of use until it is activated again: new jobs of its name find no active version."""
-    if row.status == "active":
-        row.status = "inactive"
-    session.flush()
-
-
-def retire_model_package(session: Session, *, row: ModelPackage) -> None:
-    """Take `row` out of use for good (it can no longer be activated); its files stay."""
-    row.status = "retired"
-    session.flush()
-
-
-def job_status(session: Session, *, job_id: str) -> str | None:
-    """A job's status (queued, done, failed), or None when there is no such job."""
-    return session.scalar(select(InferenceJob.status).where(InferenceJob.job_id == job_id))
-
-
-def count_crash(session: Session, *, job_id: str) -> int | None:
-    """Add one to the crashes of a job, returning how many it has now; None when there is no such job."""
-    # One UPDATE: two workers counting crashes of one job (after a rebalance) both count.
-    return session.scalar(
-        update(InferenceJob)
-        .where(InferenceJob.job_id == job_id)
-        .values(crashes=InferenceJob.crashes + 1)
-        .returning(InferenceJob.crashes)
-    )
-
-
-def fhir_resource_json(session: Session, *, resource_type: str, resource_id: str) -> str | None:
-    """The current version of a stored FHIR resource as JSON, or None."""
-    row = session.get(FhirResource, (resource_type, resource_id))
-    return None if row is None else row.content

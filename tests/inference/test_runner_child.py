@@ -14,8 +14,8 @@ import pytest
 from numpy.typing import NDArray
 
 from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed, ModelFailed
-from inference.models import LoadedModel
-from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
+from inference.runners import LoadedModel
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 from tests.conftest import process_ended
 from tests.inference.test_onnx import tiny_graph
@@ -149,8 +149,8 @@ def test_a_runner_ends_when_its_worker_is_killed_even_mid_batch(tmp_path: Path) 
         f"""
         import numpy as np
         from pathlib import Path
-        from inference.models import LoadedModel
-        from integration.manifest import Manifest
+        from inference.runners import LoadedModel
+        from integration.models.manifest import Manifest
 
         model = LoadedModel(Manifest.model_validate_json({MANIFEST.model_dump_json()!r}), Path({str(artifact)!r}), {SCRIPTED!r})
         model.load()

@@ -1,5 +1,5 @@
 """The model registry on the real local object store (rclone S3) and SQLite: upload, activate,
-roll back, retire, fetch; and the `doctorai models` command driving it."""
+roll back, retire, a worker's local copy; and the `doctorai models` command driving it."""
 
 import os
 import subprocess
@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from inference import registry
-from inference.errors import ModelRetired, UnknownModel
-from integration import model_packages
-from integration.errors import InvalidPackage, ModelConflict
-from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
-from integration.messages import Coding
 from doctorai.stack import StackConfig, engine_env
-from storage.db import make_engine, migrate
+from inference import package_cache
+from integration.errors import InvalidPackage, ModelConflict, ModelNotFound, ModelRetired
+from integration.messages import Coding
+from integration.models import packages, registry
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
+from storage.db import make_engine, migrate, session_scope
+from storage.model_packages import model_packages
 from storage.objects import ObjectStore, make_object_store
 
 CONCEPT = Coding(system="http://snomed.info/sct", code="233604007", display="Pneumonia (disorder)")
@@ -66,43 +66,48 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
     name = f"tiny-{uuid.uuid4().hex[:8]}"
     v1, v2 = manifest(name, "1.0.0"), manifest(name, "1.1.0")
     for m in (v1, v2):
-        model_packages.upload(engine, store, *model_packages.read_package(package(tmp_path, m, m.version.encode())))
-    model_packages.upload(engine, store, *model_packages.read_package(tmp_path / f"{name}-1.0.0"))  # again: no change
+        packages.upload(engine, store, *packages.read_package(package(tmp_path, m, m.version.encode())))
+    packages.upload(engine, store, *packages.read_package(tmp_path / f"{name}-1.0.0"))  # again: no change
 
-    assert [(r.version, r.status) for r in registry.registered(engine, name)] == [("1.0.0", "inactive"), ("1.1.0", "inactive")]
-    with pytest.raises(UnknownModel):
-        registry.active_version(engine, name)
-    registry.ensure_active(engine, name, "1.0.0")
-    registry.ensure_active(engine, name, "1.1.0")  # one is active already: no change
-    assert registry.active_version(engine, name) == "1.0.0"
-    registry.activate(engine, name, "1.1.0")
-    assert registry.active_version(engine, name) == "1.1.0"
-    assert [r.status for r in registry.registered(engine, name)] == ["inactive", "active"]
-    assert registry.rollback(engine, name) == "1.0.0"
-    assert registry.active_version(engine, name) == "1.0.0"
+    with session_scope(engine) as session:
+        assert [(r.version, r.status) for r in model_packages(session, name=name)] == [("1.0.0", "inactive"), ("1.1.0", "inactive")]
+        with pytest.raises(ModelNotFound):
+            registry.active_version(session, name=name)
+        registry.ensure_active(session, name=name, version="1.0.0")
+        registry.ensure_active(session, name=name, version="1.1.0")  # one is active already: no change
+        assert registry.active_version(session, name=name) == "1.0.0"
+    with session_scope(engine) as session:
+        registry.activate(session, name=name, version="1.1.0")
+        assert registry.active_version(session, name=name) == "1.1.0"
+        assert [r.status for r in model_packages(session, name=name)] == ["inactive", "active"]
+    with session_scope(engine) as session:
+        assert registry.rollback(session, name=name) == "1.0.0"
+        assert registry.active_version(session, name=name) == "1.0.0"
 
-    registry.retire(engine, name, "1.1.0")
-    with pytest.raises(ModelRetired):
-        registry.activate(engine, name, "1.1.0")
-    with pytest.raises(UnknownModel):
-        registry.rollback(engine, name)  # the only earlier version is retired
+    with session_scope(engine) as session:
+        registry.retire(session, name=name, version="1.1.0")
+        with pytest.raises(ModelRetired):
+            registry.activate(session, name=name, version="1.1.0")
+        with pytest.raises(ModelNotFound):
+            registry.rollback(session, name=name)  # the only earlier version is retired
     with pytest.raises(ModelConflict):
-        model_packages.upload(engine, store, v1.model_copy(update={"clinical_use": True}), tmp_path / f"{name}-1.0.0" / "model.onnx")
+        packages.upload(engine, store, v1.model_copy(update={"clinical_use": True}), tmp_path / f"{name}-1.0.0" / "model.onnx")
 
     # A worker's local copy: downloaded once, the same files, reused afterwards.
-    local = registry.fetch(store, tmp_path / "cache", name, "1.1.0")
+    local = package_cache.fetch(store, tmp_path / "cache", name, "1.1.0")
     assert (local / "model.onnx").read_bytes() == b"1.1.0"
     assert Manifest.model_validate_json((local / "manifest.json").read_text()) == v2
-    assert registry.fetch(store, tmp_path / "cache", name, "1.1.0") == local
-    assert registry.manifest_of(engine, name, "1.1.0") == v2
+    assert package_cache.fetch(store, tmp_path / "cache", name, "1.1.0") == local
+    with session_scope(engine) as session:
+        assert registry.manifest_of(session, name=name, version="1.1.0") == v2
 
 
 def test_a_directory_without_a_valid_manifest_or_artifact_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidPackage):
-        model_packages.read_package(tmp_path)
+        packages.read_package(tmp_path)
     (tmp_path / "manifest.json").write_text(manifest("x", "1").model_dump_json())
     with pytest.raises(InvalidPackage):
-        model_packages.read_package(tmp_path)  # model.onnx missing
+        packages.read_package(tmp_path)  # model.onnx missing
 
 
 @pytest.mark.stack

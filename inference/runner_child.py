@@ -1,6 +1,6 @@
-"""The model runner: the child process that holds one loaded model version and answers its batches.
+"""The model runner's side: the child process that holds one loaded model version and answers its batches.
 
-A worker starts one runner per loaded model version (inference.models.LoadedModel) with
+A worker starts one runner per loaded model version (inference.runners.LoadedModel) with
 multiprocessing's spawn context, so a runner is a fresh interpreter that imports only numpy, its
 adapter and its framework. Over the pipe it answers `(True, None)` once the model is loaded, then
 `(True, outputs)` or `(False, exception)` for each batch it receives, until the worker closes its

@@ -1,6 +1,6 @@
 """Loaded models: one runner process per model version, and an LRU cache of them under a memory budget.
 
-Each loaded version runs in its own child process (inference.runner), so that a job past its
+Each loaded version runs in its own child process (inference.runner_child), so that a job past its
 timeout is abandoned by killing the process rather than left running in a thread, the memory a
 model really uses can be measured (its runner's resident set), and a crash in native code fails
 only that model's jobs.
@@ -22,10 +22,10 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
-from inference import runner, text
+from inference import runner_child, text
 from inference.adapters import Batch
 from inference.errors import InferenceError, InferenceTimeout, LoadTimeout, ModelCrashed, ModelFailed
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class LoadedModel:
         started = time.perf_counter()
         conn, child_end = _SPAWN.Pipe()
         process = _SPAWN.Process(
-            target=runner.serve,
+            target=runner_child.serve,
             args=(child_end, self._adapter, str(self._artifact), os.getpid()),
             name=f"runner {self.manifest.name} {self.manifest.version}",
             # Daemonic: terminated at interpreter exit even if the worker never unloaded it.

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from inference.packages import lookup
-from integration.manifest import Manifest, accepts
+from integration.models.manifest import Manifest, accepts
 
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE = "1.2.840.10008.5.1.4.1.1.1.1"

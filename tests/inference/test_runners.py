@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from inference import registry
-from inference.models import LoadedModel, ModelCache
-from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
+from inference.adapters import adapter_module
+from inference.runners import LoadedModel, ModelCache
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 from tests.conftest import process_ended
 
@@ -46,7 +46,7 @@ def boosters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _xgboost(paths: dict[str, Path]) -> Callable[[str, str], LoadedModel]:
-    return lambda name, _v: LoadedModel(_manifest(name), paths[name], registry.adapter_module("xgboost"))
+    return lambda name, _v: LoadedModel(_manifest(name), paths[name], adapter_module("xgboost"))
 
 
 @pytest.fixture(scope="module")
