@@ -1,6 +1,5 @@
 """`python -m fhir_api`: serve the HTTP API (FHIR R4 at /fhir, /healthz, /readyz, /metrics)."""
 
-import logging
 
 import uvicorn
 

@@ -1,7 +1,5 @@
 """Pure mappings from our index rows and messages to FHIR R4 resources (built with the models)."""
 
-import hashlib
-import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any

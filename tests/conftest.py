@@ -92,13 +92,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     _databases_used.add("postgresql")
     from storage.tables.base import Base
 
-    engine = make_engine(url)
-    with engine.connect() as conn:
+    pg = make_engine(url)
+    with pg.connect() as conn:
         # Rows the migrations seed (the default routing rules): a clean database has them.
         seeded = {t: [dict(r._mapping) for r in conn.execute(t.select())] for t in Base.metadata.sorted_tables}
     yield url
     # Empty every table so the next test starts clean (the database lives for the session).
-    with engine.begin() as conn:
+    with pg.begin() as conn:
         # The owner may lift the audit table's append-only trigger; the engine's role may not.
         conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
         for table in reversed(Base.metadata.sorted_tables):
@@ -107,15 +107,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         for table, rows in seeded.items():
             if rows:
                 conn.execute(table.insert(), rows)
-    engine.dispose()
+    pg.dispose()
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Engine]:
     """An engine on the migrated test database."""
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
+    migrated = make_engine(database_url)
+    yield migrated
+    migrated.dispose()
 
 
 @pytest.fixture(scope="session")
