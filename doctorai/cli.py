@@ -169,7 +169,7 @@ def _in_database(work: "Callable[[Session], int]") -> int:
 
 def destinations_add_mllp(args: argparse.Namespace) -> int:
     """Configure an MLLP destination that every new report is sent to as ORU^R01 (issue 4)."""
-    from storage.deliveries import DestinationExists, add_destination
+    from storage.destinations import DestinationExists, add_destination
 
     def work(session: "Session") -> int:
         try:
@@ -185,7 +185,8 @@ def destinations_add_mllp(args: argparse.Namespace) -> int:
 
 def destinations_list(args: argparse.Namespace) -> int:
     """Print the configured destinations and their delivery counts."""
-    from storage.deliveries import deliveries, destinations
+    from storage.deliveries import deliveries
+    from storage.destinations import destinations
 
     def work(session: "Session") -> int:
         rows = deliveries(session)

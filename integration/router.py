@@ -32,7 +32,7 @@ from integration.rules import (
 )
 from storage.db import session_scope
 from storage.fhir.systems import JOB_SYSTEM
-from storage.deliveries import destination_by_name
+from storage.destinations import destination_by_name
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore
 from storage.outbox import add_event
