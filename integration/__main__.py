@@ -1,18 +1,22 @@
 """`python -m integration`: the outbox relay, the router (study.ready, fhir.received, hl7.received),
-the outbound sender, the DICOM forwarder, the dead-letter store (dlq) and the audit trail's syslog export."""
+the outbound engine (MLLP, FHIR, webhook and DICOM destinations), the dead-letter store (dlq) and the audit trail's syslog export."""
 
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import dead_letters, forward, health, kafka, outbound, relay, topics
+from integration import dead_letters, health, kafka, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, Hl7Received, StudyReady
+from integration.outbound import dicom, http, mllp
+from integration.outbound.engine import Transport
+from integration.outbound.engine import run as send_outbound
 from integration.router import route, route_hl7, route_report
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
@@ -70,9 +74,16 @@ async def serve() -> None:
             kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
             kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
         ]
-        tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
-        # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
-        tasks.append(forward.run(engine, objects, settings, stop))
+        # Every destination kind's queue: ORU^R01 over MLLP (issue 4), reports to FHIR servers and
+        # webhooks, studies and SRs to DICOM destinations with instances from object storage (issue 7).
+        pushes = http.transport(settings)
+        transports: dict[str, Transport[Any, Any]] = {
+            "mllp": mllp.transport(settings),
+            "fhir": pushes,
+            "webhook": pushes,
+            "dicom": dicom.transport(settings, objects),
+        }
+        tasks.append(send_outbound(engine, settings, transports, stop))
         audit_settings = get_audit_settings()
         collector = syslog.make_collector(audit_settings)
         if collector is not None:

@@ -22,12 +22,14 @@ class MessageTooLarge(FramingError):
 
 
 class DeliveryFailed(PipelineError):
-    """An outbound message was not acknowledged AA/CA; `retriable` says whether sending again can help."""
+    """An outbound message was not acknowledged (AA/CA, HTTP 2xx); `retriable` says whether sending again
+    can help, `reached` whether the peer was there at all (False: no connection; None: cannot tell)."""
 
-    def __init__(self, message: str, *, retriable: bool, ack_code: str = "") -> None:
+    def __init__(self, message: str, *, retriable: bool, ack_code: str = "", reached: bool | None = None) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.ack_code = ack_code
+        self.reached = reached
 
 
 class StudyNotFound(PipelineError):

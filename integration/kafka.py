@@ -16,6 +16,7 @@ from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from integration import metrics, topics
+from integration.backoff import backoff
 from integration.logs import correlated
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
@@ -142,7 +143,7 @@ async def _handle_record(
     handler: Handler,
     stop: asyncio.Event,
 ) -> None:
-    delay = settings.retry_first_delay_seconds
+    failures = 0
     while True:
         try:
             await handler(record)
@@ -151,11 +152,13 @@ async def _handle_record(
             if not getattr(exc, "retriable", False):
                 await _dead_letter(record, producer, settings, error=f"{type(exc).__name__}: {exc}")
                 return
+            failures += 1
+            wait = backoff(failures, first=settings.retry_first_delay_seconds, maximum=settings.retry_max_delay_seconds)
+            delay = wait.total_seconds()
             log.warning("retriable failure on %s@%s, retrying in %.1fs: %r", record.topic, record.offset, delay, exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
         except TimeoutError:
-            delay = min(delay * 2, settings.retry_max_delay_seconds)
             continue
         # Stopping mid-retry: raise so this batch is not committed and is redelivered.
         raise asyncio.CancelledError("stopped while retrying")

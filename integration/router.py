@@ -32,7 +32,7 @@ from storage import fhir
 from storage.db import session_scope
 from storage.fhir import store
 from storage.fhir.systems import JOB_SYSTEM
-from storage.deliveries import destination_by_name
+from storage.destinations import destination_by_name
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore
 from storage.orders import CANCELLED, order_for_accession

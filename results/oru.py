@@ -24,7 +24,8 @@ from integration.hl7v2 import escape
 from storage.fhir.systems import ASSIGNER_SYSTEM
 from storage.fhir.references import patient_resource_id
 from integration.messages import InferenceResult
-from storage.deliveries import destinations, mark_failed, queue_delivery
+from storage.deliveries import mark_failed, queue_delivery
+from storage.destinations import destinations
 from storage.orders import order_for_study
 from storage.instances import correlation_id_for_study
 from storage.tables.hl7 import Order

@@ -20,7 +20,8 @@ from storage import fhir
 from storage.fhir.systems import DICOM_UID_SYSTEM, JOB_SYSTEM, PATIENT_ID_SYSTEM
 from storage.fhir.references import study_resource_id
 from integration.messages import InferenceResult
-from storage.deliveries import destinations, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import destinations
 from storage.instances import correlation_id_for_study
 from storage.tables.index import Study
 

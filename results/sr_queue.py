@@ -19,7 +19,7 @@ from audit import log as audit_log
 from audit.records import REPORT_CREATED, AuditRecord, Outcome
 from integration.facts import read_header
 from integration.messages import InferenceResult
-from storage.deliveries import destinations
+from storage.destinations import destinations
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore, dicom_key
 from storage.instances import correlation_id_for_study, study_instances

@@ -10,7 +10,7 @@ from doctorai.cli.database import database
 def destinations_add_mllp(args: argparse.Namespace) -> int:
     """Configure an MLLP destination that every new report is sent to as ORU^R01 (issue 4)."""
     from storage.db import session_scope
-    from storage.deliveries import DestinationExists, add_destination
+    from storage.destinations import DestinationExists, add_destination
 
     with database() as engine, session_scope(engine) as session:
         try:
@@ -25,7 +25,8 @@ def destinations_add_mllp(args: argparse.Namespace) -> int:
 def destinations_list(args: argparse.Namespace) -> int:
     """Print the configured destinations and their delivery counts."""
     from storage.db import session_scope
-    from storage.deliveries import deliveries, destinations
+    from storage.deliveries import deliveries
+    from storage.destinations import destinations
 
     with database() as engine, session_scope(engine) as session:
         rows = deliveries(session)

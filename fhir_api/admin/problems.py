@@ -16,9 +16,9 @@ from integration.errors import (
     UnsafeArchive,
 )
 from storage.dead_letters import LetterResolved
-from storage.deliveries import DeliveryNotDead, DeliveryNotFound, DestinationExists, DestinationInUse
+from storage.destinations import DestinationExists, DestinationInUse
 from storage.errors import StorageError, StorageUnavailable
-from storage.forwards import ForwardNotDead, ForwardNotFound
+from storage.queues import NotDead, NotQueued
 from storage.rules import RuleExists, RuleNotFound
 
 # Seconds a client should wait before retrying when storage is down (RFC 9110 section 10.2.3).
@@ -33,10 +33,8 @@ _STATUS: dict[type[Exception], int] = {
     DestinationInUse: 409,
     RuleExists: 409,
     RuleNotFound: 404,
-    ForwardNotFound: 404,
-    ForwardNotDead: 409,
-    DeliveryNotFound: 404,
-    DeliveryNotDead: 409,
+    NotQueued: 404,
+    NotDead: 409,
     UnsafeArchive: 400,
     InvalidPackage: 422,
     ModelConflict: 409,

@@ -18,7 +18,8 @@ from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings
 from storage.db import make_engine, migrate, session_scope
 from storage.dead_letters import Letter, save_letter
-from storage.deliveries import add_destination, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
 from storage.instances import ReceivedInstance

@@ -11,7 +11,8 @@ from audit import log as audit_log
 from audit.records import INSTANCE_STORED, AuditRecord
 from integration.messages import StudyReady
 from storage.db import session_scope
-from storage.deliveries import add_destination, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, queue_forward
 from storage.instances import ReceivedInstance, correlation_id_for_study
 from storage.jobs import create_job

@@ -5,6 +5,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,12 @@ from sqlalchemy import Engine, func, select
 from storage.fhir import store
 from hl7_listener.config import MllpSettings
 from hl7_listener.server import serve
-from integration import outbound
+from integration.outbound import mllp
 from integration.config import IntegrationSettings
 from doctorai.stack import StackConfig, free_ports
 from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
-from storage.deliveries import add_destination
+from storage.destinations import add_destination
 from storage.hl7_messages import unmapped_report
 from storage.objects import ObjectStore, make_object_store
 from storage.tables.audit import AuditEvent
@@ -30,6 +31,7 @@ from storage.tables.hl7 import Hl7Message, Order
 from storage.tables.outbound import Delivery
 from storage.tables.pipeline import OutboxEvent
 from tests.mllp_peers import CR, FS, VT, receiver, sample, segment, send, send_raw, wait_for
+from tests.senders import sending
 
 GOOD = [
     "adt_a01_v251.hl7",
@@ -174,15 +176,8 @@ def test_application_acks_go_to_the_senders_return_destination(start_listener: C
         answers = send(listener.port, good, bad, plain)
         assert [segment(a, "MSA")[1] for a in answers] == ["CA", "CE", "AA"]
         settings = IntegrationSettings(outbound_poll_seconds=0.05, retry_first_delay_seconds=0.05)
-
-        async def deliver() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(outbound.run(listener.engine, settings, stop))
-            await asyncio.to_thread(wait_for, lambda: len(ehr.received) >= 2, timeout=30, what="two application ACKs")
-            stop.set()
-            await task
-
-        asyncio.run(deliver())
+        until = partial(wait_for, lambda: len(ehr.received) >= 2, timeout=30, what="two application ACKs")
+        sending(listener.engine, settings, {"mllp": mllp.transport(settings)}, until)
     by_original = {segment(m, "MSA")[2]: m for m in ehr.received}
     assert sorted(by_original) == ["ADT0001", "BAD0004"]
     assert segment(by_original["ADT0001"], "MSA")[1] == "AA"

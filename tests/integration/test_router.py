@@ -22,7 +22,7 @@ from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, lo
 from doctorai.stack import StackConfig
 from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
-from storage.deliveries import add_destination
+from storage.destinations import add_destination
 from storage.forwards import forward_instances, list_forwards
 from storage.objects import ObjectStore, dicom_key, make_object_store
 from storage.instances import correlation_id_for_study, record_instance

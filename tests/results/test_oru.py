@@ -13,7 +13,8 @@ from hl7_listener.intake import apply
 from hl7_listener.message_types import map_message
 from integration.messages import InferenceResult
 from storage.db import session_scope
-from storage.deliveries import add_destination, deliveries
+from storage.deliveries import deliveries
+from storage.destinations import add_destination
 from storage.instances import ReceivedInstance
 from storage.tables.hl7 import Order
 from tests.mllp_peers import sample, segment

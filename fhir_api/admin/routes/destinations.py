@@ -18,7 +18,7 @@ from fhir_api.admin.access import MASK, SECRET_KEYS, Actor, ActorDep, audit_chan
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
 from storage.db import session_scope
-from storage.deliveries import (
+from storage.destinations import (
     add_destination,
     delete_destination,
     destinations,

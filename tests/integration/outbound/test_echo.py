@@ -3,7 +3,7 @@
 import socket
 from datetime import UTC, datetime
 
-from integration.echo import echo
+from integration.outbound.echo import echo
 from doctorai.stack import free_ports
 from storage.tables.outbound import Destination
 from tests.dicom_peers import StoreScp, store_scp

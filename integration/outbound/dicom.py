@@ -1,17 +1,22 @@
-"""C-STORE SCU: a forward's instances sent to one DICOM node over one association, as stored.
+"""DICOM to a destination: a forward's instances over C-STORE, as stored, in the destination's own thread.
 
-Synchronous, as pynetdicom is: the forwarder runs it in its destination's own thread. Each
-(SOP class, stored transfer syntax) pair gets a presentation context with the stored syntax and,
+Each (SOP class, stored transfer syntax) pair gets a presentation context with the stored syntax and,
 when that is uncompressed little endian, a second one with Explicit and Implicit VR Little Endian
 (PS3.5 A.1-A.2), so an SCP that only takes those still gets the instance. At most 128 contexts
 go in one association (PS3.8 9.3.2.2); more take more associations. An instance goes as stored
-whenever its syntax was accepted; compressed instances are never transcoded.
+whenever its syntax was accepted; compressed instances are never transcoded. A success or a
+warning status means the SCP stored the instance (PS3.4 B.2.3, integration.dimse_status).
+pynetdicom is synchronous: each destination gets one thread, so a hung association blocks only
+its own destination. TLS per PS3.15 B.9 (integration.tls).
 """
 
+import asyncio
 import socket
 import ssl
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pydicom import dcmread
@@ -19,12 +24,18 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
-from pynetdicom.status import code_to_category
 
+from integration.config import IntegrationSettings
+from integration.dimse_status import Category, category
+from integration.outbound.engine import Transport
+from integration.outbound.forwards import QUEUE, Attempt, DueForward, Stored
+from integration.outbound.target import Target
+from integration.tls import client_context
 from storage.errors import StorageUnavailable
 from storage.forwards import ForwardItem
 from storage.objects import ObjectStore
 
+DEFAULT_CALLING_AE = "DOCTORAI"
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are the odd numbers 1-255
 
 
@@ -40,23 +51,12 @@ class Peer:
     timeout: float
 
 
-@dataclass(frozen=True)
-class Stored:
-    """How one instance's C-STORE ended: `status` is the response's (PS3.7 9.1.1.1.9), None without one."""
-
-    sop_uid: str
-    sent: bool
-    status: int | None
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """Every instance's outcome, and why an association failed if one did (empty when none did)."""
-
-    results: list[Stored]
-    associated: bool
-    association_error: str
+def peer(target: Target, timeout: float) -> Peer:
+    """A "dicom" destination as the SCU needs it: its AE titles, and a TLS context when it wants TLS."""
+    options = {key: target.option(key) for key in ("ca_file", "cert_file", "key_file")}
+    context = client_context(options) if target.tls else None
+    calling_ae = target.option("calling_ae") or DEFAULT_CALLING_AE
+    return Peer(target.host, target.port, target.option("ae_title"), calling_ae, context, timeout)
 
 
 def _convertible(syntax: str) -> bool:
@@ -148,11 +148,11 @@ def _store_one(assoc: Association, item: ForwardItem, path: Path) -> Stored:
     status = int(response.Status)
     # PS3.4 B.2.3: warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does
     # not match the SOP class) mean the SCP stored the instance; failures mean it did not.
-    category = code_to_category(status)
-    if category in ("Success", "Warning"):
+    kind = category(status)
+    if kind in (Category.SUCCESS, Category.WARNING):
         return Stored(item.sop_uid, True, status)
     comment = str(response.get("ErrorComment", ""))
-    return Stored(item.sop_uid, False, status, f"C-STORE {category.lower()} 0x{status:04X} {comment}".strip())
+    return Stored(item.sop_uid, False, status, f"C-STORE {kind.lower()} 0x{status:04X} {comment}".strip())
 
 
 def _not_negotiated(item: ForwardItem, accepted: set[UID]) -> Stored:
@@ -247,3 +247,28 @@ def _why_not(assoc: Association, peer: Peer) -> str:
     if assoc.is_rejected:
         return f"association rejected by {where} (A-ASSOCIATE-RJ)"
     return f"association with {where} aborted"
+
+
+class Sender:
+    """One DICOM destination's thread for its associations, kept while its task runs."""
+
+    def __init__(self, target: Target, *, objects: ObjectStore, timeout: float) -> None:
+        self.target = target
+        self.objects = objects
+        self.timeout = timeout
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{target.name}")
+
+    async def send(self, item: DueForward) -> Attempt:
+        """Send a forward's unsent instances over as few associations as their contexts allow."""
+        loop = asyncio.get_running_loop()
+        to = peer(self.target, self.timeout)
+        return await loop.run_in_executor(self.executor, store_all, self.objects, to, list(item.items))
+
+    async def close(self) -> None:
+        """Let the thread go; an association still running ends with its own timeouts."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def transport(settings: IntegrationSettings, objects: ObjectStore) -> Transport[DueForward, Attempt]:
+    """DICOM destinations: the forwards queue, instances read from `objects`, one thread each."""
+    return Transport(QUEUE, partial(Sender, objects=objects, timeout=settings.forward_timeout_seconds))

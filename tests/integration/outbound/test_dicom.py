@@ -1,9 +1,8 @@
-"""The DICOM forwarder against real Storage SCPs on loopback, with instances in the local S3 store."""
+"""DICOM destinations: forwards against real Storage SCPs on loopback, with instances in the local S3 store."""
 
-import asyncio
 import ssl
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,42 +14,25 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine, select
 
-from integration import forward
-from integration.echo import echo
 from integration.config import IntegrationSettings
+from integration.outbound import dicom
+from integration.outbound.echo import echo
 from doctorai.stack import StackConfig, free_ports
-from storage.db import make_engine, migrate, session_scope
-from storage.deliveries import add_destination
+from storage.db import session_scope
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
 from storage.objects import ObjectStore, make_object_store
 from storage.tables.audit import AuditEvent
 from tests.dicom_peers import StoreScp, store_scp
 from tests.mllp_peers import wait_for
+from tests.senders import fast, sending
 
 FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")  # two Explicit VR Little Endian, one JPEG 2000
 
 
 def _settings(**overrides: float) -> IntegrationSettings:
-    values: dict[str, float] = {
-        "retry_first_delay_seconds": 0.05,
-        "retry_max_delay_seconds": 0.2,
-        "outbound_poll_seconds": 0.05,
-        "forward_timeout_seconds": 5,
-        "outbound_max_attempts": 5,
-        "forward_circuit_failures": 100,
-        "forward_circuit_cool_down_seconds": 0.5,
-    }
-    values.update(overrides)
-    return IntegrationSettings.model_validate(values)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
+    values = {"outbound_max_attempts": 5, "outbound_circuit_failures": 100, "outbound_circuit_cool_down_seconds": 0.5}
+    return fast(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -113,18 +95,8 @@ def _audits(engine: Engine, name: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def _run(engine: Engine, objects: ObjectStore, settings: IntegrationSettings, until: Callable[[], None]) -> None:
-    """Run the forwarder until `until` (called in a thread) returns."""
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(forward.run(engine, objects, settings, stop))
-        try:
-            await asyncio.to_thread(until)
-        finally:
-            stop.set()
-            await task
-
-    asyncio.run(scenario())
+    """Run the engine for DICOM destinations until `until` (called in a thread) returns."""
+    sending(engine, settings, {"dicom": dicom.transport(settings, objects)}, until)
 
 
 def _finished(engine: Engine, destination_id: int) -> Callable[[], bool]:
@@ -208,7 +180,7 @@ def test_a_down_destination_completes_when_back_and_delays_nobody(
     engine: Engine, objects: ObjectStore, study: dict[str, Path]
 ) -> None:
     down_port = free_ports().dicom
-    settings = _settings(outbound_max_attempts=1000, forward_circuit_failures=3, forward_circuit_cool_down_seconds=0.3)
+    settings = _settings(outbound_max_attempts=1000, outbound_circuit_failures=3, outbound_circuit_cool_down_seconds=0.3)
     with store_scp(StoreScp(free_ports().dicom)) as healthy:
         down = _destination(engine, "pacs-down", down_port)
         up = _destination(engine, "pacs-up", healthy.port)
@@ -231,7 +203,7 @@ def test_a_down_destination_completes_when_back_and_delays_nobody(
         _run(engine, objects, settings, scenario)
     assert _status(engine, up) == ("sent", 1, "")
     status, attempts, _ = _status(engine, down)
-    assert status == "sent" and attempts >= settings.forward_circuit_failures + 1
+    assert status == "sent" and attempts >= settings.outbound_circuit_failures + 1
     assert seen == [1, 0]
     assert set(back.received) == {i.sop_uid for i in _items(study)}
     outcomes = [o for o, _ in _audits(engine, "pacs-down")]

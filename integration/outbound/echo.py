@@ -16,9 +16,10 @@ from pydantic import BaseModel
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from integration import posts
-from integration.cstore import close_socket, unreachable
-from integration.forward import target_of
+from integration.dimse_status import SUCCESS
+from integration.outbound import http
+from integration.outbound.dicom import close_socket, peer, unreachable
+from integration.outbound.target import target_of
 from integration.tls import client_context
 from storage.tables.outbound import Destination
 
@@ -55,21 +56,21 @@ def echo(row: Destination, *, timeout: float = 10.0) -> EchoResult:
 
 def _c_echo(row: Destination, timeout: float) -> tuple[bool, str]:
     target = target_of(row)
-    if not target.called_ae:
+    if not target.option("ae_title"):
         return False, "no ae_title configured"
-    peer = target.peer(timeout)
-    error = unreachable(peer)
+    to = peer(target, timeout)
+    error = unreachable(to)
     if error:
         return False, error
-    ae = AE(ae_title=peer.calling_ae)
+    ae = AE(ae_title=to.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     ae.add_requested_context(Verification)
-    tls_args = (peer.tls, peer.host) if peer.tls is not None else None
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_ae, tls_args=tls_args)
+    tls_args = (to.tls, to.host) if to.tls is not None else None
+    assoc = ae.associate(to.host, to.port, ae_title=to.called_ae, tls_args=tls_args)
     if not assoc.is_established:
         close_socket(assoc)
         how = "rejected (A-ASSOCIATE-RJ)" if assoc.is_rejected else "aborted"
-        return False, f"association with {peer.called_ae}@{peer.host}:{peer.port} {how}"
+        return False, f"association with {to.called_ae}@{to.host}:{to.port} {how}"
     try:
         response = assoc.send_c_echo()
     finally:
@@ -78,7 +79,7 @@ def _c_echo(row: Destination, timeout: float) -> tuple[bool, str]:
     if "Status" not in response:
         return False, "no C-ECHO response"
     status = int(response.Status)
-    return status == 0x0000, f"C-ECHO status 0x{status:04X}"
+    return status == SUCCESS, f"C-ECHO status 0x{status:04X}"
 
 
 def _connect(host: str, port: int, timeout: float, context: ssl.SSLContext | None) -> tuple[bool, str]:
@@ -96,8 +97,8 @@ def _metadata(options: dict[str, str], timeout: float) -> tuple[bool, str]:
     try:
         response = httpx.get(
             f"{base}/metadata",
-            headers={"Accept": posts.FHIR_JSON},
-            auth=posts.auth(options),
+            headers={"Accept": http.FHIR_JSON},
+            auth=http.auth(options),
             timeout=timeout,
         )
     except httpx.HTTPError as exc:

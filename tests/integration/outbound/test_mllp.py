@@ -1,26 +1,21 @@
-"""The outbound sender against real MLLP receivers: retries, dead letters, one destination never blocks another."""
+"""MLLP destinations against real MLLP receivers: ACK rules, retries, dead letters, one destination never blocks another."""
 
-import asyncio
-from pathlib import Path
+from functools import partial
 
+import pytest
 from sqlalchemy import Engine, select
 
-from integration import outbound
-from integration.config import IntegrationSettings
+from integration.errors import FramingError
+from integration.outbound import mllp
 from doctorai.stack import free_ports
-from storage.db import make_engine, migrate, session_scope
-from storage.deliveries import add_destination, queue_delivery
+from storage.db import session_scope
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination
 from storage.tables.audit import AuditEvent
 from storage.tables.outbound import Delivery, Destination
 from tests.mllp_peers import receiver, segment, wait_for
-
-SETTINGS = IntegrationSettings(
-    retry_first_delay_seconds=0.05,
-    retry_max_delay_seconds=0.2,
-    outbound_poll_seconds=0.05,
-    outbound_ack_timeout_seconds=5,
-    outbound_max_attempts=3,
-)
+from tests.senders import FAST as SETTINGS
+from tests.senders import sending
 
 
 def _queue(engine: Engine, name: str, port: int, control_id: str) -> None:
@@ -39,10 +34,7 @@ def _statuses(engine: Engine) -> dict[str, tuple[str, int, str]]:
         return {name: (status, attempts, code) for name, status, attempts, code in rows}
 
 
-def test_each_destination_is_retried_or_dead_lettered_on_its_own(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    engine = make_engine(url)
+def test_each_destination_is_retried_or_dead_lettered_on_its_own(engine: Engine) -> None:
     answers = {"flaky": ["AE", "AA"]}
 
     def flaky(_: bytes) -> str:
@@ -57,14 +49,8 @@ def test_each_destination_is_retried_or_dead_lettered_on_its_own(tmp_path: Path)
         def finished() -> bool:
             return all(s in ("sent", "dead") for s, _, _ in _statuses(engine).values())
 
-        async def scenario() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(outbound.run(engine, SETTINGS, stop))
-            await asyncio.to_thread(wait_for, finished, timeout=60, what="every delivery finished")
-            stop.set()
-            await task
-
-        asyncio.run(scenario())
+        until = partial(wait_for, finished, timeout=60, what="every delivery finished")
+        sending(engine, SETTINGS, {"mllp": mllp.transport(SETTINGS)}, until)
         assert segment(good.received[0], "MSH")[9] == "C-GOOD"
         assert len(retried.received) == 2  # the same message again after AE
         assert segment(retried.received[1], "MSH")[9] == "C-FLAKY"
@@ -86,4 +72,13 @@ def test_each_destination_is_retried_or_dead_lettered_on_its_own(tmp_path: Path)
         "down": ["4"] * (SETTINGS.outbound_max_attempts - 1) + ["8"],
     }
     assert last_error and "cannot connect" in last_error
-    engine.dispose()
+
+
+def test_ack_code_reads_msa_and_checks_the_control_id() -> None:
+    ack = b"MSH|^~\\&|R|F|S|F|20240101||ACK^R01^ACK|9|P|2.5.1\rMSA|AE|C1\rERR||OBX^1^5|207^Application internal error^HL70357|E\r"
+    code, detail = mllp.ack_code(ack, control_id="C1")
+    assert code == "AE" and "207" in detail
+    with pytest.raises(FramingError):
+        mllp.ack_code(ack, control_id="C2")
+    with pytest.raises(FramingError):
+        mllp.ack_code(b"garbage", control_id="C1")
