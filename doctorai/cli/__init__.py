@@ -5,8 +5,8 @@ real services (up.py), `token` and `clients` (api.py), `peers`, `models`, `studi
 This is a composition root like a `__main__`: it may reach into every package. Each command imports
 what it needs when it runs, so `doctorai token` does not load the inference frameworks.
 
-`main` is the command's edge: every error becomes one line on stderr and exit status 1 (argparse's
-usage errors exit 2), never a traceback. Commands that change something print one line saying what
+`main` is the command's edge: every error becomes one line on stderr and exit status 1 (a usage
+error exits 2), never a traceback. Commands that change something print one line saying what
 they did.
 """
 
@@ -16,6 +16,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -90,9 +91,17 @@ def _log_traceback(command: str, exc: BaseException) -> Path | None:
         return None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line too (exit status 2); the usage itself is in --help."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `prog: message` and exit 2 (subcommand parsers are of this class too)."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand; errors as one line on stderr and exit status 1."""
-    parser = argparse.ArgumentParser(prog="doctorai", description="DoctorAI integration engine")
+    parser = Parser(prog="doctorai", description="DoctorAI integration engine")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (up, audit, hl7, api, peers, models, studies):
         group.add_parser(sub)

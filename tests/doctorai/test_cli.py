@@ -55,6 +55,12 @@ def test_a_missing_key_file_is_one_line_not_a_traceback(cli: Cli) -> None:
     one_line_error(cli("clients", "add", "x", "--scope", "system/*.rs", "--jwks", "missing.json"), "missing.json")
 
 
+def test_a_usage_error_is_one_line_too(cli: Cli) -> None:
+    done = cli("clients", "add", "ris")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("doctorai clients add: the following arguments are required: --scope")
+
+
 def test_refusals_and_unreachable_services_are_one_line(cli: Cli, tmp_path: Path) -> None:
     one_line_error(cli("models", "add"), "give PATH or --builtin NAME")
     one_line_error(cli("models", "activate", "nothing", "1"), "nothing 1 is not registered")
