@@ -40,6 +40,14 @@ class StudyStateConflict(PipelineError):
     """The study's status does not allow the operation (releasing a study that is not held)."""
 
 
+class JobNotFound(PipelineError):
+    """No inference job has this id."""
+
+
+class JobStateConflict(PipelineError):
+    """The job's status does not allow the operation (retrying a job that did not fail)."""
+
+
 class InvalidPackage(PipelineError):
     """A model package without a valid manifest.json or without its artifact."""
 

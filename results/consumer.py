@@ -26,7 +26,7 @@ from storage.fhir import store
 from results.config import ResultsSettings
 from results.config import get_settings as get_results_settings
 from results.errors import ConcurrentWrite, InvalidResult
-from results.mapping import imaging_study_from_index, patient_from_study, report_from_result
+from results.mapping import imaging_study_from_index, patient_from_study, report_from_result, study_effective
 from storage.orders import with_order
 from results.oru import queue_oru
 from results.pushes import queue_report_exports
@@ -167,7 +167,9 @@ def apply_result(session: Session, message: InferenceResult, objects: ObjectStor
     earlier = _reported(session, message, later=False)
     status = "amended" if earlier is not None else "preliminary"
     report_id = earlier.diagnostic_report_id if earlier is not None else message.job_id
-    report, observations = report_from_result(message, patient_ref, status=status, report_id=report_id)
+    report, observations = report_from_result(
+        message, patient_ref, effective=study_effective(study), status=status, report_id=report_id
+    )
     # Issue 4: a study ordered over HL7 gets a report `basedOn` the order's ServiceRequest.
     report = with_order(session, study, report)
     for observation in observations:

@@ -31,6 +31,12 @@ def active_model_version(session: Session, *, name: str) -> str | None:
     return session.scalar(stmt.limit(1))
 
 
+def active_model_names(session: Session) -> list[str]:
+    """The models that have an active version, by name: those new jobs can run on."""
+    stmt = select(ModelPackage.name).where(ModelPackage.status == "active").distinct().order_by(ModelPackage.name)
+    return list(session.scalars(stmt))
+
+
 def add_model_package(session: Session, *, name: str, version: str, framework: str, manifest: str) -> ModelPackage:
     """Register a new, inactive version (the caller checked it is not registered yet)."""
     row = ModelPackage(

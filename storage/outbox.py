@@ -19,6 +19,12 @@ def add_payload(session: Session, *, topic: str, key: str, payload: str) -> None
     session.add(OutboxEvent(topic=topic, key=key, payload=payload, created_at=datetime.now(UTC)))
 
 
+def events(session: Session, *, topic: str, key: str) -> list[OutboxEvent]:
+    """Every event written for `topic` under `key`, oldest first: published ones too, the outbox keeps them."""
+    stmt = select(OutboxEvent).where(OutboxEvent.topic == topic, OutboxEvent.key == key).order_by(OutboxEvent.id)
+    return list(session.scalars(stmt))
+
+
 def unsent(session: Session, *, limit: int) -> list[OutboxEvent]:
     """The oldest events not yet published, in the order they were written."""
     stmt = select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id).limit(limit)

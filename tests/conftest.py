@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from doctorai.stack import (
+    SPINE_MODEL,
     StackConfig,
     Supervisor,
     free_ports,
@@ -154,7 +155,7 @@ class EngineRun:
         self.supervisor = Supervisor(config.var_dir / "logs")
 
     def start(self, *, models: tuple[str, ...] | None = None) -> None:
-        """Start every engine process (optionally with other inference workers)."""
+        """Start every engine process, with the chest model's inference worker or these workers."""
         config = self.config if models is None else replace(self.config, models=models)
         start_engine(config, self.supervisor)
 
@@ -205,6 +206,7 @@ def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
         ports=ports,
         quiet_period_seconds=1.0,
         topic_prefix=prefix,
+        models=(SPINE_MODEL,),  # the workers a test asks for, no more: `start(models=...)`
     )
     prepare_database(config)
     run = EngineRun(config)

@@ -31,8 +31,9 @@ def clients(args: argparse.Namespace) -> int:
             return 0
         if args.action == "remove":
             if not api_clients.remove(session, args.client_id):
-                print(f"no client {args.client_id}", file=sys.stderr)
+                print(f"doctorai clients remove: no client {args.client_id}", file=sys.stderr)
                 return 1
+            print(f"client {args.client_id} removed")
             return 0
         jwks = ""
         if args.jwks:
@@ -40,11 +41,7 @@ def clients(args: argparse.Namespace) -> int:
         elif args.public_key:
             jwks = api_clients.jwks_from_public_key(Path(args.public_key).read_bytes())
         secret = "" if jwks else secrets.token_urlsafe(32)
-        try:
-            api_clients.register(session, client_id=args.client_id, name=args.name, scopes=args.scope, jwks=jwks, secret=secret)
-        except ValueError as exc:
-            print(f"doctorai clients add: {exc}", file=sys.stderr)
-            return 2
+        api_clients.register(session, client_id=args.client_id, name=args.name, scopes=args.scope, jwks=jwks, secret=secret)
     if secret:
         # Shown once: only its hash is stored.
         print(f"client_id={args.client_id}\nclient_secret={secret}")

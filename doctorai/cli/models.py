@@ -2,7 +2,6 @@
 versions (integration.models: the same rules as the admin API's)."""
 
 import argparse
-import sys
 from pathlib import Path
 
 from doctorai.cli.database import database
@@ -14,27 +13,28 @@ def _add(args: argparse.Namespace) -> int:
     from inference.packages import lookup
     from integration.models import packages, registry
     from storage.db import session_scope
+    from storage.model_packages import active_model_version
     from storage.objects import make_object_store
 
     storage = get_storage_settings()
-    objects = make_object_store(storage)
-    objects.ensure_bucket()
     if args.builtin:
         sources = [lookup(name, storage.var_dir / "builtin-packages") for name in args.builtin]
     elif args.path:
         sources = [packages.read_package(Path(args.path))]
     else:
-        print("doctorai models add: give PATH or --builtin NAME", file=sys.stderr)
-        return 2
+        raise ValueError("give PATH or --builtin NAME")
+    objects = make_object_store(storage)
+    objects.ensure_bucket()
     with database() as engine:
         for manifest, artifact in sources:
             packages.upload(engine, objects, manifest, artifact)
             with session_scope(engine) as session:
                 if args.activate:
                     registry.activate(session, name=manifest.name, version=manifest.version)
-                elif args.ensure_active:
-                    registry.ensure_active(session, name=manifest.name, version=manifest.version)
-            print(f"{manifest.name} {manifest.version} registered")
+                elif args.activate_first:
+                    registry.activate_first(session, name=manifest.name, version=manifest.version)
+                active = active_model_version(session, name=manifest.name) == manifest.version
+            print(f"{manifest.name} {manifest.version} registered{' and active' if active else ''}")
     return 0
 
 
@@ -61,16 +61,8 @@ def _change(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
-    """Add, list, activate, roll back and retire model packages; exit 1 naming what was refused."""
-    from inference.errors import InferenceError
-    from integration.errors import PipelineError
-    from storage.errors import StorageError
-
-    try:
-        return _add(args) if args.action == "add" else _change(args)
-    except (InferenceError, PipelineError, StorageError) as exc:
-        print(f"doctorai models {args.action}: {exc}", file=sys.stderr)
-        return 1
+    """Add, list, activate, roll back and retire model packages (a refusal exits 1, naming it: cli.main)."""
+    return _add(args) if args.action == "add" else _change(args)
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -83,7 +75,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p_add.add_argument("--builtin", action="append", default=[], help="builtin package name, repeatable")
     p_add.add_argument("--activate", action="store_true", help="make the added version the active one")
     p_add.add_argument(
-        "--ensure-active", action="store_true", help="activate it unless another version is active (idempotent)"
+        "--activate-first",
+        action="store_true",
+        help="activate it when no version of the model was ever active (what `doctorai up` does for the builtins)",
     )
     p_list = actions.add_parser("list", help="registered versions and their status")
     p_list.add_argument("name", nargs="?", default="")

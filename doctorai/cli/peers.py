@@ -28,10 +28,12 @@ def peers(args: argparse.Namespace) -> int:
                     duplicate_policy=args.duplicate_policy,
                 ),
             )
+            print(f"peer {args.ae_title} saved")
         elif args.action == "remove":
             if not delete_peer(session, ae_title=args.ae_title):
-                print(f"no peer {args.ae_title}", file=sys.stderr)
+                print(f"doctorai peers remove: no peer {args.ae_title}", file=sys.stderr)
                 return 1
+            print(f"peer {args.ae_title} removed")
         else:
             for peer in all_peers(session):
                 print(" ".join(f"{k}={v}" for k, v in asdict(peer).items() if v not in (None, "")))

@@ -1,23 +1,17 @@
 """`doctorai studies`: release a held study, or route a stored study again."""
 
 import argparse
-import sys
 
 from doctorai.cli.database import database
 
 
 def studies(args: argparse.Namespace) -> int:
     """Release a held study, or route a stored study again, at a new revision (as the admin API does)."""
-    from integration.errors import PipelineError
     from integration.studies import release_study, reprocess_study
 
     act = release_study if args.action == "release" else reprocess_study
     with database() as engine:
-        try:
-            ready = act(engine, study_uid=args.study_uid, who=args.who)
-        except PipelineError as exc:
-            print(f"doctorai studies {args.action}: {exc}", file=sys.stderr)
-            return 1
+        ready = act(engine, study_uid=args.study_uid, who=args.who)
     print(f"{ready.study_uid} revision {ready.revision} announced ({ready.reason})")
     return 0
 

@@ -4,6 +4,7 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from doctorai.stack import (
@@ -20,15 +21,19 @@ from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 
 
-def _endpoints(config: StackConfig) -> str:
+def endpoints(config: StackConfig, workers: Mapping[str, int]) -> str:
+    """What `doctorai up` prints once everything runs: where each service listens, which inference
+    workers run (with their metrics ports), where data and logs are."""
     p = config.ports
     database = config.storage_settings().resolved_database_url()
+    running = ", ".join(f"{model} (metrics :{port})" for model, port in workers.items())
     return "\n".join(
         [
             "DoctorAI is up:",
             f"  DICOM C-STORE/C-ECHO   AE title DOCTORAI at 127.0.0.1:{p.dicom}",
             f"  FHIR R4                http://127.0.0.1:{p.http}/fhir  (token: .venv/bin/doctorai token)",
             f"  HL7 v2 (MLLP)          127.0.0.1:{p.mllp}",
+            f"  inference workers      {running or 'none: no model has an active version (doctorai models list)'}",
             f"  health / metrics       http://127.0.0.1:{p.http}/readyz  http://127.0.0.1:{p.http}/metrics",
             f"  object store (S3)      http://127.0.0.1:{p.s3}  over {config.var_dir / 'objects'}",
             f"  Kafka (Tansu)          127.0.0.1:{p.kafka}",
@@ -87,8 +92,8 @@ def up(args: argparse.Namespace) -> int:
         prepare_database(config)
         start_object_store(config, supervisor)
         start_broker(config, supervisor)
-        start_engine(config, supervisor)
-        print(_endpoints(config), flush=True)
+        workers = start_engine(config, supervisor)
+        print(endpoints(config, workers), flush=True)
         while not stopping:
             dead = supervisor.dead()
             if dead:

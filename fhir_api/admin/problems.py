@@ -8,6 +8,8 @@ from fhir_api.errors import FhirError, from_storage
 from fhir_api.responses import error_problem, problem_response
 from integration.errors import (
     InvalidPackage,
+    JobNotFound,
+    JobStateConflict,
     ModelConflict,
     ModelNotFound,
     ModelRetired,
@@ -28,6 +30,8 @@ _RETRY_AFTER = "5"
 _STATUS: dict[type[Exception], int] = {
     StudyNotFound: 404,
     StudyStateConflict: 409,
+    JobNotFound: 404,
+    JobStateConflict: 409,
     LetterResolved: 409,
     DestinationExists: 409,
     DestinationInUse: 409,

@@ -46,10 +46,14 @@ def activate(session: Session, *, name: str, version: str) -> ModelPackage:
     return row
 
 
-def ensure_active(session: Session, *, name: str, version: str) -> None:
-    """Activate `version` unless some version of `name` is active already (a site's choice stays)."""
-    if active_model_version(session, name=name) is None:
-        activate(session, name=name, version=version)
+def activate_first(session: Session, *, name: str, version: str) -> bool:
+    """Activate `version` when no version of `name` was ever active (the model's first registration);
+    whether it did. Once a version was activated, the site's choice stays: a version it deactivated,
+    retired or replaced is left as it is."""
+    if any(row.activated_at is not None for row in model_packages(session, name=name)):
+        return False
+    activate(session, name=name, version=version)
+    return True
 
 
 def deactivate(session: Session, *, name: str, version: str) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.db import session_scope
 from storage.deliveries import mark_failed, queue_delivery
 from storage.destinations import DestinationExists, add_destination
+from storage.errors import MessageNotFound
 from storage.hl7_messages import accepted_message, dedupe_key, unmapped_report
 from storage.orders import order_for_accession, save_order
 from storage.queues import due
@@ -70,5 +71,5 @@ def test_one_accepted_message_per_sender_and_control_id(db: Engine) -> None:
         found = accepted_message(session, key=key)
         assert found is not None and found.id == "m1"
         assert unmapped_report(session, message_id="m1") == {"PID[1]-19": "x"}
-        with pytest.raises(KeyError):
+        with pytest.raises(MessageNotFound):
             unmapped_report(session, message_id="nope")

@@ -18,7 +18,7 @@ from integration.messages import Coding
 from integration.models import packages, registry
 from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from storage.db import make_engine, migrate, session_scope
-from storage.model_packages import model_packages
+from storage.model_packages import active_model_names, add_model_package, model_packages
 from storage.objects import ObjectStore, make_object_store
 
 CONCEPT = Coding(system="http://snomed.info/sct", code="233604007", display="Pneumonia (disorder)")
@@ -73,8 +73,8 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
         assert [(r.version, r.status) for r in model_packages(session, name=name)] == [("1.0.0", "inactive"), ("1.1.0", "inactive")]
         with pytest.raises(ModelNotFound):
             registry.active_version(session, name=name)
-        registry.ensure_active(session, name=name, version="1.0.0")
-        registry.ensure_active(session, name=name, version="1.1.0")  # one is active already: no change
+        assert registry.activate_first(session, name=name, version="1.0.0")
+        assert not registry.activate_first(session, name=name, version="1.1.0")  # one is active already: no change
         assert registry.active_version(session, name=name) == "1.0.0"
     with session_scope(engine) as session:
         registry.activate(session, name=name, version="1.1.0")
@@ -100,6 +100,17 @@ def test_upload_activate_rollback_retire_and_fetch(tmp_path: Path, engine: Engin
     assert package_cache.fetch(store, tmp_path / "cache", name, "1.1.0") == local
     with session_scope(engine) as session:
         assert registry.manifest_of(session, name=name, version="1.1.0") == v2
+
+
+def test_only_a_models_first_version_is_activated_on_its_own(engine: Engine) -> None:
+    """`doctorai up` activates a builtin when it is first registered; a version the site deactivated stays so."""
+    with session_scope(engine) as session:
+        add_model_package(session, name="m", version="1", framework="onnx", manifest=manifest("m", "1").model_dump_json())
+        assert registry.activate_first(session, name="m", version="1")
+        assert active_model_names(session) == ["m"]
+        registry.deactivate(session, name="m", version="1")
+        assert not registry.activate_first(session, name="m", version="1")  # the next start-up
+        assert active_model_names(session) == []
 
 
 def test_a_directory_without_a_valid_manifest_or_artifact_is_refused(tmp_path: Path) -> None:
