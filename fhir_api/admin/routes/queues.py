@@ -1,11 +1,11 @@
 """/admin/jobs and /admin/deliveries: inference jobs and the outbound queue, with their state."""
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel
 
+from fhir_api.admin.params import Limit, Offset, RowIdFilter
 from fhir_api.deps import EngineDep
 from fhir_api.admin.routes.studies import JobOut, job_out
 from storage.db import session_scope
@@ -13,8 +13,6 @@ from storage.deliveries import deliveries
 from storage.jobs import list_jobs
 
 router = APIRouter(tags=["queues"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class JobPage(BaseModel):
@@ -60,7 +58,7 @@ def search_jobs(
 def search_deliveries(
     engine: EngineDep,
     status: str | None = None,
-    destination_id: int | None = None,
+    destination_id: RowIdFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[DeliveryOut]:

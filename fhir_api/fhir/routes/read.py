@@ -7,7 +7,7 @@ checks the token's SMART scope for its resource type and interaction.
 
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -20,9 +20,11 @@ from storage.fhir import store
 from storage import fhir
 from fhir_api.auth.tokens import Principal, allows
 from fhir_api.fhir.capability import capability_statement
+from fhir_api.fhir.interactions import version_number
 from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
 from fhir_api.errors import BadRequest, Forbidden, NotFound, UnsupportedMediaType
+from storage.fhir.index import instant
 from storage.fhir.references import patient_reference, study_ids
 from fhir_api.responses import fhir_response, fhir_text_response
 from storage.errors import ResourceGone, ResourceNotFound
@@ -133,40 +135,48 @@ def posted_search(request: Request, body: bytes) -> list[tuple[str, str]]:
     return request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
 
 
+def _history_page(params: Any) -> tuple[int, datetime | None, tuple[datetime, str, int] | None]:
+    try:
+        count = search.page_size(params.get("_count", str(HISTORY_COUNT)))
+        since = instant(params["_since"]) if "_since" in params else None
+        before = None
+        if "_before_key" in params:
+            stamp, last_id, last_version = params["_before_key"].rsplit("|", 2)
+            number = version_number(last_version)
+            if number is None:
+                raise ValueError("_before_key names no version")
+            before = (instant(stamp), last_id, number)
+    except ValueError as exc:
+        raise BadRequest(f"invalid history parameter: {exc}") from None
+    return count, since, before
+
+
 def _history(
     request: Request,
     engine: EngineDep,
     settings: ApiSettings,
+    principal: Principal,
     resource_type: str,
     resource_id: str | None,
 ) -> Response:
     params = request.query_params
-    try:
-        count = min(int(params.get("_count", HISTORY_COUNT)), 100)
-        since = datetime.fromisoformat(params["_since"].replace("Z", "+00:00")) if "_since" in params else None
-        before = None
-        if "_before_key" in params:
-            stamp, last_id, last_version = params["_before_key"].rsplit("|", 2)
-            before = (datetime.fromisoformat(stamp), last_id, int(last_version))
-    except ValueError as exc:
-        raise BadRequest(f"invalid history parameter: {exc}") from None
-    if since is not None and since.tzinfo is None:
-        raise BadRequest("_since must be an instant with a time zone")
+    count, since, before = _history_page(params)
     with session_scope(engine) as session:
         if resource_id is not None and not store.known(session, resource_type, resource_id):
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         versions = store.history(session, resource_type, resource_id, since=since, before=before, limit=count + 1)
+        shown = versions[:count]
+        audit_history(session, shown, resource_type, resource_id, principal=principal, address=client_address(request))
     base = base_url(request, settings)
     path = f"{base}/{resource_type}" + (f"/{resource_id}" if resource_id else "") + "/_history"
     kept = [(k, v) for k, v in params.multi_items() if k not in ("_before_key", "_format")]
     next_url = None
-    if len(versions) > count:
-        versions = versions[:count]
-        last = versions[-1]
+    if len(versions) > count and shown:
+        last = shown[-1]
         key = f"{last.last_updated.isoformat()}|{last.resource_id}|{last.version_id}"
         next_url = f"{path}?{urlencode([*kept, ('_before_key', key)])}"
     self_url = f"{path}?{urlencode(params.multi_items())}" if params else path
-    return fhir_response(bundles.history(versions, base_url=base, self_url=self_url, next_url=next_url, total=None))
+    return fhir_response(bundles.history(shown, base_url=base, self_url=self_url, next_url=next_url, total=None))
 
 
 @router.get("/{resource_type}/_history")
@@ -176,7 +186,7 @@ def history_type(
     """Every version of every resource of a type, newest first (http.html#history)."""
     supported(resource_type)
     require(principal, resource_type, "s")
-    return _history(request, engine, settings, resource_type, None)
+    return _history(request, engine, settings, principal, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}/_history")
@@ -191,7 +201,7 @@ def history_instance(
     """Every version of one resource, newest first, deletions included (http.html#history)."""
     supported(resource_type)
     require(principal, resource_type, "r")
-    return _history(request, engine, settings, resource_type, resource_id)
+    return _history(request, engine, settings, principal, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}")
@@ -217,9 +227,10 @@ def vread(
     """Read one version of a resource (http.html#vread)."""
     supported(resource_type)
     require(principal, resource_type, "r")
-    if not version_id.isdigit():
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
-    resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, int(version_id))
+    number = version_number(version_id)
+    if number is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id[:40]!r}")
+    resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, number)
     return fhir_response(resource, headers=version_headers(resource))
 
 
@@ -306,4 +317,44 @@ def audit_search(
         record(correlation, {"resources": ",".join(refs), **({"patient": patient} if patient else {})})
         for (correlation, patient), refs in groups.items()
     ] or [record(SEARCH_CORRELATION, {})]
+    audit_log.append_many(session, records)
+
+
+def audit_history(
+    session: Session,
+    versions: list[store.Version],
+    resource_type: str,
+    resource_id: str | None,
+    *,
+    principal: Principal,
+    address: str,
+) -> None:
+    """Record a history read: one record per (study, patient) whose versions it disclosed, else one record.
+
+    A history page discloses every version on it, deleted resources' earlier content included,
+    so it is recorded as reads are: a record joins its study's trail and names its patient.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for version in versions:
+        studies = study_ids(version.resource) if version.resource is not None else []
+        patient = patient_reference(version.resource) if version.resource is not None else ""
+        correlation = correlation_id_for_study(studies[0]) if studies else READ_CORRELATION
+        reference = f"{version.resource_type}/{version.resource_id}/_history/{version.version_id}"
+        groups.setdefault((correlation, patient), []).append(reference)
+    what = f"{resource_type}/{resource_id}/_history" if resource_id else f"{resource_type}/_history"
+
+    def record(correlation: str, detail: dict[str, str]) -> AuditRecord:
+        return AuditRecord(
+            hop=RESOURCE_READ,
+            correlation_id=correlation,
+            agent_who=principal.subject,
+            agent_address=address,
+            entity_what=what[:256],
+            detail=detail,
+        )
+
+    records = [
+        record(correlation, {"versions": ",".join(refs), **({"patient": patient} if patient else {})})
+        for (correlation, patient), refs in groups.items()
+    ] or [record(READ_CORRELATION, {})]
     audit_log.append_many(session, records)

@@ -17,8 +17,9 @@ from storage import fhir
 from fhir_api.fhir import interactions, transactions
 from fhir_api.auth.tokens import Principal
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate, require_json_body
-from fhir_api.errors import BadRequest, Conflict
+from fhir_api.errors import BadRequest, Conflict, InvalidCode
 from fhir_api.fhir.interactions import Actor, Written
+from storage.fhir import bindings
 from storage.fhir.references import study_ids
 from fhir_api.responses import fhir_response
 from fhir_api.fhir.routes.read import audit_read, base_url, require, supported, version_headers
@@ -29,21 +30,61 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiat
 JsonBody = Depends(require_json_body)
 
 
+# Deepest JSON nesting accepted. A FHIR resource nests a few levels (a Bundle entry's resource's
+# contained resource's extension is about ten); depth near Python's recursion limit is an attack
+# on every recursive walk of the body (issue 18: 990 levels made a 500).
+MAX_DEPTH = 64
+
+
+def _shape_problem(data: object) -> str:
+    """What makes decoded JSON unacceptable as FHIR before any model sees it, or ""."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"the body nests JSON deeper than {MAX_DEPTH} levels"
+        if isinstance(node, dict):
+            # json.html#json: a property is never null (only array items may be, beside
+            # primitive extensions); the models would take a null as an absent required element.
+            if any(value is None for value in node.values()):
+                return "FHIR JSON has no null properties: leave an absent element out"
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return ""
+
+
 def _decode(body: bytes) -> object:
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"the body nests JSON deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
+        raise BadRequest(f"the body is not JSON: {str(exc)[:200]}") from None
+    problem = _shape_problem(data)
+    if problem:
+        raise BadRequest(problem)
+    return data
+
+
+def _bound(data: object) -> None:
+    found = bindings.violations(data)
+    if found:
+        shown = found[:10]
+        raise InvalidCode("; ".join(str(v) for v in shown), tuple(v.expression for v in shown))
 
 
 def _resource(body: bytes) -> fhir.Resource:
+    data = _decode(body)
     try:
-        return fhir.parse_data(_decode(body))
+        resource = fhir.parse_data(data)
     except fhir.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
         raise BadRequest(f"the resource is not valid FHIR R4: {problems}") from None
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    _bound(data)
+    return resource
 
 
 def _actor(request: Request, principal: Principal, resource: fhir.Resource | None = None) -> Actor:
@@ -176,10 +217,12 @@ def bundle(
     request: Request, body: BodyDep, engine: EngineDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     """A batch or transaction Bundle: a batch-response or transaction-response Bundle."""
+    data = _decode(body)
     try:
-        submitted = fhir.parse_bundle(_decode(body))
+        submitted = fhir.parse_bundle(data)
     except ValueError as exc:
         raise BadRequest(f"the body is not a valid Bundle: {str(exc)[:500]}") from None
+    _bound(data)  # the entries' resources too
     if submitted.type not in ("batch", "transaction"):
         raise BadRequest(f"POST to the base takes a batch or transaction Bundle, not {submitted.type!r}")
     address = client_address(request)
