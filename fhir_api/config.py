@@ -34,6 +34,9 @@ class ApiSettings(BaseSettings):
     subscription_retry_initial_seconds: float = 5.0
     subscription_retry_max_seconds: float = 1800.0
     subscription_metrics_port: int = 9110
+    # Endpoints in loopback, link-local or private ranges are refused (SSRF, issue 18) unless listed
+    # here: host names, or networks in CIDR form, e.g. ["10.20.0.0/16", "ehr.hospital.internal"].
+    subscription_allowed_endpoints: list[str] = []
     # HTTP hardening (fhir_api/security.py). Requests per second each client may make on average
     # (clients are token subjects, or addresses without a valid token), and the burst above it;
     # 0 turns the limit off. Each API replica counts on its own.

@@ -15,10 +15,13 @@ from fhir_api.subscriptions import delivery
 from integration.backoff import backoff
 from storage.fhir import subscriptions
 from storage.db import session_scope
-from tests.fhir_api.conftest import Api, serving
+from tests.fhir_api.conftest import Api, api_on, serving
 from tests.fhir_api.test_interactions import FHIR_JSON, example
 
+# The receivers of these tests listen on loopback, which only an admin's allow-list opens.
+LOOPBACK = ["127.0.0.0/8"]
 FAST_RETRIES = ApiSettings(
+    subscription_allowed_endpoints=LOOPBACK,
     subscription_poll_seconds=0.05,
     subscription_retry_initial_seconds=0.1,
     subscription_retry_max_seconds=0.4,
@@ -56,6 +59,12 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
     with serving(app) as url:
         yield state, url
+
+
+@pytest.fixture
+def api(db_url: str) -> Iterator[Api]:
+    """The API on a fresh SQLite database, with loopback endpoints allowed."""
+    yield from api_on(db_url, ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef", subscription_allowed_endpoints=LOOPBACK))
 
 
 @pytest.fixture

@@ -5,37 +5,32 @@ correlation id of the study it discloses (DESIGN.md section 1, "who read what").
 checks the token's SMART scope for its resource type and interaction.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy.orm import Session
 
 from audit import log as audit_log
-from audit.records import RESOURCE_READ, RESOURCE_SEARCHED, AuditRecord, Outcome
-from fhir_api.fhir import bundles, search
+from audit.records import RESOURCE_READ, AuditRecord, Outcome
+from fhir_api.fhir import bundles, disclosures, search, subscription_rules
 from storage.fhir import store
 from storage import fhir
-from fhir_api.auth.tokens import Principal, allows
+from fhir_api.auth.tokens import ADMIN, Principal, allows
 from fhir_api.fhir.capability import capability_statement
 from fhir_api.fhir.interactions import version_number
 from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
 from fhir_api.errors import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from storage.fhir.index import instant
-from storage.fhir.references import patient_reference, study_ids
 from fhir_api.responses import fhir_response, fhir_text_response
 from storage.errors import ResourceGone, ResourceNotFound
-from storage.db import session_scope
-from storage.instances import correlation_id_for_study
+from storage.db import read_scope, session_scope
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiate)])
 
-# Audit correlation ids of accesses that disclose no study.
-READ_CORRELATION = "read"
-SEARCH_CORRELATION = "search"
 HISTORY_COUNT = 50
 
 
@@ -92,12 +87,17 @@ def _search(
     supported(resource_type)
     require(principal, resource_type, "s")
     query = search.parse_query(resource_type, items, strict=strict(prefer))
+    # The search only reads: on SQLite it runs beside the one writer instead of holding its lock,
+    # so a long search never stalls C-STORE or HL7 acknowledgements (issue 18). Its audit record
+    # is committed before the answer is sent, so nothing is disclosed unrecorded.
+    with read_scope(engine) as session:
+        result = search.run(session, query, may_read=lambda t: allows(principal, t, "r"))
     with session_scope(engine) as session:
-        result = search.run(session, query, may_include=lambda t: allows(principal, t, "r"))
-        audit_search(
-            session, result, resource_type, principal=principal, address=client_address(request), query=urlencode(items, safe="/|:,")
+        disclosures.audit_search(
+            session, result, resource_type, who=principal.subject, address=client_address(request), query=urlencode(items, safe="/|:,")
         )
-    return fhir_text_response(bundles.searchset(result, query, base_url=base_url(request, settings)))
+    shown = subscription_rules.shown_result(result, principal.subject, ADMIN in principal.roles)
+    return fhir_text_response(bundles.searchset(shown, query, base_url=base_url(request, settings)))
 
 
 @router.get("/{resource_type}")
@@ -161,12 +161,18 @@ def _history(
 ) -> Response:
     params = request.query_params
     count, since, before = _history_page(params)
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         if resource_id is not None and not store.known(session, resource_type, resource_id):
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         versions = store.history(session, resource_type, resource_id, since=since, before=before, limit=count + 1)
-        shown = versions[:count]
-        audit_history(session, shown, resource_type, resource_id, principal=principal, address=client_address(request))
+    shown = versions[:count]
+    with session_scope(engine) as session:
+        disclosures.audit_history(session, shown, resource_type, resource_id, who=principal.subject, address=client_address(request))
+    admin = ADMIN in principal.roles
+    shown = [
+        replace(v, resource=subscription_rules.shown(v.resource, principal.subject, admin)) if v.resource else v
+        for v in shown
+    ]
     base = base_url(request, settings)
     path = f"{base}/{resource_type}" + (f"/{resource_id}" if resource_id else "") + "/_history"
     kept = [(k, v) for k, v in params.multi_items() if k not in ("_before_key", "_format")]
@@ -212,7 +218,7 @@ def read(
     supported(resource_type)
     require(principal, resource_type, "r")
     resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, None)
-    return fhir_response(resource, headers=version_headers(resource))
+    return fhir_response(_shown(resource, principal), headers=version_headers(resource))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
@@ -231,7 +237,11 @@ def vread(
     if number is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id[:40]!r}")
     resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, number)
-    return fhir_response(resource, headers=version_headers(resource))
+    return fhir_response(_shown(resource, principal), headers=version_headers(resource))
+
+
+def _shown(resource: fhir.Resource, principal: Principal) -> fhir.Resource:
+    return subscription_rules.shown(resource, principal.subject, ADMIN in principal.roles)
 
 
 def _audited_read(
@@ -243,7 +253,7 @@ def _audited_read(
                 resource = store.read(session, resource_type, resource_id)
             else:
                 resource = store.vread(session, resource_type, resource_id, version)
-            audit_read(session, resource, principal=principal, address=address)
+            disclosures.audit_read(session, resource, who=principal.subject, address=address)
         return resource
     except (ResourceNotFound, ResourceGone):
         # Failed look-ups are accesses too; record them in a transaction of their own.
@@ -252,7 +262,7 @@ def _audited_read(
                 session,
                 AuditRecord(
                     hop=RESOURCE_READ,
-                    correlation_id=READ_CORRELATION,
+                    correlation_id=disclosures.READ_CORRELATION,
                     agent_who=principal.subject,
                     agent_address=address,
                     entity_what=f"{resource_type}/{resource_id}"[:256],
@@ -260,101 +270,3 @@ def _audited_read(
                 ),
             )
         raise
-
-
-def audit_read(session: Session, resource: fhir.Resource, *, principal: Principal, address: str) -> None:
-    """Record that the principal read this resource, under its study's correlation id when it has one.
-
-    The detail names the patient the resource is about, so an AuditEvent search by patient finds it.
-    """
-    studies = study_ids(resource)
-    patient = patient_reference(resource)
-    audit_log.append(
-        session,
-        AuditRecord(
-            hop=RESOURCE_READ,
-            correlation_id=correlation_id_for_study(studies[0]) if studies else READ_CORRELATION,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=f"{resource.get_resource_type()}/{resource.id}",
-            detail={"patient": patient} if patient else {},
-        ),
-    )
-
-
-def audit_search(
-    session: Session,
-    result: search.SearchResult,
-    resource_type: str,
-    *,
-    principal: Principal,
-    address: str,
-    query: str,
-) -> None:
-    """Record a search: one record per (study, patient) whose resources it disclosed, else one record.
-
-    A record under a study's correlation id joins that study's trail; each names its patient and
-    the disclosed resources, so "who saw this patient's reports" is one AuditEvent search. All of
-    a search's records are appended at once (one chain lock, one insert).
-    """
-    groups: dict[tuple[str, str], list[str]] = {}
-    for disclosed in store.disclosures(session, [*result.matches, *result.included]):
-        correlation = correlation_id_for_study(disclosed.studies[0]) if disclosed.studies else SEARCH_CORRELATION
-        groups.setdefault((correlation, disclosed.patient), []).append(disclosed.reference)
-    total = "" if result.total is None else str(result.total)
-
-    def record(correlation: str, detail: dict[str, str]) -> AuditRecord:
-        return AuditRecord(
-            hop=RESOURCE_SEARCHED,
-            correlation_id=correlation,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=resource_type,
-            detail={"query": query, "total": total, **detail},
-        )
-
-    records = [
-        record(correlation, {"resources": ",".join(refs), **({"patient": patient} if patient else {})})
-        for (correlation, patient), refs in groups.items()
-    ] or [record(SEARCH_CORRELATION, {})]
-    audit_log.append_many(session, records)
-
-
-def audit_history(
-    session: Session,
-    versions: list[store.Version],
-    resource_type: str,
-    resource_id: str | None,
-    *,
-    principal: Principal,
-    address: str,
-) -> None:
-    """Record a history read: one record per (study, patient) whose versions it disclosed, else one record.
-
-    A history page discloses every version on it, deleted resources' earlier content included,
-    so it is recorded as reads are: a record joins its study's trail and names its patient.
-    """
-    groups: dict[tuple[str, str], list[str]] = {}
-    for version in versions:
-        studies = study_ids(version.resource) if version.resource is not None else []
-        patient = patient_reference(version.resource) if version.resource is not None else ""
-        correlation = correlation_id_for_study(studies[0]) if studies else READ_CORRELATION
-        reference = f"{version.resource_type}/{version.resource_id}/_history/{version.version_id}"
-        groups.setdefault((correlation, patient), []).append(reference)
-    what = f"{resource_type}/{resource_id}/_history" if resource_id else f"{resource_type}/_history"
-
-    def record(correlation: str, detail: dict[str, str]) -> AuditRecord:
-        return AuditRecord(
-            hop=RESOURCE_READ,
-            correlation_id=correlation,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=what[:256],
-            detail=detail,
-        )
-
-    records = [
-        record(correlation, {"versions": ",".join(refs), **({"patient": patient} if patient else {})})
-        for (correlation, patient), refs in groups.items()
-    ] or [record(READ_CORRELATION, {})]
-    audit_log.append_many(session, records)
