@@ -191,7 +191,7 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
         elif key in (INCLUDE, REVINCLUDE) and _include(resource_type, value, reverse=key == REVINCLUDE):
             spec = _include(resource_type, value, reverse=key == REVINCLUDE)
             (revincludes if key == REVINCLUDE else includes).append(spec)  # type: ignore[arg-type]
-        elif key.startswith("_") and key.split(":")[0].split(".")[0] not in definitions.SEARCH_PARAMS[resource_type]:
+        elif key.startswith("_") and key.split(":")[0].split(".")[0] not in definitions.SEARCH_PARAMS.get(resource_type, {}):
             unknown.append(f"{key}={value}" if key in (INCLUDE, REVINCLUDE, SORT, SUMMARY, TOTAL) else key)
             continue
         else:

@@ -177,7 +177,8 @@ async def _send(client: httpx.AsyncClient, note: Notification) -> str | None:
 async def _deliver(engine: Engine, client: httpx.AsyncClient, settings: ApiSettings, note: Notification) -> None:
     error = await _send(client, note)
     if error is not None:
-        log.warning("subscription %s: %s (attempt %d)", note.subscription.id if note.subscription else "?", error, note.attempts + 1)
+        sid = note.subscription.id if note.subscription else "?"
+        log.warning("subscription %s: %s (attempt %d)", sid, error, note.attempts + 1)
     await asyncio.to_thread(_record, engine, settings, note, error)
 
 

@@ -341,7 +341,10 @@ def references(
 def referring(
     session: Session, source_type: str, param: str, refs: Sequence[str], *, limit: int | None = None
 ) -> list[str]:
-    """The ids of `source_type` resources whose reference parameter points at one of `refs` (_revinclude), at most `limit`."""
+    """The ids of `source_type` resources whose reference parameter points at one of `refs` (_revinclude).
+
+    At most `limit` of them.
+    """
     if not refs:
         return []
     stmt = (

@@ -89,7 +89,9 @@ def _read_registry(session: Session, stamp: tuple[datetime | None, int]) -> Regi
         FhirSearchIndex.value.in_(MATCHING_STATUSES),
     )
     rows = session.scalars(
-        select(FhirResource.content).where(FhirResource.resource_type == "Subscription", FhirResource.resource_id.in_(active))
+        select(FhirResource.content).where(
+            FhirResource.resource_type == "Subscription", FhirResource.resource_id.in_(active)
+        )
     )
     by_type: dict[str, list[Watcher]] = {}
     for subscription in (fhir.parse(r) for r in rows):

@@ -93,9 +93,9 @@ def _search(
     with read_scope(engine) as session:
         result = search.run(session, query, may_read=lambda t: allows(principal, t, "r"))
     with session_scope(engine) as session:
-        disclosures.audit_search(
-            session, result, resource_type, who=principal.subject, address=client_address(request), query=urlencode(items, safe="/|:,")
-        )
+        query_text = urlencode(items, safe="/|:,")
+        who, address = principal.subject, client_address(request)
+        disclosures.audit_search(session, result, resource_type, who=who, address=address, query=query_text)
     shown = subscription_rules.shown_result(result, principal.subject, ADMIN in principal.roles)
     return fhir_text_response(bundles.searchset(shown, query, base_url=base_url(request, settings)))
 
@@ -167,7 +167,8 @@ def _history(
         versions = store.history(session, resource_type, resource_id, since=since, before=before, limit=count + 1)
     shown = versions[:count]
     with session_scope(engine) as session:
-        disclosures.audit_history(session, shown, resource_type, resource_id, who=principal.subject, address=client_address(request))
+        who, address = principal.subject, client_address(request)
+        disclosures.audit_history(session, shown, resource_type, resource_id, who=who, address=address)
     admin = ADMIN in principal.roles
     shown = [
         replace(v, resource=subscription_rules.shown(v.resource, principal.subject, admin)) if v.resource else v

@@ -90,7 +90,9 @@ def _resource(body: bytes) -> fhir.Resource:
     return resource
 
 
-def _actor(request: Request, principal: Principal, settings: ApiSettings, resource: fhir.Resource | None = None) -> Actor:
+def _actor(
+    request: Request, principal: Principal, settings: ApiSettings, resource: fhir.Resource | None = None
+) -> Actor:
     studies = study_ids(resource) if resource is not None else []
     correlation = correlation_id_for_study(studies[0]) if studies else str(uuid.uuid4())
     return Actor(
@@ -238,7 +240,8 @@ def bundle(
     _bound(data)  # the entries' resources too
     if submitted.type not in ("batch", "transaction"):
         raise BadRequest(f"POST to the base takes a batch or transaction Bundle, not {submitted.type!r}")
-    ctx = transactions.Context(principal=principal, actor=_actor(request, principal, settings), base_url=base_url(request, settings))
+    actor = _actor(request, principal, settings)
+    ctx = transactions.Context(principal=principal, actor=actor, base_url=base_url(request, settings))
     if submitted.type == "transaction":
         try:
             answer = transactions.transaction(engine, submitted, ctx)
