@@ -40,12 +40,12 @@ class Api:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+def serving(app: FastAPI, config: uvicorn.Config | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn (this configuration of it, if given) on a free loopback port; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    server = uvicorn.Server(config or uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -6,19 +6,19 @@ that behaves is served all the while.
 """
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from fhir_api import serving
+from fhir_api import serving as served
 from fhir_api.app import create_app
 from fhir_api.auth.tokens import issue_token
 from fhir_api.config import ApiSettings
 from storage.config import StorageSettings
+from storage.db import migrate
+from tests.fhir_api.conftest import serving
 from tests.raw_http import Answer, closed_by_server, connect, read_answer, send
 
 SETTINGS = ApiSettings(
@@ -34,26 +34,11 @@ PATIENCE = 15.0
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from storage.db import migrate
-
     database = f"sqlite:///{tmp_path_factory.mktemp('serving') / 'doctorai.db'}"
     migrate(database)
     app = create_app(SETTINGS, StorageSettings(database_url=database, s3_endpoint="127.0.0.1:1"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(serving.config(app, SETTINGS))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app, served.config(app, SETTINGS)) as base:
+        yield base
 
 
 def _bearer() -> dict[str, str]:

@@ -18,23 +18,17 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from fhir_api.config import ApiSettings
-from fhir_api.subscriptions import delivery
 from storage.db import session_scope
 from storage.fhir import subscriptions
 from storage.tables.audit import AuditEvent
 from storage.tables.fhir import SubscriptionDelivery
 from tests.fhir_api.conftest import Api, api_on, serving
 from tests.fhir_api.test_interactions import FHIR_JSON, example
-from tests.fhir_api.test_subscriptions import LOOPBACK, wait_for
+from tests.fhir_api.test_subscriptions import FAST_RETRIES, LOOPBACK, delivering, wait_for
 
 SECRET = "fhir-server-test-secret-0123456789abcdef"
-DELIVERER = ApiSettings(
-    subscription_allowed_endpoints=LOOPBACK,
-    subscription_poll_seconds=0.05,
-    subscription_retry_initial_seconds=0.1,
-    subscription_retry_max_seconds=0.4,
-    subscription_timeout_seconds=30,
-)
+# A request time-out far longer than any wait below: a stuck endpoint stays stuck throughout.
+DELIVERER = FAST_RETRIES.model_copy(update={"subscription_timeout_seconds": 30})
 
 
 @dataclass
@@ -87,24 +81,9 @@ def api(db_url: str) -> Iterator[Api]:
     yield from api_on(db_url, ApiSettings(jwt_secret=SECRET, subscription_allowed_endpoints=LOOPBACK))
 
 
-def _deliver(api: Api, settings: ApiSettings) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(delivery.run(api.engine, settings, stop=stop),), daemon=True
-    )
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=40)
-        loop.close()
-
-
 @pytest.fixture
 def deliverer(api: Api) -> Iterator[None]:
-    yield from _deliver(api, DELIVERER)
+    yield from delivering(api, DELIVERER)
 
 
 def _subscription(endpoint: str, criteria: str = "DiagnosticReport?status=final", **extra: Any) -> dict[str, Any]:
@@ -160,7 +139,7 @@ def test_the_endpoint_is_checked_again_when_sending(api: Api, hooks: tuple[Hooks
     assert _post(api, ["system/*.cruds"], _subscription(f"{url}/fast")).status_code == 201
     _report(api)
     # A deliverer without the allow-list (as after the admin removed the entry) refuses to connect.
-    for _ in _deliver(api, ApiSettings(**{**DELIVERER.model_dump(), "subscription_allowed_endpoints": []})):
+    for _ in delivering(api, ApiSettings(**{**DELIVERER.model_dump(), "subscription_allowed_endpoints": []})):
 
         def refused() -> bool:
             with session_scope(api.engine) as session:

@@ -67,21 +67,26 @@ def api(db_url: str) -> Iterator[Api]:
     yield from api_on(db_url, ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef", subscription_allowed_endpoints=LOOPBACK))
 
 
-@pytest.fixture
-def deliverer(api: Api) -> Iterator[None]:
-    """The delivery loop of `python -m fhir_api.subscriptions`, in a thread of its own."""
+def delivering(api: Api, settings: ApiSettings) -> Iterator[None]:
+    """The delivery loop of `python -m fhir_api.subscriptions`, in a thread of its own, until resumed."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(
-        target=loop.run_until_complete, args=(delivery.run(api.engine, FAST_RETRIES, stop=stop),), daemon=True
+        target=loop.run_until_complete, args=(delivery.run(api.engine, settings, stop=stop),), daemon=True
     )
     thread.start()
     try:
         yield
     finally:
         loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=15)
+        thread.join(timeout=settings.subscription_timeout_seconds + 10)
         loop.close()
+
+
+@pytest.fixture
+def deliverer(api: Api) -> Iterator[None]:
+    """The delivery loop, with fast retries."""
+    yield from delivering(api, FAST_RETRIES)
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
