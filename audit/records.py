@@ -89,6 +89,8 @@ USER_SECURITY_ATTRIBUTES_CHANGED = "110137"
 # report sent to a FHIR server or a webhook.
 DICOM_SENT = Hop("110106", "dicom-sent", Action.READ)
 REPORT_SENT = Hop("110106", "report-sent", Action.READ)
+# Issue 18: a FHIR Subscription notification sent to its endpoint discloses the resource (Export).
+NOTIFICATION_SENT = Hop("110106", "notification-sent", Action.READ)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError, from_storage
 from fhir_api.responses import error_response, outcome_response
+from fhir_api.last_resort import LastResort
 from fhir_api.security import BodyLimit, Gate, SecurityHeaders
+from fhir_api.serving import BodyDeadline
 from fhir_api.fhir.routes import audit as audit_routes
 from fhir_api.auth import routes as auth_routes
 from fhir_api.fhir.routes import read as fhir_routes
@@ -108,7 +110,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if not request.url.path.startswith("/fhir"):
             return await http_exception_handler(request, exc)
-        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "exception")
+        code = {404: "not-found", 405: "not-supported", 408: "timeout"}.get(exc.status_code, "exception")
         return outcome_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.middleware("http")
@@ -147,9 +149,13 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     # forbids; the OpenAPI document stays at /openapi.json, behind a token like every data route.
     app = FastAPI(title="DoctorAI", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    # Innermost (inside the metrics middleware, whose task group would wrap it in an exception
+    # group): a body read that times out raises where the routes' error handlers see it.
+    app.add_middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds)
     _install_handlers(app)
-    # Added innermost first: the gate, the body limit, CORS (only when origins are allowed),
-    # then the security headers outermost, so every answer, 401, 413 and 429 included, has them.
+    # Added innermost first: the gate, the body limit, CORS (only when origins are allowed), the
+    # last-resort error answer, then the security headers outermost, so every answer, 401, 413,
+    # 429 and 500 included, has them.
     app.add_middleware(Gate, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_allow_origins:
@@ -160,6 +166,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
             allow_headers=["Authorization", "Content-Type", "Accept", "Prefer", "If-Match", "If-None-Exist"],
             expose_headers=["Location", "ETag", "Last-Modified", "Content-Location"],
         )
+    # Issue 18: an error no handler took is answered here, inside the security headers.
+    app.add_middleware(LastResort)
     app.add_middleware(SecurityHeaders, hsts_max_age=settings.hsts_max_age_seconds)
     app.include_router(probes.router)
     # The SMART configuration under /fhir/.well-known must be matched before /fhir/{type}/{id}.

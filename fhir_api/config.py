@@ -34,6 +34,9 @@ class ApiSettings(BaseSettings):
     subscription_retry_initial_seconds: float = 5.0
     subscription_retry_max_seconds: float = 1800.0
     subscription_metrics_port: int = 9110
+    # Endpoints in loopback, link-local or private ranges are refused (SSRF, issue 18) unless listed
+    # here: host names, or networks in CIDR form, e.g. ["10.20.0.0/16", "ehr.hospital.internal"].
+    subscription_allowed_endpoints: list[str] = []
     # HTTP hardening (fhir_api/security.py). Requests per second each client may make on average
     # (clients are token subjects, or addresses without a valid token), and the burst above it;
     # 0 turns the limit off. Each API replica counts on its own.
@@ -41,6 +44,14 @@ class ApiSettings(BaseSettings):
     rate_limit_burst: int = 200
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 16 * 1024 * 1024
+    # Slow clients (fhir_api/serving.py): seconds a connection has to send a request's head (from
+    # when it connects or its previous answer ended; then 408 and closed), the longest pause
+    # between pieces of a body (408), how long an idle kept-open connection is kept, and the
+    # most connections served at once (more get 503 and are closed).
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_keep_alive_seconds: int = 5
+    http_max_connections: int = 500
     # POST /admin/models: most bytes a package archive may unpack to (its body is capped by
     # max_body_bytes first; larger packages go in with `doctorai models add`).
     model_upload_max_bytes: int = 512 * 1024 * 1024

@@ -10,6 +10,8 @@ class FhirError(Exception):
     # HTTP status and http://hl7.org/fhir/R4/valueset-issue-type.html code of the OperationOutcome.
     status_code = 500
     issue_code = "exception"
+    # FHIRPath expressions of the elements at fault (OperationOutcome.issue.expression).
+    expression: tuple[str, ...] = ()
 
 
 class NotFound(FhirError):
@@ -24,6 +26,16 @@ class BadRequest(FhirError):
 
     status_code = 400
     issue_code = "invalid"
+
+
+class InvalidCode(BadRequest):
+    """A code outside the value set its element is bound to with required strength (terminologies.html#required)."""
+
+    issue_code = "code-invalid"
+
+    def __init__(self, message: str, expression: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.expression = expression
 
 
 class BadSearch(BadRequest):

@@ -11,10 +11,18 @@ from storage import fhir
 from fhir_api.errors import FhirError, Unauthorized
 
 
-def operation_outcome(severity: str, code: str, diagnostics: str) -> fhir.OperationOutcome:
-    """An OperationOutcome with one issue (http://hl7.org/fhir/R4/operationoutcome.html)."""
+def operation_outcome(
+    severity: str, code: str, diagnostics: str, expression: tuple[str, ...] = ()
+) -> fhir.OperationOutcome:
+    """An OperationOutcome with one issue (http://hl7.org/fhir/R4/operationoutcome.html), naming the elements at fault."""
+    # R4 keeps `location` beside `expression` for clients that read only the older element.
+    where: list[str | None] | None = list(expression) or None
     return fhir.OperationOutcome(
-        issue=[fhir.OperationOutcomeIssue(severity=severity, code=code, diagnostics=diagnostics)]
+        issue=[
+            fhir.OperationOutcomeIssue(
+                severity=severity, code=code, diagnostics=diagnostics, expression=where, location=where
+            )
+        ]
     )
 
 
@@ -33,10 +41,16 @@ def fhir_text_response(text: str, *, status_code: int = 200, headers: Mapping[st
 
 
 def outcome_response(
-    status_code: int, code: str, diagnostics: str, *, headers: Mapping[str, str] | None = None
+    status_code: int,
+    code: str,
+    diagnostics: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    expression: tuple[str, ...] = (),
 ) -> Response:
     """An error answer: an OperationOutcome with one issue of severity error."""
-    return fhir_response(operation_outcome("error", code, diagnostics), status_code=status_code, headers=headers)
+    outcome = operation_outcome("error", code, diagnostics, expression)
+    return fhir_response(outcome, status_code=status_code, headers=headers)
 
 
 def _challenge(exc: FhirError) -> dict[str, str]:
@@ -51,7 +65,7 @@ def _challenge(exc: FhirError) -> dict[str, str]:
 
 def error_response(exc: FhirError) -> Response:
     """The protocol answer for one of our errors (with WWW-Authenticate on a 401, RFC 6750 section 3)."""
-    return outcome_response(exc.status_code, exc.issue_code, str(exc), headers=_challenge(exc))
+    return outcome_response(exc.status_code, exc.issue_code, str(exc), headers=_challenge(exc), expression=exc.expression)
 
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"

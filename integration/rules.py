@@ -120,7 +120,8 @@ class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
-    priority: int = 100
+    # A column of the rules table: a signed 64-bit SQL integer.
+    priority: int = Field(default=100, ge=-(2**63), le=2**63 - 1)
     enabled: bool = True
     # study: a study became ready (match its series); report: a report with text arrived.
     trigger: Literal["study", "report"] = "study"

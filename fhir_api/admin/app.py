@@ -24,6 +24,7 @@ from fhir_api.admin.routes import (
     studies,
 )
 from fhir_api.config import ApiSettings
+from fhir_api.last_resort import LastResort
 
 
 def create_admin_app(settings: ApiSettings) -> FastAPI:
@@ -40,6 +41,8 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     problems.install_handlers(app)
+    # A mounted application has its own outermost error middleware, which would answer in plain text.
+    app.add_middleware(LastResort)
     for module in (
         peers,
         destinations,

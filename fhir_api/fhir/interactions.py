@@ -5,6 +5,7 @@ to the outbox and an audit record, so that a 201 means all three are committed t
 (DESIGN.md section 5). Routes and transaction Bundles both call these functions.
 """
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,27 +17,14 @@ from audit import log as audit_log
 from audit.records import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, AuditRecord, Hop
 from storage.fhir import criteria, store
 from storage import fhir
-from fhir_api.errors import BadRequest, PreconditionFailed, Unprocessable
+from fhir_api.errors import BadRequest, Forbidden, PreconditionFailed
+from fhir_api.fhir import disclosures, subscription_rules
+from fhir_api.fhir.actors import Actor
 from storage.fhir.references import patient_reference
-from storage.fhir.subscriptions import watch
 from integration import topics
 from integration.messages import FhirReceived
-from storage.errors import InvalidSearch
 from storage.outbox import add_event
 from storage.tables.fhir import FhirResource
-
-# The payload types a rest-hook channel may ask for; XML is not served (http.html#mime-type).
-_JSON_PAYLOADS = ("application/fhir+json", "application/json")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a change, from where, and the correlation id its records share."""
-
-    client_id: str
-    address: str
-    correlation_id: str
-
 
 @dataclass(frozen=True)
 class Written:
@@ -60,44 +48,50 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Version ids are the store's own counters: decimal digits that a SQL BIGINT holds.
+_VERSION = re.compile(r"[0-9]{1,18}")
+
+
+def version_number(text: str) -> int | None:
+    """The version a vread URL, ETag or page key names; None when it names none this store could hold."""
+    return int(text) if _VERSION.fullmatch(text) else None
+
+
 def version_from_etag(value: str) -> int:
     """The version an If-Match header names (W/"3" or "3"); BadRequest when it names none."""
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise BadRequest(f"If-Match must name a version, like W/\"3\", not {value!r}")
-    return int(text)
+    number = version_number(value.strip().removeprefix("W/").strip('"'))
+    if number is None:
+        raise BadRequest(f"If-Match must name a version, like W/\"3\", not {value[:40]!r}")
+    return number
 
 
-def find(session: Session, resource_type: str, query: str) -> list[str]:
-    """The ids of resources matching a conditional interaction's search (at most 2 are needed)."""
+def find(session: Session, resource_type: str, query: str, actor: Actor) -> list[str]:
+    """The ids of resources matching a conditional interaction's search (at most 2 are needed).
+
+    A chained criterion searches its target type, which the token must be able to read.
+    """
     found = criteria.parse_all(resource_type, query)
     if not found:
         raise PreconditionFailed(f"a conditional interaction on {resource_type} needs search criteria")
+    for kind in {c.target for c in found if c.chained is not None}:
+        if not (actor.may(kind, "s") or actor.may(kind, "r")):
+            raise Forbidden(f"the token's scopes do not allow searching {kind}, which the conditions chain to")
     stmt = select(FhirResource.resource_id).where(FhirResource.resource_type == resource_type)
     for criterion in found:
         stmt = stmt.where(criteria.condition(resource_type, criterion))
     return list(session.scalars(stmt.limit(2)))
 
 
-def _prepare(resource: fhir.Resource) -> fhir.Resource:
-    # Server rules beyond the R4 model: what we can deliver for a Subscription (subscription.html).
+def _prepare(session: Session, resource: fhir.Resource, actor: Actor) -> fhir.Resource:
     if not isinstance(resource, fhir.Subscription):
         return resource
-    channel = resource.channel
-    if channel is None or channel.type != "rest-hook" or not channel.endpoint:
-        raise Unprocessable("only rest-hook Subscription channels with an endpoint are supported")
-    if channel.payload and channel.payload.split(";")[0].strip() not in _JSON_PAYLOADS:
-        raise Unprocessable(f"unsupported Subscription payload {channel.payload!r}: use application/fhir+json")
-    if not all(":" in (h or "") for h in channel.header or []):
-        raise Unprocessable("Subscription.channel.header values must be 'Name: value'")
-    try:
-        watch(resource)
-    except InvalidSearch as exc:
-        raise Unprocessable(f"Subscription.criteria: {exc}") from exc
-    if resource.status in ("requested", "error"):
-        # The server activates a requested subscription once it accepts the criteria.
-        return resource.model_copy(update={"status": "active", "error": None})
-    return resource
+    current = session.get(FhirResource, ("Subscription", resource.id)) if resource.id else None
+    return subscription_rules.prepare(resource, actor, fhir.parse(current.content) if current is not None else None)
+
+
+def _require(actor: Actor, resource_type: str, letter: str, why: str) -> None:
+    if not actor.may(resource_type, letter):
+        raise Forbidden(f"{why} needs the scope '{letter}' on {resource_type}")
 
 
 def _record(session: Session, hop: Hop, interaction: str, written: Written, actor: Actor) -> None:
@@ -157,13 +151,20 @@ def create(
     several matches are a 412 (http.html#ccreate).
     """
     resource_type = resource.get_resource_type()
+    _require(actor, resource_type, "c", "creating a resource")
     if if_none_exist:
-        matches = find(session, resource_type, if_none_exist.partition("?")[2] or if_none_exist)
+        # The match is returned: that is a read, scoped and audited as one (issue 18).
+        _require(actor, resource_type, "r", "If-None-Exist, which returns the match,")
+        matches = find(session, resource_type, if_none_exist.partition("?")[2] or if_none_exist, actor)
         if len(matches) > 1:
             raise PreconditionFailed(f"If-None-Exist matches several {resource_type} resources")
         if matches:
-            return _existing(session, resource_type, matches[0])
-    resource = _prepare(resource).model_copy(update={"id": assigned_id or new_id()})
+            existing = _existing(session, resource_type, matches[0])
+            if existing.resource is not None:
+                disclosures.audit_read(session, existing.resource, who=actor.client_id, address=actor.address)
+            return existing
+    resource = _prepare(session, resource.model_copy(update={"id": None}), actor)
+    resource = resource.model_copy(update={"id": assigned_id or new_id()})
     written = _stored(session, resource, 201)
     _record(session, RESOURCE_CREATED, "create", written, actor)
     return written
@@ -184,13 +185,15 @@ def update(
     if resource.id != resource_id:
         raise BadRequest(f"the body's id ({resource.id!r}) must be the id in the URL ({resource_id!r})")
     current = session.get(FhirResource, (resource_type, resource_id))
+    if current is None:
+        _require(actor, resource_type, "c", "an update that creates the resource")
     if if_match is not None:
         wanted = version_from_etag(if_match)
         if current is None or current.version_id != wanted:
             have = "none" if current is None else f"version {current.version_id}"
             raise PreconditionFailed(f"If-Match names version {wanted}, the server holds {have}")
     before = current.version_id if current is not None else None
-    written = _stored(session, _prepare(resource), 200 if current is not None else 201)
+    written = _stored(session, _prepare(session, resource, actor), 200 if current is not None else 201)
     if written.version != before:
         hop, interaction = (RESOURCE_UPDATED, "update") if current is not None else (RESOURCE_CREATED, "create")
         _record(session, hop, interaction, written, actor)
@@ -207,7 +210,7 @@ def conditional_update(
     if_match: str | None = None,
 ) -> Written:
     """PUT [type]?search (http.html#cond-update): create, update the one match, or 412 for several."""
-    matches = find(session, resource_type, query)
+    matches = find(session, resource_type, query, actor)
     if len(matches) > 1:
         raise PreconditionFailed(f"the conditional update matches several {resource_type} resources")
     if not matches:
@@ -225,6 +228,10 @@ def conditional_update(
 
 def delete(session: Session, resource_type: str, resource_id: str, *, actor: Actor) -> Written:
     """Delete (http.html#delete): history keeps the versions; deleting what is not there is not an error."""
+    if resource_type == "Subscription":
+        current = session.get(FhirResource, (resource_type, resource_id))
+        if current is not None:
+            subscription_rules.require_owner(fhir.parse(current.content), actor)
     version = store.delete(session, resource_type, resource_id)
     written = Written(204, resource_type, resource_id, version, None)
     if version is not None:
@@ -234,7 +241,7 @@ def delete(session: Session, resource_type: str, resource_id: str, *, actor: Act
 
 def conditional_delete(session: Session, resource_type: str, query: str, *, actor: Actor) -> Written:
     """DELETE [type]?search (http.html#cdelete): the one match, nothing for none, 412 for several."""
-    matches = find(session, resource_type, query)
+    matches = find(session, resource_type, query, actor)
     if len(matches) > 1:
         raise PreconditionFailed(f"the conditional delete matches several {resource_type} resources")
     if not matches:

@@ -10,6 +10,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text
@@ -17,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from storage.fhir import criteria, definitions, store
 from storage import fhir
+from fhir_api.errors import Forbidden
 from storage.errors import InvalidSearch
-from storage.fhir.index import EARLIEST, LATEST
+from storage.fhir.index import EARLIEST, LATEST, instant
 from storage.tables.base import UTCDateTime
 from storage.tables.fhir import FhirResource, FhirSearchIndex
 
@@ -30,6 +32,8 @@ SUMMARY_VALUES = ("true", "false", "count", "data", "text")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 DEFAULT_SORT = (("_lastUpdated", True),)
+# Most resources _include and _revinclude may add to one page (400 beyond: issue 18, search cost).
+MAX_INCLUDED = 500
 # At most this many matches of one criterion: the page is read starting from that criterion's
 # index entries and sorted; more: resources are walked in sort order, each probed (see _plan).
 FEW = 1000
@@ -92,14 +96,13 @@ class QueryPlan:
     bound: int | None = None
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidSearch(f"_count must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise InvalidSearch("_count must not be negative")
-    return min(number, MAX_COUNT)
+def page_size(value: str) -> int:
+    """A `_count` value (search.html#count) held to MAX_COUNT; InvalidSearch unless a whole number from 0 up."""
+    digits = value.strip()
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidSearch(f"_count must be a whole number from 0 up, not {value[:40]!r}")
+    # Past nine digits the number is above any cap, and Python would refuse to convert 4,300.
+    return MAX_COUNT if len(digits) > 9 else min(int(digits), MAX_COUNT)
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -109,15 +112,20 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _key_value(value: object) -> bool:
+    return isinstance(value, str | datetime) or (type(value) is int and -(2**63) <= value < 2**63)
+
+
 def decode_cursor(value: str) -> Cursor:
     """The page position a `_cursor` value names; InvalidSearch when it is not one of ours."""
     try:
         data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        key = tuple(datetime.fromisoformat(v["t"]) if isinstance(v, dict) else v for v in data["k"])
-        if data["d"] not in ("next", "previous"):
+        key = tuple(instant(v["t"]) if isinstance(v, dict) else v for v in data["k"])
+        # Sort keys are instants, text (ids, index values) and row ids a SQL BIGINT holds.
+        if data["d"] not in ("next", "previous") or not all(_key_value(v) for v in key):
             raise ValueError(data["d"])
         return Cursor(direction=data["d"], key=key)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InvalidSearch(f"not a valid {CURSOR} value") from None
 
 
@@ -161,12 +169,14 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
     revincludes: list[Include] = []
     options: dict[str, Any] = {"count": DEFAULT_COUNT, "sort": DEFAULT_SORT, "cursor": None}
     options.update(summary="", elements=(), total="")
+    if len(items) > criteria.MAX_PARAMETERS:
+        raise InvalidSearch(f"a search takes at most {criteria.MAX_PARAMETERS} parameters, not {len(items)}")
     for key, raw in items:
         value = raw.strip()
         if key in FORMAT_PARAMS:
             continue
         if key == COUNT:
-            options["count"] = _count(value)
+            options["count"] = page_size(value)
         elif key == CURSOR:
             options["cursor"] = decode_cursor(value)
             continue  # page links add their own
@@ -181,7 +191,7 @@ def parse_query(resource_type: str, items: list[tuple[str, str]], *, strict: boo
         elif key in (INCLUDE, REVINCLUDE) and _include(resource_type, value, reverse=key == REVINCLUDE):
             spec = _include(resource_type, value, reverse=key == REVINCLUDE)
             (revincludes if key == REVINCLUDE else includes).append(spec)  # type: ignore[arg-type]
-        elif key.startswith("_") and key.split(":")[0].split(".")[0] not in definitions.SEARCH_PARAMS[resource_type]:
+        elif key.startswith("_") and key.split(":")[0].split(".")[0] not in definitions.SEARCH_PARAMS.get(resource_type, {}):
             unknown.append(f"{key}={value}" if key in (INCLUDE, REVINCLUDE, SORT, SUMMARY, TOTAL) else key)
             continue
         else:
@@ -291,6 +301,8 @@ def _page(
     # A previous page is read in reverse order, then turned round.
     walk = [(c, d != backwards) for c, d in columns]
     stmt = _where(select(FhirResource.resource_id, FhirResource.content, *(c for c, _ in columns)), query, chosen)
+    if query.cursor is not None and len(query.cursor.key) != len(columns):
+        raise InvalidSearch(f"the {CURSOR} value belongs to another sort order")
     if query.cursor is not None:
         stmt = stmt.where(_after(walk, query.cursor.key))
     # Few matches: sort an expression, so that the database starts from the driving criterion's
@@ -357,8 +369,16 @@ def _total(session: Session, query: SearchQuery, chosen: QueryPlan) -> int | Non
     return None
 
 
-def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResult:
-    """Run the search; `may_include(type)` says which included resource types the caller may read."""
+def run(session: Session, query: SearchQuery, *, may_read: Callable[[str], bool]) -> SearchResult:
+    """Run the search; `may_read(type)` says which types the caller may read.
+
+    A chained parameter answers questions about its target type: the caller must be able to
+    read it (403 otherwise, issue 18). Resources of types the caller cannot read are left out
+    of what _include and _revinclude add.
+    """
+    refused = sorted({c.target for c in query.criteria if c.chained is not None and not may_read(c.target)})
+    if refused:
+        raise Forbidden(f"the token's scopes do not allow reading {', '.join(refused)}, which the search reaches")
     if session.get_bind().dialect.name == "postgresql":
         # A page is a few index steps; PostgreSQL's parallel workers cost more to start than the
         # whole query (seen at 100,000 reports: 50 ms of start-up for 6 ms of work). And the best
@@ -372,22 +392,27 @@ def run(session: Session, query: SearchQuery, *, may_include: Any) -> SearchResu
         return SearchResult(total=total, matches=[], included=[])
     matches, next_key, previous_key = _page(session, query, chosen)
     ids = [m.id for m in matches]
-    refs: list[str] = []
-    for inc in query.includes:
-        for ref in store.references(session, query.resource_type, ids, inc.param):
-            kind = ref.split("/", 1)[0]
-            if (not inc.target or kind == inc.target) and may_include(kind) and ref not in refs:
-                refs.append(ref)
-    targets = [f"{query.resource_type}/{i}" for i in ids]
-    for inc in query.revincludes:
-        if may_include(inc.source):
-            refs.extend(
-                r
-                for r in (f"{inc.source}/{i}" for i in store.referring(session, inc.source, inc.param, targets))
-                if r not in refs
-            )
     matched = {f"{query.resource_type}/{i}" for i in ids}
-    included = store.read_stored(session, [r for r in refs if r not in matched])
+    # Insertion-ordered and de-duplicated in one pass (a dict, not a list searched per reference).
+    refs: dict[str, None] = {}
+    for inc in query.includes:
+        for ref in store.references(session, query.resource_type, ids, inc.param, limit=MAX_INCLUDED + 1):
+            kind = ref.split("/", 1)[0]
+            if (not inc.target or kind == inc.target) and may_read(kind) and ref not in matched:
+                refs[ref] = None
+    for inc in (i for i in query.revincludes if may_read(i.source)):
+        for source_id in store.referring(session, inc.source, inc.param, sorted(matched), limit=MAX_INCLUDED + 1):
+            ref = f"{inc.source}/{source_id}"
+            if ref not in matched:
+                refs[ref] = None
+        if len(refs) > MAX_INCLUDED:
+            break
+    if len(refs) > MAX_INCLUDED:
+        raise InvalidSearch(
+            f"_include and _revinclude would add more than {MAX_INCLUDED} resources to this page: "
+            "narrow the search or ask for a smaller _count"
+        )
+    included = store.read_stored(session, list(refs))
     return SearchResult(
         total=total, matches=matches, included=included, next_key=next_key, previous_key=previous_key
     )

@@ -7,7 +7,6 @@ Bundle before anything is stored. A batch runs each entry on its own and reports
 """
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,12 +14,13 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from fhir_api.fhir import bundles, interactions, search
+from fhir_api.fhir import bundles, disclosures, interactions, search, subscription_rules
 from storage.fhir import store
 from storage import fhir
 from fhir_api.auth.tokens import Principal, allows
 from fhir_api.errors import BadRequest, FhirError, Forbidden, NotFound, as_fhir_error
-from fhir_api.fhir.interactions import Actor, Written
+from fhir_api.fhir.actors import Actor
+from fhir_api.fhir.interactions import Written
 from fhir_api.responses import operation_outcome
 from storage.errors import StorageError, StorageUnavailable
 from storage.db import session_scope
@@ -32,12 +32,11 @@ _INTERACTION_SCOPE = {"POST": "c", "PUT": "u", "DELETE": "d"}
 
 @dataclass(frozen=True)
 class Context:
-    """Who sends the Bundle, the base URL it is relative to, and what a GET entry may disclose."""
+    """Who sends the Bundle (their token, and as the writer of its changes) and the base URL it is relative to."""
 
     principal: Principal
     actor: Actor
     base_url: str
-    audit_read: Callable[[Session, fhir.Resource], None]
 
 
 @dataclass(frozen=True)
@@ -77,20 +76,21 @@ def _rewrite(node: Any, ids: dict[str, str]) -> Any:
     return node
 
 
-def _resolve_ids(session: Session, entries: list[fhir.BundleEntry], base_url: str) -> dict[str, str]:
+def _resolve_ids(session: Session, entries: list[fhir.BundleEntry], ctx: Context) -> dict[str, str]:
     ids: dict[str, str] = {}
     for entry in entries:
         request, full_url = entry.request, entry.fullUrl or ""
         if request is None or not full_url.startswith("urn:"):
             continue
-        target = _target(request.url or "", base_url)
+        target = _target(request.url or "", ctx.base_url)
         if request.method == "POST":
-            found = interactions.find(session, target.resource_type, request.ifNoneExist) if request.ifNoneExist else []
+            conditions = request.ifNoneExist
+            found = interactions.find(session, target.resource_type, conditions, ctx.actor) if conditions else []
             ids[full_url] = f"{target.resource_type}/{found[0] if len(found) == 1 else interactions.new_id()}"
         elif request.method == "PUT" and target.resource_id:
             ids[full_url] = f"{target.resource_type}/{target.resource_id}"
         elif request.method == "PUT" and target.query:
-            found = interactions.find(session, target.resource_type, target.query)
+            found = interactions.find(session, target.resource_type, target.query, ctx.actor)
             ids[full_url] = f"{target.resource_type}/{found[0] if len(found) == 1 else interactions.new_id()}"
     return ids
 
@@ -115,22 +115,26 @@ def _require(principal: Principal, resource_type: str, letter: str) -> None:
 
 
 def _get(session: Session, target: Target, ctx: Context) -> fhir.BundleEntry:
+    who, address, admin = ctx.actor.client_id, ctx.actor.address, ctx.actor.admin
     if not target.resource_id:
         _require(ctx.principal, target.resource_type, "s")
         query = search.parse_query(target.resource_type, parse_qsl(target.query), strict=False)
-        result = search.run(session, query, may_include=lambda t: allows(ctx.principal, t, "r"))
-        for found in result.matches:
-            ctx.audit_read(session, found.resource())
-        resource: fhir.Resource = fhir.parse_bundle(json.loads(bundles.searchset(result, query, base_url=ctx.base_url)))
+        result = search.run(session, query, may_read=lambda t: allows(ctx.principal, t, "r"))
+        # A search entry is audited as a search: the matches and what they include (issue 18).
+        disclosures.audit_search(session, result, target.resource_type, who=who, address=address, query=target.query)
+        searchset = bundles.searchset(subscription_rules.shown_result(result, who, admin), query, base_url=ctx.base_url)
+        resource: fhir.Resource = fhir.parse_bundle(json.loads(searchset))
     else:
         _require(ctx.principal, target.resource_type, "r")
         if target.version:
-            if not target.version.isdigit():
-                raise NotFound(f"no version {target.version!r}")
-            resource = store.vread(session, target.resource_type, target.resource_id, int(target.version))
+            number = interactions.version_number(target.version)
+            if number is None:
+                raise NotFound(f"no version {target.version[:40]!r}")
+            resource = store.vread(session, target.resource_type, target.resource_id, number)
         else:
             resource = store.read(session, target.resource_type, target.resource_id)
-        ctx.audit_read(session, resource)
+        disclosures.audit_read(session, resource, who=who, address=address)
+        resource = subscription_rules.shown(resource, who, admin)
     return fhir.BundleEntry(resource=resource, response=fhir.BundleEntryResponse(status="200 OK"))
 
 
@@ -182,7 +186,7 @@ def transaction(engine: Engine, bundle: fhir.Bundle, ctx: Context) -> fhir.Bundl
     order = sorted(range(len(entries)), key=lambda i: _ORDER.get(str(getattr(entries[i].request, "method", "")), 9))
     answers: dict[int, fhir.BundleEntry] = {}
     with session_scope(engine) as session:
-        ids = _resolve_ids(session, entries, ctx.base_url)
+        ids = _resolve_ids(session, entries, ctx)
         for i in order:
             try:
                 answers[i] = _entry(session, entries[i], ids, ctx)
@@ -222,4 +226,5 @@ def _answer(kind: str, entries: list[fhir.BundleEntry], ctx: Context) -> fhir.Bu
     for entry in entries:
         if entry.resource is not None and entry.resource.id and entry.resource.get_resource_type() != "Bundle":
             entry.fullUrl = f"{ctx.base_url}/{entry.resource.get_resource_type()}/{entry.resource.id}"
+            entry.resource = subscription_rules.shown(entry.resource, ctx.actor.client_id, ctx.actor.admin)
     return fhir.Bundle(type=kind, entry=entries or None)

@@ -5,11 +5,13 @@ models, emit with `dump`, read back with `parse` (nazrulworld/fhir.resources REA
 """
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.annotation import Annotation
 from fhir.resources.R4B.auditevent import (
     AuditEvent,
@@ -184,15 +186,49 @@ def parse_data(data: Any) -> Resource:
     """
     # Dispatch on resourceType, then validate with the right model.
     kind = data.get("resourceType", "") if isinstance(data, dict) else ""
-    cls = RESOURCE_CLASSES.get(kind)
+    cls = RESOURCE_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"not a stored resource type: {kind!r}")
-    return cls.model_validate(data)
+        raise ValueError(f"not a stored resource type: {str(kind)[:64]!r}")
+    return _validated(cls, data)
 
 
 def parse_bundle(data: Any) -> Bundle:
     """Validate decoded FHIR JSON as a Bundle (batch or transaction requests)."""
-    return Bundle.model_validate(data)
+    bundle = _validated(Bundle, data)
+    assert isinstance(bundle, Bundle)
+    return bundle
+
+
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
+def _is_resource_type(name: object) -> bool:
+    if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+        return False
+    try:
+        return issubclass(get_fhir_model_class(name), Resource)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _validated(cls: type[Resource], data: Any) -> Resource:
+    # The models look nested resources (contained, Bundle.entry.resource) up by their
+    # resourceType and fail with KeyError or TypeError when it is not a type's name; some of
+    # their validators fail with TypeError or AttributeError on values of the wrong JSON type.
+    # Input from outside is answered as invalid either way, never as a server error.
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "resourceType" in node and not _is_resource_type(node["resourceType"]):
+                raise ValueError(f"not an R4 resource type: {str(node['resourceType'])[:64]!r}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    try:
+        return cls.model_validate(data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not valid FHIR R4 JSON ({type(exc).__name__})") from exc
 
 
 # http://hl7.org/fhir/R4/search.html#elements: a subsetted resource is tagged so nobody stores it as whole.

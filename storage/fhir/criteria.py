@@ -15,11 +15,14 @@ from urllib.parse import parse_qsl
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
 
 from storage.errors import InvalidSearch
-from storage.fhir.index import date_range, normalise
+from storage.fhir.index import MAX_VALUE, date_range, normalise, shifted
 from storage.fhir.references import relative_reference
 from storage.fhir.definitions import SEARCH_PARAMS, SearchParam
 from storage.tables.fhir import FhirResource, FhirSearchIndex
 
+# Most values one parameter may OR together ("status=a,b,c"), and parameters one search may have.
+MAX_ALTERNATIVES = 100
+MAX_PARAMETERS = 50
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
     "token": ("not", "missing"),
@@ -110,6 +113,12 @@ def _reference(raw: str, spec: SearchParam, type_modifier: str) -> list[str]:
 def _parse_values(spec: SearchParam, modifier: str, raw: str) -> tuple[Any, ...]:
     pieces = [p.strip() for p in split_values(raw)]
     pieces = [p for p in pieces if p]
+    # Bounds on what one parameter costs (issue 18): its OR alternatives, and values no longer
+    # than a token's system and code together (nothing longer is indexed, index.MAX_VALUE).
+    if len(pieces) > MAX_ALTERNATIVES:
+        raise InvalidSearch(f"{spec.name} takes at most {MAX_ALTERNATIVES} values, not {len(pieces)}")
+    if any(len(p) > 2 * MAX_VALUE + 1 for p in pieces):
+        raise InvalidSearch(f"a {spec.name} value is longer than any value the index holds")
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise InvalidSearch(f":missing takes true or false, not {raw!r}")
@@ -190,7 +199,7 @@ def date_test(low: Any, high: Any, v: DateValue) -> Any:
         return high < v.low
     # ap: within 10% of the distance between the value and now, as the spec suggests.
     slack = abs(datetime.now(UTC) - v.low) * 0.1
-    return and_(low <= v.high + slack, high >= v.low - slack)
+    return and_(low <= shifted(v.high, slack), high >= shifted(v.low, -slack))
 
 
 def _value_test(criterion: Criterion, value: Any, *, probe: bool = False) -> Any:
@@ -292,7 +301,10 @@ def parse_all(resource_type: str, query: str) -> list[Criterion]:
     parameter would widen what matches: unknown ones are an InvalidSearch.
     """
     found = []
-    for key, raw in parse_qsl(query, keep_blank_values=True):
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) > MAX_PARAMETERS:
+        raise InvalidSearch(f"a search takes at most {MAX_PARAMETERS} parameters, not {len(pairs)}")
+    for key, raw in pairs:
         if key in ("_format", "_pretty"):
             continue
         try:

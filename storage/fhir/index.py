@@ -49,31 +49,55 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=moment.year + index // 12, month=index % 12 + 1)
 
 
+def shifted(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, held within [EARLIEST, LATEST]: FHIR dates run from year 1 to 9999."""
+    try:
+        return min(max(moment + delta, EARLIEST), LATEST)
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
+
+
+def _utc(moment: datetime) -> datetime:
+    # 0001-01-01T00:00:00+14:00 is in year 0 in UTC, 9999-12-31T23:59:59-14:00 in year 10000:
+    # both valid FHIR instants that Python cannot hold, so they are held at the ends of time.
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset() or timedelta(0)
+    return shifted(moment.replace(tzinfo=UTC), -offset)
+
+
+def instant(text: str) -> datetime:
+    """An ISO 8601 instant with its zone, in UTC; ValueError when malformed, naive or outside years 1 to 9999."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text[:40]!r} has no time zone")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text[:40]!r} is outside the years 1 to 9999 in UTC") from None
+
+
 def date_range(value: str | date | datetime) -> tuple[datetime, datetime]:
     """The closed UTC range a FHIR date, dateTime or instant stands for; ValueError when malformed.
 
     A value without a zone is taken as UTC (the server's zone, search.html#date).
     """
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
+        moment = _utc(value)
         # Precision is the second unless fractions were given (datatypes.html#dateTime).
-        return (moment, moment + timedelta(seconds=1) - _TICK) if moment.microsecond == 0 else (moment, moment)
+        return (moment, shifted(moment, timedelta(seconds=1) - _TICK)) if moment.microsecond == 0 else (moment, moment)
     if isinstance(value, date):
         start = datetime(value.year, value.month, value.day, tzinfo=UTC)
-        return start, start + timedelta(days=1) - _TICK
+        return start, shifted(start, timedelta(days=1) - _TICK)
     match = _PARTIAL.fullmatch(value)
     if match is None:
         return date_range(datetime.fromisoformat(value.replace("Z", "+00:00")))
     year, month, day = int(match["y"]), int(match["m"] or 1), int(match["d"] or 1)
     start = datetime(year, month, day, tzinfo=UTC)
     if match["d"]:
-        end = start + timedelta(days=1)
-    elif match["m"]:
-        end = _add_months(start, 1)
-    else:
-        end = start.replace(year=year + 1) if year < 9999 else LATEST + _TICK
-    return start, end - _TICK
+        return start, shifted(start, timedelta(days=1) - _TICK)
+    if match["m"]:
+        return start, (_add_months(start, 1) - _TICK) if (year, month) < (9999, 12) else LATEST
+    return start, (start.replace(year=year + 1) - _TICK) if year < 9999 else LATEST
 
 
 def walk(node: Any, path: tuple[str, ...]) -> Iterator[Any]:

@@ -318,8 +318,10 @@ def search(
     return [fhir.parse(content) for content in session.scalars(stmt)]
 
 
-def references(session: Session, resource_type: str, resource_ids: Sequence[str], param: str) -> list[str]:
-    """The "Type/id" values of a reference parameter of these resources (for _include)."""
+def references(
+    session: Session, resource_type: str, resource_ids: Sequence[str], param: str, *, limit: int | None = None
+) -> list[str]:
+    """The "Type/id" values of a reference parameter of these resources (for _include), at most `limit`."""
     if not resource_ids:
         return []
     stmt = (
@@ -331,12 +333,18 @@ def references(session: Session, resource_type: str, resource_ids: Sequence[str]
         )
         .distinct()
         .order_by(FhirSearchIndex.value)
+        .limit(limit)
     )
     return list(session.scalars(stmt))
 
 
-def referring(session: Session, source_type: str, param: str, refs: Sequence[str]) -> list[str]:
-    """The ids of `source_type` resources whose reference parameter points at one of `refs` (_revinclude)."""
+def referring(
+    session: Session, source_type: str, param: str, refs: Sequence[str], *, limit: int | None = None
+) -> list[str]:
+    """The ids of `source_type` resources whose reference parameter points at one of `refs` (_revinclude).
+
+    At most `limit` of them.
+    """
     if not refs:
         return []
     stmt = (
@@ -348,6 +356,7 @@ def referring(session: Session, source_type: str, param: str, refs: Sequence[str
         )
         .distinct()
         .order_by(FhirSearchIndex.resource_id)
+        .limit(limit)
     )
     return list(session.scalars(stmt))
 

@@ -5,17 +5,19 @@ in the order they were queued: only the oldest undelivered row of each subscript
 so a failing endpoint holds its queue, and a recovered one receives everything in order.
 """
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, true, update
 from sqlalchemy.orm import Session
 
 from storage.fhir import criteria
 from storage import fhir
 from storage.errors import InvalidSearch, StorageError
-from storage.tables.fhir import FhirResource, FhirSearchIndex, SubscriptionDelivery
+from storage.tables.fhir import FhirResource, FhirResourceVersion, FhirSearchIndex, SubscriptionDelivery
 
 # Subscription.status values under which changes are matched (http://hl7.org/fhir/R4/valueset-subscription-status.html):
 # "error" still matches, because the server keeps trying to deliver.
@@ -40,19 +42,47 @@ def watch(subscription: fhir.Subscription) -> Watch:
     return Watch(resource_type=resource_type, criteria=criteria.parse_all(resource_type, query))
 
 
-# session.info key of the subscriptions read in this transaction (bulk loads save thousands of resources).
-_CACHE = "doctorai.active_subscriptions"
+@dataclass(frozen=True)
+class Watcher:
+    """An active Subscription as matching needs it: its id, its end, and its parsed criteria."""
+
+    subscription_id: str
+    end: datetime | None
+    watch: Watch
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The active Subscriptions by the resource type they watch, as of `stamp`."""
+
+    stamp: tuple[datetime | None, int]
+    by_type: dict[str, tuple[Watcher, ...]]
+
+
+# session.info key of the registry read in this transaction (bulk loads save thousands of resources).
+_CACHE = "doctorai.subscription_registry"
+# Registries per database, shared by the process's transactions until a Subscription changes.
+_registries: dict[str, Registry] = {}
+_registries_lock = threading.Lock()
 
 
 def forget(session: Session) -> None:
-    """Drop the transaction's cached subscriptions (a Subscription was just written)."""
+    """Drop the transaction's registry (a Subscription was just written)."""
     session.info.pop(_CACHE, None)
 
 
-def _subscriptions(session: Session) -> list[fhir.Subscription]:
-    cached: list[fhir.Subscription] | None = session.info.get(_CACHE)
-    if cached is not None:
-        return cached
+def _stamp(session: Session) -> tuple[datetime | None, int]:
+    # Any change to a Subscription appends a history row (the history is append-only): the newest
+    # row's time, and how many rows share it (two changes in one microsecond), name the state.
+    h = FhirResourceVersion
+    newest = session.scalar(select(func.max(h.last_updated)).where(h.resource_type == "Subscription"))
+    if newest is None:
+        return None, 0
+    same = select(func.count()).select_from(h).where(h.resource_type == "Subscription", h.last_updated == newest)
+    return newest, session.scalar(same) or 0
+
+
+def _read_registry(session: Session, stamp: tuple[datetime | None, int]) -> Registry:
     active = select(FhirSearchIndex.resource_id).where(
         FhirSearchIndex.resource_type == "Subscription",
         FhirSearchIndex.param == "status",
@@ -63,41 +93,68 @@ def _subscriptions(session: Session) -> list[fhir.Subscription]:
             FhirResource.resource_type == "Subscription", FhirResource.resource_id.in_(active)
         )
     )
-    found = [s for s in (fhir.parse(r) for r in rows) if isinstance(s, fhir.Subscription)]
-    session.info[_CACHE] = found
-    return found
-
-
-def enqueue_matches(session: Session, *, resource_type: str, resource_id: str, version_id: int) -> int:
-    """Queue a notification for every matching subscription of this new version; returns how many.
-
-    The criteria are applied to the new version, so a change that stops matching sends nothing
-    (http://hl7.org/fhir/R4/subscription.html).
-    """
-    if resource_type == "Subscription":
-        forget(session)
-        return 0
-    now = datetime.now(UTC)
-    queued = 0
-    for subscription in _subscriptions(session):
-        if subscription.end is not None and subscription.end <= now:
+    by_type: dict[str, list[Watcher]] = {}
+    for subscription in (fhir.parse(r) for r in rows):
+        if not isinstance(subscription, fhir.Subscription):
             continue
         try:
             wanted = watch(subscription)
         except StorageError:
             continue  # refused when the subscription was stored; a later registry change cannot break writes
-        if wanted.resource_type != resource_type:
-            continue
-        stmt = select(FhirResource.resource_id).where(
-            FhirResource.resource_type == resource_type, FhirResource.resource_id == resource_id
-        )
-        for criterion in wanted.criteria:
-            stmt = stmt.where(criteria.condition(resource_type, criterion))
-        if session.scalar(stmt) is None:
-            continue
+        by_type.setdefault(wanted.resource_type, []).append(Watcher(subscription.id or "", subscription.end, wanted))
+    return Registry(stamp=stamp, by_type={t: tuple(w) for t, w in by_type.items()})
+
+
+def registry(session: Session) -> Registry:
+    """The active Subscriptions by watched type: read again only when a Subscription changed."""
+    cached: Registry | None = session.info.get(_CACHE)
+    if cached is not None:
+        return cached
+    stamp = _stamp(session)
+    database = str(session.get_bind().engine.url)
+    with _registries_lock:
+        known = _registries.get(database)
+    if known is None or known.stamp != stamp:
+        known = _read_registry(session, stamp)
+        with _registries_lock:
+            _registries[database] = known
+    session.info[_CACHE] = known
+    return known
+
+
+def _matching(session: Session, resource_type: str, resource_id: str, candidates: Sequence[Watcher]) -> list[Watcher]:
+    # Every candidate's criteria against the one resource, in one statement: a column per candidate.
+    columns = [
+        and_(true(), *(criteria.condition(resource_type, c) for c in w.watch.criteria)).label(f"m{i}")
+        for i, w in enumerate(candidates)
+    ]
+    row = session.execute(
+        select(*columns).where(FhirResource.resource_type == resource_type, FhirResource.resource_id == resource_id)
+    ).first()
+    return [w for w, matched in zip(candidates, row or (), strict=False) if matched]
+
+
+def enqueue_matches(session: Session, *, resource_type: str, resource_id: str, version_id: int) -> int:
+    """Queue a notification for every matching subscription of this new version; returns how many.
+
+    Only the subscriptions watching this resource type are considered, and their criteria are
+    tested in one statement, so a save costs the same however many other subscriptions exist.
+    The criteria are applied to the new version, so a change that stops matching sends nothing
+    (http://hl7.org/fhir/R4/subscription.html). The rows are queued in the caller's transaction,
+    with the change they announce.
+    """
+    if resource_type == "Subscription":
+        forget(session)
+        return 0
+    now = datetime.now(UTC)
+    candidates = [w for w in registry(session).by_type.get(resource_type, ()) if w.end is None or w.end > now]
+    if not candidates:
+        return 0
+    matched = _matching(session, resource_type, resource_id, candidates)
+    for watcher in matched:
         session.add(
             SubscriptionDelivery(
-                subscription_id=subscription.id or "",
+                subscription_id=watcher.subscription_id,
                 resource_type=resource_type,
                 resource_id=resource_id,
                 version_id=version_id,
@@ -107,8 +164,7 @@ def enqueue_matches(session: Session, *, resource_type: str, resource_id: str, v
                 last_error="",
             )
         )
-        queued += 1
-    return queued
+    return len(matched)
 
 
 def claim_due(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[SubscriptionDelivery]:

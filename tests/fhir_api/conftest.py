@@ -17,7 +17,7 @@ from fhir_api.app import create_app
 from fhir_api.auth.tokens import issue_token
 from fhir_api.config import ApiSettings
 from storage.config import StorageSettings
-from storage.db import make_engine
+from storage.db import make_engine, migrate
 
 
 @dataclass
@@ -40,12 +40,12 @@ class Api:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+def serving(app: FastAPI, config: uvicorn.Config | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn (this configuration of it, if given) on a free loopback port; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    server = uvicorn.Server(config or uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -60,9 +60,9 @@ def serving(app: FastAPI) -> Iterator[str]:
         sock.close()
 
 
-def api_on(database_url: str) -> Iterator[Api]:
+def api_on(database_url: str, settings: ApiSettings | None = None) -> Iterator[Api]:
     """Serve the API on a migrated database (no object store: FHIR does not need one)."""
-    settings = ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef")
+    settings = settings or ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef")
     storage = StorageSettings(database_url=database_url, s3_endpoint="127.0.0.1:1")
     engine = make_engine(database_url)
     try:
@@ -76,6 +76,15 @@ def api_on(database_url: str) -> Iterator[Api]:
 def api(db_url: str) -> Iterator[Api]:
     """The API on a fresh SQLite database."""
     yield from api_on(db_url)
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One API for a whole module whose tests do not depend on an empty store (hypothesis runs too)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('shared-api') / 'doctorai.db'}"
+    migrate(url)
+    # No rate limit: these modules send thousands of requests as one client.
+    yield from api_on(url, ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef", rate_limit_per_second=0))
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def ids(engine: Engine, resource_type: str, query: str, *, count: int = 50) -> l
     items = [tuple(p.split("=", 1)) for p in query.split("&") if p]
     parsed = search.parse_query(resource_type, [*items, ("_count", str(count))], strict=True)  # type: ignore[list-item]
     with session_scope(engine) as session:
-        result = search.run(session, parsed, may_include=lambda _t: True)
+        result = search.run(session, parsed, may_read=lambda _t: True)
     return [r.id or "" for r in result.matches]
 
 
@@ -130,21 +130,21 @@ def test_includes_and_revincludes(loaded: Engine) -> None:
         strict=True,
     )
     with session_scope(loaded) as session:
-        result = search.run(session, query, may_include=lambda t: t != "ImagingStudy")
+        result = search.run(session, query, may_read=lambda t: t != "ImagingStudy")
     assert [r.id for r in result.matches] == ["p1"]
     assert {(r.resource_type, r.id) for r in result.included} == {("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")}
     query = search.parse_query(
         "DiagnosticReport", [("_id", "r1"), ("_include", "DiagnosticReport:subject"), ("_include", "DiagnosticReport:imaging-study")], strict=True
     )
     with session_scope(loaded) as session:
-        result = search.run(session, query, may_include=lambda _t: True)
+        result = search.run(session, query, may_read=lambda _t: True)
     assert {(r.resource_type, r.id) for r in result.included} == {("Patient", "p1"), ("ImagingStudy", "s1")}
 
 
 def test_pages_stay_stable_while_reports_arrive(loaded: Engine) -> None:
     first = search.parse_query("DiagnosticReport", [("_count", "2")], strict=True)
     with session_scope(loaded) as session:
-        page1 = search.run(session, first, may_include=lambda _t: True)
+        page1 = search.run(session, first, may_read=lambda _t: True)
     assert [r.id for r in page1.matches] == ["r4", "r3"] and page1.next_key is not None
     assert page1.previous_key is None
     # New reports arrive between the two page requests; they sort first and must not shift page 2.
@@ -154,14 +154,14 @@ def test_pages_stay_stable_while_reports_arrive(loaded: Engine) -> None:
     cursor = search.encode_cursor(search.Cursor("next", page1.next_key))
     second = search.parse_query("DiagnosticReport", [("_count", "2"), ("_cursor", cursor)], strict=True)
     with session_scope(loaded) as session:
-        page2 = search.run(session, second, may_include=lambda _t: True)
+        page2 = search.run(session, second, may_read=lambda _t: True)
     assert [r.id for r in page2.matches] == ["r2", "r1"]
     assert page2.next_key is None and page2.previous_key is not None
     back = search.parse_query(
         "DiagnosticReport", [("_count", "2"), ("_cursor", search.encode_cursor(search.Cursor("previous", page2.previous_key)))], strict=True
     )
     with session_scope(loaded) as session:
-        page1_again = search.run(session, back, may_include=lambda _t: True)
+        page1_again = search.run(session, back, may_read=lambda _t: True)
     assert [r.id for r in page1_again.matches] == ["r4", "r3"]
     assert page1_again.total == 7
 
@@ -169,8 +169,8 @@ def test_pages_stay_stable_while_reports_arrive(loaded: Engine) -> None:
 def test_summary_count_and_elements(loaded: Engine) -> None:
     query = search.parse_query("DiagnosticReport", [("status", "final"), ("_summary", "count")], strict=True)
     with session_scope(loaded) as session:
-        result = search.run(session, query, may_include=lambda _t: True)
+        result = search.run(session, query, may_read=lambda _t: True)
     assert result.total == 2 and result.matches == []
     query = search.parse_query("DiagnosticReport", [("_id", "r1"), ("_total", "none")], strict=True)
     with session_scope(loaded) as session:
-        assert search.run(session, query, may_include=lambda _t: True).total is None
+        assert search.run(session, query, may_read=lambda _t: True).total is None

@@ -15,10 +15,13 @@ from fhir_api.subscriptions import delivery
 from integration.backoff import backoff
 from storage.fhir import subscriptions
 from storage.db import session_scope
-from tests.fhir_api.conftest import Api, serving
+from tests.fhir_api.conftest import Api, api_on, serving
 from tests.fhir_api.test_interactions import FHIR_JSON, example
 
+# The receivers of these tests listen on loopback, which only an admin's allow-list opens.
+LOOPBACK = ["127.0.0.0/8"]
 FAST_RETRIES = ApiSettings(
+    subscription_allowed_endpoints=LOOPBACK,
     subscription_poll_seconds=0.05,
     subscription_retry_initial_seconds=0.1,
     subscription_retry_max_seconds=0.4,
@@ -59,20 +62,31 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture
-def deliverer(api: Api) -> Iterator[None]:
-    """The delivery loop of `python -m fhir_api.subscriptions`, in a thread of its own."""
+def api(db_url: str) -> Iterator[Api]:
+    """The API on a fresh SQLite database, with loopback endpoints allowed."""
+    yield from api_on(db_url, ApiSettings(jwt_secret="fhir-server-test-secret-0123456789abcdef", subscription_allowed_endpoints=LOOPBACK))
+
+
+def delivering(api: Api, settings: ApiSettings) -> Iterator[None]:
+    """The delivery loop of `python -m fhir_api.subscriptions`, in a thread of its own, until resumed."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(
-        target=loop.run_until_complete, args=(delivery.run(api.engine, FAST_RETRIES, stop=stop),), daemon=True
+        target=loop.run_until_complete, args=(delivery.run(api.engine, settings, stop=stop),), daemon=True
     )
     thread.start()
     try:
         yield
     finally:
         loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=15)
+        thread.join(timeout=settings.subscription_timeout_seconds + 10)
         loop.close()
+
+
+@pytest.fixture
+def deliverer(api: Api) -> Iterator[None]:
+    """The delivery loop, with fast retries."""
+    yield from delivering(api, FAST_RETRIES)
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -8,11 +8,12 @@ message's correlation id, so they show in the study's timeline.
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_OPERATION
+from fhir_api.admin.params import Limit, Offset, RowId, SQL_INT_MAX
 from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -21,8 +22,6 @@ from storage.dead_letters import discard_letter, get_letter, list_letters, repla
 from storage.tables.pipeline import DeadLetter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class LetterOut(BaseModel):
@@ -58,7 +57,7 @@ class ReplayIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=SQL_INT_MAX)]] = Field(min_length=1, max_length=1000)
 
 
 class DiscardIn(BaseModel):
@@ -95,7 +94,7 @@ def search_letters(
 
 
 @router.get("/{letter_id}")
-def read_letter(letter_id: int, engine: EngineDep) -> LetterDetail:
+def read_letter(letter_id: RowId, engine: EngineDep) -> LetterDetail:
     """One dead letter with its payload."""
     with session_scope(engine) as session:
         return LetterDetail.model_validate(_found(session, letter_id), from_attributes=True)
@@ -125,7 +124,7 @@ def replay_letters(body: ReplayIn, engine: EngineDep, actor: ActorDep) -> list[L
 
 
 @router.post("/{letter_id}/discard")
-def discard(letter_id: int, body: DiscardIn, engine: EngineDep, actor: ActorDep) -> LetterOut:
+def discard(letter_id: RowId, body: DiscardIn, engine: EngineDep, actor: ActorDep) -> LetterOut:
     """Close an open letter without replaying it (409 when it is resolved already)."""
     with session_scope(engine) as session:
         row = _found(session, letter_id)

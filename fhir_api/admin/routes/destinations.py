@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
+from fhir_api.admin.params import RowId
 from fhir_api.admin.access import MASK, SECRET_KEYS, Actor, ActorDep, audit_change, mask
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
@@ -206,7 +207,7 @@ def list_destinations(engine: EngineDep, kind: str | None = None) -> list[Destin
 
 
 @router.get("/{destination_id}")
-def read_destination(destination_id: int, engine: EngineDep) -> DestinationOut:
+def read_destination(destination_id: RowId, engine: EngineDep) -> DestinationOut:
     """One destination."""
     with session_scope(engine) as session:
         return _out(_found(session, destination_id))
@@ -224,7 +225,7 @@ def create_destination(body: Annotated[DestinationIn, Body()], engine: EngineDep
 
 @router.put("/{destination_id}")
 def replace_destination(
-    destination_id: int, body: Annotated[DestinationIn, Body()], engine: EngineDep, actor: ActorDep
+    destination_id: RowId, body: Annotated[DestinationIn, Body()], engine: EngineDep, actor: ActorDep
 ) -> DestinationOut:
     """Replace a destination's settings; a masked credential sent back keeps the stored one."""
     settings = _settings(body)
@@ -251,19 +252,19 @@ def _set_enabled(destination_id: int, enabled: bool, engine: EngineDep, actor: A
 
 
 @router.post("/{destination_id}/enable")
-def enable_destination(destination_id: int, engine: EngineDep, actor: ActorDep) -> DestinationOut:
+def enable_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> DestinationOut:
     """Send to this destination again; what was queued for it is sent."""
     return _set_enabled(destination_id, True, engine, actor)
 
 
 @router.post("/{destination_id}/disable")
-def disable_destination(destination_id: int, engine: EngineDep, actor: ActorDep) -> DestinationOut:
+def disable_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> DestinationOut:
     """Stop sending to this destination; deliveries stay queued until it is enabled again."""
     return _set_enabled(destination_id, False, engine, actor)
 
 
 @router.delete("/{destination_id}", status_code=204)
-def remove_destination(destination_id: int, engine: EngineDep, actor: ActorDep) -> Response:
+def remove_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> Response:
     """Remove a destination that never had deliveries (409 otherwise: disable it instead)."""
     try:
         with session_scope(engine) as session:

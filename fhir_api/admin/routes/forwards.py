@@ -7,13 +7,14 @@ is not audited.
 """
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_OPERATION
+from fhir_api.admin.params import Limit, RowId, RowIdFilter
 from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -57,10 +58,10 @@ def _forward(session: Session, row: Forward) -> ForwardOut:
 def search_forwards(
     engine: EngineDep,
     status: str | None = None,
-    destination_id: int | None = None,
+    destination_id: RowIdFilter = None,
     study_uid: str | None = None,
     kind: Literal["study", "result"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[ForwardOut]:
     """Forwards by status, destination, study and kind (a study's instances or a result's SR); newest first."""
     with session_scope(engine) as session:
@@ -71,7 +72,7 @@ def search_forwards(
 
 
 @router.post("/forwards/{forward_id}/retry")
-def retry_dead_forward(forward_id: int, engine: EngineDep, actor: ActorDep) -> ForwardOut:
+def retry_dead_forward(forward_id: RowId, engine: EngineDep, actor: ActorDep) -> ForwardOut:
     """Send a dead forward again: only its instances not yet accepted (404 unknown, 409 not dead)."""
     with session_scope(engine) as session:
         found = session.get(Forward, forward_id)
@@ -91,7 +92,7 @@ def retry_dead_forward(forward_id: int, engine: EngineDep, actor: ActorDep) -> F
 
 
 @router.post("/deliveries/{delivery_id}/retry")
-def retry_dead_delivery(delivery_id: int, engine: EngineDep, actor: ActorDep) -> DeliveryOut:
+def retry_dead_delivery(delivery_id: RowId, engine: EngineDep, actor: ActorDep) -> DeliveryOut:
     """Send a dead delivery again (404 unknown, 409 not dead)."""
     with session_scope(engine) as session:
         row = retry_dead(session, Delivery, item_id=delivery_id)
@@ -109,7 +110,7 @@ def retry_dead_delivery(delivery_id: int, engine: EngineDep, actor: ActorDep) ->
 
 
 @router.post("/destinations/{destination_id}/echo")
-def echo_destination(destination_id: int, engine: EngineDep) -> EchoResult:
+def echo_destination(destination_id: RowId, engine: EngineDep) -> EchoResult:
     """Test a destination as its kind says (C-ECHO, TCP connect, FHIR metadata); answers ok false rather than failing."""
     with session_scope(engine) as session:
         row = get_destination(session, destination_id=destination_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from fhir_api.admin.params import Limit, Offset
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from storage.db import session_scope
@@ -14,8 +15,6 @@ from storage.hl7_messages import list_messages, message
 from storage.tables.hl7 import Hl7Message
 
 router = APIRouter(prefix="/hl7/messages", tags=["hl7"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class MessageOut(BaseModel):

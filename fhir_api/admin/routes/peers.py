@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
+from fhir_api.admin.params import StoredInt
 from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -31,8 +32,8 @@ class PeerSettings(BaseModel):
     quiet_period_seconds: float | None = Field(
         None, ge=0, description="seconds without instances before a study is ready"
     )
-    max_associations: int | None = Field(None, ge=1)
-    max_pdu: int | None = Field(None, ge=0, description="maximum PDU length it may send us (PS3.8 D.1); 0: unlimited")
+    max_associations: StoredInt | None = Field(None, ge=1)
+    max_pdu: StoredInt | None = Field(None, ge=0, description="maximum PDU length it may send us (PS3.8 D.1); 0: unlimited")
     dimse_timeout: float | None = Field(None, gt=0)
     network_timeout: float | None = Field(None, gt=0)
     duplicate_policy: Literal["keep-first", "keep-last", "reject"] | None = Field(

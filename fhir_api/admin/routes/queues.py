@@ -3,13 +3,13 @@
 under the study's correlation id."""
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from audit.records import ADMIN_OPERATION
 from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.admin.params import Limit, Offset, RowIdFilter
 from fhir_api.deps import EngineDep
 from fhir_api.admin.routes.studies import JobOut, job_out
 from integration import jobs
@@ -19,8 +19,6 @@ from storage.jobs import list_jobs
 from storage.tables.pipeline import InferenceJob
 
 router = APIRouter(tags=["queues"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class JobPage(BaseModel):
@@ -86,7 +84,7 @@ def retry_job(job_id: str, engine: EngineDep, actor: ActorDep) -> JobOut:
 def search_deliveries(
     engine: EngineDep,
     status: str | None = None,
-    destination_id: int | None = None,
+    destination_id: RowIdFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[DeliveryOut]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
+from fhir_api.admin.params import RowId
 from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep, ObjectStoreDep
 from fhir_api.errors import NotFound
@@ -63,7 +64,7 @@ def list_rules(engine: EngineDep) -> list[RuleOut]:
 
 
 @router.get("/{rule_id}")
-def read_rule(rule_id: int, engine: EngineDep) -> RuleOut:
+def read_rule(rule_id: RowId, engine: EngineDep) -> RuleOut:
     """One rule."""
     return _out(rule_id, _found(engine, rule_id))
 
@@ -79,7 +80,7 @@ def create_rule(rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: A
 
 
 @router.put("/{rule_id}")
-def replace_rule(rule_id: int, rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: ActorDep) -> RuleOut:
+def replace_rule(rule_id: RowId, rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: ActorDep) -> RuleOut:
     """Replace a rule (404 when unknown, 409 when another rule has the name)."""
     with session_scope(engine) as session:
         before = rules.get_rule(session, rule_id=rule_id)
@@ -98,7 +99,7 @@ def replace_rule(rule_id: int, rule: Annotated[rules.Rule, Body()], engine: Engi
 
 
 @router.delete("/{rule_id}", status_code=204)
-def remove_rule(rule_id: int, engine: EngineDep, actor: ActorDep) -> Response:
+def remove_rule(rule_id: RowId, engine: EngineDep, actor: ActorDep) -> Response:
     """Remove a rule."""
     with session_scope(engine) as session:
         before = rules.get_rule(session, rule_id=rule_id)
@@ -117,6 +118,6 @@ def dry_run_draft(body: DraftDryRunIn, engine: EngineDep, objects: ObjectStoreDe
 
 
 @router.post("/{rule_id}/dry-run")
-def dry_run_saved(rule_id: int, body: DryRunIn, engine: EngineDep, objects: ObjectStoreDep) -> rules.Plan:
+def dry_run_saved(rule_id: RowId, body: DryRunIn, engine: EngineDep, objects: ObjectStoreDep) -> rules.Plan:
     """What a saved rule (enabled or not) would do to a stored study now; nothing is done."""
     return study_router.dry_run(engine, objects, _found(engine, rule_id), study_uid=body.study_uid)

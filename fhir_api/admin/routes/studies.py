@@ -6,13 +6,13 @@ open a new revision (DESIGN.md 5.4) and queue `study.ready` through the outbox.
 """
 
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_OPERATION
+from fhir_api.admin.params import Limit, Offset
 from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -25,8 +25,6 @@ from storage.tables.index import Study
 from storage.tables.pipeline import InferenceJob
 
 router = APIRouter(prefix="/studies", tags=["studies"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class StudyOut(BaseModel):

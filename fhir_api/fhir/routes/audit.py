@@ -126,12 +126,20 @@ def read_audit(
     return fhir_response(resource)
 
 
+_READ_ONLY = "AuditEvent is read-only: the audit trail is append-only"
+
+
 @router.post("")
 @router.put("")
 @router.delete("")
+def refuse_change(_principal: PrincipalDep) -> Response:
+    """The audit trail is append-only: AuditEvent cannot be created, changed or deleted over the API."""
+    raise MethodNotAllowed(_READ_ONLY)
+
+
 @router.put("/{record_id}")
 @router.delete("/{record_id}")
 @router.patch("/{record_id}")
-def refuse_change(_principal: PrincipalDep) -> Response:
-    """The audit trail is append-only: AuditEvent cannot be created, changed or deleted over the API."""
-    raise MethodNotAllowed("AuditEvent is read-only: the audit trail is append-only")
+def refuse_record_change(record_id: str, _principal: PrincipalDep) -> Response:
+    """An audit record cannot be changed or deleted (the path declares its id, as OpenAPI requires)."""
+    raise MethodNotAllowed(_READ_ONLY)

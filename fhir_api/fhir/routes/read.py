@@ -5,35 +5,32 @@ correlation id of the study it discloses (DESIGN.md section 1, "who read what").
 checks the token's SMART scope for its resource type and interaction.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy.orm import Session
 
 from audit import log as audit_log
-from audit.records import RESOURCE_READ, RESOURCE_SEARCHED, AuditRecord, Outcome
-from fhir_api.fhir import bundles, search
+from audit.records import RESOURCE_READ, AuditRecord, Outcome
+from fhir_api.fhir import bundles, disclosures, search, subscription_rules
 from storage.fhir import store
 from storage import fhir
-from fhir_api.auth.tokens import Principal, allows
+from fhir_api.auth.tokens import ADMIN, Principal, allows
 from fhir_api.fhir.capability import capability_statement
+from fhir_api.fhir.interactions import version_number
 from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
 from fhir_api.errors import BadRequest, Forbidden, NotFound, UnsupportedMediaType
-from storage.fhir.references import patient_reference, study_ids
+from storage.fhir.index import instant
 from fhir_api.responses import fhir_response, fhir_text_response
 from storage.errors import ResourceGone, ResourceNotFound
-from storage.db import session_scope
-from storage.instances import correlation_id_for_study
+from storage.db import read_scope, session_scope
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiate)])
 
-# Audit correlation ids of accesses that disclose no study.
-READ_CORRELATION = "read"
-SEARCH_CORRELATION = "search"
 HISTORY_COUNT = 50
 
 
@@ -90,12 +87,17 @@ def _search(
     supported(resource_type)
     require(principal, resource_type, "s")
     query = search.parse_query(resource_type, items, strict=strict(prefer))
+    # The search only reads: on SQLite it runs beside the one writer instead of holding its lock,
+    # so a long search never stalls C-STORE or HL7 acknowledgements (issue 18). Its audit record
+    # is committed before the answer is sent, so nothing is disclosed unrecorded.
+    with read_scope(engine) as session:
+        result = search.run(session, query, may_read=lambda t: allows(principal, t, "r"))
     with session_scope(engine) as session:
-        result = search.run(session, query, may_include=lambda t: allows(principal, t, "r"))
-        audit_search(
-            session, result, resource_type, principal=principal, address=client_address(request), query=urlencode(items, safe="/|:,")
-        )
-    return fhir_text_response(bundles.searchset(result, query, base_url=base_url(request, settings)))
+        query_text = urlencode(items, safe="/|:,")
+        who, address = principal.subject, client_address(request)
+        disclosures.audit_search(session, result, resource_type, who=who, address=address, query=query_text)
+    shown = subscription_rules.shown_result(result, principal.subject, ADMIN in principal.roles)
+    return fhir_text_response(bundles.searchset(shown, query, base_url=base_url(request, settings)))
 
 
 @router.get("/{resource_type}")
@@ -133,40 +135,55 @@ def posted_search(request: Request, body: bytes) -> list[tuple[str, str]]:
     return request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
 
 
+def _history_page(params: Any) -> tuple[int, datetime | None, tuple[datetime, str, int] | None]:
+    try:
+        count = search.page_size(params.get("_count", str(HISTORY_COUNT)))
+        since = instant(params["_since"]) if "_since" in params else None
+        before = None
+        if "_before_key" in params:
+            stamp, last_id, last_version = params["_before_key"].rsplit("|", 2)
+            number = version_number(last_version)
+            if number is None:
+                raise ValueError("_before_key names no version")
+            before = (instant(stamp), last_id, number)
+    except ValueError as exc:
+        raise BadRequest(f"invalid history parameter: {exc}") from None
+    return count, since, before
+
+
 def _history(
     request: Request,
     engine: EngineDep,
     settings: ApiSettings,
+    principal: Principal,
     resource_type: str,
     resource_id: str | None,
 ) -> Response:
     params = request.query_params
-    try:
-        count = min(int(params.get("_count", HISTORY_COUNT)), 100)
-        since = datetime.fromisoformat(params["_since"].replace("Z", "+00:00")) if "_since" in params else None
-        before = None
-        if "_before_key" in params:
-            stamp, last_id, last_version = params["_before_key"].rsplit("|", 2)
-            before = (datetime.fromisoformat(stamp), last_id, int(last_version))
-    except ValueError as exc:
-        raise BadRequest(f"invalid history parameter: {exc}") from None
-    if since is not None and since.tzinfo is None:
-        raise BadRequest("_since must be an instant with a time zone")
-    with session_scope(engine) as session:
+    count, since, before = _history_page(params)
+    with read_scope(engine) as session:
         if resource_id is not None and not store.known(session, resource_type, resource_id):
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         versions = store.history(session, resource_type, resource_id, since=since, before=before, limit=count + 1)
+    shown = versions[:count]
+    with session_scope(engine) as session:
+        who, address = principal.subject, client_address(request)
+        disclosures.audit_history(session, shown, resource_type, resource_id, who=who, address=address)
+    admin = ADMIN in principal.roles
+    shown = [
+        replace(v, resource=subscription_rules.shown(v.resource, principal.subject, admin)) if v.resource else v
+        for v in shown
+    ]
     base = base_url(request, settings)
     path = f"{base}/{resource_type}" + (f"/{resource_id}" if resource_id else "") + "/_history"
     kept = [(k, v) for k, v in params.multi_items() if k not in ("_before_key", "_format")]
     next_url = None
-    if len(versions) > count:
-        versions = versions[:count]
-        last = versions[-1]
+    if len(versions) > count and shown:
+        last = shown[-1]
         key = f"{last.last_updated.isoformat()}|{last.resource_id}|{last.version_id}"
         next_url = f"{path}?{urlencode([*kept, ('_before_key', key)])}"
     self_url = f"{path}?{urlencode(params.multi_items())}" if params else path
-    return fhir_response(bundles.history(versions, base_url=base, self_url=self_url, next_url=next_url, total=None))
+    return fhir_response(bundles.history(shown, base_url=base, self_url=self_url, next_url=next_url, total=None))
 
 
 @router.get("/{resource_type}/_history")
@@ -176,7 +193,7 @@ def history_type(
     """Every version of every resource of a type, newest first (http.html#history)."""
     supported(resource_type)
     require(principal, resource_type, "s")
-    return _history(request, engine, settings, resource_type, None)
+    return _history(request, engine, settings, principal, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}/_history")
@@ -191,7 +208,7 @@ def history_instance(
     """Every version of one resource, newest first, deletions included (http.html#history)."""
     supported(resource_type)
     require(principal, resource_type, "r")
-    return _history(request, engine, settings, resource_type, resource_id)
+    return _history(request, engine, settings, principal, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}")
@@ -202,7 +219,7 @@ def read(
     supported(resource_type)
     require(principal, resource_type, "r")
     resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, None)
-    return fhir_response(resource, headers=version_headers(resource))
+    return fhir_response(_shown(resource, principal), headers=version_headers(resource))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
@@ -217,10 +234,15 @@ def vread(
     """Read one version of a resource (http.html#vread)."""
     supported(resource_type)
     require(principal, resource_type, "r")
-    if not version_id.isdigit():
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
-    resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, int(version_id))
-    return fhir_response(resource, headers=version_headers(resource))
+    number = version_number(version_id)
+    if number is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id[:40]!r}")
+    resource = _audited_read(engine, principal, client_address(request), resource_type, resource_id, number)
+    return fhir_response(_shown(resource, principal), headers=version_headers(resource))
+
+
+def _shown(resource: fhir.Resource, principal: Principal) -> fhir.Resource:
+    return subscription_rules.shown(resource, principal.subject, ADMIN in principal.roles)
 
 
 def _audited_read(
@@ -232,7 +254,7 @@ def _audited_read(
                 resource = store.read(session, resource_type, resource_id)
             else:
                 resource = store.vread(session, resource_type, resource_id, version)
-            audit_read(session, resource, principal=principal, address=address)
+            disclosures.audit_read(session, resource, who=principal.subject, address=address)
         return resource
     except (ResourceNotFound, ResourceGone):
         # Failed look-ups are accesses too; record them in a transaction of their own.
@@ -241,7 +263,7 @@ def _audited_read(
                 session,
                 AuditRecord(
                     hop=RESOURCE_READ,
-                    correlation_id=READ_CORRELATION,
+                    correlation_id=disclosures.READ_CORRELATION,
                     agent_who=principal.subject,
                     agent_address=address,
                     entity_what=f"{resource_type}/{resource_id}"[:256],
@@ -249,61 +271,3 @@ def _audited_read(
                 ),
             )
         raise
-
-
-def audit_read(session: Session, resource: fhir.Resource, *, principal: Principal, address: str) -> None:
-    """Record that the principal read this resource, under its study's correlation id when it has one.
-
-    The detail names the patient the resource is about, so an AuditEvent search by patient finds it.
-    """
-    studies = study_ids(resource)
-    patient = patient_reference(resource)
-    audit_log.append(
-        session,
-        AuditRecord(
-            hop=RESOURCE_READ,
-            correlation_id=correlation_id_for_study(studies[0]) if studies else READ_CORRELATION,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=f"{resource.get_resource_type()}/{resource.id}",
-            detail={"patient": patient} if patient else {},
-        ),
-    )
-
-
-def audit_search(
-    session: Session,
-    result: search.SearchResult,
-    resource_type: str,
-    *,
-    principal: Principal,
-    address: str,
-    query: str,
-) -> None:
-    """Record a search: one record per (study, patient) whose resources it disclosed, else one record.
-
-    A record under a study's correlation id joins that study's trail; each names its patient and
-    the disclosed resources, so "who saw this patient's reports" is one AuditEvent search. All of
-    a search's records are appended at once (one chain lock, one insert).
-    """
-    groups: dict[tuple[str, str], list[str]] = {}
-    for disclosed in store.disclosures(session, [*result.matches, *result.included]):
-        correlation = correlation_id_for_study(disclosed.studies[0]) if disclosed.studies else SEARCH_CORRELATION
-        groups.setdefault((correlation, disclosed.patient), []).append(disclosed.reference)
-    total = "" if result.total is None else str(result.total)
-
-    def record(correlation: str, detail: dict[str, str]) -> AuditRecord:
-        return AuditRecord(
-            hop=RESOURCE_SEARCHED,
-            correlation_id=correlation,
-            agent_who=principal.subject,
-            agent_address=address,
-            entity_what=resource_type,
-            detail={"query": query, "total": total, **detail},
-        )
-
-    records = [
-        record(correlation, {"resources": ",".join(refs), **({"patient": patient} if patient else {})})
-        for (correlation, patient), refs in groups.items()
-    ] or [record(SEARCH_CORRELATION, {})]
-    audit_log.append_many(session, records)

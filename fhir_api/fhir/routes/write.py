@@ -14,14 +14,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import fhir
-from fhir_api.fhir import interactions, transactions
-from fhir_api.auth.tokens import Principal
+from fhir_api.fhir import interactions, subscription_rules, transactions
+from fhir_api.auth.tokens import ADMIN, Principal, allows
+from fhir_api.config import ApiSettings
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate, require_json_body
-from fhir_api.errors import BadRequest, Conflict
-from fhir_api.fhir.interactions import Actor, Written
+from fhir_api.errors import BadRequest, Conflict, InvalidCode
+from fhir_api.fhir.actors import Actor
+from fhir_api.fhir.interactions import Written
+from fhir_api.subscriptions.endpoints import EndpointPolicy
+from storage.fhir import bindings
 from storage.fhir.references import study_ids
 from fhir_api.responses import fhir_response
-from fhir_api.fhir.routes.read import audit_read, base_url, require, supported, version_headers
+from fhir_api.fhir.routes.read import base_url, require, supported, version_headers
 from storage.db import session_scope
 from storage.instances import correlation_id_for_study
 
@@ -29,34 +33,83 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiat
 JsonBody = Depends(require_json_body)
 
 
+# Deepest JSON nesting accepted. A FHIR resource nests a few levels (a Bundle entry's resource's
+# contained resource's extension is about ten); depth near Python's recursion limit is an attack
+# on every recursive walk of the body (issue 18: 990 levels made a 500).
+MAX_DEPTH = 64
+
+
+def _shape_problem(data: object) -> str:
+    """What makes decoded JSON unacceptable as FHIR before any model sees it, or ""."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"the body nests JSON deeper than {MAX_DEPTH} levels"
+        if isinstance(node, dict):
+            # json.html#json: a property is never null (only array items may be, beside
+            # primitive extensions); the models would take a null as an absent required element.
+            if any(value is None for value in node.values()):
+                return "FHIR JSON has no null properties: leave an absent element out"
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return ""
+
+
 def _decode(body: bytes) -> object:
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"the body nests JSON deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
+        raise BadRequest(f"the body is not JSON: {str(exc)[:200]}") from None
+    problem = _shape_problem(data)
+    if problem:
+        raise BadRequest(problem)
+    return data
+
+
+def _bound(data: object) -> None:
+    found = bindings.violations(data)
+    if found:
+        shown = found[:10]
+        raise InvalidCode("; ".join(str(v) for v in shown), tuple(v.expression for v in shown))
 
 
 def _resource(body: bytes) -> fhir.Resource:
+    data = _decode(body)
     try:
-        return fhir.parse_data(_decode(body))
+        resource = fhir.parse_data(data)
     except fhir.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
         raise BadRequest(f"the resource is not valid FHIR R4: {problems}") from None
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    _bound(data)
+    return resource
 
 
-def _actor(request: Request, principal: Principal, resource: fhir.Resource | None = None) -> Actor:
+def _actor(
+    request: Request, principal: Principal, settings: ApiSettings, resource: fhir.Resource | None = None
+) -> Actor:
     studies = study_ids(resource) if resource is not None else []
     correlation = correlation_id_for_study(studies[0]) if studies else str(uuid.uuid4())
-    return Actor(client_id=principal.subject, address=client_address(request), correlation_id=correlation)
+    return Actor(
+        client_id=principal.subject,
+        address=client_address(request),
+        correlation_id=correlation,
+        may=lambda kind, letter: allows(principal, kind, letter),
+        admin=ADMIN in principal.roles,
+        endpoints=EndpointPolicy.from_entries(settings.subscription_allowed_endpoints),
+    )
 
 
 def _minimal(prefer: str | None) -> bool:
     return "return=minimal" in (prefer or "").replace(" ", "")
 
 
-def _answer(written: Written, base: str, prefer: str | None) -> Response:
+def _answer(written: Written, actor: Actor, base: str, prefer: str | None) -> Response:
     if written.status == 204 or written.resource is None:
         return Response(status_code=204)
     headers = version_headers(written.resource)
@@ -64,7 +117,8 @@ def _answer(written: Written, base: str, prefer: str | None) -> Response:
         headers["Location"] = f"{base}/{written.location}"
     if _minimal(prefer):
         return Response(status_code=written.status, headers=headers)
-    return fhir_response(written.resource, status_code=written.status, headers=headers)
+    shown = subscription_rules.shown(written.resource, actor.client_id, actor.admin)
+    return fhir_response(shown, status_code=written.status, headers=headers)
 
 
 def _committed(engine: EngineDep, work: Callable[[Session], Written]) -> Written:
@@ -93,11 +147,11 @@ def create(
     resource = _resource(body)
     if resource.get_resource_type() != resource_type:
         raise BadRequest(f"the body is a {resource.get_resource_type()}, the URL names {resource_type}")
-    actor = _actor(request, principal, resource)
+    actor = _actor(request, principal, settings, resource)
     written = _committed(
         engine, lambda s: interactions.create(s, resource, actor=actor, if_none_exist=if_none_exist)
     )
-    return _answer(written, base_url(request, settings), prefer)
+    return _answer(written, actor, base_url(request, settings), prefer)
 
 
 @router.put("/{resource_type}/{resource_id}", dependencies=[JsonBody])
@@ -116,11 +170,11 @@ def update(
     supported(resource_type)
     require(principal, resource_type, "u")
     resource = _resource(body)
-    actor = _actor(request, principal, resource)
+    actor = _actor(request, principal, settings, resource)
     written = _committed(
         engine, lambda s: interactions.update(s, resource_type, resource_id, resource, actor=actor, if_match=if_match)
     )
-    return _answer(written, base_url(request, settings), prefer)
+    return _answer(written, actor, base_url(request, settings), prefer)
 
 
 @router.put("/{resource_type}", dependencies=[JsonBody])
@@ -138,33 +192,35 @@ def conditional_update(
     supported(resource_type)
     require(principal, resource_type, "u")
     resource = _resource(body)
-    actor = _actor(request, principal, resource)
+    actor = _actor(request, principal, settings, resource)
     query = request.url.query
     written = _committed(
         engine,
         lambda s: interactions.conditional_update(s, resource_type, query, resource, actor=actor, if_match=if_match),
     )
-    return _answer(written, base_url(request, settings), prefer)
+    return _answer(written, actor, base_url(request, settings), prefer)
 
 
 @router.delete("/{resource_type}/{resource_id}")
 def delete(
-    resource_type: str, resource_id: str, request: Request, engine: EngineDep, principal: PrincipalDep
+    resource_type: str, resource_id: str, request: Request, engine: EngineDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     """Delete: 204; history keeps the versions and a read answers 410 Gone."""
     supported(resource_type)
     require(principal, resource_type, "d")
-    actor = _actor(request, principal)
+    actor = _actor(request, principal, settings)
     _committed(engine, lambda s: interactions.delete(s, resource_type, resource_id, actor=actor))
     return Response(status_code=204)
 
 
 @router.delete("/{resource_type}")
-def conditional_delete(resource_type: str, request: Request, engine: EngineDep, principal: PrincipalDep) -> Response:
+def conditional_delete(
+    resource_type: str, request: Request, engine: EngineDep, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
     """DELETE [type]?search: delete the one match (http.html#cdelete)."""
     supported(resource_type)
     require(principal, resource_type, "d")
-    actor = _actor(request, principal)
+    actor = _actor(request, principal, settings)
     query = request.url.query
     _committed(engine, lambda s: interactions.conditional_delete(s, resource_type, query, actor=actor))
     return Response(status_code=204)
@@ -176,19 +232,16 @@ def bundle(
     request: Request, body: BodyDep, engine: EngineDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     """A batch or transaction Bundle: a batch-response or transaction-response Bundle."""
+    data = _decode(body)
     try:
-        submitted = fhir.parse_bundle(_decode(body))
+        submitted = fhir.parse_bundle(data)
     except ValueError as exc:
         raise BadRequest(f"the body is not a valid Bundle: {str(exc)[:500]}") from None
+    _bound(data)  # the entries' resources too
     if submitted.type not in ("batch", "transaction"):
         raise BadRequest(f"POST to the base takes a batch or transaction Bundle, not {submitted.type!r}")
-    address = client_address(request)
-    ctx = transactions.Context(
-        principal=principal,
-        actor=_actor(request, principal),
-        base_url=base_url(request, settings),
-        audit_read=lambda s, r: audit_read(s, r, principal=principal, address=address),
-    )
+    actor = _actor(request, principal, settings)
+    ctx = transactions.Context(principal=principal, actor=actor, base_url=base_url(request, settings))
     if submitted.type == "transaction":
         try:
             answer = transactions.transaction(engine, submitted, ctx)
