@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         args.scope = args.scope or ["system/*.cruds"]
         args.role = args.role or ["admin"]
-    setup_logging()
+    setup_logging(get_integration_settings().log_format)
     return int(args.func(args))
 
 

@@ -1,27 +1,26 @@
 """`python -m fhir_api`: serve the HTTP API (FHIR R4 at /fhir, /healthz, /readyz, /metrics)."""
 
-import logging
-
 import uvicorn
 
-from fhir_api.config import ProductionConfigError, check_production, get_settings
 from fhir_api.app import create_app
-from integration.logs import setup_logging
+from fhir_api.config import ProductionConfigError, check_production, get_settings
+from integration import process
+from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 
 
 def main() -> None:
     """Check the settings, then serve until SIGTERM or SIGINT (uvicorn stops gracefully on both)."""
-    setup_logging()
     settings = get_settings()
+    storage = get_storage_settings()
+    process.begin(storage, get_integration_settings())
     try:
-        check_production(settings, get_storage_settings())
+        check_production(settings, storage)  # the API's own secrets (the token key) too
     except ProductionConfigError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
     # No access log: request URLs carry patient identifiers (search parameters), which logs must not hold.
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    app = create_app(settings, storage)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -3,47 +3,36 @@ the outbound sender, the DICOM forwarder, the dead-letter store (dlq) and the au
 
 import asyncio
 import logging
-import signal
+from functools import partial
 
 from aiokafka import ConsumerRecord
 
 from audit import syslog
+from audit.config import AuditSettings
 from audit.config import get_settings as get_audit_settings
-from integration import dead_letters, forward, health, kafka, outbound, relay, topics
+from integration import audit_export, dead_letters, forward, kafka, outbound, process, relay, topics
 from integration.config import get_settings
-from integration.logs import setup_logging
 from integration.messages import FhirReceived, Hl7Received, StudyReady
 from integration.router import route, route_hl7, route_report
-from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
-from storage.objects import make_object_store
 
 log = logging.getLogger("integration")
 
 ROUTER_GROUP = "doctorai-router"
+# Studies to route, and reports (written over FHIR, or ORU^R01 over HL7) to triage.
+ROUTED = [topics.STUDY_READY, topics.FHIR_RECEIVED, topics.HL7_RECEIVED]
 
 
-async def serve() -> None:
-    """Run the relay and the router until SIGTERM or SIGINT."""
-    settings = get_settings()
-    storage_settings = get_storage_settings()
-    engine = make_engine(storage_settings.resolved_database_url())
-    objects = make_object_store(storage_settings)  # routing rules on header tags read the first instance
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Studies to route, and reports (written over FHIR, or ORU^R01 over HL7) to triage.
-    routed = [topics.STUDY_READY, topics.FHIR_RECEIVED, topics.HL7_RECEIVED]
-    await kafka.ensure_topics(settings, [*routed, topics.INFERENCE_RESULT, topics.DLQ])
+async def serve(
+    stop: asyncio.Event, *, own: process.Own, audit: AuditSettings, collector: syslog.Collector | None
+) -> None:
+    """Run the relay, the router, the senders and the exports until `stop`."""
+    settings, engine, objects = own.integration, own.engine, own.objects
+    await kafka.ensure_topics(settings, [*ROUTED, topics.INFERENCE_RESULT, topics.DLQ])
     producer = kafka.make_producer(settings)
-    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=routed)
+    consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=ROUTED)
     # A group of its own: dead letters are stored even while routing is failing or behind.
     letters = kafka.make_consumer(settings, group_id=dead_letters.GROUP, names=[topics.DLQ])
-    await producer.start()
-    await consumer.start()
-    await letters.start()
 
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
         topic = kafka.unqualified(settings, record.topic)
@@ -56,43 +45,33 @@ async def serve() -> None:
             await asyncio.to_thread(route_hl7, engine, message)
             return
         study = StudyReady.model_validate_json(record.value or b"")
+        # Routing rules on header tags read the study's first instance from object storage.
         await asyncio.to_thread(route, engine, objects, study)
 
     async def on_letter(record: ConsumerRecord[bytes, bytes]) -> None:
         await asyncio.to_thread(dead_letters.store, engine, settings, record)
 
-    metrics_server = None
-    try:
-        if settings.integration_metrics_port:
-            metrics_server = health.serve(settings.integration_metrics_port)
-        tasks = [
-            relay.run(engine, producer, settings, stop),
-            kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
-            kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
-        ]
-        tasks.append(outbound.run(engine, settings, stop))  # issue 4: ORU^R01 to MLLP destinations
-        # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
-        tasks.append(forward.run(engine, objects, settings, stop))
-        audit_settings = get_audit_settings()
-        collector = syslog.make_collector(audit_settings)
-        if collector is not None:
-            tasks.append(syslog.run(engine, collector, audit_settings, stop))
-        log.info("relay, router%s running", " and audit export" if collector else "")
-        await asyncio.gather(*tasks)
-    finally:
-        health.stop(metrics_server)
-        await letters.stop()
-        await consumer.stop()
-        await producer.stop()
-        engine.dispose()
-        log.info("stopped")
+    async with kafka.running(producer, consumer, letters):
+        with process.health_port(settings.integration_metrics_port, own):
+            tasks = [
+                relay.run(engine, producer, settings, stop),
+                kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
+                kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
+                outbound.run(engine, settings, stop),  # issue 4: ORU^R01 to MLLP destinations
+                # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
+                forward.run(engine, objects, settings, stop),
+            ]
+            if collector is not None:
+                tasks.append(audit_export.run(engine, collector, audit, stop))
+            log.info("relay, router%s running", " and audit export" if collector else "")
+            await asyncio.gather(*tasks)
 
 
 def main() -> None:
     """Entry point."""
-    setup_logging()
-    exit_if_unsafe(get_storage_settings())
-    asyncio.run(serve())
+    audit = get_audit_settings()
+    with process.started(get_storage_settings(), get_settings()) as own:
+        process.run(partial(serve, own=own, audit=audit, collector=syslog.make_collector(audit)))
 
 
 if __name__ == "__main__":

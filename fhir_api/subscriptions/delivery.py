@@ -25,6 +25,7 @@ from storage.errors import ResourceGone, ResourceNotFound
 from storage.fhir import subscriptions
 from storage.db import session_scope
 from storage.tables import FhirResourceVersion, SubscriptionDelivery
+from integration import process
 
 log = logging.getLogger(__name__)
 # A deliverer holds a claimed row this long; after that another may retry it (e.g. after a crash).
@@ -137,7 +138,4 @@ async def run(engine: Engine, settings: ApiSettings, *, stop: asyncio.Event) -> 
         while not stop.is_set():
             if await deliver_due(engine, client, settings):
                 continue
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=settings.subscription_poll_seconds)
-            except TimeoutError:
-                pass
+            await process.sleep(stop, settings.subscription_poll_seconds)

@@ -11,7 +11,7 @@ from results import consumer
 from storage.fhir.systems import JOB_SYSTEM
 from results.pushes import OBSERVATION_SYSTEM
 from integration import outbound
-from integration.config import IntegrationSettings
+from integration.config import Hl7Identity, IntegrationSettings
 from integration.messages import InferenceResult
 from integration.posts import SIGNATURE_HEADER, signature
 from storage.db import session_scope
@@ -20,6 +20,8 @@ from storage.queries import ReceivedInstance
 from storage.tables import AuditEvent, Delivery, Destination
 from tests.http_peers import http_endpoint
 from tests.mllp_peers import wait_for
+
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 
 MakeJob = Callable[..., InferenceResult]
 SETTINGS = IntegrationSettings(
@@ -40,9 +42,9 @@ def test_a_report_becomes_one_transaction_bundle_and_one_event(
         add_destination(session, name="mllp", kind="mllp", host="127.0.0.1", port=1)
     result = make_job()
     with session_scope(engine) as session:
-        report_id = consumer.apply_result(session, result)
+        report_id = consumer.apply_result(session, result, EXPORTS)
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result) is None  # a replay queues nothing new
+        assert consumer.apply_result(session, result, EXPORTS) is None  # a replay queues nothing new
         queued = {session.get_one(Destination, d.destination_id).kind: d for d in deliveries(session)}
     assert set(queued) == {"fhir", "webhook", "mllp"}
     bundle = fhir.parse_bundle(json.loads(queued["fhir"].payload))
@@ -102,7 +104,7 @@ def test_fhir_and_webhook_deliveries_retry_or_die_by_the_http_status(
                 options={"url": f"{hook.url}/events", "secret": "s3"},
             )
         with session_scope(engine) as session:
-            consumer.apply_result(session, make_job())
+            consumer.apply_result(session, make_job(), EXPORTS)
 
         def finished() -> bool:
             return all(s in ("sent", "dead") for s, _ in _status(engine).values())
