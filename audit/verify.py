@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.log import GENESIS, record_hash
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from doctorai.stack import (
+    SPINE_MODEL,
     StackConfig,
     Supervisor,
     free_ports,
@@ -104,7 +105,9 @@ def main() -> None:
     source = Path(str(get_testdata_file("RG1_UNCR.dcm")))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        config = StackConfig(var_dir=work / "var", ports=free_ports(), quiet_period_seconds=args.quiet_period)
+        config = StackConfig(
+            var_dir=work / "var", ports=free_ports(), quiet_period_seconds=args.quiet_period, models=(SPINE_MODEL,)
+        )
         supervisor = Supervisor(config.var_dir / "logs")
         try:
             prepare_database(config)

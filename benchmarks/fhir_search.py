@@ -41,7 +41,7 @@ from storage.fhir import store  # noqa: E402
 from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from storage.db import make_engine, migrate, session_scope  # noqa: E402
-from storage.tables import FhirResource  # noqa: E402
+from storage.tables.fhir import FhirResource  # noqa: E402
 
 # The rate limiter runs (its cost is part of every request) with a limit no loop reaches.
 SETTINGS = ApiSettings(jwt_secret="benchmark-secret-0123456789abcdef0123", rate_limit_per_second=1e9, rate_limit_burst=10**9)

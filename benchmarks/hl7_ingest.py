@@ -11,7 +11,6 @@ connections) sends the same ADT^A04 messages (distinct control ids and patients)
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import threading

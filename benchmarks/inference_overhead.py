@@ -44,7 +44,8 @@ from doctorai.stack import (
 )
 from storage.db import make_engine, session_scope  # noqa: E402
 from storage.objects import dicom_key, make_object_store  # noqa: E402
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
+from storage.instances import ReceivedInstance, correlation_id_for_study, record_instance  # noqa: E402
+from storage.jobs import create_job  # noqa: E402
 
 MODEL = "chest-xray-pneumonia"
 VERSION = "0.3.0"

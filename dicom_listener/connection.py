@@ -15,6 +15,7 @@ from dicom_listener import dimse, ingest, metrics, negotiation, pdus, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, ProtocolError
 from dicom_listener.spool import Spool, file_meta
+from integration import dimse_status
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,13 @@ def _respond(assoc: Association, receiver: ingest.Receiver, message: _Message) -
 def _answer(assoc: Association, receiver: ingest.Receiver, request: dimse.Command, message: _Message) -> ingest.Answer:
     context = assoc.contexts[message.context_id]
     if request.command_field == dimse.C_ECHO_RQ:
-        return ingest.Answer(ingest.SUCCESS)  # PS3.7 9.1.5
+        return ingest.Answer(dimse_status.SUCCESS)  # PS3.7 9.1.5
     if request.command_field in _WITH_DATA_SET and message.spool is None:
-        return ingest.Answer(ingest.CANNOT_UNDERSTAND, "request without its data set")
+        return ingest.Answer(dimse_status.CANNOT_UNDERSTAND, "request without its data set")
     if message.spool is not None and request.command_field == dimse.C_STORE_RQ:
         return ingest.store(receiver, assoc, request, context, message.spool)
     if message.spool is not None and context.abstract_syntax == steps.MPPS:
         if request.command_field == dimse.N_CREATE_RQ:
             return steps.create(receiver, assoc, request, message.spool)
         return steps.update(receiver, assoc, request, message.spool)
-    return ingest.Answer(dimse.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")
+    return ingest.Answer(dimse_status.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")

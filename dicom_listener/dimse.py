@@ -18,8 +18,6 @@ C_CANCEL_RQ = 0x0FFF
 RESPONSE = 0x8000  # a response's Command Field is its request's with bit 15 set (PS3.7 E.1)
 # (0000,0800) Command Data Set Type: 0101H means no data set follows (PS3.7 E.1).
 NO_DATA_SET = 0x0101
-# PS3.7 C.4: Unrecognized Operation, for a request we do not serve.
-UNRECOGNIZED_OPERATION = 0x0211
 
 _ELEMENT = struct.Struct("<HHL")
 _US = struct.Struct("<H")

@@ -18,8 +18,8 @@ from audit.log import append_many
 from audit.records import AuditRecord
 from dicom_listener import metrics
 from integration.studies import announce
-from storage.queries import IndexedStudy, ReceivedInstance, count_instances, index_instance
-from storage.tables import Study
+from storage.instances import IndexedStudy, ReceivedInstance, count_instances, index_instance
+from storage.tables.index import Study
 
 
 @dataclass(frozen=True)

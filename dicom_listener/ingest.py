@@ -1,7 +1,10 @@
 """The edge where storage outcomes become DIMSE statuses and association events become audit records.
 
 C-STORE answers Success only after the bytes are in object storage and the index row, with its
-audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3 and PS3.7 C.4.
+audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3 and PS3.7 Annex C
+(integration.dimse_status): A7xx Out of Resources when storage is down (the sender may retry later),
+A9xx when the SOP class differs from the context, Cxxx when the data set cannot be read, 0111H
+Duplicate SOP Instance under the reject policy, 0110H Processing Failure when the index refuses it.
 The data set arrives in a Spool (memory while small, a temporary file past a limit) and goes
 to object storage from there, so no large instance is ever held in memory whole.
 """
@@ -35,27 +38,22 @@ from dicom_listener.metadata import read_instance
 from dicom_listener.negotiation import Context
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.spool import Spool
+from integration.dimse_status import (
+    CANNOT_UNDERSTAND,
+    DATA_SET_DOES_NOT_MATCH,
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 from integration.logs import correlated
 from storage.db import read_scope, session_scope
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore, dicom_version_key
-from storage.queries import ReceivedInstance, correlation_id_for_study, instance_state
+from storage.instances import ReceivedInstance, correlation_id_for_study, instance_state
 
 log = logging.getLogger(__name__)
-
-SUCCESS = 0x0000
-# PS3.4 B.2.3: "Refused: Out of Resources" (A7xx) - the sender may retry later.
-OUT_OF_RESOURCES = 0xA700
-# PS3.4 B.2.3: "Error: Data Set does not match SOP Class" (A9xx).
-DATA_SET_DOES_NOT_MATCH = 0xA900
-# PS3.4 B.2.3: "Error: Cannot understand" (Cxxx).
-CANNOT_UNDERSTAND = 0xC000
-# PS3.7 C.4 general status "Duplicate SOP Instance" (0111H): the reject duplicate policy.
-DUPLICATE_SOP_INSTANCE = 0x0111
-# PS3.7 C.4 general status "Processing Failure" (0110H): the index refused the instance's values.
-PROCESSING_FAILURE = 0x0110
-
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ class Answer:
 class Receiver:
     """What the listener's handlers share in one process (built once, in __main__)."""
 
-    store: ObjectStore
+    objects: ObjectStore
     engine: Engine
     settings: DicomSettings
     peers: PeerDirectory
@@ -203,9 +201,9 @@ def _records(receiver: Receiver, assoc: Association, item: ReceivedInstance, dup
 def _put(receiver: Receiver, key: str, spool: Spool) -> None:
     path = spool.path
     if path is None:
-        receiver.store.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
+        receiver.objects.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
     else:
-        receiver.store.put_file(key, path, "application/dicom", sha256=spool.sha256)
+        receiver.objects.put_file(key, path, "application/dicom", sha256=spool.sha256)
 
 
 def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spool: Spool) -> str:

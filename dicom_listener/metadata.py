@@ -13,7 +13,7 @@ from pydicom.errors import InvalidDicomError
 from dicom_listener import header
 from dicom_listener.errors import CannotUnderstand
 from storage.objects import dicom_key
-from storage.queries import ReceivedInstance
+from storage.instances import ReceivedInstance
 
 
 def _text(ds: Dataset, keyword: str) -> str:

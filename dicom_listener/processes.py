@@ -39,7 +39,7 @@ WATCH_SECONDS = 0.5
 def receiver(settings: DicomSettings, engine: Engine, objects: ObjectStore, counts: AssociationCounts) -> Receiver:
     """The C-ECHO/C-STORE side of one listener process, on the process's engine and object store."""
     return Receiver(
-        store=objects,
+        objects=objects,
         engine=engine,
         settings=settings,
         peers=PeerDirectory(engine, settings),

@@ -14,7 +14,7 @@ from integration.messages import StudyReady
 from integration.studies import announce
 from storage.db import checkpoint, session_scope
 from storage.errors import StorageUnavailable
-from storage.queries import count_receiving, studies_quiet_since
+from storage.studies import count_receiving, studies_quiet_since
 
 log = logging.getLogger(__name__)
 

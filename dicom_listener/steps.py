@@ -20,32 +20,28 @@ from audit.log import append
 from audit.records import PROCEDURE_STEP_CREATED, PROCEDURE_STEP_UPDATED, AuditRecord
 from dicom_listener import dimse, metrics
 from dicom_listener.association import Association
-from dicom_listener.ingest import (
+from dicom_listener.ingest import Answer, Receiver
+from dicom_listener.spool import Spool
+from integration.dimse_status import (
     DUPLICATE_SOP_INSTANCE,
+    INVALID_ATTRIBUTE_VALUE,
+    MISSING_ATTRIBUTE,
+    NO_LONGER_UPDATABLE,
+    NO_SUCH_OBJECT_INSTANCE,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     SUCCESS,
-    Answer,
-    Receiver,
 )
-from dicom_listener.spool import Spool
 from integration.studies import announce
 from storage import steps
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
-from storage.queries import correlation_id_for_study, count_instances
+from storage.instances import correlation_id_for_study, count_instances
 
 log = logging.getLogger(__name__)
 
 # The Modality Performed Procedure Step SOP Class (PS3.4 F.7.1).
 MPPS = "1.2.840.10008.3.1.2.3.3"
-
-# PS3.7 C.4 and PS3.4 F.7.2.2 (Duplicate SOP Instance and Processing Failure are handlers').
-INVALID_ATTRIBUTE_VALUE = 0x0106
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-MISSING_ATTRIBUTE = 0x0120
-# PS3.4 F.7.2.2.2: "Performed Procedure Step Object may no longer be updated".
-NO_LONGER_UPDATABLE = 0xA710
 
 
 @dataclass(frozen=True)

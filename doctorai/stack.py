@@ -5,6 +5,7 @@ same start-up path a user does. Each part is health-checked before the next star
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -22,16 +23,20 @@ from pathlib import Path
 from integration import kafka, topics
 from integration.config import IntegrationSettings
 from storage.config import StorageSettings
-from storage.db import migrate
+from storage.db import make_engine, migrate, session_scope
 from storage.errors import StorageUnavailable
+from storage.model_packages import active_model_names
 from storage.objects import make_object_store
 
 log = logging.getLogger(__name__)
 
 # The bucket Tansu keeps its topics in, beside the engine's own bucket.
 TANSU_BUCKET = "tansu"
-# Topics every deployment has; the spine's one model adds its request topic.
-DEFAULT_MODELS = ("chest-xray-pneumonia",)
+# The spine's model: every stack registers it.
+SPINE_MODEL = "chest-xray-pneumonia"
+# The builtin packages (inference.packages) `doctorai up` registers, activating each on its first
+# start, so the routing rules a fresh install seeds find their models; also their request topics.
+DEFAULT_MODELS = (SPINE_MODEL, "brain-extraction", "report-triage", "modality-check")
 
 
 class StackError(RuntimeError):
@@ -77,7 +82,10 @@ class StackConfig:
     database_url: str = ""
     quiet_period_seconds: float = 10.0
     topic_prefix: str = "doctorai."
-    models: tuple[str, ...] = DEFAULT_MODELS
+    # The inference workers: None (`doctorai up`) registers every builtin model and starts a worker
+    # for each model with an active version; names (the tests) register the spine's model and these
+    # builtins, and start exactly these workers.
+    models: tuple[str, ...] | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def storage_settings(self) -> StorageSettings:
@@ -344,15 +352,19 @@ def start_broker(config: StackConfig, supervisor: Supervisor) -> None:
     supervisor.start("kafka", argv, env=env, ready=lambda: tcp_open(config.ports.kafka), timeout=30)
 
 
-def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
-    """The engine's topics, then every engine process health-checked, the listeners last."""
-    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ]
-    names += [topics.inference_request(m) for m in config.models]
-    asyncio.run(kafka.ensure_topics(config.integration_settings(), names))
+def start_engine(config: StackConfig, supervisor: Supervisor) -> dict[str, int]:
+    """The engine's topics, then every engine process health-checked, the listeners last.
+
+    Returns the inference workers started: model name -> metrics port.
+    """
     env = engine_env(config)
+    register_builtin_models(config, env)
+    workers = inference_workers(config)
+    names = [topics.STUDY_READY, topics.INFERENCE_RESULT, topics.HL7_RECEIVED, topics.DLQ]
+    names += [topics.inference_request(m) for m in workers]
+    asyncio.run(kafka.ensure_topics(config.integration_settings(), names))
     py = _python()
     p = config.ports
-    register_builtin_models(config, env)
 
     def metrics(port: int) -> Callable[[], bool]:
         return lambda: http_ok(f"http://127.0.0.1:{port}/readyz")
@@ -364,11 +376,9 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
         Spec("subscriptions", [py, "-m", "fhir_api.subscriptions"], env, metrics(p.subscriptions_metrics)),
         Spec("integration", [py, "-m", "integration"], env, metrics(p.integration_metrics)),
     ]
-    for i, model in enumerate(config.models):
-        model_env = {**env, "DOCTORAI_INFERENCE_METRICS_PORT": str(p.inference_metrics + i)}
-        behind.append(
-            Spec(f"inference-{model}", [py, "-m", "inference", "--model", model], model_env, metrics(p.inference_metrics + i), 180)
-        )
+    for model, port in workers.items():
+        model_env = {**env, "DOCTORAI_INFERENCE_METRICS_PORT": str(port)}
+        behind.append(Spec(f"inference-{model}", [py, "-m", "inference", "--model", model], model_env, metrics(port), 180))
     supervisor.start_together(behind)
     # The listeners last: PACS and EHR traffic is accepted only once everything behind it runs.
     supervisor.start_together(
@@ -377,21 +387,48 @@ def start_engine(config: StackConfig, supervisor: Supervisor) -> None:
             Spec("dicom", [py, "-m", "dicom_listener"], env, metrics(p.dicom_metrics)),
         ]
     )
+    return workers
+
+
+def builtin_models(config: StackConfig) -> tuple[str, ...]:
+    """The builtin packages a start-up registers: all of them for `doctorai up`; the spine's model
+    and the workers' models for a stack that names its workers."""
+    return DEFAULT_MODELS if config.models is None else tuple(dict.fromkeys((SPINE_MODEL, *config.models)))
 
 
 def register_builtin_models(config: StackConfig, env: Mapping[str, str]) -> None:
-    """Register the spine's chest model and the builtin packages of `config.models`, and activate
-    each unless one of its versions is active (a site's own activation stays).
+    """Register the builtin packages of `builtin_models`, activating each the first time (a version
+    a site deactivated, retired or replaced stays so: integration.models.registry.activate_first).
 
     Through the `doctorai models` command, so the stack (in `integration`) does not import
     `inference`; idempotent, so every start-up may run it.
     """
-    names = list(dict.fromkeys([*DEFAULT_MODELS, *config.models]))
-    argv = [_python(), "-m", "doctorai.cli", "models", "add", "--ensure-active"]
+    names = builtin_models(config)
+    argv = [_python(), "-m", "doctorai.cli", "models", "add", "--activate-first"]
     argv += [f"--builtin={m}" for m in names]
     done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise StackError(f"registering {', '.join(names)} failed: {done.stderr.strip()[-2000:]}")
+
+
+def inference_workers(config: StackConfig) -> dict[str, int]:
+    """The inference workers to start, model name -> metrics port: one per model with an active
+    version in the registry (a model a site deactivated gets none), or those `config.models` names.
+
+    The first takes the inference metrics port, the others the next ports no other process uses.
+    """
+    if config.models is None:
+        engine = make_engine(config.storage_settings().resolved_database_url())
+        try:
+            with session_scope(engine) as session:
+                names = active_model_names(session)
+        finally:
+            engine.dispose()
+    else:
+        names = list(config.models)
+    taken = {getattr(config.ports, f.name) for f in fields(Ports)} - {config.ports.inference_metrics}
+    free = (port for port in itertools.count(config.ports.inference_metrics) if port not in taken)
+    return {name: next(free) for name in names}
 
 
 def prepare_database(config: StackConfig) -> None:

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from hl7_listener.config import MllpSettings
 from integration.errors import Hl7Error
 from integration.hl7v2 import Header, ack
-from storage.deliveries import destinations, queue_delivery
-from storage.tables import Destination
+from storage.deliveries import queue_delivery
+from storage.destinations import destinations
+from storage.tables.outbound import Destination
 
 log = logging.getLogger(__name__)
 

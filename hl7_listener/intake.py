@@ -37,7 +37,7 @@ from storage.hl7_messages import accepted_message, dedupe_key
 from storage.objects import ObjectStore, hl7_key
 from storage.orders import repoint_patient, save_order
 from storage.outbox import add_event
-from storage.tables import Hl7Message
+from storage.tables.hl7 import Hl7Message
 
 log = logging.getLogger(__name__)
 

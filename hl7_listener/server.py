@@ -132,6 +132,8 @@ async def handle_connection(
     peer = str((writer.get_extra_info("peername") or ("",))[0])
     try:
         if not address_allowed(settings, peer):
+            # Closed without reading a byte from a host we do not take: what it wrote first is
+            # unread, so its kernel sees a reset (RFC 9293 3.6.1), and no ACK either way.
             metrics.HL7_CONNECTIONS.labels("refused").inc()
             await _refused(engine, f"source address {peer} is not allowed", peer, "address")
             return

@@ -6,14 +6,18 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from inference import metrics, registry
+from inference import metrics, package_cache
+from inference.adapters import adapter_module
 from inference.config import InferenceSettings, get_settings
 from inference.errors import InferenceError
-from inference.models import LoadedModel, ModelCache
+from inference.runners import LoadedModel, ModelCache
 from inference.worker import Worker
 from integration import kafka, process, topics
 from integration.config import get_settings as get_integration_settings
+from integration.errors import ModelNotFound
+from integration.models import registry
 from storage.config import get_settings as get_storage_settings
+from storage.db import session_scope
 
 log = logging.getLogger("inference")
 
@@ -23,9 +27,14 @@ async def serve(
 ) -> None:
     """Run the worker for one model until `stop` is set."""
     integration, engine = own.integration, own.engine
+
+    def active_version() -> str:
+        with session_scope(engine) as session:
+            return registry.active_version(session, name=name)
+
     try:
         # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
-        version = await asyncio.to_thread(registry.active_version, engine, name)
+        version = await asyncio.to_thread(active_version)
         loaded = await asyncio.to_thread(models.get, name, version)
         metrics.LOADED_MODELS.labels(name).set_function(lambda: len(models.loaded()))
         metrics.MODEL_RESIDENT_BYTES.labels(name).set_function(models.resident_bytes)
@@ -45,7 +54,7 @@ async def serve(
                 worker = Worker(
                     name=name,
                     models=models,
-                    store=own.objects,
+                    objects=own.objects,
                     engine=engine,
                     producer=producer,
                     settings=settings,
@@ -69,19 +78,20 @@ def main(argv: list[str] | None = None) -> None:
     with process.started(storage, get_integration_settings()) as own:
 
         def loader(model: str, version: str) -> LoadedModel:
-            manifest = registry.manifest_of(own.engine, model, version)
-            package = registry.fetch(own.objects, cache_dir, model, version)
+            with session_scope(own.engine) as session:
+                manifest = registry.manifest_of(session, name=model, version=version)
+            package = package_cache.fetch(own.objects, cache_dir, model, version)
             return LoadedModel(
                 manifest,
                 package / manifest.artifact,
-                registry.adapter_module(manifest.framework),
+                adapter_module(manifest.framework),
                 load_timeout=settings.inference_load_timeout_seconds,
             )
 
         models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
         try:
             process.run(partial(serve, name=args.model, settings=settings, own=own, models=models))
-        except InferenceError as exc:  # no active version, a package that does not load
+        except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load
             parser.exit(2, f"{parser.prog}: {exc}\n")
 
 

@@ -16,7 +16,8 @@ class CannotDecode(InferenceError):
 
 
 class UnknownModel(InferenceError):
-    """No model package of this name is registered, or its artifact is not installed."""
+    """A model package cannot be had here: no files in object storage, no adapter for its framework, a
+    builtin package not installed. (Which versions are registered is integration.models.registry's.)"""
 
 
 class InferenceTimeout(InferenceError):
@@ -50,7 +51,3 @@ class ModelFailed(InferenceError):
 
 class UnknownJob(InferenceError):
     """The request names a job that is not in the database; the router creates jobs before requesting them."""
-
-
-class ModelRetired(InferenceError):
-    """A retired model version cannot be activated again."""

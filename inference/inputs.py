@@ -14,7 +14,7 @@ from pydicom import Dataset
 from inference import preprocess, text, volumes
 from inference.adapters import Batch
 from inference.errors import CannotDecode, InputNotAccepted
-from integration.manifest import Manifest, accepts
+from integration.models.manifest import Manifest, accepts
 from integration.messages import InferenceRequest
 
 Fetch = Callable[[str], bytes]

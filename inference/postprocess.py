@@ -4,7 +4,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inference.errors import InferenceError
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 from integration.messages import Finding, Measurement
 
 

@@ -12,7 +12,7 @@ from pydicom import Dataset, dcmread
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from inference.errors import CannotDecode, InputNotAccepted
-from integration.manifest import Manifest, Preprocessing, Window, accepts
+from integration.models.manifest import Manifest, Preprocessing, Window, accepts
 
 Array = NDArray[np.float32]
 

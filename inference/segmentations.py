@@ -17,7 +17,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 from integration.messages import Coding
 
 # FHIR code system URIs -> DICOM Coding Scheme Designators (PS3.16 Section 8).

@@ -13,7 +13,7 @@ import re
 import numpy as np
 from numpy.typing import NDArray
 
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 
 # A sentence ends at . ! or ? followed by white space; report headings ("IMPRESSION:") stay
 # with their sentence, which does not change what it says.

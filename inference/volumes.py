@@ -17,7 +17,7 @@ from pydicom import Dataset
 from pydicom.pixels.processing import apply_modality_lut
 
 from inference.errors import CannotDecode, InputNotAccepted
-from integration.manifest import Feature, Manifest, Preprocessing, accepts
+from integration.models.manifest import Feature, Manifest, Preprocessing, accepts
 from integration.messages import InstanceRef
 
 # Positions closer than this (mm) along the normal are one slice sent twice.

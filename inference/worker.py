@@ -27,17 +27,17 @@ from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
 from inference.errors import CannotDecode, InferenceError, InputNotAccepted, ModelCrashed, TooManyCrashes, UnknownJob
-from inference.models import LoadedModel, ModelCache
+from inference.runners import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
 from integration.config import IntegrationSettings
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
 from storage.objects import ObjectStore, dicom_key, result_key
 from storage.outbox import add_event
-from storage.queries import count_crash, job_status
-from storage.tables import InferenceJob
+from storage.jobs import count_crash, job_status
+from storage.tables.pipeline import InferenceJob
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Worker:
         *,
         name: str,
         models: ModelCache,
-        store: ObjectStore,
+        objects: ObjectStore,
         engine: Engine,
         producer: AIOKafkaProducer,
         settings: InferenceSettings,
@@ -108,7 +108,7 @@ class Worker:
     ) -> None:
         self._name = name
         self._models = models
-        self._store = store
+        self._objects = objects
         self._engine = engine
         self._producer = producer
         self._settings = settings
@@ -218,7 +218,7 @@ class Worker:
             nonlocal fetched
             began = time.perf_counter()
             try:
-                return self._store.get_bytes(key)  # StorageUnavailable: retried
+                return self._objects.get_bytes(key)  # StorageUnavailable: retried
             finally:
                 fetched += time.perf_counter() - began
 
@@ -337,7 +337,7 @@ class Worker:
         spacing = tuple(float(v) for v in np.linalg.norm(model_input.affine[:3, :3], axis=0))
         measured = volume_measurements(manifest, int(mask.sum()), (spacing[0], spacing[1], spacing[2]))
         nifti_key = result_key(item.request.job_id, "mask.nii.gz")
-        self._store.put_bytes(nifti_key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
+        self._objects.put_bytes(nifti_key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
         return Said(measurements=measured, output_keys=[self._store_seg(item, manifest, model_input, mask), nifti_key])
 
     def _store_seg(self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, mask: NDArray[np.bool_]) -> str:
@@ -348,7 +348,7 @@ class Worker:
         frames = volumes.mask_on_slices(mask, model_input.affine, headers)
         seg = segmentations.segmentation(frames, headers, manifest=manifest, job_id=item.request.job_id)
         key = dicom_key(item.request.study_uid, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID))
-        self._store.put_bytes(key, segmentations.to_bytes(seg), "application/dicom")
+        self._objects.put_bytes(key, segmentations.to_bytes(seg), "application/dicom")
         return key
 
     def _result(self, item: Prepared, manifest: Manifest, said: Said, timings: dict[str, float]) -> InferenceResult:

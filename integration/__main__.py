@@ -1,18 +1,22 @@
 """`python -m integration`: the outbox relay, the router (study.ready, fhir.received, hl7.received),
-the outbound sender, the DICOM forwarder, the dead-letter store (dlq) and the audit trail's syslog export."""
+the outbound engine (MLLP, FHIR, webhook and DICOM destinations), the dead-letter store (dlq) and the audit trail's syslog export."""
 
 import asyncio
 import logging
 from functools import partial
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import AuditSettings
 from audit.config import get_settings as get_audit_settings
-from integration import audit_export, dead_letters, forward, kafka, outbound, process, relay, topics
+from integration import audit_export, dead_letters, kafka, process, relay, topics
 from integration.config import get_settings
 from integration.messages import FhirReceived, Hl7Received, StudyReady
+from integration.outbound import dicom, http, mllp
+from integration.outbound.engine import Transport
+from integration.outbound.engine import run as send_outbound
 from integration.router import route, route_hl7, route_report
 from storage.config import get_settings as get_storage_settings
 
@@ -33,6 +37,15 @@ async def serve(
     consumer = kafka.make_consumer(settings, group_id=ROUTER_GROUP, names=ROUTED)
     # A group of its own: dead letters are stored even while routing is failing or behind.
     letters = kafka.make_consumer(settings, group_id=dead_letters.GROUP, names=[topics.DLQ])
+    # Every destination kind's queue: ORU^R01 over MLLP (issue 4), reports to FHIR servers and
+    # webhooks, studies and SRs to DICOM destinations with instances from object storage (issue 7).
+    pushes = http.transport(settings)
+    transports: dict[str, Transport[Any, Any]] = {
+        "mllp": mllp.transport(settings),
+        "fhir": pushes,
+        "webhook": pushes,
+        "dicom": dicom.transport(settings, objects),
+    }
 
     async def on_event(record: ConsumerRecord[bytes, bytes]) -> None:
         topic = kafka.unqualified(settings, record.topic)
@@ -57,9 +70,7 @@ async def serve(
                 relay.run(engine, producer, settings, stop),
                 kafka.consume(consumer, producer, settings, handler=on_event, stop=stop),
                 kafka.consume(letters, producer, settings, handler=on_letter, stop=stop),
-                outbound.run(engine, settings, stop),  # issue 4: ORU^R01 to MLLP destinations
-                # Issue 7: studies forwarded to DICOM destinations, instances read from object storage.
-                forward.run(engine, objects, settings, stop),
+                send_outbound(engine, settings, transports, stop),
             ]
             if collector is not None:
                 tasks.append(audit_export.run(engine, collector, audit, stop))

@@ -32,17 +32,18 @@ class IntegrationSettings(Hl7Identity):
     # Address every background process's metrics port binds to: loopback on one machine,
     # 0.0.0.0 in containers so Prometheus and the kubelet's probes reach it.
     metrics_host: str = "127.0.0.1"
-    # Issue 4, outbound deliveries: how often each destination's queue is polled, how long to wait
-    # for an ACK, and after how many failed attempts (AE, timeout, connection) a delivery is dead.
+    # Issue 4, outbound deliveries and forwards: how often each destination's queue is polled, how
+    # long to wait for an ACK (or an HTTP answer), and after how many failed attempts (AE, timeout,
+    # connection) a delivery or forward is dead.
     outbound_poll_seconds: float = 0.5
     outbound_ack_timeout_seconds: float = 30.0
     outbound_max_attempts: int = 100
-    # Issue 7, forwarding to DICOM destinations: ACSE/DIMSE/network timeout of an association,
-    # and the circuit breaker: after this many attempts in a row without an association a
-    # destination is left alone for the cool-down, then tried with one forward.
+    # Every destination's circuit breaker: after this many attempts in a row that could not reach
+    # it (no connection, no association) it is left alone for the cool-down, then tried with one item.
+    outbound_circuit_failures: int = 3
+    outbound_circuit_cool_down_seconds: float = 60.0
+    # Issue 7, forwarding to DICOM destinations: ACSE/DIMSE/network timeout of an association.
     forward_timeout_seconds: float = 30.0
-    forward_circuit_failures: int = 3
-    forward_circuit_cool_down_seconds: float = 60.0
     # Issue 9: every process's log lines as text or as one JSON object each (DOCTORAI_LOG_FORMAT).
     log_format: Literal["text", "json"] = "text"
 

@@ -22,12 +22,14 @@ class MessageTooLarge(FramingError):
 
 
 class DeliveryFailed(PipelineError):
-    """An outbound message was not acknowledged AA/CA; `retriable` says whether sending again can help."""
+    """An outbound message was not acknowledged (AA/CA, HTTP 2xx); `retriable` says whether sending again
+    can help, `reached` whether the peer was there at all (False: no connection; None: cannot tell)."""
 
-    def __init__(self, message: str, *, retriable: bool, ack_code: str = "") -> None:
+    def __init__(self, message: str, *, retriable: bool, ack_code: str = "", reached: bool | None = None) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.ack_code = ack_code
+        self.reached = reached
 
 
 class StudyNotFound(PipelineError):
@@ -36,6 +38,14 @@ class StudyNotFound(PipelineError):
 
 class StudyStateConflict(PipelineError):
     """The study's status does not allow the operation (releasing a study that is not held)."""
+
+
+class JobNotFound(PipelineError):
+    """No inference job has this id."""
+
+
+class JobStateConflict(PipelineError):
+    """The job's status does not allow the operation (retrying a job that did not fail)."""
 
 
 class InvalidPackage(PipelineError):
@@ -56,6 +66,14 @@ class UnsafeArchive(InvalidPackage):
 
 class ModelConflict(PipelineError):
     """This name and version are registered already (with a different manifest, for the CLI): bump the version."""
+
+
+class ModelNotFound(PipelineError):
+    """No such model version is registered, the model has no active version, or none to roll back to."""
+
+
+class ModelRetired(PipelineError):
+    """A retired model version cannot be activated again."""
 
 
 # HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers

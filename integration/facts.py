@@ -2,7 +2,6 @@
 only when a rule matches header tags, the header of each series' first instance."""
 
 import io
-import json
 import logging
 import struct
 
@@ -14,10 +13,12 @@ from sqlalchemy.orm import Session
 
 from integration.messages import InstanceRef
 from integration.rules import SeriesFacts, StudyFacts
+from storage import fhir
+from storage.fhir import store
 from storage.objects import ObjectStore
 from storage.orders import order_for_study
-from storage.queries import fhir_resource_json, study_instances
-from storage.tables import Instance, Series, Study
+from storage.instances import study_instances
+from storage.tables.index import Instance, Series, Study
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,12 @@ _NOT_TEXT = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UN"}
 
 def _order_codes(session: Session, service_request_id: str) -> tuple[str, ...]:
     """The codes of ServiceRequest.code (FHIR R4 CodeableConcept.coding) of a stored order."""
-    content = fhir_resource_json(session, resource_type="ServiceRequest", resource_id=service_request_id)
-    if content is None:
+    found = store.read_stored(session, [f"ServiceRequest/{service_request_id}"])
+    if not found:
         return ()
-    code = json.loads(content).get("code") or {}
-    return tuple(str(c["code"]) for c in code.get("coding") or [] if isinstance(c, dict) and c.get("code"))
+    code = fhir.ServiceRequest.model_validate_json(found[0].content).code
+    codings = code.coding if code is not None and code.coding else []
+    return tuple(str(c.code) for c in codings if c.code)
 
 
 def _series(series: Series, instances: list[Instance]) -> SeriesFacts:

@@ -17,10 +17,11 @@ from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from integration import metrics, process, topics
+from integration.backoff import backoff
 from integration.config import IntegrationSettings
 from integration.logs import correlated
 from integration.messages import DeadLetter
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ async def _handle_record(
     handler: Handler,
     stop: asyncio.Event,
 ) -> None:
-    delay = settings.retry_first_delay_seconds
+    failures = 0
     while True:
         try:
             await handler(record)
@@ -180,11 +181,13 @@ async def _handle_record(
             if not getattr(exc, "retriable", False):
                 await _dead_letter(record, producer, settings, error=f"{type(exc).__name__}: {exc}")
                 return
+            failures += 1
+            wait = backoff(failures, first=settings.retry_first_delay_seconds, maximum=settings.retry_max_delay_seconds)
+            delay = wait.total_seconds()
             log.warning("retriable failure on %s@%s, retrying in %.1fs: %r", record.topic, record.offset, delay, exc)
         if await process.sleep(stop, delay):
             # Stopping mid-retry: raise so this batch is not committed and is redelivered.
             raise asyncio.CancelledError("stopped while retrying")
-        delay = min(delay * 2, settings.retry_max_delay_seconds)
 
 
 def _correlation_id(value: str, key: str) -> str:

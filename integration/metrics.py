@@ -12,7 +12,7 @@ CONSUMER_LAG = Gauge(
 )
 DEAD_LETTERS = Counter("doctorai_dead_letters_total", "Messages sent to the dead-letter topic", ["source_topic"])
 
-# Issue 4: outbound deliveries (ORU^R01 over MLLP).
+# Outbound deliveries (issue 4: ORU^R01 over MLLP; then FHIR and webhook pushes).
 DELIVERIES = Counter(
     "doctorai_outbound_deliveries_total",
     "Outbound delivery attempts by destination and outcome (sent, retry, dead)",

@@ -1,13 +1,12 @@
 """The router: does what the stored routing rules decide for `study.ready` (inference jobs through
 the outbox, forwards to destinations, hold or drop) and turns stored reports with text into text
-model jobs, exactly once per input. Jobs run the model's active version in the registry."""
+model jobs, exactly once per input. Jobs run the model's active version in the registry. A study
+whose HL7 order was cancelled (issue 4) is not routed at all."""
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -18,7 +17,6 @@ from integration import topics
 from integration.errors import StudyNotFound
 from integration.facts import study_facts, with_tags
 from integration.messages import FhirReceived, Hl7Received, InferenceRequest, InstanceRef, StudyReady, TextInput
-from integration.orders import skip_cancelled
 from integration.rules import (
     ForwardTo,
     Plan,
@@ -30,20 +28,21 @@ from integration.rules import (
     reads_tags,
     report_models,
 )
+from storage import fhir
 from storage.db import session_scope
+from storage.fhir import store
 from storage.fhir.systems import JOB_SYSTEM
-from storage.deliveries import destination_by_name
+from storage.destinations import destination_by_name
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore
+from storage.orders import CANCELLED, order_for_accession
 from storage.outbox import add_event
-from storage.queries import (
-    active_model_version,
-    correlation_id_for_study,
-    create_job,
-    fhir_resource_json,
-    study_instances,
-)
-from storage.tables import FhirResource, Order, Study
+from storage.instances import correlation_id_for_study, study_instances
+from storage.jobs import create_job
+from storage.model_packages import active_model_version
+from storage.tables.fhir import FhirResource
+from storage.tables.hl7 import Order
+from storage.tables.index import Study
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +197,28 @@ def _queue_forwards(session: Session, study: StudyReady, forwards: Sequence[Forw
             )
 
 
+def skip_cancelled(engine: Engine, study: StudyReady) -> bool:
+    """Link the study to its order (by accession number and patient); True, audited, when that order is cancelled."""
+    with session_scope(engine) as session:
+        order = order_for_accession(session, accession_number=study.accession_number, patient_id=study.patient_id)
+        if order is None:
+            return False
+        if order.study_uid is None:
+            order.study_uid = study.study_uid
+            order.updated_at = datetime.now(UTC)
+        if order.status not in CANCELLED:
+            return False
+        detail = {"revision": str(study.revision), "model": "", "reason": "order cancelled"}
+        _audit(
+            session,
+            study.correlation_id,
+            study.study_uid,
+            {**detail, "service_request": order.service_request_id, "order_status": order.status},
+        )
+    log.info("study %s not routed: its order %s is cancelled", study.correlation_id, order.service_request_id)
+    return True
+
+
 def route(engine: Engine, objects: ObjectStore, study: StudyReady) -> list[InferenceRequest]:
     """Do what the stored rules decide for a ready study: hold it, drop it, or create the jobs and
     forwards they ask for; every decision is audited and a replayed event creates nothing new."""
@@ -263,38 +284,29 @@ def dry_run(engine: Engine, objects: ObjectStore, rule: Rule, *, study_uid: str)
     return evaluate([rule.model_copy(update={"enabled": True})], facts)
 
 
-def _report_study(session: Session, report: dict[str, Any]) -> str:
+def _report_study(session: Session, report: fhir.DiagnosticReport) -> str:
     """The StudyInstanceUID a report is about: its first ImagingStudy reference, else the study
     linked to the order it is `basedOn` (an ORU^R01 from another system names only the order)."""
-    for ref in report.get("imagingStudy") or []:
-        reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
-        if reference.startswith("ImagingStudy/"):
-            return reference.split("/", 1)[1]
-    for ref in report.get("basedOn") or []:
-        reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
-        if reference.startswith("ServiceRequest/"):
-            order = session.get(Order, reference.split("/", 1)[1])
+    for ref in report.imagingStudy or []:
+        if ref.reference and ref.reference.startswith("ImagingStudy/"):
+            return ref.reference.split("/", 1)[1]
+    for ref in report.basedOn or []:
+        if ref.reference and ref.reference.startswith("ServiceRequest/"):
+            order = session.get(Order, ref.reference.split("/", 1)[1])
             if order is not None and order.study_uid:
                 return order.study_uid
     return ""
 
 
-def _report_text(session: Session, report: dict[str, Any]) -> str:
+def _report_text(session: Session, report: fhir.DiagnosticReport) -> str:
     """What a report says: its conclusion, else the text values of its result Observations in
     order (an ORU^R01's TX/FT/ST OBX segments become Observation.valueString)."""
-    conclusion = str(report.get("conclusion") or "").strip()
+    conclusion = (report.conclusion or "").strip()
     if conclusion:
         return conclusion
-    lines = []
-    for ref in report.get("result") or []:
-        reference = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
-        if not reference.startswith("Observation/"):
-            continue
-        content = fhir_resource_json(session, resource_type="Observation", resource_id=reference.split("/", 1)[1])
-        value = json.loads(content).get("valueString") if content else None
-        if isinstance(value, str) and value.strip():
-            lines.append(value.strip())
-    return "\n".join(lines)
+    refs = [r.reference for r in report.result or [] if r.reference and r.reference.startswith("Observation/")]
+    values = [fhir.Observation.model_validate_json(found.content).valueString for found in store.read_stored(session, refs)]
+    return "\n".join(value.strip() for value in values if value and value.strip())
 
 
 def route_report(engine: Engine, received: FhirReceived) -> list[InferenceRequest]:
@@ -329,10 +341,9 @@ def _route_report(engine: Engine, report_id: str, *, version_id: int | None) -> 
         if stored is None:
             log.warning("DiagnosticReport/%s announced but not stored", report_id)
             return []
-        report = json.loads(stored.content)
-        identifiers = report.get("identifier") or []
+        report = fhir.DiagnosticReport.model_validate_json(stored.content)
         # Our own reports (JOB_SYSTEM identifiers): triaging them would feed the engine's output back into itself.
-        if any(i.get("system") == JOB_SYSTEM for i in identifiers if isinstance(i, dict)):
+        if any(i.system == JOB_SYSTEM for i in report.identifier or []):
             return []
         text = _report_text(session, report)
         if not text:

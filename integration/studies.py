@@ -18,8 +18,8 @@ from integration.errors import StudyNotFound, StudyStateConflict
 from integration.messages import InstanceRef, StudyReady
 from storage.db import session_scope
 from storage.outbox import add_event
-from storage.queries import study_instances
-from storage.tables import Study
+from storage.instances import study_instances
+from storage.tables.index import Study
 
 ReadyReason = Literal["quiet-period", "count-reached", "manual-release", "reprocess"]
 

@@ -24,7 +24,7 @@ from audit.records import REPORT_AMENDED, REPORT_CREATED, AuditRecord, Outcome
 from results import metrics
 from storage.fhir import store
 from results.errors import ConcurrentWrite, InvalidResult
-from results.mapping import imaging_study_from_index, patient_from_study, report_from_result
+from results.mapping import imaging_study_from_index, patient_from_study, report_from_result, study_effective
 from storage.orders import with_order
 from results.oru import queue_oru
 from results.pushes import queue_report_exports
@@ -36,8 +36,10 @@ from integration.kafka import unqualified
 from integration.messages import InferenceResult, StudyReady
 from storage.db import session_scope
 from storage.objects import ObjectStore
-from storage.queries import correlation_id_for_study, study_instances
-from storage.tables import AuditEvent, InferenceJob, Report, Study
+from storage.instances import correlation_id_for_study, study_instances
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob, Report
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,9 @@ def apply_result(session: Session, message: InferenceResult, exports: Exports) -
     earlier = _reported(session, message, later=False)
     status = "amended" if earlier is not None else "preliminary"
     report_id = earlier.diagnostic_report_id if earlier is not None else message.job_id
-    report, observations = report_from_result(message, patient_ref, status=status, report_id=report_id)
+    report, observations = report_from_result(
+        message, patient_ref, effective=study_effective(study), status=status, report_id=report_id
+    )
     # Issue 4: a study ordered over HL7 gets a report `basedOn` the order's ServiceRequest.
     report = with_order(session, study, report)
     for observation in observations:

@@ -1,8 +1,6 @@
 """Pure mappings from our index rows and messages to FHIR R4 resources (built with the models)."""
 
-import hashlib
-import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +17,7 @@ from storage.fhir.systems import (
     V2_0203_SYSTEM,
 )
 from integration.messages import Coding, Finding, InferenceResult, Measurement
-from storage.tables import Instance, Series, Study
+from storage.tables.index import Instance, Series, Study
 
 MODEL_EXTENSION = "urn:doctorai:model"
 THRESHOLD_EXTENSION = "urn:doctorai:threshold"
@@ -64,13 +62,30 @@ def patient_from_study(patient_id: str, *, study_uid: str = "", patient_name: st
     )
 
 
-def _study_started(study_date: str) -> Any:
-    # DICOM DA is YYYYMMDD (PS3.5 section 6.2). FHIR dateTime takes a date alone, which is all
-    # the index knows; the model's annotation only names datetime, hence Any.
+def _date_time(value: date | None) -> Any:
+    # FHIR dateTime takes a date alone (http://hl7.org/fhir/R4/datatypes.html#dateTime); the
+    # models' annotation names datetime only, hence Any.
+    return value
+
+
+def _study_started(study_date: str) -> date | None:
+    # DICOM DA is YYYYMMDD (PS3.5 section 6.2).
     try:
         return datetime.strptime(study_date.strip(), "%Y%m%d").date()
     except ValueError:
         return None
+
+
+def study_effective(study: Study) -> date:
+    """When the study was made: the clinically relevant time of its reports and their observations
+    (DiagnosticReport.effective[x], Observation.effective[x]), so an EHR's timeline shows a finding
+    on the day of the images, not of the inference.
+
+    The StudyDate alone: the index keeps no StudyTime, and a FHIR dateTime with a time must carry a
+    zone (http://hl7.org/fhir/R4/datatypes.html#dateTime), which DICOM leaves optional (Timezone
+    Offset From UTC, PS3.3 C.12.1). Without a StudyDate, the day its first instance arrived.
+    """
+    return _study_started(study.study_date) or study.first_received_at.date()
 
 
 def _body_site(body_part: str) -> fhir.Coding | None:
@@ -123,7 +138,7 @@ def imaging_study_from_index(study: Study, instances: list[tuple[Instance, Serie
         identifier=identifiers,
         status="available",
         subject=fhir.Reference(reference=f"Patient/{patient_resource_id(study.patient_id, study_uid=study.study_uid)}"),
-        started=_study_started(study.study_date),
+        started=_date_time(_study_started(study.study_date)),
         numberOfSeries=len(series_list),
         numberOfInstances=len(instances),
         description=study.study_description.strip() or None,
@@ -169,6 +184,7 @@ def _observation(
     status: str,
     patient_ref: str,
     study_ref: str,
+    effective: date,
     issued: datetime,
 ) -> fhir.Observation:
     model = f"{result.model} {result.model_version}"
@@ -183,7 +199,7 @@ def _observation(
         ],
         code=_concept(finding.concept),
         subject=fhir.Reference(reference=patient_ref),
-        effectiveDateTime=result.occurred_at,
+        effectiveDateTime=_date_time(effective),
         issued=issued,
         # A probability is a dimensionless ratio: UCUM unity "1".
         valueQuantity=fhir.Quantity(
@@ -225,7 +241,14 @@ def _note(result: InferenceResult) -> list[fhir.Annotation] | None:
 
 
 def _measurement_observation(
-    result: InferenceResult, index: int, measurement: Measurement, *, patient_ref: str, study_ref: str, issued: datetime
+    result: InferenceResult,
+    index: int,
+    measurement: Measurement,
+    *,
+    patient_ref: str,
+    study_ref: str,
+    effective: date,
+    issued: datetime,
 ) -> fhir.Observation:
     """A measured value as valueQuantity in its UCUM unit (http://hl7.org/fhir/R4/observation.html#units)."""
     return fhir.Observation(
@@ -239,7 +262,7 @@ def _measurement_observation(
         ],
         code=fhir.CodeableConcept(coding=[_coding(measurement.concept)], text=measurement.text or measurement.concept.display),
         subject=fhir.Reference(reference=patient_ref),
-        effectiveDateTime=result.occurred_at,
+        effectiveDateTime=_date_time(effective),
         issued=issued,
         valueQuantity=fhir.Quantity(
             value=Decimal(str(round(measurement.value, 2))),
@@ -259,12 +282,14 @@ def report_from_result(
     result: InferenceResult,
     patient_ref: str,
     *,
+    effective: date,
     status: str = "preliminary",
     issued: datetime | None = None,
     report_id: str = "",
 ) -> tuple[fhir.DiagnosticReport, list[fhir.Observation]]:
     """The DiagnosticReport and its Observations for one successful inference result.
 
+    `effective` is when the study was made (study_effective), `issued` when the report was (now).
     Status is "preliminary": AI output nobody has signed; "amended" when it replaces the report
     of an earlier revision of the study, in place: `report_id` is then that report's id, so the
     result is a new version of the same resources, not a second report (DESIGN.md 5.4).
@@ -283,11 +308,14 @@ def report_from_result(
             status=observation_status,
             patient_ref=patient_ref,
             study_ref=study_ref,
+            effective=effective,
             issued=issued,
         )
         for i, f in enumerate(result.findings)
     ] + [
-        _measurement_observation(result, i, m, patient_ref=patient_ref, study_ref=study_ref, issued=issued)
+        _measurement_observation(
+            result, i, m, patient_ref=patient_ref, study_ref=study_ref, effective=effective, issued=issued
+        )
         for i, m in enumerate(result.measurements)
     ]
     # R4 DiagnosticReport has no `note`: the warning goes in the conclusion and in meta.tag.
@@ -300,7 +328,7 @@ def report_from_result(
         category=[_concept(result.report_category)],
         code=_concept(result.report_code),
         subject=fhir.Reference(reference=patient_ref),
-        effectiveDateTime=result.occurred_at,
+        effectiveDateTime=_date_time(effective),
         issued=issued,
         imagingStudy=[fhir.Reference(reference=study_ref)],
         result=[fhir.Reference(reference=f"Observation/{o.id}") for o in observations] or None,

@@ -9,7 +9,7 @@ STRICT validation and validated as a whole before it is queued: an invalid one n
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
@@ -24,10 +24,12 @@ from integration.hl7v2 import escape
 from storage.fhir.systems import ASSIGNER_SYSTEM
 from storage.fhir.references import patient_resource_id
 from integration.messages import InferenceResult
-from storage.deliveries import destinations, mark_failed, queue_delivery
+from storage.deliveries import mark_failed, queue_delivery
+from storage.destinations import destinations
 from storage.orders import order_for_study
-from storage.queries import correlation_id_for_study
-from storage.tables import Order, Study
+from storage.instances import correlation_id_for_study
+from storage.tables.hl7 import Order
+from storage.tables.index import Study
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ class InvalidOutbound(ValueError):
     """A message we built does not pass hl7apy's strict validation; it is not sent."""
 
 
-def _ts(moment: datetime) -> str:
+def _ts(moment: date) -> str:
+    """An HL7 v2 DTM: a date alone as YYYYMMDD (a DTM may stop at any precision, HL7 v2.5.1 2.A.22), a time in UTC."""
+    if not isinstance(moment, datetime):
+        return moment.strftime("%Y%m%d")
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
 
 
@@ -84,12 +89,16 @@ def segments(
     status = "C" if amended else "P"
     code = result.report_code
     accession = escape(study.accession_number)
-    observed = _ts(result.occurred_at)
+    # OBR-7 and OBX-14, the observation's date/time (HL7 v2.5.1 7.4.1.7, 7.4.2.14): when the study
+    # was made, as the report's effectiveDateTime says; OBR-22, the result's status change: when
+    # the report was issued.
+    observed = _ts(report.effectiveDateTime or datetime.now(UTC))
+    reported = _ts(report.issued or datetime.now(UTC))
     out = [
         _pid(study, patient),
         f"ORC|RE|{placer}|{filler}",
         f"OBR|1|{placer}|{filler}|{_cwe(code.code, code.display, _system_name(code.system))}|||{observed}"
-        f"|||||||||||{accession}||||{_ts(datetime.now(UTC))}||RAD|{status}",
+        f"|||||||||||{accession}||||{reported}||RAD|{status}",
     ]
     n = 0
     for k, finding in enumerate(result.findings, start=1):

@@ -20,9 +20,10 @@ from storage import fhir
 from storage.fhir.systems import DICOM_UID_SYSTEM, JOB_SYSTEM, PATIENT_ID_SYSTEM
 from storage.fhir.references import study_resource_id
 from integration.messages import InferenceResult
-from storage.deliveries import destinations, queue_delivery
-from storage.queries import correlation_id_for_study
-from storage.tables import Study
+from storage.deliveries import queue_delivery
+from storage.destinations import destinations
+from storage.instances import correlation_id_for_study
+from storage.tables.index import Study
 
 # Observations made by a job: "<report id>-<n>" is unique per report version (our resource id).
 OBSERVATION_SYSTEM = "urn:doctorai:observation"

@@ -19,11 +19,12 @@ from audit import log as audit_log
 from audit.records import REPORT_CREATED, AuditRecord, Outcome
 from integration.facts import read_header
 from integration.messages import InferenceResult
-from storage.deliveries import destinations
+from storage.destinations import destinations
 from storage.forwards import ForwardItem, queue_forward
 from storage.objects import ObjectStore, dicom_key
-from storage.queries import correlation_id_for_study, study_instances
-from storage.tables import Destination, Study
+from storage.instances import correlation_id_for_study, study_instances
+from storage.tables.index import Study
+from storage.tables.outbound import Destination
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.outbox import add_payload
-from storage.tables import DeadLetter
+from storage.tables.pipeline import DeadLetter
 
 STATUSES = ("open", "replayed", "discarded")
 
@@ -73,7 +73,14 @@ def get_letter(session: Session, *, letter_id: int) -> DeadLetter | None:
     return session.get(DeadLetter, letter_id)
 
 
-def _resolve(row: DeadLetter, *, status: str, who: str, reason: str) -> None:
+def open_letters(session: Session, *, topic: str, key: str) -> list[DeadLetter]:
+    """The open letters of one source topic and key, oldest first."""
+    stmt = select(DeadLetter).where(DeadLetter.status == "open", DeadLetter.source_topic == topic, DeadLetter.key == key)
+    return list(session.scalars(stmt.order_by(DeadLetter.id)))
+
+
+def settle_letter(row: DeadLetter, *, status: str, who: str, reason: str) -> None:
+    """Close an open letter as `status` (replayed or discarded), by whom and why; LetterResolved if it is closed."""
     if row.status != "open":
         raise LetterResolved(f"dead letter {row.id} is {row.status} already")
     row.status = status
@@ -84,7 +91,7 @@ def _resolve(row: DeadLetter, *, status: str, who: str, reason: str) -> None:
 
 def replay_letter(session: Session, *, row: DeadLetter, who: str) -> None:
     """Queue the original payload on its original topic (through the outbox) and mark the letter replayed."""
-    _resolve(row, status="replayed", who=who, reason="")
+    settle_letter(row, status="replayed", who=who, reason="")
     add_payload(session, topic=row.source_topic, key=row.key, payload=row.payload)
 
 
@@ -92,4 +99,4 @@ def discard_letter(session: Session, *, row: DeadLetter, who: str, reason: str) 
     """Close an open letter without replaying it, saying why."""
     if not reason.strip():
         raise ValueError("discarding a dead letter needs a reason")
-    _resolve(row, status="discarded", who=who, reason=reason)
+    settle_letter(row, status="discarded", who=who, reason=reason)

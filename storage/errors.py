@@ -23,3 +23,11 @@ class ResourceGone(StorageError):
 
 class InvalidSearch(StorageError, ValueError):
     """A FHIR search parameter is unknown (under strict handling) or its value is malformed."""
+
+
+class MessageNotFound(StorageError, LookupError):
+    """No HL7 message was received with this id, or with this control id (MSH-10) from this sender."""
+
+
+class AmbiguousMessage(StorageError, LookupError):
+    """Several senders used this control id (MSH-10 is unique per sender only): the sender must be named."""

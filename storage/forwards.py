@@ -3,27 +3,19 @@
 A forward is one revision of one study for one destination, or one job's result (its DICOM SR,
 kind "result") for one destination, with one row per instance. It is
 "sent" only when every instance was accepted; an attempt that leaves some instances failed
-retries those (and only those) later, until the forward is "dead". The sender takes each
-destination's due forwards in id order, so one destination's failures never hold up another.
+retries those (and only those) later, until the forward is "dead". The scheduling (due,
+attempts, retry of a dead one) is storage.queues'.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.deliveries import due, requeue
-from storage.tables import Forward, ForwardInstance
-
-
-class ForwardNotFound(LookupError):
-    """No forward has this id."""
-
-
-class ForwardNotDead(ValueError):
-    """Only a dead forward can be retried: a pending one retries by itself, a sent one is done."""
+from storage.queues import close_attempt, enqueue
+from storage.tables.outbound import Forward, ForwardInstance
 
 
 @dataclass(frozen=True)
@@ -62,7 +54,6 @@ def queue_forward(
     )
     if existing is not None:
         return None
-    now = datetime.now(UTC)
     row = Forward(
         destination_id=destination_id,
         study_uid=study_uid,
@@ -71,25 +62,10 @@ def queue_forward(
         rule=rule,
         kind="result" if job_id else "study",
         job_id=job_id,
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        last_error="",
-        created_at=now,
     )
-    session.add(row)
-    session.flush()
+    enqueue(session, row)
     session.add_all(
-        ForwardInstance(
-            forward_id=row.id,
-            sop_uid=item.sop_uid,
-            object_key=item.object_key,
-            sop_class_uid=item.sop_class_uid,
-            transfer_syntax_uid=item.transfer_syntax_uid,
-            status="pending",
-            dicom_status=None,
-            error="",
-        )
+        ForwardInstance(forward_id=row.id, status="pending", dicom_status=None, error="", **asdict(item))
         for item in {item.sop_uid: item for item in instances}.values()
     )
     session.flush()
@@ -124,21 +100,6 @@ def forward_instances(session: Session, *, forward_id: int) -> list[ForwardInsta
     return list(session.scalars(stmt))
 
 
-def retry_forward(session: Session, *, forward_id: int) -> Forward:
-    """Make a dead forward pending again, due now; its next attempt sends only the instances not yet accepted."""
-    row = session.get(Forward, forward_id)
-    if row is None:
-        raise ForwardNotFound(forward_id)
-    if row.status != "dead":
-        raise ForwardNotDead(f"forward {forward_id} is {row.status}, not dead")
-    return requeue(row)
-
-
-def due_forwards(session: Session, *, destination_id: int, limit: int, now: datetime | None = None) -> list[Forward]:
-    """A destination's pending forwards whose time has come, oldest first."""
-    return due(session, Forward, destination_id=destination_id, limit=limit, now=now)
-
-
 def unsent_instances(session: Session, *, forward_id: int) -> list[ForwardInstance]:
     """The instances of a forward still to send: never tried, or failed last time."""
     stmt = (
@@ -161,27 +122,17 @@ def mark_instance(
 
 
 def finish_attempt(session: Session, *, forward_id: int, error: str, retry_in: timedelta | None) -> Forward:
-    """Close an attempt: "sent" when no instance is left to send; else retry after `retry_in`, or dead when None."""
+    """Close an attempt: "sent" when no instance is left to send; else retry after `retry_in`, or dead when None.
+
+    A retried dead forward sends only the instances not yet accepted.
+    """
     row = session.get_one(Forward, forward_id)
-    now = datetime.now(UTC)
-    row.attempts += 1
     left = session.scalar(
         select(func.count())
         .select_from(ForwardInstance)
         .where(ForwardInstance.forward_id == forward_id, ForwardInstance.status != "sent")
     )
-    if not left:
-        row.status = "sent"
-        row.last_error = ""
-        row.finished_at = now
-        return row
-    row.last_error = (error or f"{left} instances not accepted")[:2000]
-    if retry_in is None:
-        row.status = "dead"
-        row.finished_at = now
-    else:
-        row.next_attempt_at = now + retry_in
-    return row
+    return close_attempt(row, error=(error or f"{left} instances not accepted") if left else None, retry_in=retry_in)
 
 
 def instance_counts(session: Session, *, forward_id: int) -> dict[str, int]:

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import Hl7Message
+from storage.errors import AmbiguousMessage, MessageNotFound
+from storage.tables.hl7 import Hl7Message
 
 
 def dedupe_key(application: str, facility: str, control_id: str) -> str:
@@ -23,15 +24,41 @@ def message(session: Session, *, message_id: str) -> Hl7Message | None:
     return session.get(Hl7Message, message_id)
 
 
-def unmapped_report(session: Session, *, message_id: str) -> dict[str, str]:
+def find_message(session: Session, *, ref: str, sender: str = "") -> Hl7Message:
+    """The message `ref` names: our message id, else its control id (MSH-10) from `sender`
+    ("MSH-3" or "MSH-3^MSH-4"; needed only when several senders used that control id).
+
+    A control id a sender used more than once (a message sent again) names its newest message.
+    Raises MessageNotFound, or AmbiguousMessage naming the senders.
+    """
+    row = session.get(Hl7Message, ref)
+    if row is not None:
+        return row
+    stmt = _sent_by(select(Hl7Message).where(Hl7Message.control_id == ref), sender)
+    rows = list(session.scalars(stmt.order_by(Hl7Message.received_at.desc(), Hl7Message.id)))
+    if not rows:
+        raise MessageNotFound(f"no HL7 message with id or control id {ref}" + (f" from {sender}" if sender else ""))
+    senders = list(dict.fromkeys(f"{r.sender_application}^{r.sender_facility}" for r in rows))
+    if len(senders) > 1:
+        raise AmbiguousMessage(f"control id {ref} came from {', '.join(senders)}: name the sender")
+    return rows[0]
+
+
+def unmapped_report(session: Session, *, message_id: str, sender: str = "") -> dict[str, str]:
     """Every populated field of a message that the FHIR mapping did not use (path -> value).
 
-    Raises KeyError when no such message was received.
+    `message_id` is our id or the control id (find_message); raises MessageNotFound, AmbiguousMessage.
     """
-    row = session.get(Hl7Message, message_id)
-    if row is None:
-        raise KeyError(message_id)
-    return dict(row.unmapped)
+    return dict(find_message(session, ref=message_id, sender=sender).unmapped)
+
+
+def _sent_by(stmt: Select[Hl7Message], sender: str | None) -> Select[Hl7Message]:
+    """Only messages of `sender`: MSH-3, or "MSH-3^MSH-4"."""
+    if not sender:
+        return stmt
+    application, _, facility = sender.partition("^")
+    stmt = stmt.where(Hl7Message.sender_application == application)
+    return stmt.where(Hl7Message.sender_facility == facility) if facility else stmt
 
 
 def list_messages(
@@ -53,11 +80,7 @@ def list_messages(
     stmt = select(Hl7Message)
     if status:
         stmt = stmt.where(Hl7Message.status == status)
-    if sender:
-        application, _, facility = sender.partition("^")
-        stmt = stmt.where(Hl7Message.sender_application == application)
-        if facility:
-            stmt = stmt.where(Hl7Message.sender_facility == facility)
+    stmt = _sent_by(stmt, sender)
     if message_type:
         kind, _, trigger = message_type.upper().partition("^")
         stmt = stmt.where(Hl7Message.message_type == kind)

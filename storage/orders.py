@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from storage import fhir
 from storage.fhir import store
-from storage.tables import Order, Report, Study
+from storage.tables.hl7 import Order
+from storage.tables.index import Study
+from storage.tables.pipeline import Report
 
 # ServiceRequest statuses after which a study must not be routed (FHIR R4 request-status).
 CANCELLED = ("revoked", "entered-in-error")

@@ -6,7 +6,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from storage.tables import OutboxEvent
+from storage.tables.pipeline import OutboxEvent
 
 
 def add_event(session: Session, *, topic: str, key: str, message: BaseModel) -> None:
@@ -17,6 +17,12 @@ def add_event(session: Session, *, topic: str, key: str, message: BaseModel) -> 
 def add_payload(session: Session, *, topic: str, key: str, payload: str) -> None:
     """Queue a message that is JSON already (a dead letter's original, replayed as it was)."""
     session.add(OutboxEvent(topic=topic, key=key, payload=payload, created_at=datetime.now(UTC)))
+
+
+def events(session: Session, *, topic: str, key: str) -> list[OutboxEvent]:
+    """Every event written for `topic` under `key`, oldest first: published ones too, the outbox keeps them."""
+    stmt = select(OutboxEvent).where(OutboxEvent.topic == topic, OutboxEvent.key == key).order_by(OutboxEvent.id)
+    return list(session.scalars(stmt))
 
 
 def unsent(session: Session, *, limit: int) -> list[OutboxEvent]:

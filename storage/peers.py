@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.tables import DicomPeer
+from storage.tables.access import DicomPeer
 
 DUPLICATE_POLICIES = ("keep-first", "keep-last", "reject")
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.tables import RoutingRule
+from storage.tables.pipeline import RoutingRule
 
 
 class RuleExists(StorageError):

@@ -7,7 +7,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import Delivery, Destination, InferenceJob, InstanceVersion, Study
+from storage.tables.index import InstanceVersion, Study
+from storage.tables.outbound import Delivery, Destination
+from storage.tables.pipeline import InferenceJob
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import cast
 from sqlalchemy import ColumnElement, Table, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
-from storage.tables import PerformedStep, Study
+from storage.tables.index import PerformedStep, Study
 
 IN_PROGRESS = "IN PROGRESS"
 FINAL = ("COMPLETED", "DISCONTINUED")
@@ -62,7 +62,7 @@ def apply_to_study(session: Session, *, study_uid: str) -> Study | None:
 
     The latest word wins: the steps' count when the last of them ends, and a count an instance
     announces (NumberOfStudyRelatedInstances) when it arrives. A study not stored yet takes the
-    steps' count with its first instance (the study upsert in storage.queries reads
+    steps' count with its first instance (the study upsert in storage.instances reads
     expected_from_steps).
     """
     expected = expected_instances(session, study_uid=study_uid)

@@ -1,12 +1,44 @@
-"""What the admin API shows of studies: filtered lists, one study's parts, and its timeline."""
+"""Queries on studies: the ones gone quiet (the stability sweep), and what the admin API shows of
+them (filtered lists, one study's parts, its timeline)."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.tables import AuditEvent, Delivery, Destination, Forward, InferenceJob, Instance, Report, Series, Study
+from storage.jobs import study_jobs
+from storage.steps import IN_PROGRESS
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance, PerformedStep, Series, Study
+from storage.tables.outbound import Delivery, Destination, Forward
+
+
+def studies_quiet_since(session: Session, *, before: datetime, steps_since: datetime | None = None) -> list[Study]:
+    """Studies still receiving whose last instance arrived before `before`.
+
+    With `steps_since`, not those with a performed procedure step (MPPS) in progress that its
+    modality reported on since then: the modality is still acquiring them.
+    """
+    stmt = (
+        select(Study)
+        .where(Study.status == "receiving", Study.last_received_at < before)
+        .order_by(Study.last_received_at)
+        .with_for_update(skip_locked=True)
+    )
+    if steps_since is not None:
+        acquiring = exists().where(
+            PerformedStep.study_uid == Study.study_uid,
+            PerformedStep.status == IN_PROGRESS,
+            PerformedStep.updated_at > steps_since,
+        )
+        stmt = stmt.where(~acquiring)
+    return list(session.scalars(stmt))
+
+
+def count_receiving(session: Session) -> int:
+    """How many studies are still receiving (not yet declared ready)."""
+    return session.scalar(select(func.count()).select_from(Study).where(Study.status == "receiving")) or 0
 
 
 @dataclass(frozen=True)
@@ -49,39 +81,6 @@ def series_with_counts(session: Session, *, study_uid: str) -> list[tuple[Series
         .order_by(Series.series_number, Series.series_uid)
     )
     return [(series, count) for series, count in session.execute(stmt)]
-
-
-def study_jobs(session: Session, *, study_uid: str) -> list[InferenceJob]:
-    """Every inference job of a study, oldest first."""
-    stmt = select(InferenceJob).where(InferenceJob.study_uid == study_uid).order_by(InferenceJob.created_at)
-    return list(session.scalars(stmt))
-
-
-def study_reports(session: Session, *, study_uid: str) -> list[Report]:
-    """Every report made for a study, oldest first."""
-    return list(session.scalars(select(Report).where(Report.study_uid == study_uid).order_by(Report.created_at)))
-
-
-def list_jobs(
-    session: Session,
-    *,
-    status: str | None = None,
-    model: str | None = None,
-    study_uid: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[InferenceJob], int]:
-    """One page of inference jobs, newest first, and how many match in all."""
-    stmt = select(InferenceJob)
-    if status is not None:
-        stmt = stmt.where(InferenceJob.status == status)
-    if model is not None:
-        stmt = stmt.where(InferenceJob.model == model)
-    if study_uid is not None:
-        stmt = stmt.where(InferenceJob.study_uid == study_uid)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = stmt.order_by(InferenceJob.created_at.desc(), InferenceJob.job_id).limit(limit).offset(offset)
-    return list(session.scalars(page)), total
 
 
 @dataclass(frozen=True)

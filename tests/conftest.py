@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from doctorai.stack import (
+    SPINE_MODEL,
     StackConfig,
     Supervisor,
     free_ports,
@@ -90,15 +91,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = "postgresql+psycopg://" + pg.removeprefix("postgresql://")
     migrate(url)
     _databases_used.add("postgresql")
-    from storage.tables import Base
+    from storage.tables.base import Base
 
-    engine = make_engine(url)
-    with engine.connect() as conn:
+    pg = make_engine(url)
+    with pg.connect() as conn:
         # Rows the migrations seed (the default routing rules): a clean database has them.
         seeded = {t: [dict(r._mapping) for r in conn.execute(t.select())] for t in Base.metadata.sorted_tables}
     yield url
     # Empty every table so the next test starts clean (the database lives for the session).
-    with engine.begin() as conn:
+    with pg.begin() as conn:
         # The owner may lift the audit table's append-only trigger; the engine's role may not.
         conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER USER")
         for table in reversed(Base.metadata.sorted_tables):
@@ -107,15 +108,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         for table, rows in seeded.items():
             if rows:
                 conn.execute(table.insert(), rows)
-    engine.dispose()
+    pg.dispose()
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Engine]:
     """An engine on the migrated test database."""
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
+    migrated = make_engine(database_url)
+    yield migrated
+    migrated.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +155,7 @@ class EngineRun:
         self.supervisor = Supervisor(config.var_dir / "logs")
 
     def start(self, *, models: tuple[str, ...] | None = None) -> None:
-        """Start every engine process (optionally with other inference workers)."""
+        """Start every engine process, with the chest model's inference worker or these workers."""
         config = self.config if models is None else replace(self.config, models=models)
         start_engine(config, self.supervisor)
 
@@ -205,6 +206,7 @@ def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
         ports=ports,
         quiet_period_seconds=1.0,
         topic_prefix=prefix,
+        models=(SPINE_MODEL,),  # the workers a test asks for, no more: `start(models=...)`
     )
     prepare_database(config)
     run = EngineRun(config)

@@ -19,11 +19,41 @@ from sqlalchemy import Engine
 from integration.messages import Coding, Finding, InferenceResult
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import dicom_key
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance
+from storage.instances import ReceivedInstance, correlation_id_for_study, record_instance
+from storage.jobs import create_job
 
 PNEUMONIA = Coding(system="http://snomed.info/sct", code="233604007", display="Pneumonia")
 REPORT_CODE = Coding(system="http://loinc.org", code="18748-4", display="Diagnostic imaging study")
 RADIOLOGY = Coding(system="http://terminology.hl7.org/CodeSystem/v2-0074", code="RAD", display="Radiology")
+
+
+# A CR instance of study 1.2.3 as the listener would record it, for tests of the index itself.
+_RECEIVED = ReceivedInstance(
+    study_uid="1.2.3",
+    series_uid="1.2.3.1",
+    sop_uid="1.2.3.1.1",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+    transfer_syntax_uid="1.2.840.10008.1.2.1",
+    patient_id="P1",
+    accession_number="A1",
+    study_date="20040826",
+    study_description="chest",
+    modality="CR",
+    body_part="CHEST",
+    series_number=1,
+    series_description="",
+    instance_number=1,
+    object_key="dicom/1.2.3/1.2.3.1/1.2.3.1.1.dcm",
+    size=10,
+    sha256="a" * 64,
+    calling_ae="PACS",
+    source_address="127.0.0.1",
+)
+
+
+def received(**fields: Any) -> ReceivedInstance:
+    """A received CR instance of study 1.2.3 (series 1.2.3.1, SOP 1.2.3.1.1) with `fields` changed."""
+    return replace(_RECEIVED, **fields)
 
 
 @pytest.fixture

@@ -15,7 +15,11 @@ from sqlalchemy import func, select
 
 from doctorai.stack import engine_env, http_ok
 from storage.db import make_engine, session_scope
-from storage.tables import AuditEvent, Delivery, FhirResourceVersion, Hl7Message, OutboxEvent
+from storage.tables.audit import AuditEvent
+from storage.tables.fhir import FhirResourceVersion
+from storage.tables.hl7 import Hl7Message
+from storage.tables.outbound import Delivery
+from storage.tables.pipeline import OutboxEvent
 from tests.conftest import EngineRun
 from tests.mllp_peers import AckDroppingProxy, read_ack, receiver, sample, segment, send, wait_for
 from tests.test_pipeline import cli_token, storescu, wait_for_reports

@@ -9,7 +9,6 @@ modules import each other without cycles, and the sub-packages that assemble an 
 """
 
 import ast
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -16,7 +16,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from audit.log import trail
 from storage.db import make_engine, session_scope
 from storage.objects import make_object_store
-from storage.queries import correlation_id_for_study, study_instances
+from storage.instances import correlation_id_for_study, study_instances
 from tests.conftest import EngineRun
 from tests.orthanc import Modality, Orthanc, OrthancFactory, eventually
 

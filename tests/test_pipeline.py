@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from audit.log import trail
 from storage.db import make_engine, session_scope
 from storage.objects import make_object_store
-from storage.queries import correlation_id_for_study
-from storage.tables import InferenceJob, Report
+from storage.instances import correlation_id_for_study
+from storage.tables.pipeline import InferenceJob, Report
 from tests.conftest import EngineRun
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
@@ -175,6 +175,8 @@ def test_cstore_to_diagnostic_report(engine_run: EngineRun, tmp_path: Path) -> N
     assert report["subject"]["reference"] == f"Patient/{PATIENT_ID}"
     assert report["imagingStudy"] == [{"reference": f"ImagingStudy/{STUDY_UID}"}]
     assert report["conclusion"].startswith("NOT FOR CLINICAL USE")
+    # The study's date (RG1's StudyDate), not the day the model ran; `issued` is when the report was made.
+    assert report["effectiveDateTime"] == "2004-08-26" and report["issued"][:10] > "2004-08-26"
 
     api = f"http://127.0.0.1:{engine_run.config.ports.http}/fhir"
     headers = {"Authorization": f"Bearer {token}"}

@@ -6,11 +6,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_api.errors import FhirError, from_storage
 from fhir_api.responses import error_problem, problem_response
-from integration.errors import InvalidPackage, ModelConflict, StudyNotFound, StudyStateConflict, UnsafeArchive
+from integration.errors import (
+    InvalidPackage,
+    JobNotFound,
+    JobStateConflict,
+    ModelConflict,
+    ModelNotFound,
+    ModelRetired,
+    StudyNotFound,
+    StudyStateConflict,
+    UnsafeArchive,
+)
 from storage.dead_letters import LetterResolved
-from storage.deliveries import DeliveryNotDead, DeliveryNotFound, DestinationExists, DestinationInUse
+from storage.destinations import DestinationExists, DestinationInUse
 from storage.errors import StorageError, StorageUnavailable
-from storage.forwards import ForwardNotDead, ForwardNotFound
+from storage.queues import NotDead, NotQueued
 from storage.rules import RuleExists, RuleNotFound
 
 # Seconds a client should wait before retrying when storage is down (RFC 9110 section 10.2.3).
@@ -20,18 +30,20 @@ _RETRY_AFTER = "5"
 _STATUS: dict[type[Exception], int] = {
     StudyNotFound: 404,
     StudyStateConflict: 409,
+    JobNotFound: 404,
+    JobStateConflict: 409,
     LetterResolved: 409,
     DestinationExists: 409,
     DestinationInUse: 409,
     RuleExists: 409,
     RuleNotFound: 404,
-    ForwardNotFound: 404,
-    ForwardNotDead: 409,
-    DeliveryNotFound: 404,
-    DeliveryNotDead: 409,
+    NotQueued: 404,
+    NotDead: 409,
     UnsafeArchive: 400,
     InvalidPackage: 422,
     ModelConflict: 409,
+    ModelNotFound: 404,
+    ModelRetired: 409,
 }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from fhir_api.auth.tokens import scope_permissions
 from fhir_api.errors import TokenRequestError
-from storage.tables import ApiClient, ClientAssertion
+from storage.tables.access import ApiClient, ClientAssertion
 
 PRIVATE_KEY_JWT = "private_key_jwt"
 CLIENT_SECRET_BASIC = "client_secret_basic"
@@ -71,7 +71,10 @@ def register(
     if bool(jwks) == bool(secret):
         raise ValueError("a client has either a JWK Set (private_key_jwt) or a secret (client_secret_basic)")
     if jwks:
-        jwt.PyJWKSet.from_json(jwks)  # refuse a set that cannot be used, now rather than at the first token request
+        try:  # refuse a set that cannot be used, now rather than at the first token request
+            jwt.PyJWKSet.from_json(jwks)
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"the JWK Set cannot be used: {exc}") from exc
     bad = [s for s in scopes if scope_permissions(s) is None]
     if bad or not scopes:
         raise ValueError(f"not SMART system scopes: {', '.join(bad) or '(none given)'}")

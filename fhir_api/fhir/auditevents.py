@@ -30,7 +30,7 @@ from fhir_api.fhir.search import (
     Cursor,
     decode_cursor,
 )
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 
 RESOURCE_TYPE = "AuditEvent"
 # Who acted (agent_who) and on what (entity_what) when that is not a FHIR reference or a DICOM UID.

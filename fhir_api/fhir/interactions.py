@@ -23,7 +23,7 @@ from integration import topics
 from integration.messages import FhirReceived
 from storage.errors import InvalidSearch
 from storage.outbox import add_event
-from storage.tables import FhirResource
+from storage.tables.fhir import FhirResource
 
 # The payload types a rest-hook channel may ask for; XML is not served (http.html#mime-type).
 _JSON_PAYLOADS = ("application/fhir+json", "application/json")

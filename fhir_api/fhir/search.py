@@ -19,7 +19,8 @@ from storage.fhir import criteria, definitions, store
 from storage import fhir
 from storage.errors import InvalidSearch
 from storage.fhir.index import EARLIEST, LATEST
-from storage.tables import FhirResource, FhirSearchIndex, UTCDateTime
+from storage.tables.base import UTCDateTime
+from storage.tables.fhir import FhirResource, FhirSearchIndex
 
 COUNT, SORT, CURSOR, TOTAL = "_count", "_sort", "_cursor", "_total"
 INCLUDE, REVINCLUDE, SUMMARY, ELEMENTS = "_include", "_revinclude", "_summary", "_elements"
@@ -83,7 +84,7 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
-class Plan:
+class QueryPlan:
     """How to read a page: from the index entries of `driver` (a criterion matching at most `bound`
     resources), or, when `driver` is None, by walking the type in sort order."""
 
@@ -252,13 +253,13 @@ def _capped_count(session: Session, resource_type: str, criterion: criteria.Crit
     return session.scalar(select(func.count()).select_from(inner)) or 0
 
 
-def plan(session: Session, query: SearchQuery) -> Plan:
+def plan(session: Session, query: SearchQuery) -> QueryPlan:
     """Start from the narrowest criterion when it matches at most FEW resources, else walk in sort order.
 
     Starting from the index suits few matches (they are found directly, then sorted); walking the
     type in sort order and probing each resource suits many (a page fills after a few probes).
     """
-    best: Plan = Plan()
+    best: QueryPlan = QueryPlan()
     for i, criterion in enumerate(query.criteria):
         if not _positive(criterion):
             continue
@@ -267,11 +268,11 @@ def plan(session: Session, query: SearchQuery) -> Plan:
             break
         found = _capped_count(session, query.resource_type, criterion, cap)
         if found <= cap:
-            best = Plan(driver=i, bound=found)
+            best = QueryPlan(driver=i, bound=found)
     return best
 
 
-def _where(stmt: Any, query: SearchQuery, chosen: Plan) -> Any:
+def _where(stmt: Any, query: SearchQuery, chosen: QueryPlan) -> Any:
     stmt = stmt.where(FhirResource.resource_type == query.resource_type)
     for i, criterion in enumerate(query.criteria):
         stmt = stmt.where(criteria.condition(query.resource_type, criterion, drive=i == chosen.driver))
@@ -279,7 +280,7 @@ def _where(stmt: Any, query: SearchQuery, chosen: Plan) -> Any:
 
 
 def _page(
-    session: Session, query: SearchQuery, chosen: Plan
+    session: Session, query: SearchQuery, chosen: QueryPlan
 ) -> tuple[list[store.Stored], tuple[Any, ...] | None, tuple[Any, ...] | None]:
     columns: list[tuple[Any, bool]] = [(_sort_column(query.resource_type, name, desc), desc) for name, desc in query.sort]
     if not any(name == "_id" for name, _ in query.sort):
@@ -311,9 +312,9 @@ def _page(
     return matches, keys[-1] if has_next else None, keys[0] if has_previous else None
 
 
-def count(session: Session, query: SearchQuery, chosen: Plan | None = None) -> int:
+def count(session: Session, query: SearchQuery, chosen: QueryPlan | None = None) -> int:
     """How many resources match the query's criteria (exactly)."""
-    inner = _where(select(FhirResource.resource_id), query, chosen or Plan()).subquery()
+    inner = _where(select(FhirResource.resource_id), query, chosen or QueryPlan()).subquery()
     return session.scalar(select(func.count()).select_from(inner)) or 0
 
 
@@ -336,7 +337,7 @@ def estimate(session: Session, query: SearchQuery) -> int:
         .offset(min(everything, SAMPLE) - 1)
         .limit(1)
     ).first()
-    sample = _where(select(res.resource_id), query, Plan())
+    sample = _where(select(res.resource_id), query, QueryPlan())
     if edge is not None:
         newer = or_(res.last_updated > edge[0], and_(res.last_updated == edge[0], res.resource_id >= edge[1]))
         sample = sample.where(res.last_updated >= edge[0], newer)
@@ -344,7 +345,7 @@ def estimate(session: Session, query: SearchQuery) -> int:
     return round(everything * matched / min(everything, SAMPLE))
 
 
-def _total(session: Session, query: SearchQuery, chosen: Plan) -> int | None:
+def _total(session: Session, query: SearchQuery, chosen: QueryPlan) -> int | None:
     # The server's choice (no _total) is an exact count when a criterion bounds the matches to a
     # few, and no total otherwise: counting a broad intersection costs as much as reading it all.
     if query.summary == "count" or query.total == "accurate" or (chosen.driver is not None and query.total != "none"):

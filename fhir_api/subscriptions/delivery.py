@@ -21,10 +21,11 @@ from storage import fhir
 from fhir_api import metrics
 from storage.fhir import store
 from fhir_api.config import ApiSettings
+from integration.backoff import backoff
 from storage.errors import ResourceGone, ResourceNotFound
 from storage.fhir import subscriptions
 from storage.db import session_scope
-from storage.tables import FhirResourceVersion, SubscriptionDelivery
+from storage.tables.fhir import FhirResourceVersion, SubscriptionDelivery
 from integration import process
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ class Notification:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     dropped: str = ""
-
-
-def backoff(settings: ApiSettings, attempts: int) -> timedelta:
-    """The wait before the next try after `attempts` failures: doubling, capped."""
-    seconds = settings.subscription_retry_initial_seconds * 2 ** max(attempts - 1, 0)
-    return timedelta(seconds=min(seconds, settings.subscription_retry_max_seconds))
 
 
 def _notification(session: Session, row: SubscriptionDelivery, now: datetime) -> Notification:
@@ -98,7 +93,12 @@ def _record(engine: Engine, settings: ApiSettings, note: Notification, error: st
             subscriptions.mark_delivered(session, delivery_id=note.delivery_id, now=now)
             metrics.NOTIFICATIONS.labels("delivered").inc()
         else:
-            retry_at = now + backoff(settings, note.attempts + 1)
+            wait = backoff(
+                note.attempts + 1,
+                first=settings.subscription_retry_initial_seconds,
+                maximum=settings.subscription_retry_max_seconds,
+            )
+            retry_at = now + wait
             subscriptions.mark_failed(session, delivery_id=note.delivery_id, error=error, retry_at=retry_at)
             metrics.NOTIFICATIONS.labels("failed").inc()
         if note.subscription is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from inference.errors import UnknownModel
 from inference.packages import chest_xray, deepbet, modality_check, report_triage
-from integration.manifest import Manifest
+from integration.models.manifest import Manifest
 
 Builtin = Callable[[Path], tuple[Manifest, Path]]
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from inference.errors import UnknownModel
 from inference.packages.installed import package_dir
 from storage.fhir.systems import LOINC_SYSTEM, SNOMED_SYSTEM, V2_0074_SYSTEM
-from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
 VERSION = "1.0.2"

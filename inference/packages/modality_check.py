@@ -11,7 +11,7 @@ from pathlib import Path
 from inference.errors import UnknownModel
 from inference.packages.installed import LOCAL, package_dir
 from storage.fhir.systems import DCM_SYSTEM, LOINC_SYSTEM, V2_0074_SYSTEM
-from integration.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Postprocessing, Preprocessing, SeriesSelection
 from integration.messages import Coding
 
 FILES = "resources/modality_classifiers_2025_02_24.json"

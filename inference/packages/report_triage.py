@@ -11,7 +11,7 @@ from pathlib import Path
 from inference.errors import UnknownModel
 from inference.packages.installed import package_dir
 from storage.fhir.systems import LOINC_SYSTEM, SNOMED_SYSTEM, V2_0074_SYSTEM
-from integration.manifest import Accepts, Manifest, OutputLabel, Preprocessing
+from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from integration.messages import Coding
 
 # (SNOMED_SYSTEM CT code, display, a sentence reporting it)

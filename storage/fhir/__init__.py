@@ -63,7 +63,6 @@ from fhir.resources.R4B.encounter import Encounter, EncounterLocation, Encounter
 from fhir.resources.R4B.observation import ObservationReferenceRange
 from fhir.resources.R4B.patient import PatientLink
 from fhir.resources.R4B.period import Period
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 # The R4 version this API speaks (CapabilityStatement.fhirVersion).
 FHIR_VERSION = "4.0.1"

@@ -18,7 +18,7 @@ from storage.errors import InvalidSearch
 from storage.fhir.index import date_range, normalise
 from storage.fhir.references import relative_reference
 from storage.fhir.definitions import SEARCH_PARAMS, SearchParam
-from storage.tables import FhirResource, FhirSearchIndex
+from storage.tables.fhir import FhirResource, FhirSearchIndex
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {

@@ -20,7 +20,7 @@ from storage.fhir import criteria, definitions
 from storage import fhir
 from storage.errors import ResourceGone, ResourceNotFound
 from storage.fhir import subscriptions
-from storage.tables import FhirResource, FhirResourceVersion, FhirSearchIndex
+from storage.tables.fhir import FhirResource, FhirResourceVersion, FhirSearchIndex
 
 # http://hl7.org/fhir/R4/valueset-diagnostic-report-status.html
 REPORT_STATUS_SYSTEM = "http://hl7.org/fhir/diagnostic-report-status"

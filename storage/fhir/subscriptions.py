@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from storage.fhir import criteria
 from storage import fhir
 from storage.errors import InvalidSearch, StorageError
-from storage.tables import FhirResource, FhirSearchIndex, SubscriptionDelivery
+from storage.tables.fhir import FhirResource, FhirSearchIndex, SubscriptionDelivery
 
 # Subscription.status values under which changes are matched (http://hl7.org/fhir/R4/valueset-subscription-status.html):
 # "error" still matches, because the server keeps trying to deliver.

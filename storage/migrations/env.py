@@ -1,9 +1,9 @@
-"""Alembic environment: migrates `storage.tables.Base.metadata` on SQLite and PostgreSQL alike."""
+"""Alembic environment: migrates `storage.tables.base.Base.metadata` (every table: storage.tables imports them all) on SQLite and PostgreSQL alike."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from storage.tables import Base
+from storage.tables.base import Base
 
 config = context.config
 target_metadata = Base.metadata

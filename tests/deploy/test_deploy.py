@@ -174,10 +174,13 @@ def test_dashboard_and_alerts_name_only_metrics_the_engine_exports() -> None:
     """A renamed metric must not leave a silent panel or an alert that can never fire."""
     import prometheus_client
 
-    import dicom_listener.metrics
-    import fhir_api.metrics
-    import inference.metrics
-    import integration.metrics  # noqa: F401  (importing registers each module's metrics)
+    # Importing registers each module's metrics.
+    import dicom_listener.metrics  # noqa: F401
+    import fhir_api.metrics  # noqa: F401
+    import hl7_listener.metrics  # noqa: F401
+    import inference.metrics  # noqa: F401
+    import integration.metrics  # noqa: F401
+    import results.metrics  # noqa: F401
 
     exported = {
         sample_name

@@ -34,19 +34,19 @@ from storage.objects import ObjectStore, make_object_store
 class Listener:
     settings: DicomSettings
     engine: Engine
-    store: ObjectStore
+    objects: ObjectStore
     receiver: Receiver
 
 
-def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = None, **overrides: Any) -> Iterator[Listener]:
+def serve(services: StackConfig, tmp_path: Path, objects: ObjectStore | None = None, **overrides: Any) -> Iterator[Listener]:
     """Run the SCP with `overrides` of its settings until the generator is closed."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     migrate(url)
     engine = make_engine(url)
     settings = DicomSettings(dicom_port=free_ports().dicom, quiet_period_seconds=0.5, dicom_peer_cache_seconds=0, **overrides)
-    store = store or make_object_store(services.storage_settings())
+    objects = objects or make_object_store(services.storage_settings())
     receiver = Receiver(
-        store=store,
+        objects=objects,
         engine=engine,
         settings=settings,
         peers=PeerDirectory(engine, settings),
@@ -55,7 +55,7 @@ def serve(services: StackConfig, tmp_path: Path, store: ObjectStore | None = Non
     )
     server = Server(settings, receiver).start()
     try:
-        yield Listener(settings, engine, store, receiver)
+        yield Listener(settings, engine, objects, receiver)
     finally:
         server.shutdown()
         engine.dispose()

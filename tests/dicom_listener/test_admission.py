@@ -16,7 +16,8 @@ from dicom_listener.admission import AssociationCounts
 from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.peers import Peer, save_peer
-from storage.tables import AuditEvent, Instance
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance
 from tests.dicom_listener.conftest import Listener, ct, send, serve
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from doctorai.stack import StackConfig
 from storage.db import session_scope
-from storage.tables import AuditEvent, Instance
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance
 from tests.dicom_listener.conftest import Listener, associate_rq, ct, send, serve
 
 A_ABORT = 0x07

@@ -20,7 +20,9 @@ from integration.messages import StudyReady
 from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.objects import dicom_version_key
-from storage.tables import AuditEvent, Instance, InstanceVersion, OutboxEvent, Study
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance, InstanceVersion, Study
+from storage.tables.pipeline import OutboxEvent
 from tests.dicom_listener.conftest import Listener, ct, send, serve
 
 LATER = timedelta(seconds=5)
@@ -67,8 +69,8 @@ def test_other_bytes_keep_last_store_a_new_version_and_open_a_new_revision(liste
             str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), instance.sha256
         )
     # Both versions stay in object storage.
-    assert b"corrected by the modality" in listener.store.get_bytes(versions[1].object_key)
-    assert b"corrected by the modality" not in listener.store.get_bytes(versions[0].object_key)
+    assert b"corrected by the modality" in listener.objects.get_bytes(versions[1].object_key)
+    assert b"corrected by the modality" not in listener.objects.get_bytes(versions[0].object_key)
     (second,) = declare_ready(listener.engine, quiet_period=0.5, ae_title="DOCTORAI", now=datetime.now(UTC) + LATER)
     assert (first.revision, second.revision) == (1, 2)
     assert second.instances[0].object_key == versions[1].object_key
@@ -135,7 +137,7 @@ def test_compressed_syntaxes_are_stored_exactly_as_received(
         instance = s.get(Instance, str(original.SOPInstanceUID))
         assert instance is not None
     stored = tmp_path / "stored.dcm"
-    stored.write_bytes(listener.store.get_bytes(instance.object_key))
+    stored.write_bytes(listener.objects.get_bytes(instance.object_key))
     meta, offset = split_dataset(stored)
     _, source_offset = split_dataset(source)
     assert meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID == instance.transfer_syntax_uid
@@ -158,7 +160,7 @@ def test_dcmtk_storescu_compressed_files_keep_their_syntax_and_pixels(listener: 
         with session_scope(listener.engine) as s:
             instance = s.get(Instance, str(original.SOPInstanceUID))
             assert instance is not None
-        stored = pydicom.dcmread(BytesIO(listener.store.get_bytes(instance.object_key)))
+        stored = pydicom.dcmread(BytesIO(listener.objects.get_bytes(instance.object_key)))
         assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert stored.PixelData == original.PixelData
 

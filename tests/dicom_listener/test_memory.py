@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
-from storage.tables import Instance
+from storage.tables.index import Instance
 
 MIB = 1 << 20
 BOUND = 32 * MIB

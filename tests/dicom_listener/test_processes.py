@@ -27,7 +27,7 @@ from integration import process
 from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import make_object_store
-from storage.tables import Instance, Study
+from storage.tables.index import Instance, Study
 from tests.mllp_peers import wait_for
 from tests.probes import get
 

@@ -17,7 +17,9 @@ from integration.messages import StudyReady
 from doctorai.stack import StackConfig, free_ports
 from storage.db import session_scope
 from storage.objects import make_object_store
-from storage.tables import AuditEvent, Instance, OutboxEvent
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance
+from storage.tables.pipeline import OutboxEvent
 from tests.dicom_listener.conftest import Listener, ct, send
 from tests.dicom_listener.conftest import serve as _serve
 
@@ -30,7 +32,7 @@ def test_store_indexes_audits_and_keeps_bytes(listener: Listener) -> None:
     with session_scope(listener.engine) as s:
         instance = s.get(Instance, str(ds.SOPInstanceUID))
         assert instance is not None
-        stored = pydicom.dcmread(BytesIO(listener.store.get_bytes(instance.object_key)))
+        stored = pydicom.dcmread(BytesIO(listener.objects.get_bytes(instance.object_key)))
         assert stored.PixelData == ds.PixelData
         subtypes = [a.subtype for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
         assert subtypes == ["association-accepted", "instance-stored"]
@@ -66,7 +68,7 @@ def test_missing_uid_is_cannot_understand(listener: Listener) -> None:
 def test_object_store_down_is_out_of_resources_then_retry_succeeds(services: StackConfig, tmp_path: Path) -> None:
     dead = services.storage_settings().model_copy(update={"s3_endpoint": f"127.0.0.1:{free_ports().s3}"})
     ds = ct()
-    for listener in _serve(services, tmp_path, store=make_object_store(dead)):
+    for listener in _serve(services, tmp_path, objects=make_object_store(dead)):
         assert send(listener.settings.dicom_port, ds).Status == 0xA700
         with session_scope(listener.engine) as s:
             assert s.scalars(select(Instance)).first() is None  # nothing half-written

@@ -10,30 +10,11 @@ from dicom_listener.peers import PeerDirectory
 from dicom_listener.stability import declare_ready
 from storage.db import session_scope
 from storage.peers import Peer, delete_peer, save_peer
-from storage.queries import ReceivedInstance, record_instance
-from storage.tables import Study
+from storage.instances import record_instance
+from storage.tables.index import Study
+from tests.studies import received
 
-ITEM = ReceivedInstance(
-    study_uid="1.2.3",
-    series_uid="1.2.3.1",
-    sop_uid="1.2.3.1.1",
-    sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
-    transfer_syntax_uid="1.2.840.10008.1.2.1",
-    patient_id="P1",
-    accession_number="",
-    study_date="20260101",
-    study_description="",
-    modality="CR",
-    body_part="CHEST",
-    series_number=1,
-    series_description="",
-    instance_number=1,
-    object_key="dicom/1.2.3/1.2.3.1/1.2.3.1.1.dcm",
-    size=10,
-    sha256="a" * 64,
-    calling_ae="FAST",
-    source_address="127.0.0.1",
-)
+ITEM = received(accession_number="", study_date="20260101", study_description="", calling_ae="FAST")
 
 
 def test_quiet_period_is_per_calling_ae(db: Engine) -> None:

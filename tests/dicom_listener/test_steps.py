@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from dicom_listener.stability import declare_ready
 from storage.db import session_scope
-from storage.tables import AuditEvent, PerformedStep, Study
+from storage.tables.audit import AuditEvent
+from storage.tables.index import PerformedStep, Study
 from tests.dicom_listener.conftest import Listener, ct, send
 
 LATER = timedelta(seconds=5)

@@ -27,7 +27,8 @@ from dicom_listener.errors import TlsMisconfigured
 from dicom_listener.tls import server_context
 from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
 from storage.db import make_engine, migrate, session_scope
-from storage.tables import AuditEvent, Instance
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Instance
 from tests.dicom_listener.conftest import Listener, ct, serve
 
 

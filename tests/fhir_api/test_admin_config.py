@@ -9,8 +9,9 @@ from audit.verify import verify
 from fhir_api.admin.access import MASK
 from storage.db import session_scope
 from storage.peers import get_peer
-from storage.queries import active_model_version, add_model_package
-from storage.tables import AuditEvent, Destination
+from storage.model_packages import active_model_version, add_model_package
+from storage.tables.audit import AuditEvent
+from storage.tables.outbound import Destination
 from tests.fhir_api.conftest import Api
 
 
@@ -166,6 +167,28 @@ def test_clients_are_created_with_a_secret_once_and_disabled(api: Api) -> None:
     assert [json.loads(r.detail["after"])["enabled"] for r in records] == [True, False]
     assert all(secret not in json.dumps(r.detail) for r in records)
     assert records[0].detail["alert_type"] == "110137"
+
+
+def test_a_client_is_deleted_and_its_audit_trail_stays(api: Api) -> None:
+    admin = api.role("admin")
+    created = httpx.post(f"{api.url}/admin/clients", json={"client_id": "old-ris", "scopes": ["system/*.rs"]}, headers=admin)
+    secret = created.json()["client_secret"]
+    form = {"grant_type": "client_credentials"}
+    assert httpx.post(f"{api.url}/auth/token", data=form, auth=("old-ris", secret)).status_code == 200
+    assert httpx.delete(f"{api.url}/admin/clients/old-ris", headers=api.role("operator")).status_code == 403
+    assert httpx.delete(f"{api.url}/admin/clients/old-ris", headers=admin).status_code == 204
+    assert httpx.get(f"{api.url}/admin/clients/old-ris", headers=admin).status_code == 404
+    assert httpx.delete(f"{api.url}/admin/clients/old-ris", headers=admin).status_code == 404
+    assert httpx.post(f"{api.url}/auth/token", data=form, auth=("old-ris", secret)).status_code == 401
+    # The token it was issued and its registration are still in the trail, with the deletion.
+    assert [r.agent_who for r in _records(api, "token-issued")] == ["old-ris"]
+    created_record, deleted_record = _records(api, "admin-security")
+    assert json.loads(created_record.detail["after"])["client_id"] == "old-ris"
+    assert json.loads(deleted_record.detail["before"])["client_id"] == "old-ris"
+    assert json.loads(deleted_record.detail["after"]) is None
+    # Its id may be registered again, as a new client.
+    again = httpx.post(f"{api.url}/admin/clients", json={"client_id": "old-ris", "scopes": ["system/*.rs"]}, headers=admin)
+    assert again.status_code == 201
 
 
 def test_a_dicom_destination_may_take_results_as_sr(api: Api) -> None:

@@ -11,7 +11,8 @@ from integration import dead_letters
 from integration.config import IntegrationSettings
 from integration.messages import DeadLetter
 from storage.db import session_scope
-from storage.tables import AuditEvent, OutboxEvent
+from storage.tables.audit import AuditEvent
+from storage.tables.pipeline import OutboxEvent
 from tests.fhir_api.conftest import Api
 
 SETTINGS = IntegrationSettings(topic_prefix="site1.")

@@ -7,9 +7,10 @@ import httpx
 from sqlalchemy import select
 
 from storage.db import session_scope
-from storage.deliveries import add_destination, destination_by_name, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination, destination_by_name
 from storage.forwards import ForwardItem, queue_forward
-from storage.tables import AuditEvent
+from storage.tables.audit import AuditEvent
 from tests.fhir_api.conftest import Api
 
 UID = "1.2.826.0.1.3680043.8.498.75001"

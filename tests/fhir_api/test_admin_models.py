@@ -21,10 +21,10 @@ from fhir_api.app import create_app
 from doctorai.stack import StackConfig
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import make_object_store, model_key
-from storage.queries import model_package
-from storage.tables import AuditEvent
+from storage.model_packages import model_package
+from storage.tables.audit import AuditEvent
 from tests.fhir_api.conftest import Api, serving
-from tests.inference.test_registry import manifest
+from tests.integration.models.test_registry import manifest
 
 pytestmark = pytest.mark.stack
 

@@ -16,13 +16,18 @@ from fastapi.routing import iter_route_contexts
 from fhir_api.auth import clients
 from fhir_api.admin.app import create_admin_app
 from fhir_api.config import ApiSettings
+from integration.messages import InferenceRequest
 from storage.db import make_engine, migrate, session_scope
 from storage.dead_letters import Letter, save_letter
-from storage.deliveries import add_destination, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, queue_forward
 from storage.peers import Peer, save_peer
-from storage.queries import ReceivedInstance, add_model_package
-from storage.tables import Hl7Message
+from storage.instances import ReceivedInstance
+from storage.jobs import create_job
+from storage.model_packages import add_model_package
+from storage.outbox import add_event
+from storage.tables.hl7 import Hl7Message
 from tests.fhir_api.conftest import Api, api_on
 from tests.studies import rg1_instance, store_study
 
@@ -72,12 +77,14 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("GET", "/clients/{client_id}"): ("/clients/ehr", None, 200),
     ("POST", "/clients"): ("/clients", {"client_id": "ris", "scopes": ["system/*.rs"]}, 201),
     ("POST", "/clients/{client_id}/disable"): ("/clients/ehr/disable", None, 200),
+    ("DELETE", "/clients/{client_id}"): ("/clients/gone", None, 204),
     ("GET", "/studies"): ("/studies", None, 200),
     ("GET", "/studies/{study_uid}"): (f"/studies/{HELD}", None, 200),
     ("GET", "/studies/{study_uid}/timeline"): (f"/studies/{HELD}/timeline", None, 200),
     ("POST", "/studies/{study_uid}/release"): (f"/studies/{HELD}/release", None, 200),
     ("POST", "/studies/{study_uid}/reprocess"): (f"/studies/{READY}/reprocess", None, 200),
     ("GET", "/jobs"): ("/jobs", None, 200),
+    ("POST", "/jobs/{job_id}/retry"): ("/jobs/job-1/retry", None, 200),
     ("GET", "/deliveries"): ("/deliveries", None, 200),
     ("GET", "/dead-letters"): ("/dead-letters", None, 200),
     ("GET", "/dead-letters/{letter_id}"): ("/dead-letters/1", None, 200),
@@ -133,6 +140,16 @@ def _seed(engine_url: str, rg1: ReceivedInstance) -> None:
             for version in ("1.0", "2.0"):
                 add_model_package(session, name="chest", version=version, framework="onnx", manifest="{}")
             clients.register(session, client_id="ehr", name="EHR", scopes=["system/*.rs"], secret="s3cret-value")
+            clients.register(session, client_id="gone", name="Old", scopes=["system/*.rs"], secret="s3cret-value")
+            # A failed job, and the request the router queued for it.
+            job = create_job(session, job_id="job-1", study_uid=READY, revision=1, model="chest", model_version="1.0")
+            assert job is not None
+            job.status = "failed"
+            request = InferenceRequest(
+                correlation_id="c", job_id="job-1", study_uid=READY, revision=1, model="chest", model_version="1.0",
+                inputs=[], last_received_at=datetime.now(UTC),
+            )
+            add_event(session, topic="inference.request.chest", key=READY, message=request)
             for n in (1, 2):
                 save_letter(
                     session,

@@ -6,8 +6,10 @@ import httpx
 from sqlalchemy import select
 
 from storage.db import session_scope
-from storage.queries import ReceivedInstance
-from storage.tables import AuditEvent, OutboxEvent, Study
+from storage.instances import ReceivedInstance
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import OutboxEvent
 from tests.fhir_api.conftest import Api
 from tests.studies import store_study
 

@@ -1,5 +1,6 @@
 """Studies through the admin API, on SQLite and PostgreSQL: filters, one study, its timeline, release and reprocess."""
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -9,12 +10,17 @@ from sqlalchemy import select
 
 from audit import log as audit_log
 from audit.records import INSTANCE_STORED, AuditRecord
-from integration.messages import StudyReady
+from integration.messages import InferenceRequest, StudyReady
 from storage.db import session_scope
-from storage.deliveries import add_destination, queue_delivery
+from storage.deliveries import queue_delivery
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, queue_forward
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job
-from storage.tables import AuditEvent, InferenceJob, OutboxEvent, Study
+from storage.instances import ReceivedInstance, correlation_id_for_study
+from storage.jobs import create_job
+from storage.outbox import add_event
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob, OutboxEvent
 from tests.fhir_api.conftest import Api, api_on
 from tests.studies import store_study
 
@@ -174,3 +180,34 @@ def test_jobs_filter_by_status_model_and_study(api: Api, rg1: ReceivedInstance) 
     assert ids("model=chest") == ["j1", "j3"]
     assert ids(f"study_uid={CT}") == ["j1", "j2"]
     assert ids("status=failed") == ["j3"]
+
+
+def test_a_failed_job_is_retried_once_as_a_new_request_and_audited(api: Api, rg1: ReceivedInstance) -> None:
+    store_study(api.engine, rg1, study_uid=CT, status="ready")
+    request = InferenceRequest(
+        correlation_id=correlation_id_for_study(CT), job_id="j1", study_uid=CT, revision=1, model="chest",
+        model_version="1", inputs=[], last_received_at=datetime.now(UTC),
+    )
+    with session_scope(api.engine) as session:
+        create_job(session, job_id="j1", study_uid=CT, revision=1, model="chest", model_version="1")
+        create_job(session, job_id="j2", study_uid=CT, revision=1, model="brain", model_version="1")
+        add_event(session, topic="inference.request.chest", key=CT, message=request)
+        job = session.get_one(InferenceJob, "j1")
+        job.status, job.error = "failed", "InferenceTimeout"
+    admin = api.role("admin")
+    assert httpx.post(f"{api.url}/admin/jobs/j1/retry", headers=api.role("operator")).status_code == 403
+    retried = httpx.post(f"{api.url}/admin/jobs/j1/retry", headers=admin)
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["job_id"], retried.json()["status"], retried.json()["error"]) == ("j1", "queued", "")
+    sent_again = InferenceRequest.model_validate_json(_outbox(api)[-1].payload)
+    assert (sent_again.job_id, sent_again.model_version) == ("j1", "1") and sent_again.event_id != request.event_id
+    conflict = httpx.post(f"{api.url}/admin/jobs/j1/retry", headers=admin)  # queued now
+    assert conflict.status_code == 409 and conflict.headers["content-type"] == "application/problem+json"
+    assert httpx.post(f"{api.url}/admin/jobs/j2/retry", headers=admin).status_code == 409  # queued, never failed
+    assert httpx.post(f"{api.url}/admin/jobs/nothing/retry", headers=admin).status_code == 404
+    with session_scope(api.engine) as session:
+        [record] = session.scalars(select(AuditEvent).where(AuditEvent.subtype == "admin-operation"))
+        assert record.correlation_id == correlation_id_for_study(CT)
+        assert (record.detail["operation"], record.detail["job"]) == ("retry-job", "j1")
+        assert json.loads(record.detail["before"])["status"] == "failed"
+        assert json.loads(record.detail["after"])["status"] == "queued"

@@ -12,7 +12,7 @@ from fhirclient.models.patient import Patient as ClientPatient
 from sqlalchemy import func, select
 
 from storage.db import session_scope
-from storage.tables import FhirResource
+from storage.tables.fhir import FhirResource
 from tests.fhir_api.conftest import Api
 from tests.fhir_api.test_interactions import DATA, FHIR_JSON, example, outcome
 

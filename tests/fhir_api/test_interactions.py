@@ -14,7 +14,8 @@ from audit.records import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED
 from integration import topics
 from integration.messages import FhirReceived
 from storage.db import session_scope
-from storage.tables import AuditEvent, OutboxEvent
+from storage.tables.audit import AuditEvent
+from storage.tables.pipeline import OutboxEvent
 from tests.fhir_api.conftest import Api
 
 DATA = Path(__file__).parents[1] / "data" / "fhir"

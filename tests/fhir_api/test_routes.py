@@ -24,7 +24,7 @@ from fhir_api.app import create_app
 from integration.messages import InferenceResult
 from storage.config import StorageSettings
 from storage.db import session_scope
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from fhir_api.config import ApiSettings
 from fhir_api.subscriptions import delivery
+from integration.backoff import backoff
 from storage.fhir import subscriptions
 from storage.db import session_scope
 from tests.fhir_api.conftest import Api, serving
@@ -149,5 +150,6 @@ def test_every_notification_arrives_once_after_the_endpoint_recovers(
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
     settings = ApiSettings(subscription_retry_initial_seconds=5, subscription_retry_max_seconds=1800)
-    waits = [delivery.backoff(settings, n).total_seconds() for n in range(1, 12)]
+    first, maximum = settings.subscription_retry_initial_seconds, settings.subscription_retry_max_seconds
+    waits = [backoff(n, first=first, maximum=maximum).total_seconds() for n in range(1, 12)]
     assert waits[:4] == [5, 10, 20, 40] and waits[-1] == 1800

@@ -16,7 +16,9 @@ from doctorai.stack import StackConfig
 from storage.db import make_engine, session_scope
 from storage.errors import StorageUnavailable
 from storage.objects import ObjectStore, make_object_store
-from storage.tables import FhirResource, Hl7Message, OutboxEvent
+from storage.tables.fhir import FhirResource
+from storage.tables.hl7 import Hl7Message
+from storage.tables.pipeline import OutboxEvent
 from tests.mllp_peers import sample
 
 SETTINGS = MllpSettings(mllp_port=0, mllp_metrics_port=0)

@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+import subprocess
+import sys
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -19,25 +21,25 @@ from storage.fhir import store
 from hl7_listener import __main__ as hl7_main
 from hl7_listener.config import MllpSettings
 from hl7_listener.server import serve
-from integration import outbound, process
+from integration import process
+from integration.outbound import mllp
 from integration.config import IntegrationSettings
 from doctorai.stack import StackConfig, free_ports
 from storage.config import StorageSettings
 from storage.db import make_engine, migrate, session_scope
-from storage.deliveries import add_destination
+from storage.destinations import add_destination
 from storage.hl7_messages import unmapped_report
 from storage.objects import ObjectStore, make_object_store
-from storage.tables import (
-    AuditEvent,
-    Delivery,
-    FhirResourceVersion,
-    Hl7Message,
-    Order,
-    OutboxEvent,
-)
+from storage.tables.audit import AuditEvent
+from storage.tables.fhir import FhirResourceVersion
+from storage.tables.hl7 import Hl7Message, Order
+from storage.tables.outbound import Delivery
+from storage.tables.pipeline import OutboxEvent
 from tests.mllp_peers import CR, FS, VT, receiver, sample, segment, send, send_raw, wait_for
 from tests.probes import get
+from tests.senders import sending
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "hl7"
 GOOD = [
     "adt_a01_v251.hl7",
     "adt_a04_v23.hl7",
@@ -183,15 +185,8 @@ def test_application_acks_go_to_the_senders_return_destination(start_listener: C
         answers = send(listener.port, good, bad, plain)
         assert [segment(a, "MSA")[1] for a in answers] == ["CA", "CE", "AA"]
         settings = IntegrationSettings(outbound_poll_seconds=0.05, retry_first_delay_seconds=0.05)
-
-        async def deliver() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(outbound.run(listener.engine, settings, stop))
-            await asyncio.to_thread(wait_for, lambda: len(ehr.received) >= 2, timeout=30, what="two application ACKs")
-            stop.set()
-            await task
-
-        asyncio.run(deliver())
+        until = partial(wait_for, lambda: len(ehr.received) >= 2, timeout=30, what="two application ACKs")
+        sending(listener.engine, settings, {"mllp": mllp.transport(settings)}, until)
     by_original = {segment(m, "MSA")[2]: m for m in ehr.received}
     assert sorted(by_original) == ["ADT0001", "BAD0004"]
     assert segment(by_original["ADT0001"], "MSA")[1] == "AA"
@@ -300,14 +295,35 @@ def test_storage_down_answers_ae_and_writes_nothing(start_listener: Callable[...
     assert listener.count(FhirResourceVersion) == 0
 
 
+def test_the_readme_examples_are_sent_with_doctorai_hl7_send_and_accepted(start_listener: Callable[..., Listener]) -> None:
+    listener = start_listener()
+    files = [str(EXAMPLES / "adt_a04.hl7"), str(EXAMPLES / "orm_o01.hl7")]
+    argv = [sys.executable, "-m", "doctorai.cli", "hl7", "send", *files, "--port", str(listener.port)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{files[0]}: EXADT0001 AA", f"{files[1]}: EXORM0001 AA"]
+    with session_scope(listener.engine) as session:
+        # The order names the RG1 radiograph's patient and accession number: that study will be linked to it.
+        order = session.scalars(select(Order)).one()
+        assert (order.patient_id, order.accession_number, order.status) == ("9RG1", "exam Number", "active")
+        assert store.read(session, "Patient", "9RG1").name[0].family == "CompressedSamples"  # type: ignore[attr-defined]
+
+
 def test_allowlists(start_listener: Callable[..., Listener]) -> None:
     listener = start_listener(mllp_allowed_senders="RIS|HOSP,OTHERAI|*")
     ok, refused = send(listener.port, sample("orm_o01_nw_v23.hl7"), sample("adt_a04_v23.hl7"))
     assert segment(ok, "MSA")[1] == "AA" and segment(refused, "MSA")[1] == "AR"
     by_address = start_listener(mllp_allowed_addresses="10.0.0.0/8")
     with socket.create_connection(("127.0.0.1", by_address.port), timeout=30) as sock:
-        sock.sendall(VT + sample("adt_a04_v23.hl7") + FS + CR)
-        assert sock.recv(100) == b""  # closed without an answer
+        # Closed without an answer, and without reading a byte from a host it does not take: a
+        # message that arrived first is unread, so the kernel resets the connection (RFC 9293
+        # 3.6.1) instead of ending it; either way the sender gets no ACK and tries again later.
+        try:
+            sock.sendall(VT + sample("adt_a04_v23.hl7") + FS + CR)
+            answer = sock.recv(100)
+        except ConnectionError:
+            answer = b""
+        assert answer == b""
     wait_for(lambda: by_address.count(AuditEvent, AuditEvent.entity_what == "mllp:address") == 1, what="audit")
 
 

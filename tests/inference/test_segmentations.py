@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from inference import segmentations, volumes
 from inference.packages import deepbet
-from integration.manifest import Preprocessing
+from integration.models.manifest import Preprocessing
 from tests.inference.packages.test_deepbet import PATIENT, TEMPLATES, _slice
 
 

@@ -9,7 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from inference import volumes
 from inference.errors import CannotDecode
-from integration.manifest import Preprocessing
+from integration.models.manifest import Preprocessing
 
 # A RAS volume with 1 mm voxels whose corner voxel sits at RAS (-3, -2, -1) mm.
 RAS = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)

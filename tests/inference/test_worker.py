@@ -22,8 +22,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from audit.log import trail  # noqa: E402
 from audit.records import INFERENCE_RUN, Outcome  # noqa: E402
-from inference import preprocess, registry  # noqa: E402
-from inference.models import LoadedModel, ModelCache  # noqa: E402
+from inference import adapters, preprocess  # noqa: E402
+from inference.runners import LoadedModel, ModelCache  # noqa: E402
 from inference.packages import lookup  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
 from inference.errors import InferenceTimeout, ModelCrashed, TooManyCrashes, UnknownJob  # noqa: E402
@@ -32,23 +32,26 @@ from inference.postprocess import findings, probabilities  # noqa: E402
 from inference.worker import Prepared, Worker, record_outcome  # noqa: E402
 from integration import kafka, topics  # noqa: E402
 from integration.config import IntegrationSettings  # noqa: E402
-from integration.manifest import Preprocessing  # noqa: E402
+from integration.models.manifest import Preprocessing  # noqa: E402
 from integration.messages import DeadLetter, InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
 from doctorai.stack import StackConfig  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, read_scope, session_scope  # noqa: E402
 from storage.objects import ObjectStore, dicom_key, make_object_store  # noqa: E402
-from storage.queries import ReceivedInstance, correlation_id_for_study, create_job, record_instance  # noqa: E402
-from storage.tables import AuditEvent, InferenceJob, OutboxEvent  # noqa: E402
+from storage.instances import correlation_id_for_study, record_instance  # noqa: E402
+from storage.jobs import create_job  # noqa: E402
+from storage.tables.audit import AuditEvent  # noqa: E402
+from storage.tables.pipeline import InferenceJob, OutboxEvent  # noqa: E402
 from tests.conftest import process_ended  # noqa: E402
+from tests.studies import received  # noqa: E402
 
 RG1 = Path(str(get_testdata_file("RG1_UNCR.dcm")))
 
 
 def test_real_chest_model_gives_two_probabilities() -> None:
     manifest, artifact = lookup("chest-xray-pneumonia")
-    model = LoadedModel(manifest, artifact, registry.adapter_module(manifest.framework))
+    model = LoadedModel(manifest, artifact, adapters.adapter_module(manifest.framework))
     x = preprocess.prepare(RG1.read_bytes(), manifest)
     try:
         raw = model.predict(x[np.newaxis])
@@ -87,7 +90,7 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
     ds = dcmread(RG1, stop_before_pixels=True)
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     key = dicom_key(study_uid, series_uid, sop_uid)
-    item = ReceivedInstance(
+    item = received(
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
@@ -100,13 +103,11 @@ def test_outcome_marks_job_and_appends_audit_in_one_transaction(tmp_path: Path, 
         modality=str(ds.Modality),
         body_part=str(ds.BodyPartExamined),
         series_number=None,
-        series_description="",
         instance_number=None,
         object_key=key,
         size=RG1.stat().st_size,
         sha256="0" * 64,
         calling_ae="TEST",
-        source_address="127.0.0.1",
     )
     with session_scope(engine) as session:
         record_instance(session, item=item)
@@ -163,11 +164,10 @@ def _with_job(engine: Engine, ds: Dataset, job_id: str, *, status: str = "queued
     """Index the instance `ds` (a chest CR) as the listener would, and queue a job of model "slow" 1 on its study."""
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     key = dicom_key(study_uid, series_uid, sop_uid)
-    item = ReceivedInstance(
-        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=str(ds.SOPClassUID),
-        transfer_syntax_uid="1.2.840.10008.1.2.1", patient_id="P", accession_number="", study_date="",
-        study_description="", modality="CR", body_part="CHEST", series_number=None, series_description="",
-        instance_number=None, object_key=key, size=1, sha256="0" * 64, calling_ae="T", source_address="",
+    item = received(
+        study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, sop_class_uid=str(ds.SOPClassUID), patient_id="P",
+        accession_number="", study_date="", study_description="", series_number=None, instance_number=None,
+        object_key=key, size=1, sha256="0" * 64, calling_ae="T", source_address="",
     )
     with session_scope(engine) as session:
         record_instance(session, item=item)
@@ -191,7 +191,7 @@ def _worker(engine: Engine, cache: ModelCache, timeout: float = 120.0) -> Worker
     return Worker(
         name="slow",
         models=cache,
-        store=make_object_store(StorageSettings()),  # never reached by these tests
+        objects=make_object_store(StorageSettings()),  # never reached by these tests
         engine=engine,
         producer=None,  # type: ignore[arg-type]  # only the dead-letter path (not run here) publishes
         settings=InferenceSettings(inference_timeout_seconds=timeout),
@@ -420,7 +420,7 @@ def _serve(
             await consumer.start()
             try:
                 worker = Worker(
-                    name="slow", models=cache, store=store, engine=engine, producer=producer,
+                    name="slow", models=cache, objects=store, engine=engine, producer=producer,
                     settings=InferenceSettings(inference_max_crashes=3), integration=integration,
                 )
                 stop = asyncio.Event()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integration.errors import FramingError, MessageTooLarge
-from integration.mllp import ack_code, frame, read_block, unframe
+from integration.errors import MessageTooLarge
+from integration.mllp import frame, read_block, unframe
 
 # Message bytes never contain the block characters (VT, FS); anything else may appear.
 BODY = st.binary(min_size=1, max_size=200).map(lambda b: b.replace(b"\x0b", b"").replace(b"\x1c", b"")).filter(bool)
@@ -49,13 +49,3 @@ def test_restarted_block_keeps_the_second() -> None:
 def test_oversize_block_is_refused() -> None:
     with pytest.raises(MessageTooLarge):
         asyncio.run(_read_all([frame(b"x" * 500)], limit=100))
-
-
-def test_ack_code_reads_msa_and_checks_the_control_id() -> None:
-    ack = b"MSH|^~\\&|R|F|S|F|20240101||ACK^R01^ACK|9|P|2.5.1\rMSA|AE|C1\rERR||OBX^1^5|207^Application internal error^HL70357|E\r"
-    code, detail = ack_code(ack, control_id="C1")
-    assert code == "AE" and "207" in detail
-    with pytest.raises(FramingError):
-        ack_code(ack, control_id="C2")
-    with pytest.raises(FramingError):
-        ack_code(b"garbage", control_id="C1")

@@ -1,32 +1,40 @@
 """The router on SQLite and PostgreSQL: rules from the database, jobs on the active version, hold,
-drop, the dry run, and reports with text to text models."""
+drop, the dry run, reports with text to text models, and HL7 orders: a study whose order was
+cancelled before it arrived is not routed."""
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from sqlalchemy import Engine, func, select
 
+from audit.log import trail
+from hl7_listener.intake import apply
+from hl7_listener.message_types import map_message
 from integration.errors import StudyNotFound
+from integration.hl7v2 import parse
 from integration.messages import FhirReceived, Hl7Received, InstanceRef, StudyReady
-from integration.router import dry_run, route, route_hl7, route_report
+from integration.router import dry_run, route, route_hl7, route_report, skip_cancelled
 from integration.rules import DEFAULT_RULES, Match, Rule, RunModel, TagMatch, load_rules, save
 from doctorai.stack import StackConfig
 from storage.config import StorageSettings
-from storage.db import session_scope
-from storage.deliveries import add_destination
+from storage.db import make_engine, migrate, session_scope
+from storage.destinations import add_destination
 from storage.forwards import forward_instances, list_forwards
 from storage.objects import ObjectStore, dicom_key, make_object_store
-from storage.queries import (
-    ReceivedInstance,
-    activate_model_package,
-    add_model_package,
-    correlation_id_for_study,
-    record_instance,
-)
-from storage.tables import AuditEvent, Base, FhirResource, InferenceJob, Order, OutboxEvent, Study
+from storage.instances import correlation_id_for_study, record_instance
+from storage.model_packages import activate_model_package, add_model_package
+from storage.tables.audit import AuditEvent
+from storage.tables.base import Base
+from storage.tables.fhir import FhirResource
+from storage.tables.hl7 import Order
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob, OutboxEvent
+from tests.mllp_peers import sample
+from tests.studies import received
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 # Rules without tag criteria never read the object store: this one is never reached.
@@ -34,25 +42,16 @@ UNREACHED = make_object_store(StorageSettings())
 
 
 def _index_study(db: Engine, *, called_ae: str = "DOCTORAI", accession: str = "") -> None:
-    item = ReceivedInstance(
+    item = received(
         study_uid=STUDY,
         series_uid=STUDY + ".1",
         sop_uid=STUDY + ".1.1",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        patient_id="P1",
         accession_number=accession,
         study_date="",
         study_description="",
-        modality="CR",
-        body_part="CHEST",
-        series_number=1,
-        series_description="",
-        instance_number=1,
         object_key="k",
         size=1,
         sha256="0" * 64,
-        calling_ae="PACS",
         source_address="10.0.0.7",
         called_ae=called_ae,
     )
@@ -237,12 +236,11 @@ def test_tag_rules_read_the_first_header_of_each_series(db: Engine, services: St
     key = dicom_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     with open(path, "rb") as f:
         store.put_bytes(key, f.read())
-    item = ReceivedInstance(
+    item = received(
         study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_uid=ds.SOPInstanceUID,
         sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ds.file_meta.TransferSyntaxUID, patient_id="",
-        accession_number="", study_date="", study_description="", modality="CT", body_part="", series_number=1,
-        series_description="", instance_number=1, object_key=key, size=1, sha256="0" * 64, calling_ae="PACS",
-        source_address="",
+        accession_number="", study_date="", study_description="", modality="CT", body_part="", object_key=key,
+        size=1, sha256="0" * 64, source_address="",
     )  # fmt: skip
     with session_scope(db) as session:
         record_instance(session, item=item)
@@ -389,3 +387,44 @@ def test_a_forward_rule_queues_the_study_for_each_dicom_destination(db: Engine) 
     route(db, UNREACHED, _ready(db))  # the same event again
     with session_scope(db) as session:
         assert len(list_forwards(session)) == 1
+
+
+def _ordered_study(accession: str, patient_id: str = "9RG1") -> StudyReady:
+    return StudyReady(
+        correlation_id="c-1",
+        study_uid="1.2.3.4",
+        revision=1,
+        reason="quiet-period",
+        patient_id=patient_id,
+        accession_number=accession,
+        last_received_at=datetime.now(UTC),
+        instances=[
+            InstanceRef(
+                series_uid="1.2.3.4.1",
+                sop_uid="1.2.3.4.1.1",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+                modality="CR",
+                body_part="CHEST",
+                object_key="dicom/x",
+            )
+        ],
+    )
+
+
+def test_cancelled_order_stops_routing_and_says_why(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        for name in ("orm_o01_nw_v23.hl7", "orm_o01_ca_v23.hl7"):
+            apply(session, map_message(parse(sample(name))), message_id=name)
+    assert route(engine, make_object_store(StorageSettings()), _ordered_study("ACC1001")) == []
+    with session_scope(engine) as session:
+        assert session.scalars(select(InferenceJob)).all() == []
+        assert session.scalars(select(Order)).one().study_uid == "1.2.3.4"
+        reasons = [r.detail.get("reason") for r in trail(session, correlation_id="c-1")]
+    assert reasons == ["order cancelled"]
+    # Another patient's study with the same accession number is not this order's.
+    other = _ordered_study("ACC1001", patient_id="SOMEONE-ELSE").model_copy(update={"study_uid": "1.2.3.5"})
+    assert skip_cancelled(engine, other) is False
+    engine.dispose()

@@ -7,7 +7,9 @@ from integration.errors import StudyNotFound, StudyStateConflict
 from integration.messages import StudyReady
 from integration.studies import release_study, reprocess_study
 from storage.db import session_scope
-from storage.tables import AuditEvent, OutboxEvent, Study
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Study
+from storage.tables.pipeline import OutboxEvent
 from tests.studies import rg1_instance, store_study
 
 UID = "1.2.826.0.1.3680043.8.498.73001"

@@ -19,8 +19,9 @@ from integration.config import Hl7Identity, IntegrationSettings
 from integration.errors import InvalidMessage
 from integration.messages import InferenceResult, InstanceRef, StudyReady
 from storage.db import session_scope
-from storage.queries import ReceivedInstance, correlation_id_for_study
-from storage.tables import FhirResource, FhirResourceVersion, Report
+from storage.instances import ReceivedInstance, correlation_id_for_study
+from storage.tables.fhir import FhirResource, FhirResourceVersion
+from storage.tables.pipeline import Report
 
 EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 

@@ -2,7 +2,7 @@
 
 import hashlib
 from decimal import Decimal
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.imagingstudy import ImagingStudy
@@ -14,11 +14,12 @@ from results import mapping
 from storage.fhir import references
 from integration.messages import Coding, Finding, InferenceResult, Measurement
 from storage.db import session_scope
-from storage.queries import ReceivedInstance, study_instances
-from storage.tables import Study
+from storage.instances import ReceivedInstance, study_instances
+from storage.tables.index import Study
 
 EFFUSION = Coding(system="http://snomed.info/sct", code="60046008", display="Pleural effusion")
 PNEUMONIA = Coding(system="http://snomed.info/sct", code="233604007", display="Pneumonia")
+STUDY_DATE = date(2004, 8, 26)  # RG1's StudyDate
 
 
 def _result(*, clinical_use: bool) -> InferenceResult:
@@ -43,7 +44,7 @@ def _result(*, clinical_use: bool) -> InferenceResult:
 
 
 def test_report_validates_as_r4_and_links_its_observations() -> None:
-    report, observations = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1")
+    report, observations = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1", effective=STUDY_DATE)
     parsed = DiagnosticReport.model_validate_json(fhir.dump(report))
     assert parsed.id == "5f0c7c1e-3f55-4a37-9c64-8d7d0d1b1a11"
     assert parsed.status == "preliminary"
@@ -80,8 +81,30 @@ def test_report_validates_as_r4_and_links_its_observations() -> None:
         ]
 
 
+def test_effective_is_when_the_study_was_made_and_issued_when_the_report_was() -> None:
+    """An EHR's timeline puts a finding on the day of the images, not of the inference."""
+    issued = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
+    report, observations = mapping.report_from_result(
+        _result(clinical_use=False), "Patient/9RG1", effective=STUDY_DATE, issued=issued
+    )
+    parsed = DiagnosticReport.model_validate_json(fhir.dump(report))
+    assert str(parsed.effectiveDateTime) == "2004-08-26" and parsed.issued == issued
+    for observation in observations:
+        obs = Observation.model_validate_json(fhir.dump(observation))
+        assert str(obs.effectiveDateTime) == "2004-08-26" and obs.issued == issued
+
+
+def test_a_study_without_a_date_is_effective_on_the_day_it_arrived(engine: Engine, indexed: ReceivedInstance) -> None:
+    with session_scope(engine) as session:
+        study = session.get(Study, indexed.study_uid)
+        assert study is not None
+        assert mapping.study_effective(study) == STUDY_DATE
+        study.study_date = ""
+        assert mapping.study_effective(study) == study.first_received_at.date()
+
+
 def test_not_for_clinical_use_is_tagged_and_stated() -> None:
-    report, observations = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1")
+    report, observations = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1", effective=STUDY_DATE)
     assert report.conclusion is not None and report.conclusion.startswith("NOT FOR CLINICAL USE: ")
     for resource in [report, *observations]:
         assert resource.meta is not None
@@ -92,14 +115,14 @@ def test_not_for_clinical_use_is_tagged_and_stated() -> None:
 
 
 def test_validated_model_output_carries_no_warning() -> None:
-    report, observations = mapping.report_from_result(_result(clinical_use=True), "Patient/9RG1")
+    report, observations = mapping.report_from_result(_result(clinical_use=True), "Patient/9RG1", effective=STUDY_DATE)
     assert report.meta is None
     assert report.conclusion is not None and not report.conclusion.startswith("NOT FOR CLINICAL USE")
     assert all(o.note is None and o.meta is None for o in observations)
 
 
 def test_amended_status_is_kept() -> None:
-    report, _ = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1", status="amended")
+    report, _ = mapping.report_from_result(_result(clinical_use=False), "Patient/9RG1", effective=STUDY_DATE, status="amended")
     assert DiagnosticReport.model_validate_json(fhir.dump(report)).status == "amended"
 
 
@@ -161,7 +184,7 @@ def test_a_measurement_becomes_a_quantity_in_its_ucum_unit_and_text_results_focu
             "focus": ["DiagnosticReport/rad-1"],
         }
     )
-    report, [observation] = mapping.report_from_result(result, "Patient/9RG1")
+    report, [observation] = mapping.report_from_result(result, "Patient/9RG1", effective=STUDY_DATE)
     parsed = Observation.model_validate_json(fhir.dump(observation))
     assert parsed.valueQuantity is not None
     quantity = parsed.valueQuantity

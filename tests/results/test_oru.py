@@ -14,9 +14,10 @@ from hl7_listener.intake import apply
 from hl7_listener.message_types import map_message
 from integration.messages import InferenceResult
 from storage.db import session_scope
-from storage.deliveries import add_destination, deliveries
-from storage.queries import ReceivedInstance
-from storage.tables import Order
+from storage.deliveries import deliveries
+from storage.destinations import add_destination
+from storage.instances import ReceivedInstance
+from storage.tables.hl7 import Order
 from tests.mllp_peers import sample, segment
 
 EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
@@ -58,9 +59,13 @@ def test_report_of_an_ordered_study_goes_out_with_the_order_numbers(
     assert segment(payload, "ORC")[2:4] == ["PL1001^RIS", "FL2001^PACS"]
     assert segment(payload, "OBR")[2:4] == ["PL1001^RIS", "FL2001^PACS"]
     assert segment(payload, "PID")[3].startswith("9RG1^^^HOSP^MR")
+    # OBR-7 the study's date (the report's effectiveDateTime), OBR-22 when the report was issued.
+    assert segment(payload, "OBR")[7] == "20040826" and str(report.effectiveDateTime) == "2004-08-26"  # type: ignore[attr-defined]
+    assert segment(payload, "OBR")[22] == report.issued.strftime("%Y%m%d%H%M%S+0000")  # type: ignore[attr-defined]
     obx = [line.split("|") for line in payload.decode().split("\r") if line.startswith("OBX|")]
     assert obx[0][2] == "CWE" and obx[0][3].startswith("233604007^") and obx[0][5].startswith("260373001^")
     assert obx[0][8] == "A" and obx[0][11] == "P"  # abnormal flag, preliminary (OBX-8, OBX-11)
+    assert obx[0][14] == obx[1][14] == "20040826"  # OBX-14, the observation's date: the study's
     assert obx[1][2] == "NM" and obx[1][4] == obx[0][4] and float(obx[1][5]) == 0.87 and obx[1][11] == "P"
     assert obx[-1][3].startswith("NFCU^Not for clinical use") and "NOT FOR CLINICAL USE" in obx[-1][5]
 

@@ -1,8 +1,8 @@
 """Reports out to FHIR servers and webhooks: queued with the report, sent by the outbound sender over real HTTP."""
 
-import asyncio
 import json
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy import Engine, select
 
@@ -10,27 +10,23 @@ from storage import fhir
 from results import consumer
 from storage.fhir.systems import JOB_SYSTEM
 from results.pushes import OBSERVATION_SYSTEM
-from integration import outbound
-from integration.config import Hl7Identity, IntegrationSettings
+from integration.config import Hl7Identity
 from integration.messages import InferenceResult
-from integration.posts import SIGNATURE_HEADER, signature
+from integration.outbound import http
+from integration.outbound.http import SIGNATURE_HEADER, signature
 from storage.db import session_scope
-from storage.deliveries import add_destination, deliveries
-from storage.queries import ReceivedInstance
-from storage.tables import AuditEvent, Delivery, Destination
+from storage.deliveries import deliveries
+from storage.destinations import add_destination
+from storage.instances import ReceivedInstance
+from storage.tables.audit import AuditEvent
+from storage.tables.outbound import Delivery, Destination
 from tests.http_peers import http_endpoint
 from tests.mllp_peers import wait_for
+from tests.senders import FAST, sending
 
 EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 
 MakeJob = Callable[..., InferenceResult]
-SETTINGS = IntegrationSettings(
-    retry_first_delay_seconds=0.05,
-    retry_max_delay_seconds=0.2,
-    outbound_poll_seconds=0.05,
-    outbound_ack_timeout_seconds=5,
-    outbound_max_attempts=3,
-)
 
 
 def test_a_report_becomes_one_transaction_bundle_and_one_event(
@@ -109,14 +105,9 @@ def test_fhir_and_webhook_deliveries_retry_or_die_by_the_http_status(
         def finished() -> bool:
             return all(s in ("sent", "dead") for s, _ in _status(engine).values())
 
-        async def scenario() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(outbound.run(engine, SETTINGS, stop))
-            await asyncio.to_thread(wait_for, finished, timeout=60, what="every delivery finished")
-            stop.set()
-            await task
-
-        asyncio.run(scenario())
+        pushes = http.transport(FAST)
+        until = partial(wait_for, finished, timeout=60, what="every delivery finished")
+        sending(engine, FAST, {"fhir": pushes, "webhook": pushes}, until)
     assert _status(engine) == {"ehr": ("sent", 2), "strict": ("dead", 1), "hook": ("sent", 1)}
     first, second = ehr.requests
     assert first.body == second.body and second.path == "/fhir"  # the same transaction again

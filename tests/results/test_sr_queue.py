@@ -1,8 +1,8 @@
 """Results as DICOM SR: made by the results consumer with the report, sent by the forwarder to a real Storage SCP."""
 
-import asyncio
 import io
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import highdicom as hd
@@ -14,27 +14,21 @@ from sqlalchemy import Engine, select
 from audit.records import REPORT_CREATED
 from results import consumer
 from results.sr import sr_uids
-from integration import forward
-from integration.config import Hl7Identity, IntegrationSettings
+from integration.config import Hl7Identity
 from integration.messages import InferenceResult
+from integration.outbound import dicom
 from doctorai.stack import StackConfig, free_ports
 from storage.db import session_scope
-from storage.deliveries import add_destination
+from storage.destinations import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
 from storage.objects import ObjectStore, dicom_key, make_object_store
-from storage.queries import ReceivedInstance
-from storage.tables import AuditEvent
+from storage.instances import ReceivedInstance
+from storage.tables.audit import AuditEvent
 from tests.dicom_peers import StoreScp, store_scp
 from tests.mllp_peers import wait_for
+from tests.senders import FAST, sending
 
 MakeJob = Callable[..., InferenceResult]
-SETTINGS = IntegrationSettings(
-    retry_first_delay_seconds=0.05,
-    retry_max_delay_seconds=0.2,
-    outbound_poll_seconds=0.05,
-    forward_timeout_seconds=5,
-    outbound_max_attempts=3,
-)
 
 
 @pytest.fixture
@@ -63,19 +57,6 @@ def _destination(engine: Engine, name: str, port: int, *, enabled: bool = True, 
 def _sent(engine: Engine, destination_id: int) -> bool:
     with session_scope(engine) as session:
         return {f.status for f in list_forwards(session, destination_id=destination_id)} == {"sent"}
-
-
-def _forward_until(engine: Engine, objects: ObjectStore, until: Callable[[], None]) -> None:
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(forward.run(engine, objects, SETTINGS, stop))
-        try:
-            await asyncio.to_thread(until)
-        finally:
-            stop.set()
-            await task
-
-    asyncio.run(scenario())
 
 
 def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
@@ -124,7 +105,8 @@ def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
             assert audit.outcome == "0" and audit.detail["destinations"] == "pacs"
         assert key in objects.list_keys(f"dicom/{indexed.study_uid}/{series_uid}/")
 
-        _forward_until(engine, objects, lambda: wait_for(lambda: _sent(engine, pacs), what="the SR forward"))
+        until = partial(wait_for, lambda: _sent(engine, pacs), what="the SR forward")
+        sending(engine, FAST, {"dicom": dicom.transport(FAST, objects)}, until)
 
     assert indexed.sop_uid not in scp.received  # the study's own forward was done; only the SR went
     got = scp.received[sop_uid]

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, text
 
 from storage.db import checkpoint, make_engine, migrate, read_scope, session_scope
-from storage.tables import Study
+from storage.tables.index import Study
 
 
 def _url(tmp_path: Path) -> str:

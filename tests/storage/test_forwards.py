@@ -6,28 +6,19 @@ import pytest
 from sqlalchemy import Engine
 
 from storage.db import session_scope
-from storage.deliveries import (
-    DeliveryNotDead,
-    add_destination,
-    destination_by_name,
-    mark_failed,
-    queue_delivery,
-    retry_delivery,
-)
+from storage.destinations import add_destination, destination_by_name
 from storage.forwards import (
     ForwardItem,
-    ForwardNotDead,
-    ForwardNotFound,
-    due_forwards,
     finish_attempt,
     forward_instances,
     instance_counts,
     list_forwards,
     mark_instance,
     queue_forward,
-    retry_forward,
     unsent_instances,
 )
+from storage.queues import NotDead, NotQueued, due, retry_dead
+from storage.tables.outbound import Forward
 
 ITEMS = [
     ForwardItem(f"1.2.3.{n}", f"dicom/s/se/1.2.3.{n}.dcm", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
@@ -69,7 +60,7 @@ def test_a_forward_is_queued_once_per_destination_study_and_revision(db: Engine)
         assert len(list_forwards(session, study_uid="1.2.9")) == 3
         assert list_forwards(session, status="sent") == []
         assert [i.status for i in forward_instances(session, forward_id=first)] == ["pending"] * 3
-        assert [f.id for f in due_forwards(session, destination_id=pacs, limit=10)] == [first, first + 1]
+        assert [f.id for f in due(session, Forward, destination_id=pacs, limit=10)] == [first, first + 1]
         assert destination_by_name(session, name="archive") is not None
         assert destination_by_name(session, name="nowhere") is None
 
@@ -87,47 +78,25 @@ def test_only_what_failed_is_sent_again_and_a_dead_forward_can_be_retried(db: En
         row = finish_attempt(session, forward_id=forward_id, error="", retry_in=timedelta(hours=1))
         assert (row.status, row.attempts, row.last_error) == ("pending", 1, "1 instances not accepted")
     with session_scope(db) as session:
-        assert due_forwards(session, destination_id=pacs, limit=10) == []  # waiting for its backoff
+        assert due(session, Forward, destination_id=pacs, limit=10) == []  # waiting for its backoff
         later = datetime.now(UTC) + timedelta(hours=2)
-        assert len(due_forwards(session, destination_id=pacs, limit=10, now=later)) == 1
+        assert len(due(session, Forward, destination_id=pacs, limit=10, now=later)) == 1
         assert [i.sop_uid for i in unsent_instances(session, forward_id=forward_id)] == ["1.2.3.3"]
         assert instance_counts(session, forward_id=forward_id) == {"pending": 0, "sent": 2, "failed": 1}
         row = finish_attempt(session, forward_id=forward_id, error="0xA700", retry_in=None)
         assert (row.status, row.attempts) == ("dead", 2)
         assert row.finished_at is not None
     with session_scope(db) as session:
-        with pytest.raises(ForwardNotFound):
-            retry_forward(session, forward_id=forward_id + 100)
-        row = retry_forward(session, forward_id=forward_id)
+        with pytest.raises(NotQueued):
+            retry_dead(session, Forward, item_id=forward_id + 100)
+        row = retry_dead(session, Forward, item_id=forward_id)
         assert (row.status, row.attempts, row.finished_at) == ("pending", 0, None)
-        with pytest.raises(ForwardNotDead):
-            retry_forward(session, forward_id=forward_id)
+        with pytest.raises(NotDead):
+            retry_dead(session, Forward, item_id=forward_id)
         assert [i.sop_uid for i in unsent_instances(session, forward_id=forward_id)] == ["1.2.3.3"]
         mark_instance(session, forward_id=forward_id, sop_uid="1.2.3.3", sent=True, dicom_status=0)
         row = finish_attempt(session, forward_id=forward_id, error="", retry_in=timedelta(seconds=1))
         assert (row.status, row.last_error) == ("sent", "")
-
-
-def test_a_dead_delivery_can_be_retried(db: Engine) -> None:
-    with session_scope(db) as session:
-        target = add_destination(
-            session, name="ehr", kind="fhir", host="", port=0, options={"base_url": "http://x/fhir"}
-        )
-        assert target.options == {"base_url": "http://x/fhir"}
-        row = queue_delivery(
-            session,
-            destination_id=target.id,
-            correlation_id="c-1",
-            subject="DiagnosticReport/r1",
-            control_id="",
-            payload="{}",
-        )
-        assert row is not None
-        with pytest.raises(DeliveryNotDead):
-            retry_delivery(session, delivery_id=row.id)
-        mark_failed(session, delivery_id=row.id, error="HTTP 400", ack_code="", retry_in=None)
-        again = retry_delivery(session, delivery_id=row.id)
-        assert (again.status, again.attempts, again.finished_at) == ("pending", 0, None)
 
 
 def test_a_result_forward_sits_beside_the_study_forward_of_the_same_revision(db: Engine) -> None:

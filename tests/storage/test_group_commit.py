@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from storage.db import make_engine, migrate, session_scope
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
-from storage.tables import DicomPeer
+from storage.tables.access import DicomPeer
 
 
 def _engine(tmp_path: Path) -> Engine:

@@ -7,10 +7,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import session_scope
-from storage.deliveries import DestinationExists, add_destination, due_deliveries, mark_failed, queue_delivery
+from storage.deliveries import mark_failed, queue_delivery
+from storage.destinations import DestinationExists, add_destination
+from storage.errors import MessageNotFound
 from storage.hl7_messages import accepted_message, dedupe_key, unmapped_report
 from storage.orders import order_for_accession, save_order
-from storage.tables import Hl7Message
+from storage.queues import due
+from storage.tables.hl7 import Hl7Message
+from storage.tables.outbound import Delivery
 
 
 def _order(session: object, **changes: str) -> None:
@@ -43,9 +47,9 @@ def test_a_delivery_is_queued_once_and_backs_off(db: Engine) -> None:
         assert queue_delivery(session, destination_id=target.id, correlation_id="c", subject="DR/1", control_id="C2", payload="x") is None
         mark_failed(session, delivery_id=first.id, error="AE", ack_code="AE", retry_in=timedelta(hours=1))
     with session_scope(db) as session:
-        assert due_deliveries(session, destination_id=target.id, limit=10) == []
+        assert due(session, Delivery, destination_id=target.id, limit=10) == []
         later = datetime.now(UTC) + timedelta(hours=2)
-        assert [d.attempts for d in due_deliveries(session, destination_id=target.id, limit=10, now=later)] == [1]
+        assert [d.attempts for d in due(session, Delivery, destination_id=target.id, limit=10, now=later)] == [1]
 
 
 def test_one_accepted_message_per_sender_and_control_id(db: Engine) -> None:
@@ -67,5 +71,5 @@ def test_one_accepted_message_per_sender_and_control_id(db: Engine) -> None:
         found = accepted_message(session, key=key)
         assert found is not None and found.id == "m1"
         assert unmapped_report(session, message_id="m1") == {"PID[1]-19": "x"}
-        with pytest.raises(KeyError):
+        with pytest.raises(MessageNotFound):
             unmapped_report(session, message_id="nope")

@@ -8,7 +8,8 @@ from sqlalchemy import Engine, Table, insert, select
 
 from storage.db import session_scope
 from storage.prepared import Prepared
-from storage.tables import AuditEvent, Series
+from storage.tables.audit import AuditEvent
+from storage.tables.index import Series
 
 _AUDIT = cast(Table, AuditEvent.__table__)
 

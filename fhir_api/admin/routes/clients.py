@@ -1,15 +1,16 @@
 """/admin/clients: the API clients of SMART Backend Services (fhir_api/auth/clients.py).
 
 A client registers a JWK Set or a PEM public key (private_key_jwt), or gets a secret
-(client_secret_basic) that is answered once, at creation, and stored only as a hash.
+(client_secret_basic) that is answered once, at creation, and stored only as a hash. A client is
+disabled (kept, its token requests refused) or deleted; either way the audit trail keeps every
+record of what it did, which names it by id.
 """
 
 import secrets
 from datetime import datetime
 from typing import Any
 
-import jwt
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,7 @@ from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound, Unprocessable
 from storage.db import session_scope
-from storage.tables import ApiClient
+from storage.tables.access import ApiClient
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 _ALERT = {"alert_type": USER_SECURITY_ATTRIBUTES_CHANGED}
@@ -103,7 +104,7 @@ def create_client(body: ClientIn, engine: EngineDep, actor: ActorDep) -> ClientC
             row = clients.register(
                 session, client_id=body.client_id, name=body.name, scopes=body.scopes, jwks=jwks, secret=secret
             )
-        except (ValueError, jwt.PyJWTError) as exc:
+        except ValueError as exc:
             raise Unprocessable(str(exc)) from None
         session.flush()
         after = _document(row)
@@ -121,3 +122,13 @@ def disable_client(client_id: str, engine: EngineDep, actor: ActorDep) -> Client
         after = _document(row)
         audit_change(session, actor, hop=ADMIN_SECURITY, before=before, after=after, detail=_ALERT)
     return ClientOut.model_validate(after)
+
+
+@router.delete("/{client_id}", status_code=204)
+def delete_client(client_id: str, engine: EngineDep, actor: ActorDep) -> Response:
+    """Delete a client: its token requests are refused, its id may be registered again; its audit records stay."""
+    with session_scope(engine) as session:
+        before = _document(_found(session, client_id))
+        clients.remove(session, client_id)
+        audit_change(session, actor, hop=ADMIN_SECURITY, before=before, after=None, detail=_ALERT)
+    return Response(status_code=204)

@@ -18,7 +18,7 @@ from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from storage.db import session_scope
 from storage.dead_letters import discard_letter, get_letter, list_letters, replay_letter
-from storage.tables import DeadLetter
+from storage.tables.pipeline import DeadLetter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -18,14 +18,14 @@ from fhir_api.admin.access import MASK, SECRET_KEYS, Actor, ActorDep, audit_chan
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
 from storage.db import session_scope
-from storage.deliveries import (
+from storage.destinations import (
     add_destination,
     delete_destination,
     destinations,
     get_destination,
     update_destination,
 )
-from storage.tables import Destination
+from storage.tables.outbound import Destination
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
 

@@ -18,11 +18,12 @@ from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from fhir_api.admin.routes.queues import DeliveryOut
-from integration.echo import EchoResult, echo
+from integration.outbound.echo import EchoResult, echo
 from storage.db import session_scope
-from storage.deliveries import get_destination, retry_delivery
-from storage.forwards import instance_counts, list_forwards, retry_forward
-from storage.tables import Forward
+from storage.destinations import get_destination
+from storage.forwards import instance_counts, list_forwards
+from storage.queues import retry_dead
+from storage.tables.outbound import Delivery, Forward
 
 router = APIRouter(tags=["queues"])
 
@@ -75,7 +76,7 @@ def retry_dead_forward(forward_id: int, engine: EngineDep, actor: ActorDep) -> F
     with session_scope(engine) as session:
         found = session.get(Forward, forward_id)
         before = None if found is None else _forward(session, found).model_dump(mode="json")
-        row = retry_forward(session, forward_id=forward_id)
+        row = retry_dead(session, Forward, item_id=forward_id)
         after = _forward(session, row)
         audit_change(
             session,
@@ -93,7 +94,7 @@ def retry_dead_forward(forward_id: int, engine: EngineDep, actor: ActorDep) -> F
 def retry_dead_delivery(delivery_id: int, engine: EngineDep, actor: ActorDep) -> DeliveryOut:
     """Send a dead delivery again (404 unknown, 409 not dead)."""
     with session_scope(engine) as session:
-        row = retry_delivery(session, delivery_id=delivery_id)
+        row = retry_dead(session, Delivery, item_id=delivery_id)
         after = DeliveryOut.model_validate(row, from_attributes=True)
         audit_change(
             session,

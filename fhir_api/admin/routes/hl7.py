@@ -11,7 +11,7 @@ from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from storage.db import session_scope
 from storage.hl7_messages import list_messages, message
-from storage.tables import Hl7Message
+from storage.tables.hl7 import Hl7Message
 
 router = APIRouter(prefix="/hl7/messages", tags=["hl7"])
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -1,13 +1,14 @@
 """/admin/models: the model registry (issue 6). Packages are uploaded here as an archive or with
-`doctorai models add` (both through integration.model_packages), listed, activated, deactivated
-and retired.
+`doctorai models add` (both through integration.models.packages), listed, activated, deactivated
+and retired by the registry's rules (integration.models.registry, which the CLI uses too).
 
 Activating a version makes new jobs use it (the router reads the active version); jobs already
-queued finish on the version they name. A retired version cannot be activated again.
+queued finish on the version they name. A retired version cannot be activated again (409).
 """
 
 import json
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
@@ -23,16 +24,11 @@ from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import BodyDep, EngineDep, ObjectStoreDep, SettingsDep
 from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
 from integration.errors import InvalidManifest
-from integration.model_packages import read_package, unpack, upload
+from integration.models import registry
+from integration.models.packages import read_package, unpack, upload
 from storage.db import session_scope
-from storage.queries import (
-    activate_model_package,
-    deactivate_model_package,
-    model_package,
-    model_packages,
-    retire_model_package,
-)
-from storage.tables import ModelPackage
+from storage.model_packages import model_package, model_packages
+from storage.tables.pipeline import ModelPackage
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -93,13 +89,6 @@ def _model(name: str, rows: list[ModelPackage]) -> ModelOut:
 
 def _statuses(session: Session, name: str) -> dict[str, str]:
     return {r.version: r.status for r in model_packages(session, name=name)}
-
-
-def _found(session: Session, name: str, version: str) -> ModelPackage:
-    row = model_package(session, name=name, version=version)
-    if row is None:
-        raise NotFound(f"{name} {version} is not registered")
-    return row
 
 
 @router.get("")
@@ -168,18 +157,19 @@ def read_model(name: str, engine: EngineDep) -> ModelOut:
     return _model(name, rows)
 
 
+# Each action is the registry's rule (integration.models.registry); an unknown version is 404
+# and activating a retired one 409 (fhir_api/admin/problems.py).
+_ACTIONS: dict[str, Callable[..., object]] = {
+    "activate": registry.activate,
+    "deactivate": registry.deactivate,
+    "retire": registry.retire,
+}
+
+
 def _change(name: str, version: str, action: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
     with session_scope(engine) as session:
-        row = _found(session, name, version)
         before = _statuses(session, name)
-        if action == "activate":
-            if row.status == "retired":
-                raise InvalidState(f"{name} {version} is retired and cannot be activated")
-            activate_model_package(session, row=row)
-        elif action == "deactivate":
-            deactivate_model_package(session, row=row)
-        else:
-            retire_model_package(session, row=row)
+        _ACTIONS[action](session, name=name, version=version)
         after = _statuses(session, name)
         audit_change(
             session,

@@ -1,4 +1,6 @@
-"""/admin/jobs and /admin/deliveries: inference jobs and the outbound queue, with their state."""
+"""/admin/jobs and /admin/deliveries: inference jobs and the outbound queue, with their state; a failed
+(or dead-lettered) job is retried as a new request of the same job (integration/jobs.py), audited
+under the study's correlation id."""
 
 from datetime import datetime
 from typing import Annotated
@@ -6,11 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from audit.records import ADMIN_OPERATION
+from fhir_api.admin.access import ActorDep, audit_change
 from fhir_api.deps import EngineDep
 from fhir_api.admin.routes.studies import JobOut, job_out
+from integration import jobs
 from storage.db import session_scope
 from storage.deliveries import deliveries
-from storage.studies import list_jobs
+from storage.jobs import list_jobs
+from storage.tables.pipeline import InferenceJob
 
 router = APIRouter(tags=["queues"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -54,6 +60,26 @@ def search_jobs(
     with session_scope(engine) as session:
         rows, total = list_jobs(session, status=status, model=model, study_uid=study_uid, limit=limit, offset=offset)
         return JobPage(total=total, items=[job_out(j) for j in rows])
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry_job(job_id: str, engine: EngineDep, actor: ActorDep) -> JobOut:
+    """Run a failed or dead-lettered job again, as a new request of the same job (404 unknown, 409 not failed)."""
+    with session_scope(engine) as session:
+        found = session.get(InferenceJob, job_id)
+        before = None if found is None else job_out(found).model_dump(mode="json")
+        request = jobs.retry(session, job_id=job_id, who=actor.subject)
+        after = job_out(session.get_one(InferenceJob, job_id))
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_OPERATION,
+            before=before,
+            after=after.model_dump(mode="json"),
+            correlation_id=request.correlation_id,
+            detail={"operation": "retry-job", "job": job_id, "study_uid": request.study_uid},
+        )
+    return after
 
 
 @router.get("/deliveries")

@@ -19,8 +19,10 @@ from fhir_api.errors import NotFound
 from integration import studies as study_operations
 from integration.messages import StudyReady
 from storage.db import session_scope
-from storage.studies import StudyFilter, list_studies, series_with_counts, study_jobs, study_reports, timeline
-from storage.tables import InferenceJob, Study
+from storage.jobs import study_jobs, study_reports
+from storage.studies import StudyFilter, list_studies, series_with_counts, timeline
+from storage.tables.index import Study
+from storage.tables.pipeline import InferenceJob
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 Limit = Annotated[int, Query(ge=1, le=1000)]

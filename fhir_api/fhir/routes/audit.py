@@ -6,7 +6,7 @@ recorded (DCM 110101 Audit Log Used, as IHE ATNA asks).
 """
 
 from typing import Annotated
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.orm import Session
@@ -15,14 +15,13 @@ from audit import log as audit_log
 from audit.config import AuditSettings
 from audit.config import get_settings as get_audit_settings
 from audit.records import AUDIT_LOG_USED, AuditRecord
-from fhir_api.fhir import auditevents, search
+from fhir_api.fhir import auditevents, bundles
 from storage import fhir
 from fhir_api.auth.tokens import Principal, allows_audit
 from fhir_api.deps import BodyDep, EngineDep, PrincipalDep, SettingsDep, client_address, negotiate
-from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound, UnsupportedMediaType
-from fhir_api.responses import operation_outcome
-from fhir_api.responses import fhir_response
-from fhir_api.fhir.routes.read import base_url, strict
+from fhir_api.errors import Forbidden, MethodNotAllowed, NotFound
+from fhir_api.responses import fhir_response, fhir_text_response
+from fhir_api.fhir.routes.read import base_url, posted_search, strict
 from storage.db import session_scope
 
 router = APIRouter(prefix="/fhir/AuditEvent", tags=["audit"], dependencies=[Depends(negotiate)])
@@ -77,23 +76,10 @@ def _search(
             {"query": urlencode(items, safe="/|:,"), "total": "" if page.total is None else str(page.total)},
         )
     base = base_url(request, settings)
-    kept = [(k, v) for k, v in query.accepted if k != search.COUNT]
-    links = [fhir.BundleLink(relation="self", url=f"{base}/AuditEvent?{urlencode([*kept, (search.COUNT, str(query.count))])}")]
-    if page.next_cursor is not None:
-        cursor = (search.CURSOR, search.encode_cursor(page.next_cursor))
-        links.append(
-            fhir.BundleLink(relation="next", url=f"{base}/AuditEvent?{urlencode([*kept, (search.COUNT, str(query.count)), cursor])}")
-        )
-    entries = [
-        fhir.BundleEntry(fullUrl=f"{base}/AuditEvent/{r.id}", resource=r, search=fhir.BundleEntrySearch(mode="match"))
-        for r in resources
-    ]
-    if query.unknown:
-        outcome = operation_outcome(
-            "warning", "not-supported", f"ignored unsupported search parameters: {', '.join(query.unknown)}"
-        )
-        entries.append(fhir.BundleEntry(resource=outcome, search=fhir.BundleEntrySearch(mode="outcome")))
-    return fhir_response(fhir.Bundle(type="searchset", total=page.total, link=links, entry=entries or None))
+    entries = [(f"{base}/AuditEvent/{r.id}", fhir.dump(r), "match") for r in resources]
+    return fhir_text_response(
+        bundles.page_bundle(auditevents.RESOURCE_TYPE, query, entries, base_url=base, total=page.total, following=page.next_cursor)
+    )
 
 
 @router.get("")
@@ -120,11 +106,7 @@ def search_audit_post(
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Search the audit trail with form parameters, as GET does."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if body and kind != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    items = request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
-    return _search(items, request, engine, settings, audit_settings, principal, prefer)
+    return _search(posted_search(request, body), request, engine, settings, audit_settings, principal, prefer)
 
 
 @router.get("/{record_id}")

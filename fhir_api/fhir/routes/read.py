@@ -27,7 +27,7 @@ from storage.fhir.references import patient_reference, study_ids
 from fhir_api.responses import fhir_response, fhir_text_response
 from storage.errors import ResourceGone, ResourceNotFound
 from storage.db import session_scope
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiate)])
 
@@ -122,11 +122,15 @@ def search_post(
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Search with the parameters in a form body (and the URL), as GET does (http.html#search)."""
+    return _search(resource_type, posted_search(request, body), request, engine, settings, principal, prefer)
+
+
+def posted_search(request: Request, body: bytes) -> list[tuple[str, str]]:
+    """The parameters of a POST _search: the URL's, then the form body's (http.html#search); 415 for another body."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if body and kind != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    items = request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
-    return _search(resource_type, items, request, engine, settings, principal, prefer)
+    return request.query_params.multi_items() + parse_qsl(body.decode(), keep_blank_values=True)
 
 
 def _history(

@@ -23,7 +23,7 @@ from storage.fhir.references import study_ids
 from fhir_api.responses import fhir_response
 from fhir_api.fhir.routes.read import audit_read, base_url, require, supported, version_headers
 from storage.db import session_scope
-from storage.queries import correlation_id_for_study
+from storage.instances import correlation_id_for_study
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(negotiate)])
 JsonBody = Depends(require_json_body)

@@ -1,4 +1,5 @@
-"""Regenerate the HL7 v2 samples of this folder: `python tests/data/hl7/build_samples.py`.
+"""Regenerate the HL7 v2 samples of this folder, and the README's examples in examples/hl7:
+`python tests/data/hl7/build_samples.py`.
 
 Each message is written as ER7 text and must be read by hl7apy (tolerant, finding groups, so
 segment order is checked against the version's structure) before it is written; the malformed
@@ -14,6 +15,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 HERE = Path(__file__).parent
+EXAMPLES_DIR = HERE.parents[2] / "examples" / "hl7"
 
 
 def seg(name: str, values: dict[int, str]) -> str:
@@ -112,6 +114,24 @@ SAMPLES = {
         "PID|1||||Anonymous^Anna",
     ],
 }
+# The README's walkthrough (examples/hl7): the RIS announces the patient of pydicom-data's RG1_UNCR.dcm
+# and orders the chest radiograph, accession "exam Number" as in that file, so the study sent after
+# them is linked to the order and its report is `basedOn` it. Written with LF line ends, to be read.
+EXAMPLES = {
+    "adt_a04.hl7": [
+        "MSH|^~\\&|EHR|HOSP|DOCTORAI|AI|20040826180000||ADT^A04^ADT_A01|EXADT0001|P|2.5.1",
+        "EVN|A04|20040826180000",
+        "PID|1||9RG1^^^HOSP^MR||CompressedSamples^RG1||19400305|F",
+        "PV1|1|O|RAD^^^HOSP",
+    ],
+    "orm_o01.hl7": [
+        "MSH|^~\\&|RIS|HOSP|DOCTORAI|AI|20040826181000||ORM^O01|EXORM0001|P|2.3",
+        "PID|1||9RG1^^^HOSP^MR||CompressedSamples^RG1||19400305|F",
+        "PV1|1|O|RAD^^^HOSP",
+        "ORC|NW|PL9001^RIS|FL9001^PACS||SC||||20040826181000",
+        seg("OBR", {1: "1", 2: "PL9001^RIS", 3: "FL9001^PACS", 4: "CXR1V^Chest X-ray 1 view^L", 7: "20040826181000", 18: "exam Number", 31: "^Suspected pneumonia"}),
+    ],
+}
 # Written with CR LF segment ends, as some interface engines send them.
 CRLF = {"adt_a04_v23.hl7"}
 MALFORMED = {"bad_no_msh.hl7", "bad_encoding.hl7", "bad_unknown_type.hl7"}
@@ -127,19 +147,26 @@ def _segment_names(element: Any) -> list[str]:
     return names
 
 
+def _check(name: str, segments: list[str]) -> None:
+    """Fail unless hl7apy reads the message with every segment in its place."""
+    message = parse_message("\r".join(segments) + "\r", validation_level=VALIDATION_LEVEL.TOLERANT)
+    # hl7apy's group finding leaves trailing Z-segments out of its tree; the rest must all be there.
+    wanted = [s.split("|")[0] for s in segments if not s.startswith("Z")]
+    found = [n for n in _segment_names(message) if not n.startswith("Z")]
+    assert found == wanted, (name, found)
+
+
 def main() -> None:
-    """Write every sample; fail if hl7apy cannot read a well-formed one."""
+    """Write every sample and example; fail if hl7apy cannot read a well-formed one."""
     for name, segments in SAMPLES.items():
-        text = "\r".join(segments) + "\r"
         if name not in MALFORMED:
-            message = parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT)
-            # hl7apy's group finding leaves trailing Z-segments out of its tree; the rest must all be there.
-            wanted = [s.split("|")[0] for s in segments if not s.startswith("Z")]
-            found = [n for n in _segment_names(message) if not n.startswith("Z")]
-            assert found == wanted, (name, found)
-        if name in CRLF:
-            text = text.replace("\r", "\r\n")
-        (HERE / name).write_bytes(text.encode())
+            _check(name, segments)
+        end = "\r\n" if name in CRLF else "\r"
+        (HERE / name).write_bytes((end.join(segments) + end).encode())
+    EXAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+    for name, segments in EXAMPLES.items():
+        _check(name, segments)
+        (EXAMPLES_DIR / name).write_bytes(("\n".join(segments) + "\n").encode())
 
 
 if __name__ == "__main__":

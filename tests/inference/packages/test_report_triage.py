@@ -19,15 +19,16 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from storage import fhir
 from storage.fhir import store as fhir_store
-from inference import registry, text
-from inference.models import LoadedModel
+from inference import text
+from inference.adapters import adapter_module
+from inference.runners import LoadedModel
 from inference.packages import lookup
 from integration import topics
 from integration.messages import FhirReceived
 from storage.db import make_engine, session_scope
 from storage.outbox import add_event
-from storage.queries import correlation_id_for_study
-from storage.tables import Study
+from storage.instances import correlation_id_for_study
+from storage.tables.index import Study
 from tests.conftest import EngineRun
 from tests.inference.packages.fhir_client import FhirClient
 from tests.test_pipeline import storescu
@@ -136,7 +137,7 @@ def test_zero_shot_triage_on_indiana_university_reports(tmp_path: Path) -> None:
 
     manifest, artifact = lookup("report-triage", tmp_path)
     # As a worker runs it: in its runner process.
-    encoder = LoadedModel(manifest, artifact, registry.adapter_module(manifest.framework))
+    encoder = LoadedModel(manifest, artifact, adapter_module(manifest.framework))
     try:
         anchors = encoder.anchors()
         split = [text.clauses(body) for body, _ in picked]

@@ -5,7 +5,7 @@ from sqlalchemy import Engine, select
 from storage import fhir
 from storage.fhir import store
 from storage.db import session_scope
-from storage.tables import FhirResourceVersion, FhirSearchIndex
+from storage.tables.fhir import FhirResourceVersion, FhirSearchIndex
 
 
 def _patient(family: str) -> fhir.Patient:

@@ -1,0 +1,1 @@
+"""Outbound: one delivery engine for every destination kind, with one module per transport (MLLP, HTTP, DICOM)."""

@@ -1,0 +1,54 @@
+"""Who may talk to the engine: API clients (SMART Backend Services) with the assertions they used,
+and the DICOM peers allowed to send."""
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.tables.base import Base, UTCDateTime
+
+
+class ApiClient(Base):
+    """A registered back-end client (SMART Backend Services): its allowed scopes and credentials."""
+
+    __tablename__ = "api_clients"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    # Space-separated SMART scopes this client may ask for.
+    scopes: Mapped[str] = mapped_column(Text)
+    # private_key_jwt: `jwks` holds the public keys (a JWK Set as JSON); client_secret_basic: `secret_hash`.
+    auth_method: Mapped[str] = mapped_column(String(32))
+    jwks: Mapped[str] = mapped_column(Text, default="")
+    secret_hash: Mapped[str] = mapped_column(String(256), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClientAssertion(Base):
+    """The jti of a client assertion already used, kept until it expires (RFC 7523 section 3, replay)."""
+
+    __tablename__ = "client_assertions"
+
+    jti: Mapped[str] = mapped_column(String(256), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DicomPeer(Base):
+    """A calling AE title allowed to send to the listener, with its own settings (NULL: the global one)."""
+
+    __tablename__ = "dicom_peers"
+
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # Empty: any address; otherwise the only host or IP address the AE may call from.
+    host: Mapped[str] = mapped_column(String(255), default="")
+    quiet_period_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_associations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_pdu: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dimse_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    network_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # keep-first | keep-last | reject: what a re-send of a SOP instance with other bytes does.
+    duplicate_policy: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
