@@ -1,11 +1,10 @@
 """Export of the audit trail to a syslog collector: RFC 5424 messages, octet-counted over TCP or TLS.
 
 Delivery is at-least-once and in order: a cursor per destination advances only after the
-collector took the batch, so an outage delays the export and loses nothing.
+collector took the batch, so an outage delays the export and loses nothing. `python -m integration`
+runs the export (integration/audit_export.py).
 """
 
-import asyncio
-import logging
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from audit.config import AuditSettings
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.tables.audit import AuditEvent, AuditExport
-
-log = logging.getLogger(__name__)
 
 # PRI = facility 10 (security/authorization, "authpriv") * 8 + severity 5 (notice), as IHE ATNA
 # (ITI TF-2a 3.20.6) asks; MSGID names the payload format.
@@ -118,20 +115,3 @@ def export_pending(engine: Engine, collector: Collector, settings: AuditSettings
         cursor.updated_at = datetime.now(UTC)
     return len(rows)
 
-
-async def run(engine: Engine, collector: Collector, settings: AuditSettings, stop: asyncio.Event) -> None:
-    """Export until `stop`, backing off while the collector or the database is unavailable."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            sent = await asyncio.to_thread(export_pending, engine, collector, settings)
-            delay = 1.0
-        except StorageError as exc:  # ExportUnavailable or the database itself
-            log.warning("audit export to %s paused %.0fs: %s", collector.name, delay, exc)
-            sent = 0
-            delay = min(delay * 2, 300.0)
-        if sent < settings.audit_export_batch:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay if sent == 0 else 0.1)
-            except TimeoutError:
-                pass

@@ -3,9 +3,10 @@
 import argparse
 import os
 import tempfile
+from functools import partial
 
 from dicom_listener.config import get_settings
-from storage.config import exit_if_unsafe
+from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 
 
@@ -21,10 +22,17 @@ def main() -> None:
         # prometheus_client chooses its multiprocess mode when first imported, so the directory
         # must be in the environment before anything imports it (and the spawned workers inherit it).
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="doctorai-dicom-metrics-"))
-    exit_if_unsafe(get_storage_settings())
-    from dicom_listener import processes
+    from dicom_listener import processes  # noqa: PLC0415 (imports prometheus_client: only now)
+    from integration import process  # noqa: PLC0415 (likewise)
 
-    processes.run(settings)
+    # One process: its C-STORE commits leave SQLite checkpoints to its quiet-period sweep
+    # (stability.run). Several: the parent only sweeps, the workers make engines of their own.
+    checkpoints = settings.dicom_workers > 1
+    with process.started(get_storage_settings(), get_integration_settings(), checkpoints=checkpoints) as own:
+        if settings.dicom_workers == 1:
+            process.run_threads(partial(processes.serve_alone, settings=settings, own=own))
+        else:
+            process.run_threads(partial(processes.serve_workers, settings=settings, own=own))
 
 
 if __name__ == "__main__":

@@ -2,20 +2,20 @@
 
 With one worker everything runs in one process. With several, the parent starts the workers
 (spawned, each with its own engine, object store client and threads), restarts any that dies,
-serves the merged metrics, and is the only process that sweeps for quiet studies.
+serves the merged metrics, and is the only process that sweeps for quiet studies. A worker whose
+acceptor died exits, so the parent starts another; a lone listener reports it on /healthz.
 """
 
 import logging
 import multiprocessing
-import signal
 import threading
 from functools import partial
 from multiprocessing.context import SpawnProcess
 from queue import Empty, Queue
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
+from sqlalchemy import Engine
 
 from dicom_listener import indexer, stability
 from dicom_listener.admission import AssociationCounts
@@ -23,30 +23,23 @@ from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
-from integration import health
-from integration.logs import setup_logging
-from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
+from integration import process
+from integration.config import IntegrationSettings
+from storage.config import StorageSettings
 from storage.group_commit import GroupCommit
-from storage.objects import make_object_store
+from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
 WORKER_START_SECONDS = 60.0
+# How often a supervising loop looks at what it watches (workers, an acceptor).
+WATCH_SECONDS = 0.5
 
 
-def _setup(settings: DicomSettings, stop: threading.Event) -> None:
-    setup_logging()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
-
-def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
-    storage = get_storage_settings()
-    # C-STORE commits leave SQLite checkpoints to the quiet-period sweep (stability.run).
-    engine = make_engine(storage.resolved_database_url(), checkpoints=False)
+def receiver(settings: DicomSettings, engine: Engine, objects: ObjectStore, counts: AssociationCounts) -> Receiver:
+    """The C-ECHO/C-STORE side of one listener process, on the process's engine and object store."""
     return Receiver(
-        objects=make_object_store(storage),
+        objects=objects,
         engine=engine,
         settings=settings,
         peers=PeerDirectory(engine, settings),
@@ -55,26 +48,7 @@ def _receiver(settings: DicomSettings, counts: AssociationCounts) -> Receiver:
     )
 
 
-def _stop(server: Server, receiver: Receiver) -> None:
-    server.shutdown()
-    receiver.engine.dispose()
-
-
-def worker(settings: DicomSettings, counts: AssociationCounts, index: int, ready: "Queue[int]") -> None:
-    """One SCP process of several: serve on the shared port until SIGTERM."""
-    stop = threading.Event()
-    _setup(settings, stop)
-    counts.worker = index
-    receiver = _receiver(settings, counts)
-    server = Server(settings, receiver).start()
-    ready.put(index)
-    try:
-        stop.wait()
-    finally:
-        _stop(server, receiver)
-
-
-def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: threading.Event) -> None:
+def _sweep(settings: DicomSettings, engine: Engine, peers: PeerDirectory, stop: threading.Event) -> None:
     stability.run(
         engine,
         quiet_period=settings.quiet_period_seconds,
@@ -85,79 +59,104 @@ def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: thr
     )
 
 
-def run(settings: DicomSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly."""
-    stop = threading.Event()
-    _setup(settings, stop)
+def serve_alone(stop: threading.Event, *, settings: DicomSettings, own: process.Own) -> None:
+    """One process: the SCP, its health port and the quiet-period sweep, until `stop` is set."""
+    scp = receiver(settings, own.engine, own.objects, AssociationCounts(1))
+    server = Server(settings, scp).start()
+    try:
+        with process.health_port(settings.dicom_metrics_port, own, alive=server.accepting):
+            log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
+            _sweep(settings, own.engine, scp.peers, stop)
+    finally:
+        server.shutdown()
+
+
+def worker(
+    settings: DicomSettings,
+    storage: StorageSettings,
+    integration: IntegrationSettings,
+    counts: AssociationCounts,
+    index: int,
+    ready: "Queue[int]",
+) -> None:
+    """The entry point of one spawned SCP worker process: serve on the shared port until SIGTERM.
+
+    Spawned children import their target by name and never run a package's __main__, so this is
+    the worker's __main__: it starts the worker's own engine and object store client.
+    """
+    counts.worker = index
+    # C-STORE commits leave SQLite checkpoints to the parent's quiet-period sweep (stability.run).
+    with process.started(storage, integration, checkpoints=False) as own:
+        scp = receiver(settings, own.engine, own.objects, counts)
+        process.run_threads(partial(_serve_worker, settings=settings, scp=scp, index=index, ready=ready))
+
+
+def _serve_worker(
+    stop: threading.Event, *, settings: DicomSettings, scp: Receiver, index: int, ready: "Queue[int]"
+) -> None:
+    server = Server(settings, scp).start()
+    ready.put(index)
+    try:
+        while not stop.wait(WATCH_SECONDS):
+            if not server.accepting():
+                log.error("worker %d no longer accepts connections; exiting so that another starts", index)
+                raise SystemExit(1)
+    finally:
+        server.shutdown()
+
+
+def serve_workers(stop: threading.Event, *, settings: DicomSettings, own: process.Own) -> None:
+    """The parent of several SCP workers: start them, restart any that dies, serve their metrics and
+    sweep for quiet studies, until `stop` is set."""
     counts = AssociationCounts(settings.dicom_workers)
-    if settings.dicom_workers == 1:
-        receiver = _receiver(settings, counts)
-        server = Server(settings, receiver).start()
-        if settings.dicom_metrics_port:
-            health.serve(settings.dicom_metrics_port)
-        log.info("listening as %s on %s:%d", settings.dicom_ae_title, settings.dicom_host, settings.dicom_port)
-        try:
-            _sweep(settings, receiver.engine, receiver.peers, stop)
-        finally:
-            _stop(server, receiver)
-            log.info("stopped")
-        return
-    _run_workers(settings, counts, stop)
-
-
-def _run_workers(settings: DicomSettings, counts: AssociationCounts, stop: threading.Event) -> None:
     ctx = multiprocessing.get_context("spawn")
     ready: Queue[int] = ctx.Queue()  # type: ignore[assignment]
 
     def spawn(index: int) -> SpawnProcess:
-        process = ctx.Process(target=worker, args=(settings, counts, index, ready), name=f"dicom-worker-{index}")
-        process.start()
-        return process
+        arguments = (settings, own.storage, own.integration, counts, index, ready)
+        child = ctx.Process(target=worker, args=arguments, name=f"dicom-worker-{index}")
+        child.start()
+        return child
 
-    processes = [spawn(i) for i in range(settings.dicom_workers)]
-    storage = get_storage_settings()
-    engine = make_engine(storage.resolved_database_url())
-    peers = PeerDirectory(engine, settings)
-    sweeper = threading.Thread(target=_sweep, args=(settings, engine, peers, stop), name="quiet-period-sweep")
+    workers = [spawn(i) for i in range(settings.dicom_workers)]
+    peers = PeerDirectory(own.engine, settings)
+    sweeper = threading.Thread(target=_sweep, args=(settings, own.engine, peers, stop), name="quiet-period-sweep")
+    # The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; the parent serves their sum.
+    registry = CollectorRegistry()
+    prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     try:
-        for _ in processes:
+        for _ in workers:
             ready.get(timeout=WORKER_START_SECONDS)
-        if settings.dicom_metrics_port:
-            # The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; this serves their sum.
-            registry = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            health.serve(settings.dicom_metrics_port, registry=registry)
-        log.info(
-            "listening as %s on %s:%d with %d workers",
-            settings.dicom_ae_title,
-            settings.dicom_host,
-            settings.dicom_port,
-            settings.dicom_workers,
-        )
-        sweeper.start()
-        while not stop.wait(0.5):
-            for i, process in enumerate(processes):
-                if process.exitcode is not None:
-                    log.error("worker %d exited with %s; restarting it", i, process.exitcode)
-                    prometheus_multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
-                    counts.forget_worker(i)
-                    processes[i] = spawn(i)
-                    _drain(ready)
+        with process.health_port(settings.dicom_metrics_port, own, registry=registry):
+            log.info(
+                "listening as %s on %s:%d with %d workers",
+                settings.dicom_ae_title,
+                settings.dicom_host,
+                settings.dicom_port,
+                settings.dicom_workers,
+            )
+            sweeper.start()
+            while not stop.wait(WATCH_SECONDS):
+                for i, child in enumerate(workers):
+                    if child.exitcode is not None:
+                        log.error("worker %d exited with %s; restarting it", i, child.exitcode)
+                        prometheus_multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
+                        counts.forget_worker(i)
+                        workers[i] = spawn(i)
+                        _drain(ready)
     except Empty:
         log.error("a worker did not start within %.0fs", WORKER_START_SECONDS)
         raise
     finally:
         stop.set()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(20)
-            if process.exitcode is None:
-                process.kill()
+        for child in workers:
+            child.terminate()
+        for child in workers:
+            child.join(process.STOP_GRACE_SECONDS)  # a worker's own stop is bounded as every process's is
+            if child.exitcode is None:
+                child.kill()
         if sweeper.is_alive():
             sweeper.join()
-        engine.dispose()
-        log.info("stopped")
 
 
 def _drain(ready: "Queue[int]") -> None:

@@ -46,6 +46,10 @@ class Server:
         self._acceptor.start()
         return self
 
+    def accepting(self) -> bool:
+        """Whether new connections are still accepted: the process's liveness (/healthz)."""
+        return self._acceptor.is_alive() and not self._stop.is_set() and self._socket.fileno() >= 0
+
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
@@ -56,6 +60,14 @@ class Server:
                 if not self._stop.is_set():
                     log.error("accepting a connection failed: %s", exc)
                 continue
+            try:
+                self._hand_over(conn, address)
+            except RuntimeError as exc:  # no thread for it (the process is out of threads): keep accepting
+                log.error("cannot serve a connection from %s: %s; closed it", address[0], exc)
+
+    def _hand_over(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        """Serve a new connection in a thread of its own; close it when that cannot be."""
+        try:
             if self._tls is not None:
                 conn = self._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             thread = threading.Thread(
@@ -64,6 +76,11 @@ class Server:
             with self._lock:
                 self._connections[conn] = thread
             thread.start()
+        except BaseException:
+            with self._lock:
+                self._connections.pop(conn, None)
+            conn.close()
+            raise
 
     def _serve(self, conn: socket.socket, address: str) -> None:
         try:

@@ -28,6 +28,7 @@ from fhir_api.auth import routes as auth_routes
 from fhir_api.fhir.routes import read as fhir_routes
 from fhir_api.fhir.routes import write as fhir_write_routes
 from fhir_api import probes
+from integration.health import Readiness, dependency_checks
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
@@ -140,6 +141,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         await asyncio.to_thread(_reindex, engine)
         app.state.object_store = make_object_store(storage_settings)
         admin.state.object_store = app.state.object_store  # rule dry runs read instance headers
+        app.state.readiness = Readiness(dependency_checks(engine, app.state.object_store))
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from fhir_api.auth.tokens import Principal, verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import NotAcceptable, Unauthorized, UnsupportedMediaType
+from integration.health import Readiness
 from storage.objects import ObjectStore
 
 # auto_error=False: we answer a missing token ourselves, with an OperationOutcome and a challenge.
@@ -33,9 +34,16 @@ def get_object_store(request: Request) -> ObjectStore:
     return objects
 
 
+def get_readiness(request: Request) -> Readiness:
+    """The readiness checks of the lifespan's engine and object store (/readyz)."""
+    readiness: Readiness = request.app.state.readiness
+    return readiness
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ObjectStoreDep = Annotated[ObjectStore, Depends(get_object_store)]
+ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 
 
 def get_principal(

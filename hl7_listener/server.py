@@ -11,30 +11,25 @@ MSH-15 asks (AL always, NE never, ER on error, SU on success).
 import asyncio
 import ipaddress
 import logging
-import signal
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 
 from sqlalchemy import Engine
 
 from hl7_listener import commits
 from hl7_listener import metrics
-from hl7_listener.config import MllpSettings, get_settings
+from hl7_listener.config import MllpSettings
 from integration.errors import Hl7Error, MessageRefused
 from integration.hl7v2 import Header, ack, decode, minimal_header, read_header
 from hl7_listener.intake import Answer, Received, receive, record_refusal
-from integration import health
 from integration.errors import MessageTooLarge
-from integration.logs import setup_logging
 from integration.mllp import frame, read_block
-from storage.config import exit_if_unsafe
-from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
-from storage.objects import ObjectStore, make_object_store
+from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +196,10 @@ async def serve(
     engine: Engine,
     objects: ObjectStore,
     stop: asyncio.Event,
-    ready: asyncio.Event | None = None,
+    ready: Callable[[asyncio.Server], None] | None = None,
 ) -> None:
-    """Listen until `stop` is set (`ready` is set once bound), then close the server."""
+    """Listen until `stop` is set, then close the server; `ready` is given the server once it is bound
+    (its `is_serving` is the listener's liveness)."""
     open_writers: set[asyncio.StreamWriter] = set()
     handlers: set[asyncio.Task[None]] = set()
     committer = Committer(engine, partial(commits.write, settings=settings))
@@ -231,7 +227,7 @@ async def serve(
     log.info("MLLP listener on %s:%d%s", settings.mllp_host, settings.mllp_port, " (TLS)" if settings.mllp_tls_cert else "")
     async with server:
         if ready is not None:
-            ready.set()
+            ready(server)
         await stop.wait()
         server.close()
         # Close idle connections so their handlers end; an exchange in progress finishes first
@@ -240,37 +236,4 @@ async def serve(
             writer.close()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
-
-
-async def _main() -> None:
-    settings = get_settings()
-    storage = get_storage_settings()
-    engine = make_engine(storage.resolved_database_url())
-    objects = make_object_store(storage)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    metrics_server = None
-    ready = asyncio.Event()
-    try:
-        task = asyncio.create_task(serve(settings, engine=engine, objects=objects, stop=stop, ready=ready))
-        waiting = asyncio.create_task(ready.wait())
-        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
-        if ready.is_set() and settings.mllp_metrics_port:
-            # Started once the listener is bound: the launcher takes an answering /metrics as ready.
-            metrics_server = health.serve(settings.mllp_metrics_port)
-        waiting.cancel()
-        await task
-    finally:
-        health.stop(metrics_server)
-        engine.dispose()
-        log.info("stopped")
-
-
-def main() -> None:
-    """Entry point."""
-    setup_logging()
-    exit_if_unsafe(get_storage_settings())
-    asyncio.run(_main())
 

@@ -3,58 +3,34 @@
 import argparse
 import asyncio
 import logging
-import signal
+from functools import partial
 from pathlib import Path
-
 
 from inference import metrics, package_cache
 from inference.adapters import adapter_module
-from inference.config import get_settings
+from inference.config import InferenceSettings, get_settings
 from inference.errors import InferenceError
 from inference.runners import LoadedModel, ModelCache
 from inference.worker import Worker
-from integration import health, kafka, topics
+from integration import kafka, process, topics
 from integration.config import get_settings as get_integration_settings
 from integration.errors import ModelNotFound
-from integration.logs import setup_logging
 from integration.models import registry
-from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine, session_scope
-from storage.objects import make_object_store
+from storage.db import session_scope
 
 log = logging.getLogger("inference")
 
 
-async def serve(name: str) -> None:
-    """Run the worker for one model until SIGTERM or SIGINT."""
-    settings = get_settings()
-    integration = get_integration_settings()
-    storage = get_storage_settings()
-    objects = make_object_store(storage)
-    engine = make_engine(storage.resolved_database_url())
-    cache_dir = Path(settings.inference_cache_dir) if settings.inference_cache_dir else storage.var_dir / "model-cache"
-
-    def loader(model: str, version: str) -> LoadedModel:
-        with session_scope(engine) as session:
-            manifest = registry.manifest_of(session, name=model, version=version)
-        package = package_cache.fetch(objects, cache_dir, model, version)
-        return LoadedModel(
-            manifest,
-            package / manifest.artifact,
-            adapter_module(manifest.framework),
-            load_timeout=settings.inference_load_timeout_seconds,
-        )
+async def serve(
+    stop: asyncio.Event, *, name: str, settings: InferenceSettings, own: process.Own, models: ModelCache
+) -> None:
+    """Run the worker for one model until `stop` is set."""
+    integration, engine = own.integration, own.engine
 
     def active_version() -> str:
         with session_scope(engine) as session:
             return registry.active_version(session, name=name)
-
-    models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     try:
         # Load the active version now, so the first study does not wait (and a broken artifact fails at start).
@@ -71,47 +47,52 @@ async def serve(name: str) -> None:
         await kafka.ensure_topics(integration, [request_topic, topics.INFERENCE_RESULT, topics.DLQ])
         producer = kafka.make_producer(integration)  # for the dead-letter topic; results go through the outbox
         consumer = kafka.make_consumer(integration, group_id=topics.consumer_group_for_model(name), names=[request_topic])
-        await producer.start()
-        try:
-            await consumer.start()
-            metrics_server = None
-            try:
-                if settings.inference_metrics_port:
-                    # Ready: the launcher polls this port to know the worker is up.
-                    metrics_server = health.serve(settings.inference_metrics_port)
+        async with kafka.running(producer, consumer):
+            # Ready: the launcher polls this port to know the worker is up.
+            with process.health_port(settings.inference_metrics_port, own):
                 log.info("serving %s (active version %s) on %s", name, version, request_topic)
                 worker = Worker(
                     name=name,
                     models=models,
-                    objects=objects,
+                    objects=own.objects,
                     engine=engine,
                     producer=producer,
                     settings=settings,
                     integration=integration,
                 )
                 await worker.run(consumer, stop=stop)
-            finally:
-                health.stop(metrics_server)
-                await consumer.stop()
-        finally:
-            await producer.stop()  # flushes what is still buffered
     finally:
-        models.close()  # no runner outlives its worker
-        engine.dispose()
-    log.info("stopped")
+        # No runner outlives its worker; and a batch still running when the stop was cancelled
+        # ends at once, its runner killed, instead of holding the thread it runs in.
+        models.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the worker."""
+    settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
-    parser.add_argument("--model", default=get_settings().inference_model, help="registered model package name")
+    parser.add_argument("--model", default=settings.inference_model, help="registered model package name")
     args = parser.parse_args(argv)
-    setup_logging()
-    exit_if_unsafe(get_storage_settings())
-    try:
-        asyncio.run(serve(args.model))
-    except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load
-        parser.exit(2, f"{parser.prog}: {exc}\n")
+    storage = get_storage_settings()
+    cache_dir = Path(settings.inference_cache_dir) if settings.inference_cache_dir else storage.var_dir / "model-cache"
+    with process.started(storage, get_integration_settings()) as own:
+
+        def loader(model: str, version: str) -> LoadedModel:
+            with session_scope(own.engine) as session:
+                manifest = registry.manifest_of(session, name=model, version=version)
+            package = package_cache.fetch(own.objects, cache_dir, model, version)
+            return LoadedModel(
+                manifest,
+                package / manifest.artifact,
+                adapter_module(manifest.framework),
+                load_timeout=settings.inference_load_timeout_seconds,
+            )
+
+        models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
+        try:
+            process.run(partial(serve, name=args.model, settings=settings, own=own, models=models))
+        except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load
+            parser.exit(2, f"{parser.prog}: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -8,23 +8,27 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
-from integration import metrics, topics
+from integration import metrics, process, topics
 from integration.backoff import backoff
-from integration.logs import correlated
 from integration.config import IntegrationSettings
+from integration.logs import correlated
 from integration.messages import DeadLetter
 from storage.instances import correlation_id_for_study
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+# How long stopping one client may take. Against a broker that takes connections but does not answer,
+# a consumer's LeaveGroup and a producer's flush would each wait out the request timeout (40 s).
+CLOSE_SECONDS = 3.0
 
 # Every event's JSON carries its correlation id near the start; a search is cheaper than a parse.
 _CORRELATION = re.compile(rb'"correlation_id":"([0-9A-Za-z._:-]{1,100})"')
@@ -72,6 +76,31 @@ async def publish(
     await producer.send_and_wait(
         topics.qualified(settings.topic_prefix, topic), message.model_dump_json().encode(), key=key.encode()
     )
+
+
+@asynccontextmanager
+async def running(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> AsyncIterator[None]:
+    """Start the clients in order; when the block ends, stop them together, each within CLOSE_SECONDS.
+
+    A client not stopped in time is left: its group's session expires and the partitions' other
+    members consume what it did not commit (handlers are idempotent, DESIGN.md 5.3); what a
+    producer still held was either not acknowledged to anyone or is still in the outbox.
+    """
+    started: list[AIOKafkaConsumer | AIOKafkaProducer] = []
+    try:
+        for client in clients:
+            await client.start()
+            started.append(client)
+        yield
+    finally:
+        await asyncio.gather(*(_stop(client) for client in started))
+
+
+async def _stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(client.stop(), CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("the Kafka %s did not stop within %.0fs; leaving it", type(client).__name__, CLOSE_SECONDS)
 
 
 def unqualified(settings: IntegrationSettings, name: str) -> str:
@@ -156,12 +185,9 @@ async def _handle_record(
             wait = backoff(failures, first=settings.retry_first_delay_seconds, maximum=settings.retry_max_delay_seconds)
             delay = wait.total_seconds()
             log.warning("retriable failure on %s@%s, retrying in %.1fs: %r", record.topic, record.offset, delay, exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            continue
-        # Stopping mid-retry: raise so this batch is not committed and is redelivered.
-        raise asyncio.CancelledError("stopped while retrying")
+        if await process.sleep(stop, delay):
+            # Stopping mid-retry: raise so this batch is not committed and is redelivered.
+            raise asyncio.CancelledError("stopped while retrying")
 
 
 def _correlation_id(value: str, key: str) -> str:

@@ -13,8 +13,6 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
-from integration.config import get_settings
-
 correlation: ContextVar[str] = ContextVar("correlation_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
@@ -52,9 +50,9 @@ def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handl
     return handler
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Log to stderr in the format DOCTORAI_LOG_FORMAT names (text or json), with correlation ids."""
-    logging.basicConfig(level=level, handlers=[make_handler(get_settings().log_format)], force=True)
+def setup_logging(log_format: str, level: int = logging.INFO) -> None:
+    """Log to stderr as text or JSON (DOCTORAI_LOG_FORMAT, IntegrationSettings.log_format), with correlation ids."""
+    logging.basicConfig(level=level, handlers=[make_handler(log_format)], force=True)
 
 
 @contextmanager

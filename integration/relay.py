@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 
-from integration import metrics, topics
+from integration import metrics, process, topics
 from integration.config import IntegrationSettings
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
@@ -65,15 +65,8 @@ async def run(engine: Engine, producer: AIOKafkaProducer, settings: IntegrationS
         except (KafkaError, StorageUnavailable) as exc:
             log.warning("relay paused %.1fs: %r", delay, exc)
             sent = 0
-            await _sleep(stop, delay)
+            await process.sleep(stop, delay)
             delay = min(delay * 2, settings.retry_max_delay_seconds)
             continue
         if sent < settings.relay_batch_size:
-            await _sleep(stop, settings.relay_poll_seconds)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
+            await process.sleep(stop, settings.relay_poll_seconds)

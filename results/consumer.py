@@ -1,14 +1,14 @@
 """The FHIR-store consumer: study.ready -> Patient + ImagingStudy, inference.result -> DiagnosticReport.
 
-Run as `python -m results`. Consumer group "doctorai-fhir-store". Offsets are committed
+Run as `python -m results` (results/__main__.py). Consumer group "doctorai-fhir-store". Offsets are committed
 (by integration.kafka.consume) only after the resources, the report row and the audit record
 committed; a replayed result finds its report row and does nothing (DESIGN.md 5.3).
 """
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -23,26 +23,19 @@ from audit import log as audit_log
 from audit.records import REPORT_AMENDED, REPORT_CREATED, AuditRecord, Outcome
 from results import metrics
 from storage.fhir import store
-from results.config import ResultsSettings
-from results.config import get_settings as get_results_settings
 from results.errors import ConcurrentWrite, InvalidResult
 from results.mapping import imaging_study_from_index, patient_from_study, report_from_result, study_effective
 from storage.orders import with_order
 from results.oru import queue_oru
 from results.pushes import queue_report_exports
 from results.sr_queue import queue_sr_exports
-from integration import health, topics
-from integration.config import IntegrationSettings
-from integration.config import get_settings as get_integration_settings
+from integration import topics
+from integration.config import Hl7Identity, IntegrationSettings
 from integration.errors import InvalidMessage
-from integration.kafka import consume, ensure_topics, make_consumer, make_producer, unqualified
-from integration.logs import setup_logging
+from integration.kafka import unqualified
 from integration.messages import InferenceResult, StudyReady
-from storage.config import StorageSettings
-from storage.config import exit_if_unsafe
-from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine, session_scope
-from storage.objects import ObjectStore, make_object_store
+from storage.db import session_scope
+from storage.objects import ObjectStore
 from storage.instances import correlation_id_for_study, study_instances
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Study
@@ -56,6 +49,18 @@ TOPICS = (topics.STUDY_READY, topics.INFERENCE_RESULT)
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Exports:
+    """What a new report needs to go out beside the FHIR store; built once in results/__main__.py."""
+
+    # MSH-3/MSH-4 of the ORU^R01 sent to MLLP destinations (results/oru.py).
+    identity: Hl7Identity
+    # Base of the FHIR API as the EHRs see it, for the links of webhook events (results/pushes.py).
+    fhir_base_url: str
+    # Where the input headers are read and the DICOM SRs written (results/sr_queue.py); None: no SR.
+    objects: ObjectStore | None = None
 
 
 def _study(session: Session, study_uid: str) -> Study:
@@ -118,13 +123,13 @@ def _record_report(session: Session, message: InferenceResult, report_id: str) -
     )
 
 
-def apply_result(session: Session, message: InferenceResult, objects: ObjectStore | None = None) -> str | None:
+def apply_result(session: Session, message: InferenceResult, exports: Exports) -> str | None:
     """Store the DiagnosticReport and Observations of a result; returns the report id, None if nothing new.
 
     Idempotent per job: a replayed result finds its Report row and does nothing. A failed
-    result (`error` set) creates no report, only a serious-failure audit record. With `objects`
-    (the consumer always passes it), the result also goes as a DICOM SR to the DICOM destinations
-    that take results (results/sr_queue.py).
+    result (`error` set) creates no report, only a serious-failure audit record. The report is
+    queued for every destination that takes results, as `exports` says; with its object store
+    (the consumer always has one), also as a DICOM SR to the DICOM destinations (results/sr_queue.py).
     """
     if session.get(Report, message.job_id) is not None:
         return None
@@ -193,7 +198,7 @@ def apply_result(session: Session, message: InferenceResult, objects: ObjectStor
         ),
     )
     # Issue 4: the report goes out as ORU^R01 to every enabled MLLP destination, in this transaction.
-    queue_oru(session, report=report, result=message, study=study, settings=get_integration_settings())
+    queue_oru(session, report=report, result=message, study=study, settings=exports.identity)
     # Issue 7: and to every enabled FHIR server and webhook, in this transaction too.
     queue_report_exports(
         session,
@@ -201,11 +206,11 @@ def apply_result(session: Session, message: InferenceResult, objects: ObjectStor
         observations=observations,
         result=message,
         study=study,
-        base_url=get_results_settings().public_base_url.rstrip("/") + "/fhir",
+        base_url=exports.fhir_base_url,
     )
     # Issue 7: and as a DICOM SR, into the same study, to every DICOM destination that takes results.
-    if objects is not None:
-        queue_sr_exports(session, objects, result=message, study=study)
+    if exports.objects is not None:
+        queue_sr_exports(session, exports.objects, result=message, study=study)
     session.flush()
     return report_id
 
@@ -243,7 +248,7 @@ async def handle(
     *,
     engine: Engine,
     settings: IntegrationSettings,
-    objects: ObjectStore | None = None,
+    exports: Exports,
 ) -> None:
     """Handle one consumed record; errors are retriable (storage, races) or permanent (dead-lettered)."""
     topic = unqualified(settings, record.topic)
@@ -254,7 +259,7 @@ async def handle(
             await asyncio.to_thread(_in_transaction, engine, apply_study_ready, ready)
         elif topic == topics.INFERENCE_RESULT:
             result = _parse(InferenceResult, payload)
-            apply = partial(apply_result, objects=objects)
+            apply = partial(apply_result, exports=exports)
             report_id = await asyncio.to_thread(_in_transaction, engine, apply, result)
             if report_id is not None:
                 metrics.REPORTS_CREATED.inc()
@@ -271,55 +276,4 @@ async def handle(
         metrics.MESSAGES.labels(topic, "error").inc()
         raise
     metrics.MESSAGES.labels(topic, "ok").inc()
-
-
-async def run(
-    results_settings: ResultsSettings,
-    integration_settings: IntegrationSettings,
-    storage_settings: StorageSettings,
-    *,
-    stop: asyncio.Event,
-) -> None:
-    """Consume study.ready and inference.result into the FHIR store until `stop` is set."""
-    engine = make_engine(storage_settings.resolved_database_url())
-    await ensure_topics(integration_settings, [*TOPICS, topics.DLQ])
-    producer = make_producer(integration_settings)  # for the dead-letter topic
-    consumer = make_consumer(integration_settings, group_id=GROUP_ID, names=TOPICS)
-    await producer.start()
-    try:
-        await consumer.start()
-        metrics_server = None
-        try:
-            if results_settings.results_metrics_port:
-                # Started only now: the launcher takes an answering /metrics as "consumer ready".
-                metrics_server = health.serve(results_settings.results_metrics_port)
-            log.info("FHIR-store consumer started (group %s)", GROUP_ID)
-            objects = make_object_store(storage_settings)  # the input headers and the SRs (results/sr_queue.py)
-            handler = partial(handle, engine=engine, settings=integration_settings, objects=objects)
-            await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
-        except asyncio.CancelledError:
-            if not stop.is_set():
-                raise
-        finally:
-            health.stop(metrics_server)
-            await consumer.stop()
-    finally:
-        await producer.stop()
-        engine.dispose()
-        log.info("FHIR-store consumer stopped")
-
-
-async def _main() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(get_results_settings(), get_integration_settings(), get_storage_settings(), stop=stop)
-
-
-def main() -> None:
-    """Run the consumer until SIGTERM or SIGINT."""
-    setup_logging()
-    exit_if_unsafe(get_storage_settings())
-    asyncio.run(_main())
 

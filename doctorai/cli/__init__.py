@@ -70,7 +70,7 @@ def _setup_logging(command: str) -> None:
     """`up` logs the stack's progress to the console; other commands log to the CLI log, so stderr
     carries only their one-line errors (a library's retries would otherwise come before it)."""
     if command == "up":
-        setup_logging()
+        setup_logging(get_integration_settings().log_format)
         return
     path = _cli_log()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,44 +2,30 @@
 
 import asyncio
 import logging
-import signal
+from functools import partial
 
-
-from fhir_api.config import get_settings
+from fhir_api.config import ApiSettings, get_settings
 from fhir_api.subscriptions.delivery import run
-from integration import health
-from integration.logs import setup_logging
-from storage.config import exit_if_unsafe
+from integration import process
+from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
-from storage.db import make_engine
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fhir_api.subscriptions")
 
 
-async def _main() -> None:
-    settings = get_settings()
-    engine = make_engine(get_storage_settings().resolved_database_url())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = None
-    try:
-        if settings.subscription_metrics_port:
-            server = health.serve(settings.subscription_metrics_port)
+async def serve(stop: asyncio.Event, *, settings: ApiSettings, own: process.Own) -> None:
+    """Deliver until `stop`, with the health port open (its /readyz checks the object store too,
+    as every process's does, though delivery itself does not use it)."""
+    with process.health_port(settings.subscription_metrics_port, own):
         log.info("subscription delivery started")
-        await run(engine, settings, stop=stop)
-    finally:
-        health.stop(server)
-        engine.dispose()
-        log.info("subscription delivery stopped")
+        await run(own.engine, settings, stop=stop)
 
 
 def main() -> None:
     """Run the delivery loop."""
-    setup_logging()
-    exit_if_unsafe(get_storage_settings())
-    asyncio.run(_main())
+    settings = get_settings()
+    with process.started(get_storage_settings(), get_integration_settings()) as own:
+        process.run(partial(serve, settings=settings, own=own))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
+from integration import process
 from integration.backoff import backoff
 from integration.config import IntegrationSettings
 from integration.outbound.circuit import Circuit
@@ -143,7 +144,7 @@ async def supervise(
                     tasks.pop(target).cancel()
             for target in targets - set(tasks):
                 tasks[target] = asyncio.create_task(start(target))
-            await pause(stop, every)
+            await process.sleep(stop, every)
     finally:
         for task in tasks.values():
             task.cancel()
@@ -164,7 +165,7 @@ async def run_destination(
         while not stop.is_set():
             if circuit.allows(time.monotonic()):
                 await _send_due(engine, settings, transport.queue, link, target, circuit, stop)
-            await pause(stop, settings.outbound_poll_seconds)
+            await process.sleep(stop, settings.outbound_poll_seconds)
     finally:
         await link.close()
 
@@ -221,11 +222,3 @@ def _record(
     status = queue.record(engine, target, item, answer, retry_in)
     queue.outcomes.labels(target.name, "retry" if status == "pending" else status).inc()
     return status
-
-
-async def pause(stop: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less when `stop` is set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

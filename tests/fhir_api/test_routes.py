@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from audit import log as audit_log
 from audit.records import RESOURCE_READ, RESOURCE_SEARCHED
+from integration.config import Hl7Identity
 from results import consumer
 from fhir_api.auth.tokens import issue_token
 from fhir_api.config import ApiSettings
@@ -25,6 +26,8 @@ from storage.config import StorageSettings
 from storage.db import session_scope
 from storage.instances import correlation_id_for_study
 
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
+
 SETTINGS = ApiSettings(jwt_secret="routes-test-secret-0123456789abcdef", public_base_url="")
 READER = ["system/DiagnosticReport.rs", "system/Observation.rs", "system/ImagingStudy.rs", "system/Patient.rs"]
 
@@ -33,7 +36,7 @@ READER = ["system/DiagnosticReport.rs", "system/Observation.rs", "system/Imaging
 def report(engine: Engine, make_job: Callable[..., InferenceResult]) -> InferenceResult:
     result = make_job()
     with session_scope(engine) as session:
-        consumer.apply_result(session, result)
+        consumer.apply_result(session, result, EXPORTS)
     return result
 
 
@@ -214,7 +217,7 @@ def test_paging_with_count(client: httpx.Client, engine: Engine, make_job: Calla
     # Three models, so three current reports (later revisions of one model amend one report).
     for model in ("model-a", "model-b", "model-c"):
         with session_scope(engine) as session:
-            consumer.apply_result(session, make_job(model=model))
+            consumer.apply_result(session, make_job(model=model), EXPORTS)
     first = Bundle.model_validate_json(client.get("/fhir/DiagnosticReport?_count=2", headers=_auth(READER)).content)
     assert first.total == 3 and len(first.entry or []) == 2
     next_url = next(link.url for link in first.link or [] if link.relation == "next")

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -17,8 +18,10 @@ from hl7apy.parser import parse_message
 from sqlalchemy import Engine, func, select
 
 from storage.fhir import store
+from hl7_listener import __main__ as hl7_main
 from hl7_listener.config import MllpSettings
 from hl7_listener.server import serve
+from integration import process
 from integration.outbound import mllp
 from integration.config import IntegrationSettings
 from doctorai.stack import StackConfig, free_ports
@@ -33,6 +36,7 @@ from storage.tables.hl7 import Hl7Message, Order
 from storage.tables.outbound import Delivery
 from storage.tables.pipeline import OutboxEvent
 from tests.mllp_peers import CR, FS, VT, receiver, sample, segment, send, send_raw, wait_for
+from tests.probes import get
 from tests.senders import sending
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "hl7"
@@ -59,17 +63,19 @@ class Listener:
         self.port = settings.mllp_port
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
+        self.server: asyncio.Server | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
-            ready = asyncio.Event()
-            task = asyncio.create_task(serve(self.settings, engine=self.engine, objects=self.objects, stop=self._stop, ready=ready))
-            await ready.wait()
-            self._ready.set()
-            await task
+
+            def bound(server: asyncio.Server) -> None:
+                self.server = server
+                self._ready.set()
+
+            await serve(self.settings, engine=self.engine, objects=self.objects, stop=self._stop, ready=bound)
 
         self._loop.run_until_complete(main())
         self._loop.close()
@@ -340,3 +346,42 @@ def test_tls(start_listener: Callable[..., Listener], tmp_path: Path) -> None:
     ca.configure_trust(context)
     (answer,) = send_raw(listener.port, VT + sample("adt_a04_v23.hl7") + FS + CR, context=context)
     assert segment(answer, "MSA")[1] == "AA"
+
+
+def test_healthz_fails_once_the_listener_no_longer_accepts(
+    services: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: /healthz stayed green whatever became of the listening socket; it now asks the listener."""
+    url = f"sqlite:///{tmp_path / 'doctorai.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    ports = free_ports()
+    settings = MllpSettings(mllp_port=ports.mllp, mllp_metrics_port=ports.mllp_metrics)
+    servers: list[asyncio.Server] = []
+
+    async def serve_and_keep(*args: Any, ready: Callable[[asyncio.Server], None], **kwargs: Any) -> None:
+        def bound(server: asyncio.Server) -> None:
+            servers.append(server)
+            ready(server)
+
+        await serve(*args, ready=bound, **kwargs)
+
+    monkeypatch.setattr(hl7_main, "serve", serve_and_keep)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    storage = services.storage_settings()
+    own = process.Own(storage, services.integration_settings(), engine, make_object_store(storage))
+    running = partial(hl7_main.listen, stop, settings=settings, own=own)
+    thread = threading.Thread(target=loop.run_until_complete, args=(running(),), daemon=True)
+    thread.start()
+    healthz = f"http://127.0.0.1:{ports.mllp_metrics}/healthz"
+    try:
+        wait_for(lambda: get(healthz)[0] == 200, what="the listener's health port")
+        loop.call_soon_threadsafe(servers[0].close)  # the listening socket is gone; the process lives on
+        wait_for(lambda: get(healthz)[0] == 503, what="/healthz to fail")
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+        engine.dispose()
+

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from integration import jobs, topics
+from integration.config import Hl7Identity
 from integration.errors import JobNotFound, JobStateConflict
 from integration.messages import InferenceRequest, InferenceResult
 from results import consumer
@@ -16,6 +17,8 @@ from storage.dead_letters import Letter, save_letter
 from storage.instances import ReceivedInstance
 from storage.outbox import add_event
 from storage.tables.pipeline import DeadLetter, InferenceJob, OutboxEvent, Report
+
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 
 MakeJob = Callable[..., InferenceResult]
 
@@ -73,7 +76,7 @@ def test_a_failed_job_runs_again_and_makes_its_one_report(
     with session_scope(engine) as session:
         job = session.get_one(InferenceJob, succeeded.job_id)
         job.status, job.error, job.crashes, job.finished_at = "failed", failed.error, 2, datetime.now(UTC)
-        assert consumer.apply_result(session, failed) is None
+        assert consumer.apply_result(session, failed, EXPORTS) is None
     _dead_letter(engine, original)
 
     with session_scope(engine) as session:
@@ -94,10 +97,10 @@ def test_a_failed_job_runs_again_and_makes_its_one_report(
     # The worker ran it: the result makes the job's report, and a replay of either result makes none.
     with session_scope(engine) as session:
         session.get_one(InferenceJob, succeeded.job_id).status = "done"
-        assert consumer.apply_result(session, succeeded) == succeeded.job_id
+        assert consumer.apply_result(session, succeeded, EXPORTS) == succeeded.job_id
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, succeeded) is None
-        assert consumer.apply_result(session, failed) is None
+        assert consumer.apply_result(session, succeeded, EXPORTS) is None
+        assert consumer.apply_result(session, failed, EXPORTS) is None
         assert [r.job_id for r in session.scalars(select(Report))] == [succeeded.job_id]
         with pytest.raises(JobStateConflict, match="done"):
             jobs.retry(session, job_id=succeeded.job_id, who="pacs-admin")

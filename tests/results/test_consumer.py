@@ -15,13 +15,15 @@ from results import consumer
 from storage.fhir import store
 from results.errors import InvalidResult
 from integration import topics
-from integration.config import IntegrationSettings
+from integration.config import Hl7Identity, IntegrationSettings
 from integration.errors import InvalidMessage
 from integration.messages import InferenceResult, InstanceRef, StudyReady
 from storage.db import session_scope
 from storage.instances import ReceivedInstance, correlation_id_for_study
 from storage.tables.fhir import FhirResource, FhirResourceVersion
 from storage.tables.pipeline import Report
+
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 
 MakeJob = Callable[..., InferenceResult]
 
@@ -73,9 +75,9 @@ def test_study_ready_stores_patient_and_imaging_study(engine: Engine, indexed: R
 def test_result_makes_one_report_even_when_replayed(engine: Engine, make_job: MakeJob) -> None:
     result = make_job()
     with session_scope(engine) as session:
-        first = consumer.apply_result(session, result)
+        first = consumer.apply_result(session, result, EXPORTS)
     with session_scope(engine) as session:
-        second = consumer.apply_result(session, result)
+        second = consumer.apply_result(session, result, EXPORTS)
     assert first == result.job_id
     assert second is None
     with session_scope(engine) as session:
@@ -104,7 +106,7 @@ def test_failed_result_is_audited_without_a_report(engine: Engine, make_job: Mak
     result = make_job(error="cannot decode pixel data")
     for _ in range(2):
         with session_scope(engine) as session:
-            assert consumer.apply_result(session, result) is None
+            assert consumer.apply_result(session, result, EXPORTS) is None
     assert _count(engine, Report) == 0
     with session_scope(engine) as session:
         assert not store.exists(session, "DiagnosticReport", result.job_id)
@@ -118,9 +120,9 @@ def test_failed_result_is_audited_without_a_report(engine: Engine, make_job: Mak
 def test_report_of_a_later_revision_is_amended(engine: Engine, make_job: MakeJob) -> None:
     first, later = make_job(revision=1), make_job(revision=2)
     with session_scope(engine) as session:
-        consumer.apply_result(session, first)
+        consumer.apply_result(session, first, EXPORTS)
     with session_scope(engine) as session:
-        consumer.apply_result(session, later)
+        consumer.apply_result(session, later, EXPORTS)
     with session_scope(engine) as session:
         report = store.read(session, "DiagnosticReport", first.job_id)
         reports = store.search(session, "DiagnosticReport", [])
@@ -139,16 +141,16 @@ def test_report_of_a_later_revision_is_amended(engine: Engine, make_job: MakeJob
     # A result of revision 1 replayed or arriving late changes nothing.
     before = _count(engine, FhirResourceVersion)
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, first) is None
+        assert consumer.apply_result(session, first, EXPORTS) is None
     assert _count(engine, FhirResourceVersion) == before
 
 
 def test_late_result_of_an_older_revision_leaves_the_newer_report(engine: Engine, make_job: MakeJob) -> None:
     older, newer = make_job(revision=1), make_job(revision=2)
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, newer) == newer.job_id
+        assert consumer.apply_result(session, newer, EXPORTS) == newer.job_id
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, older) is None
+        assert consumer.apply_result(session, older, EXPORTS) is None
     with session_scope(engine) as session:
         report = store.read(session, "DiagnosticReport", newer.job_id)
         assert not store.exists(session, "DiagnosticReport", older.job_id)
@@ -159,7 +161,7 @@ def test_late_result_of_an_older_revision_leaves_the_newer_report(engine: Engine
 def test_result_for_an_unknown_job_is_permanent_error(engine: Engine, make_job: MakeJob) -> None:
     result = make_job().model_copy(update={"job_id": "00000000-0000-4000-8000-000000000000"})
     with pytest.raises(InvalidResult) as caught, session_scope(engine) as session:
-        consumer.apply_result(session, result)
+        consumer.apply_result(session, result, EXPORTS)
     assert caught.value.retriable is False
 
 
@@ -185,10 +187,14 @@ def test_handler_stores_results_and_refuses_garbage(engine: Engine, make_job: Ma
     for _ in range(2):  # a redelivered record is harmless
         asyncio.run(
             consumer.handle(
-                _record(topics.INFERENCE_RESULT, result.model_dump_json().encode()), engine=engine, settings=settings
+                _record(topics.INFERENCE_RESULT, result.model_dump_json().encode()),
+                engine=engine,
+                settings=settings,
+                exports=EXPORTS,
             )
         )
     assert _count(engine, Report) == 1
     with pytest.raises(InvalidMessage) as caught:
-        asyncio.run(consumer.handle(_record(topics.INFERENCE_RESULT, b"{not json"), engine=engine, settings=settings))
+        record = _record(topics.INFERENCE_RESULT, b"{not json")
+        asyncio.run(consumer.handle(record, engine=engine, settings=settings, exports=EXPORTS))
     assert caught.value.retriable is False

@@ -6,6 +6,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from sqlalchemy import Engine, select
 
+from integration.config import Hl7Identity
 from results import consumer
 from storage.fhir import store
 from integration.hl7v2 import parse
@@ -18,6 +19,8 @@ from storage.destinations import add_destination
 from storage.instances import ReceivedInstance
 from storage.tables.hl7 import Order
 from tests.mllp_peers import sample, segment
+
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
 
 MakeJob = Callable[..., InferenceResult]
 # The RG1 sample's AccessionNumber (0008,0050).
@@ -39,14 +42,14 @@ def test_report_of_an_ordered_study_goes_out_with_the_order_numbers(
         add_destination(session, name="RIS", kind="mllp", host="127.0.0.1", port=2)
     result = make_job()
     with session_scope(engine) as session:
-        report_id = consumer.apply_result(session, result)
+        report_id = consumer.apply_result(session, result, EXPORTS)
         assert report_id is not None
         report = store.read(session, "DiagnosticReport", report_id)
         order = session.scalars(select(Order)).one()
         assert [r.reference for r in report.basedOn] == [f"ServiceRequest/{order.service_request_id}"]  # type: ignore[attr-defined]
         assert order.study_uid == indexed.study_uid
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result) is None  # a replay queues nothing new
+        assert consumer.apply_result(session, result, EXPORTS) is None  # a replay queues nothing new
         queued = deliveries(session)
     assert len(queued) == 2 and {d.status for d in queued} == {"pending"}
     payload = queued[0].payload.encode()
@@ -71,7 +74,7 @@ def test_order_arriving_after_the_report_is_added_to_it(
     engine: Engine, indexed: ReceivedInstance, make_job: MakeJob
 ) -> None:
     with session_scope(engine) as session:
-        report_id = consumer.apply_result(session, make_job(clinical_use=True))
+        report_id = consumer.apply_result(session, make_job(clinical_use=True), EXPORTS)
         assert report_id is not None
     _order(engine)
     with session_scope(engine) as session:

@@ -10,6 +10,7 @@ from storage import fhir
 from results import consumer
 from storage.fhir.systems import JOB_SYSTEM
 from results.pushes import OBSERVATION_SYSTEM
+from integration.config import Hl7Identity
 from integration.messages import InferenceResult
 from integration.outbound import http
 from integration.outbound.http import SIGNATURE_HEADER, signature
@@ -23,6 +24,8 @@ from tests.http_peers import http_endpoint
 from tests.mllp_peers import wait_for
 from tests.senders import FAST, sending
 
+EXPORTS = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir")
+
 MakeJob = Callable[..., InferenceResult]
 
 
@@ -35,9 +38,9 @@ def test_a_report_becomes_one_transaction_bundle_and_one_event(
         add_destination(session, name="mllp", kind="mllp", host="127.0.0.1", port=1)
     result = make_job()
     with session_scope(engine) as session:
-        report_id = consumer.apply_result(session, result)
+        report_id = consumer.apply_result(session, result, EXPORTS)
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result) is None  # a replay queues nothing new
+        assert consumer.apply_result(session, result, EXPORTS) is None  # a replay queues nothing new
         queued = {session.get_one(Destination, d.destination_id).kind: d for d in deliveries(session)}
     assert set(queued) == {"fhir", "webhook", "mllp"}
     bundle = fhir.parse_bundle(json.loads(queued["fhir"].payload))
@@ -97,7 +100,7 @@ def test_fhir_and_webhook_deliveries_retry_or_die_by_the_http_status(
                 options={"url": f"{hook.url}/events", "secret": "s3"},
             )
         with session_scope(engine) as session:
-            consumer.apply_result(session, make_job())
+            consumer.apply_result(session, make_job(), EXPORTS)
 
         def finished() -> bool:
             return all(s in ("sent", "dead") for s, _ in _status(engine).values())

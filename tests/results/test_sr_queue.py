@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from audit.records import REPORT_CREATED
 from results import consumer
 from results.sr import sr_uids
+from integration.config import Hl7Identity
 from integration.messages import InferenceResult
 from integration.outbound import dicom
 from doctorai.stack import StackConfig, free_ports
@@ -81,10 +82,11 @@ def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
             assert study is not None
             session.get_one(type(study), study.id).status = "sent"  # already delivered
         result = make_job()
+        exports = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir", objects=objects)
         with session_scope(engine) as session:
-            assert consumer.apply_result(session, result, objects) == result.job_id
+            assert consumer.apply_result(session, result, exports) == result.job_id
         with session_scope(engine) as session:
-            assert consumer.apply_result(session, result, objects) is None  # a replay queues nothing new
+            assert consumer.apply_result(session, result, exports) is None  # a replay queues nothing new
 
         series_uid, sop_uid = sr_uids(result.job_id)
         key = dicom_key(indexed.study_uid, series_uid, sop_uid)
@@ -128,8 +130,9 @@ def test_no_sr_without_a_destination_that_takes_results(
 ) -> None:
     _destination(engine, "archive", 1)
     result = make_job()
+    exports = consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir", objects=objects)
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result, objects) == result.job_id
+        assert consumer.apply_result(session, result, exports) == result.job_id
     with session_scope(engine) as session:
         assert list_forwards(session) == []
     series_uid, _ = sr_uids(result.job_id)
