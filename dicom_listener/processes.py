@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from dicom_listener import indexer, stability
+from dicom_listener import commitment_reports, indexer, stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
@@ -75,6 +75,11 @@ def worker(settings: DicomSettings, counts: AssociationCounts, index: int, ready
 
 
 def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: threading.Event) -> None:
+    # Storage commitment reports due on new associations (after a restart too), beside the sweep.
+    reports = threading.Thread(
+        target=commitment_reports.run, args=(engine, settings, peers, stop), name="commitment-reports", daemon=True
+    )
+    reports.start()
     stability.run(
         engine,
         quiet_period=settings.quiet_period_seconds,
@@ -83,6 +88,7 @@ def _sweep(settings: DicomSettings, engine: Any, peers: PeerDirectory, stop: thr
         per_ae=peers.quiet_periods,
         step_hold=settings.dicom_step_hold_seconds,
     )
+    reports.join()
 
 
 def run(settings: DicomSettings) -> None:
