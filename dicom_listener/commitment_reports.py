@@ -26,7 +26,7 @@ from dicom_listener.peers import PeerDirectory
 from integration import dimse_status
 from integration.backoff import backoff
 from integration.dimse_status import Category, category
-from integration.outbound.dicom import close_socket
+from integration.outbound.dicom import Peer, close_socket, unreachable
 from storage import commitments
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
@@ -117,6 +117,10 @@ def _send(settings: DicomSettings, peers: PeerDirectory, commitment: commitments
     if known is None or not known.port:
         return f"no port known for {commitment.calling_ae} in dicom_peers"
     host = known.host or commitment.address
+    # Tried first: pynetdicom leaves the socket of a refused connection to the garbage collector.
+    reason = unreachable(Peer(host, known.port, commitment.calling_ae, settings.dicom_ae_title, None, settings.dicom_dimse_timeout))
+    if reason:
+        return reason
     ae = AE(ae_title=settings.dicom_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = settings.dicom_dimse_timeout
     ae.add_requested_context(StorageCommitmentPushModel)

@@ -24,7 +24,7 @@ from audit.records import DICOM_QUERIED
 from dicom_listener.ingest import Receiver, audit_refusal
 from dicom_listener.spool import Spool
 from integration import dimse_status
-from integration.dicom_queries import search
+from integration.dicom_queries import identifier, search
 from storage.dicom_query import LEVELS, UNIQUE, Level, Query, QueryError, Value, supported
 from storage.errors import StorageUnavailable
 
@@ -108,8 +108,7 @@ def response_identifier(request: Request, values: Mapping[str, Value], *, ae_tit
     ds.RetrieveAETitle = ae_title
     if "InstanceAvailability" in requested:
         ds.InstanceAvailability = "ONLINE"  # every instance is in object storage, retrievable at once
-    for keyword, value in values.items():
-        setattr(ds, keyword, value if value is not None else "")
+    ds.update(identifier(values))
     return ds
 
 
@@ -128,7 +127,7 @@ def find(receiver: Receiver, assoc: Association, request: dimse.Command, context
         return
     try:
         asked = read_request(identifier, root)
-        matches = search(receiver.engine, asked.query, who=f"ae:{assoc.calling_ae}", address=assoc.address, via="C-FIND")
+        matches, _ = search(receiver.engine, asked.query, who=f"ae:{assoc.calling_ae}", address=assoc.address, via="C-FIND")
     except QueryError as exc:
         exchange.respond(assoc, context_id, request, dimse_status.DATA_SET_DOES_NOT_MATCH, str(exc))
         return

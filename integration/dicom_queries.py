@@ -9,13 +9,14 @@ identifiers (PS3.15 A.5: no names, birth dates or descriptions in the trail).
 
 from collections.abc import Mapping
 
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit.log import append_many
 from audit.records import DICOM_QUERIED, AuditRecord
 from storage.db import session_scope
-from storage.dicom_query import Match, Query, find
+from storage.dicom_query import Match, Query, Value, count, find
 from storage.instances import correlation_id_for_study
 
 # Audit correlation id of searches that disclose no study.
@@ -69,14 +70,25 @@ def audit(session: Session, query: Query, matches: list[Match], *, who: str, add
     append_many(session, records or [nothing])
 
 
-def search(engine: Engine, query: Query, *, who: str, address: str, via: str) -> list[Match]:
-    """Run `query` and audit what it disclosed, in one transaction.
+def search(engine: Engine, query: Query, *, who: str, address: str, via: str, counted: bool = False) -> tuple[list[Match], int]:
+    """Run `query` and audit what it disclosed, in one transaction; the matches, and how many match
+    in all when `counted` and the page is full (else the number of matches returned).
 
     Raises storage.dicom_query.QueryError for keys it cannot match, StorageUnavailable when the
     database is down.
     """
     with session_scope(engine) as session:
         matches = find(session, query)
+        full = counted and query.limit is not None and len(matches) == query.limit
+        total = count(session, query) if full else query.offset + len(matches)
         audit(session, query, matches, who=who, address=address, via=via)
-    return matches
+    return matches, total
+
+
+def identifier(values: Mapping[str, Value]) -> Dataset:
+    """One match's values as a data set (a C-FIND response identifier, a QIDO-RS result); None values are empty."""
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, "" if value is None else value)
+    return ds
 

@@ -132,7 +132,8 @@ def outcome(session: Session, instances: Iterable[tuple[str, str]]) -> Outcome:
     uids = [uid for _, uid in wanted]
     for start in range(0, len(uids), 500):
         chunk = uids[start : start + 500]
-        held.update(session.execute(select(Instance.sop_uid, Instance.sop_class_uid).where(Instance.sop_uid.in_(chunk))).tuples())
+        rows = session.execute(select(Instance.sop_uid, Instance.sop_class_uid).where(Instance.sop_uid.in_(chunk)))
+        held.update({sop_uid: sop_class for sop_uid, sop_class in rows})
     committed = tuple((c, i) for c, i in wanted if held.get(i) == c)
     failed = tuple((c, i, _reason(held, i)) for c, i in wanted if held.get(i) != c)
     return Outcome(committed, failed)

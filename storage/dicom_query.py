@@ -18,7 +18,7 @@ hierarchical queries, so QIDO's /series and /instances work); keys of lower leve
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, exists, func, or_, select
@@ -317,6 +317,12 @@ def _modalities_of(session: Session, study_uids: list[str]) -> dict[str, list[st
         for study_uid, modality in rows:
             found.setdefault(study_uid, []).append(modality)
     return found
+
+
+def count(session: Session, query: Query) -> int:
+    """How many matches `query` has in all, whatever its limit and offset."""
+    whole = _statement(replace(query, limit=None, offset=0), session.get_bind().dialect.name).order_by(None)
+    return session.scalar(select(func.count()).select_from(whole.subquery())) or 0
 
 
 def find(session: Session, query: Query) -> list[Match]:
