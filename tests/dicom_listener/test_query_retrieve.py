@@ -2,6 +2,7 @@
 every level of both information models, the matching types, cancel, the refusals, and the bytes
 of what is retrieved against what was stored. One listener serves the whole module."""
 
+import io
 import re
 import socket
 import subprocess
@@ -14,7 +15,13 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pynetdicom.dimse_messages import C_CANCEL_RQ, C_FIND_RQ
+from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from doctorai.stack import StackConfig
@@ -22,7 +29,9 @@ from storage.db import session_scope
 from storage.peers import Peer, save_peer
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, send, serve
+from tests.dicom_listener.conftest import Listener, associate_rq, send, serve
+from tests.dicom_listener.test_connection import _read_pdu as read_pdu
+from tests.dicom_listener.test_connection import _status as status_of
 
 pytestmark = pytest.mark.stack
 
@@ -78,7 +87,7 @@ def stored(services: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("qr")
     for listener in serve(services, tmp):
         with session_scope(listener.engine) as session:
-            for title in ("FINDSCU", "MOVESCU", "GETSCU"):
+            for title in ("FINDSCU", "MOVESCU", "GETSCU", "MODALITY"):
                 save_peer(session, Peer(ae_title=title, may_find=True, may_move=True, may_get=True))
             save_peer(session, Peer(ae_title="STORESCU"))  # may send, may not query or retrieve
         ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -202,6 +211,32 @@ def test_an_unknown_level_and_a_refused_peer_get_the_standard_statuses(stored: S
     # The listener goes on serving.
     again, _ = findscu(stored, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"])
     assert len(again) == 3
+
+
+def test_a_cancel_stops_the_responses(stored: Stored) -> None:
+    """A C-CANCEL that arrives before the first match is sent gets Cancel (FE00H) and no match (PS3.4 C.4.1.3.1)."""
+    find = C_FIND()
+    find.MessageID, find.AffectedSOPClassUID, find.Priority = 7, StudyRootQueryRetrieveInformationModelFind, 2
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.SOPInstanceUID = "IMAGE", ""
+    find.Identifier = io.BytesIO(encode(identifier, True, True))
+    cancel = C_CANCEL()
+    cancel.MessageIDBeingRespondedTo = 7
+    pdus = []
+    for message, primitive in ((C_FIND_RQ(), find), (C_CANCEL_RQ(), cancel)):
+        message.primitive_to_message(primitive)
+        for primitive_pdu in message.encode_msg(1, 16384):
+            pdu = P_DATA_TF()
+            pdu.from_primitive(primitive_pdu)
+            pdus.append(pdu.encode())
+    with socket.create_connection(("127.0.0.1", stored.port), timeout=10) as sock:
+        sock.sendall(associate_rq([build_context(StudyRootQueryRetrieveInformationModelFind, [ImplicitVRLittleEndian])]))
+        assert read_pdu(sock)[0] == 0x02
+        sock.sendall(b"".join(pdus))  # the cancel follows the request at once
+        pdu_type, body = read_pdu(sock)
+        assert pdu_type == 0x04 and status_of(body) == 0xFE00
+        sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-RELEASE-RQ
+        assert read_pdu(sock)[0] == 0x06
 
 
 def test_every_query_is_audited_with_identifiers_only(stored: Stored) -> None:
