@@ -278,7 +278,7 @@ def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance,
 
 
 def backfill_candidates(session: Session, *, limit: int) -> list[tuple[str, str]]:
-    """Studies indexed before INDEX_VERSION, each with the object key of its first instance received."""
+    """Studies indexed before INDEX_VERSION, each with the object key of one of its instances."""
     first = (
         select(Instance.study_uid, func.min(Instance.object_key).label("key"))
         .join(Study, Study.study_uid == Instance.study_uid)
