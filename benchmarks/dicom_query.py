@@ -14,7 +14,6 @@ median of `--repeats` queries; the ratio is Orthanc's time over ours (above 1: w
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -22,24 +21,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok, start_object_store, tcp_open  # noqa: E402
+from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok, start_object_store  # noqa: E402
 from storage.db import migrate  # noqa: E402
+from tests.orthanc import Modality, start_orthanc  # noqa: E402
 
 ORTHANC = "/usr/sbin/Orthanc"
-# dcmtk (storescu, and Orthanc's network layer) turns Nagle's algorithm off with this, as our
-# listener does for itself: without it every small response waits for a delayed ACK (40 ms).
-NO_DELAY = {**os.environ, "TCP_NODELAY": "1"}
 MODALITIES = ("CT", "MR", "CR", "US")
 RETURNED = (
     "StudyInstanceUID",
@@ -59,15 +56,10 @@ def family(n: int) -> str:
 
 
 def build_corpus(directory: Path, studies: int) -> None:
-    """One tiny instance per study, written to `directory`."""
+    """One small instance per study (pydicom-data's 1.4 KB secondary capture, new UIDs and keys), in `directory`."""
     directory.mkdir(parents=True)
-    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8).tobytes()
+    ds = dcmread(str(get_testdata_file("SC_rgb_small_odd.dcm")))
     for n in range(studies):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPClassUID = SecondaryCaptureImageStorage
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         patient = n // 4
@@ -79,10 +71,6 @@ def build_corpus(directory: Path, studies: int) -> None:
         ds.AccessionNumber, ds.StudyID, ds.StudyDescription = f"ACC{n:07d}", f"{n}", "benchmark study"
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = MODALITIES[n % 4], 1, 1
         ds.ReferringPhysicianName = "REFERRER^ONE"
-        ds.Rows = ds.Columns = 8
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = pixels
         ds.save_as(directory / f"{n:06d}.dcm", enforce_file_format=True)
 
 
@@ -91,7 +79,6 @@ def send(directory: Path, port: int) -> float:
     started = time.perf_counter()
     done = subprocess.run(
         ["storescu", "+sd", "-aec", "DOCTORAI", "-aet", "BENCH", "127.0.0.1", str(port), str(directory)],
-        env=NO_DELAY,
         capture_output=True,
         text=True,
         timeout=3600,
@@ -141,43 +128,6 @@ def timed_finds(port: int, queries: dict[str, dict[str, str]], repeats: int) -> 
     return results
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.05)
-
-
-def start_orthanc(work: Path, supervisor_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Orthanc on free ports, answering C-FIND from any AE, with no limit on the matches."""
-    storage = work / "orthanc"
-    storage.mkdir()
-    ports = free_ports()
-    config = {
-        "Name": "BENCH",
-        "StorageDirectory": str(storage),
-        "IndexDirectory": str(storage),
-        "StorageCompression": False,
-        "SyncStorageArea": False,
-        "HttpPort": ports.http,
-        "RemoteAccessAllowed": False,
-        "DicomAet": "DOCTORAI",
-        "DicomPort": ports.dicom,
-        "DicomCheckCalledAet": False,
-        "DicomAlwaysAllowStore": True,
-        "DicomAlwaysAllowFind": True,
-        "LimitFindResults": 0,
-        "Plugins": [],
-        "SaveJobs": False,
-    }
-    (storage / "orthanc.json").write_text(json.dumps(config))
-    with (supervisor_dir / "orthanc.log").open("wb") as log:
-        server = subprocess.Popen([ORTHANC, str(storage / "orthanc.json")], env=NO_DELAY, stdout=log, stderr=log)
-    wait_for(lambda: tcp_open(ports.dicom), "Orthanc")
-    return server, ports.dicom
-
-
 def main() -> None:
     """Build the corpus, load both, time the query shapes, print the table and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -186,11 +136,12 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("storescu") or not os.path.exists(ORTHANC):
         sys.exit("dcmtk and Orthanc are needed: apt-get install dcmtk orthanc")
+    # dcmtk (storescu, and Orthanc's network layer) turns Nagle's algorithm off with this, as our
+    # listener does for itself: without it every small response waits for a delayed ACK (40 ms).
+    os.environ["TCP_NODELAY"] = "1"
     with tempfile.TemporaryDirectory(prefix="doctorai-query-bench-") as tmp:
         work = Path(tmp)
         build_corpus(work / "corpus", args.studies)
-        from pydicom import dcmread
-
         sample = dcmread(work / "corpus" / f"{args.studies // 2:06d}.dcm", stop_before_pixels=True)
         config = StackConfig(var_dir=work / "stack", ports=free_ports())
         (config.var_dir / "logs").mkdir(parents=True)
@@ -207,14 +158,15 @@ def main() -> None:
                 ready=lambda: http_ok(f"http://127.0.0.1:{config.ports.dicom_metrics}/metrics"),
                 cwd=Path(__file__).resolve().parent.parent,
             )
-            orthanc, orthanc_port = start_orthanc(work, config.var_dir / "logs")
-            ours_load, theirs_load = send(work / "corpus", config.ports.dicom), send(work / "corpus", orthanc_port)
+            # BENCH as one of Orthanc's modalities, so that Orthanc answers its C-FINDs.
+            orthanc = start_orthanc(work / "orthanc", aet="DOCTORAI", modalities={"bench": Modality("BENCH", 104)})
+            ours_load, theirs_load = send(work / "corpus", config.ports.dicom), send(work / "corpus", orthanc.dicom_port)
             print(
                 f"{args.studies} studies loaded by C-STORE: ours {ours_load:.0f} s, Orthanc {theirs_load:.0f} s; "
                 f"median of {args.repeats} C-FINDs on an open association; {os.cpu_count()} CPUs"
             )
             queries = shapes(args.studies, sample)
-            ours, theirs = timed_finds(config.ports.dicom, queries, args.repeats), timed_finds(orthanc_port, queries, args.repeats)
+            ours, theirs = timed_finds(config.ports.dicom, queries, args.repeats), timed_finds(orthanc.dicom_port, queries, args.repeats)
             print(f"{'query (study level)':34} {'matches':>8} {'ours ms':>9} {'Orthanc ms':>11} {'ratio':>6}")
             for name in queries:
                 (o, n), (t, m) = ours[name], theirs[name]
@@ -223,8 +175,7 @@ def main() -> None:
                 print(f"{name:34} {n:>8} {o * 1000:>9.1f} {t * 1000:>11.1f} {t / o:>6.2f}", flush=True)
         finally:
             if orthanc is not None:
-                orthanc.terminate()
-                orthanc.wait(30)
+                orthanc.stop()
             supervisor.stop_all()
 
 

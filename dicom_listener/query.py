@@ -45,11 +45,12 @@ class Request:
     charset: tuple[str, ...]
 
 
-def _text(value: object) -> str:
+def text_of(value: object) -> str:
+    """An element's value as a key's text: multiple values joined by backslashes, names as decoded."""
     if value is None:
         return ""
     if isinstance(value, MultiValue | list):
-        return "\\".join(_text(v) for v in value)
+        return "\\".join(text_of(v) for v in value)
     return str(value).strip()
 
 
@@ -74,7 +75,7 @@ def read_request(identifier: Dataset, root: Level) -> Request:
         if element.VR == "SQ" or not supported(keyword, level):
             unsupported.append(keyword or f"({element.tag.group:04X},{element.tag.element:04X})")
             continue
-        keys[keyword] = _text(element.value)
+        keys[keyword] = text_of(element.value)
     # Every Unique Key above the level is returned (the Hierarchical Search Method, C.4.1.3.1.1).
     above = [UNIQUE[lv] for lv in LEVELS[LEVELS.index(root) : LEVELS.index(level)]]
     returns = list(dict.fromkeys([*above, *keys]))
@@ -100,7 +101,7 @@ def _encodable(text: str, charset: tuple[str, ...]) -> bool:
 def response_identifier(request: Request, values: Mapping[str, Value], *, ae_title: str, requested: set[str]) -> Dataset:
     """One match's response identifier (PS3.4 C.4.1.1.3.2)."""
     ds = Dataset()
-    texts = [_text(v) for v in values.values() if isinstance(v, str | list)]
+    texts = [text_of(v) for v in values.values() if isinstance(v, str | list)]
     if any(not t.isascii() for t in texts):
         charset = request.charset if all(_encodable(t, request.charset) for t in texts) else ("ISO_IR 192",)
         ds.SpecificCharacterSet = list(charset) if len(charset) > 1 else charset[0]

@@ -27,7 +27,7 @@ from audit.records import INSTANCES_RETRIEVED, AuditRecord, Outcome
 from dicom_listener import dimse, exchange, negotiation
 from dicom_listener.association import Association
 from dicom_listener.ingest import Receiver, audit_refusal
-from dicom_listener.query import level_of
+from dicom_listener.query import level_of, text_of
 from dicom_listener.spool import Spool
 from integration import dimse_status
 from integration.dimse_status import Category, category
@@ -133,7 +133,7 @@ def _retrieve(receiver: Receiver, assoc: Association, request: dimse.Command, co
     try:
         identifier = exchange.data_set(spool)
         level = level_of(identifier, root)
-        keys = {e.keyword: str(e.value or "").strip() for e in identifier if e.keyword and e.VR != "SQ"}
+        keys = {e.keyword: text_of(e.value) for e in identifier if e.keyword and e.VR != "SQ"}
         with read_scope(receiver.engine) as session:
             progress = Progress(instances(session, level, keys))
     except QueryError as exc:

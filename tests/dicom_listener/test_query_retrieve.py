@@ -189,6 +189,14 @@ def test_a_non_ascii_name_is_matched_and_returned_in_the_request_character_set(s
     assert [str(r.PatientName) for r in plain] == [MUELLER] and plain[0].SpecificCharacterSet == "ISO_IR 192"
 
 
+@pytest.mark.parametrize(("option", "syntax"), [("-xb", "BigEndianExplicit"), ("-xd", "DeflatedLittleEndianExplicit")])
+def test_identifiers_travel_in_the_context_transfer_syntax(stored: Stored, option: str, syntax: str) -> None:
+    # findscu proposes this syntax first, so we accept it, and decodes our responses in it.
+    found, log = findscu(stored, "-S", ["QueryRetrieveLevel=STUDY", "PatientID=P-MUELLER", "PatientName", "StudyInstanceUID"], option, "-d")
+    assert f"Accepted Transfer Syntax: ={syntax}" in log
+    assert [str(r.PatientName) for r in found] == [MUELLER]
+
+
 def test_unsupported_keys_are_left_out_with_a_warning(stored: Stored) -> None:
     found, log = findscu(stored, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientComments", "InstitutionName"], "-d")
     assert len(found) == 3 and all("PatientComments" not in r for r in found)
@@ -280,16 +288,26 @@ def storescp(stored: Stored) -> Iterator[tuple[int, Path]]:
         process.wait(10)
 
 
+def retrieve(stored: Stored, tool: str, calling: str, keys: list[str], *extra: str | Path) -> tuple[str, int]:
+    """Run movescu or getscu (Study Root, -d) with `keys`; its log and exit code."""
+    args: list[str | Path] = [tool, "-d", "-S", "-aet", calling, "-aec", "DOCTORAI", *extra]
+    for key in keys:
+        args += ["-k", key]
+    done = _run(*args, "127.0.0.1", stored.port)
+    return done.stdout + done.stderr, done.returncode
+
+
+def received_bytes(directory: Path) -> dict[str, bytes]:
+    """The files a storescp or getscu wrote, by SOP Instance UID."""
+    return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p.read_bytes() for p in directory.iterdir()}
+
+
 def test_movescu_to_a_storescp_sends_the_stored_bytes(stored: Stored, storescp: tuple[int, Path]) -> None:
     _, out = storescp
     mueller = stored.mueller[0]
-    done = _run(
-        "movescu", "-d", "-S", "-aet", "MOVESCU", "-aec", "DOCTORAI", "-aem", "MOVEDEST",
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={mueller.StudyInstanceUID}", "127.0.0.1", stored.port,
-    )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log
-    received = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p.read_bytes() for p in out.iterdir()}
+    log, code = retrieve(stored, "movescu", "MOVESCU", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={mueller.StudyInstanceUID}"], "-aem", "MOVEDEST")
+    assert code == 0, log
+    received = received_bytes(out)
     assert set(received) == {ds.SOPInstanceUID for ds in stored.mueller}
     for sop_uid, data in received.items():
         assert _data_set(data) == _data_set(_stored_bytes(stored, sop_uid))
@@ -302,11 +320,8 @@ def test_movescu_to_a_storescp_sends_the_stored_bytes(stored: Stored, storescp: 
 
 
 def test_an_unknown_move_destination_is_a801_and_the_listener_goes_on(stored: Stored) -> None:
-    done = _run(
-        "movescu", "-d", "-S", "-aet", "MOVESCU", "-aec", "DOCTORAI", "-aem", "NOWHERE",
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={stored.ct.StudyInstanceUID}", "127.0.0.1", stored.port,
-    )
-    assert statuses(done.stdout + done.stderr) == [0xA801]
+    log, _ = retrieve(stored, "movescu", "MOVESCU", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={stored.ct.StudyInstanceUID}"], "-aem", "NOWHERE")
+    assert statuses(log) == [0xA801]
     found, _ = findscu(stored, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"])
     assert len(found) == 3
 
@@ -314,28 +329,20 @@ def test_an_unknown_move_destination_is_a801_and_the_listener_goes_on(stored: St
 def test_getscu_receives_the_stored_bytes_on_the_same_association(stored: Stored) -> None:
     out = stored.tmp / "got"
     out.mkdir()
-    series = stored.mueller[0].SeriesInstanceUID
-    done = _run(
-        "getscu", "-v", "-S", "-aet", "GETSCU", "-aec", "DOCTORAI", "+B", "-od", out,
-        "-k", "QueryRetrieveLevel=SERIES", "-k", f"SeriesInstanceUID={series}", "127.0.0.1", stored.port,
-    )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log
-    received = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p.read_bytes() for p in out.iterdir()}
+    series = ["QueryRetrieveLevel=SERIES", f"SeriesInstanceUID={stored.mueller[0].SeriesInstanceUID}"]
+    log, code = retrieve(stored, "getscu", "GETSCU", series, "+B", "-od", out)
+    assert code == 0, log
+    received = received_bytes(out)
     assert set(received) == {ds.SOPInstanceUID for ds in stored.mueller}
     for sop_uid, data in received.items():
         assert _data_set(data) == _data_set(_stored_bytes(stored, sop_uid))
-    # An image-level C-GET of one instance, and a peer that may not retrieve.
-    one = stored.tmp / "got-one"
-    one.mkdir()
-    _run(
-        "getscu", "-S", "-aet", "GETSCU", "-aec", "DOCTORAI", "-od", one, "-k", "QueryRetrieveLevel=IMAGE",
-        "-k", f"StudyInstanceUID={stored.ct.StudyInstanceUID}", "-k", f"SeriesInstanceUID={stored.ct.SeriesInstanceUID}",
-        "-k", f"SOPInstanceUID={stored.ct.SOPInstanceUID}", "127.0.0.1", stored.port,
-    )
-    assert len(list(one.iterdir())) == 1
-    refused = _run(
-        "getscu", "-d", "-S", "-aet", "STORESCU", "-aec", "DOCTORAI", "-od", one,
-        "-k", "QueryRetrieveLevel=SERIES", "-k", f"SeriesInstanceUID={series}", "127.0.0.1", stored.port,
-    )
-    assert statuses(refused.stdout + refused.stderr) == [0x0124]
+    assert statuses(log)[-1] == 0x0000
+    # An image-level C-GET of a list of two instances, and a peer that may not retrieve.
+    two = stored.tmp / "got-two"
+    two.mkdir()
+    first, second = stored.mueller[0], stored.mueller[2]
+    image = [f"SeriesInstanceUID={first.SeriesInstanceUID}", f"SOPInstanceUID={first.SOPInstanceUID}\\{second.SOPInstanceUID}"]
+    retrieve(stored, "getscu", "GETSCU", ["QueryRetrieveLevel=IMAGE", *image], "-od", two)
+    assert set(received_bytes(two)) == {first.SOPInstanceUID, second.SOPInstanceUID}
+    log, _ = retrieve(stored, "getscu", "STORESCU", series, "-od", two)
+    assert statuses(log) == [0x0124]
