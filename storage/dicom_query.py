@@ -136,12 +136,14 @@ _COUNTS: dict[str, ColumnElement[int]] = {
     "NumberOfStudyRelatedInstances": _count(_COUNTED_INSTANCES, _COUNTED_INSTANCES.c.study_uid == _STUDIES.c.study_uid),
     "NumberOfSeriesRelatedInstances": _count(_COUNTED_INSTANCES, _COUNTED_INSTANCES.c.series_uid == _SERIES.c.series_uid),
 }
-# A deterministic order for each level, so that QIDO-RS pages are stable (PS3.18 8.3.4.4.1).
+# A deterministic order for each level, so that QIDO-RS pages are stable (PS3.18 8.3.4.4.1). The
+# first column is wrapped in an expression so that SQLite finds the matches first and sorts them,
+# rather than walking every row in the order of that column's index.
 _ORDER: dict[Level, tuple[ColumnElement[Any], ...]] = {
     "PATIENT": (_STUDIES.c.patient_id,),
-    "STUDY": (_STUDIES.c.study_date, _STUDIES.c.study_time, _STUDIES.c.study_uid),
-    "SERIES": (_SERIES.c.study_uid, func.coalesce(_SERIES.c.series_number, 0), _SERIES.c.series_uid),
-    "IMAGE": (_INSTANCES.c.series_uid, func.coalesce(_INSTANCES.c.instance_number, 0), _INSTANCES.c.sop_uid),
+    "STUDY": (func.coalesce(_STUDIES.c.study_date, ""), _STUDIES.c.study_time, _STUDIES.c.study_uid),
+    "SERIES": (func.coalesce(_SERIES.c.study_uid, ""), func.coalesce(_SERIES.c.series_number, 0), _SERIES.c.series_uid),
+    "IMAGE": (func.coalesce(_INSTANCES.c.series_uid, ""), func.coalesce(_INSTANCES.c.instance_number, 0), _INSTANCES.c.sop_uid),
 }
 
 
