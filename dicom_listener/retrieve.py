@@ -8,7 +8,7 @@ sends them on the requesting association, on the contexts where the requestor to
 (PS3.7 D.3.3.4), reading each C-STORE-RSP. Either is cancelled between sub-operations by a
 C-CANCEL (FE00H). The final status follows C.4.2.3.1: Success when every sub-operation succeeded,
 B000H when some failed or warned, A702H when all failed, with the Failed SOP Instance UID List.
-Every study sent from is audited (DCM 110104, integration of PS3.15 A.5.3.2).
+Every study sent from is audited (DCM 110104 DICOM Instances Transferred, PS3.15 A.5.3.2).
 """
 
 import logging
@@ -117,7 +117,7 @@ def _audit(receiver: Receiver, assoc: Association, progress: Progress, *, via: s
         log.error("could not audit a %s: database unavailable", via)
 
 
-Serve = Callable[[Receiver, Association, dimse.Command, int, Progress, Level], None]
+Serve = Callable[[Receiver, Association, dimse.Command, int, Progress], None]
 
 
 def _retrieve(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, spool: Spool, *, via: str) -> None:
@@ -148,7 +148,7 @@ def _retrieve(receiver: Receiver, assoc: Association, request: dimse.Command, co
     serve: Serve = _move if via == "C-MOVE" else _get
     destination = request.move_destination if via == "C-MOVE" else assoc.calling_ae
     try:
-        serve(receiver, assoc, request, context_id, progress, level)
+        serve(receiver, assoc, request, context_id, progress)
     finally:
         _audit(receiver, assoc, progress, via=via, destination=destination, level=level)
 
@@ -180,7 +180,7 @@ def destination(receiver: Receiver, assoc: Association, ae_title: str) -> Peer |
     return replace(peer(targets[0], settings.dicom_dimse_timeout), calling_ae=settings.dicom_ae_title)
 
 
-def _move(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, progress: Progress, level: Level) -> None:
+def _move(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, progress: Progress) -> None:
     try:
         to = destination(receiver, assoc, request.move_destination)
     except StorageUnavailable:
@@ -256,7 +256,7 @@ def _store_here(receiver: Receiver, assoc: Association, item: ForwardItem, workd
     return category(answer.status)
 
 
-def _get(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, progress: Progress, level: Level) -> None:
+def _get(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, progress: Progress) -> None:
     stopped = False
     with tempfile.TemporaryDirectory(prefix="doctorai-get-") as tmp:
         for study_uid, items in progress.studies.items():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables.index import Instance, StorageCommitment
@@ -62,11 +62,14 @@ def claim(
     """Due requests (or the one named, if due), held back from every other sender for `lease`.
 
     `held`: the one named while it is still held for its own association (which sends its report
-    on it), not once it is due to every sender. Rows are claimed with FOR UPDATE SKIP LOCKED on
+    on it): not yet due, and never claimed by another sender. Rows are claimed with FOR UPDATE SKIP LOCKED on
     PostgreSQL; SQLite transactions hold the write lock. The caller reports each, then calls
     `reported`, `retry_at` or `expire`.
     """
-    due = StorageCommitment.next_attempt_at > now if held else StorageCommitment.next_attempt_at <= now
+    if held:
+        due = and_(StorageCommitment.next_attempt_at > now, StorageCommitment.attempts == 0)
+    else:
+        due = StorageCommitment.next_attempt_at <= now
     stmt = (
         select(StorageCommitment)
         .where(StorageCommitment.status == "pending", due)
