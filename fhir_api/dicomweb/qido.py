@@ -25,7 +25,6 @@ from storage.dicom_query import KEYS, LEVELS, UNIQUE, Level, Match, Query, Query
 
 DICOM_JSON = "application/dicom+json"
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
-_PARAMETERS = frozenset({"includefield", "fuzzymatching", "limit", "offset"})
 # Attributes returned by default at each level (PS3.18 10.6.3.3), besides the unique keys above.
 _DEFAULTS: dict[Level, tuple[str, ...]] = {
     "STUDY": (
@@ -97,6 +96,8 @@ def _query(resource: Resource, request: Request, settings: ApiSettings) -> tuple
             limit = min(_uint(name, value), settings.dicomweb_max_results)
         elif name == "offset":
             offset = _uint(name, value)
+        elif name in ("TimezoneOffsetFromUTC", "00080201"):
+            continue  # dates and times are matched as given: no timezone adjustment (10.6.1.2.1)
         else:
             keyword = _keyword(name)
             if keyword in keys:

@@ -110,6 +110,7 @@ def test_includefield_limit_offset_and_fuzzymatching(qido: Qido) -> None:
     first = qido.get("/studies", limit="1")
     assert _values(first.json(), STUDY_UID) == ["1.2.10"]
     assert "There are 2 additional results" in first.headers["Warning"]  # PS3.18 8.3.4.4.1
+    assert qido.get("/studies", TimezoneOffsetFromUTC="+0100", PatientID="P2").status_code == 200  # ignored
     fuzzy = qido.get("/studies", fuzzymatching="true", PatientID="P2")
     assert fuzzy.status_code == 200 and "fuzzymatching parameter is not supported" in fuzzy.headers["Warning"]
 
