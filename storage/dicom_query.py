@@ -42,7 +42,19 @@ Value = str | int | list[str] | None
 
 
 class QueryError(ValueError):
-    """A key whose value cannot be matched: a malformed date, time or number range."""
+    """A key whose value cannot be matched: a malformed date, time or number, too many UIDs."""
+
+
+# IS values are 32-bit signed integers (PS3.5 6.2); a list of UIDs is one SQL parameter each.
+_IS_RANGE = range(-(2**31), 2**31)
+MAX_UIDS = 10_000
+
+
+def _uid_list(keyword: str, value: str) -> list[str]:
+    uids = [u.strip() for u in value.split("\\") if u.strip()]
+    if len(uids) > MAX_UIDS:
+        raise QueryError(f"{keyword}: a list of more than {MAX_UIDS} UIDs")
+    return uids
 
 
 @dataclass(frozen=True)
@@ -250,13 +262,15 @@ def _condition(keyword: str, value: str, dialect: str) -> ColumnElement[bool] | 
         return _modalities(value, dialect)
     column = _COLUMNS[keyword]
     if key.matching == "uid":
-        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        uids = _uid_list(keyword, value)
         return column.in_(uids) if len(uids) > 1 else column == uids[0]
     if key.matching == "number":
         try:
             number = int(value)
         except ValueError:
             raise QueryError(f"{keyword} {value!r} is not an integer") from None
+        if number not in _IS_RANGE:
+            raise QueryError(f"{keyword} {value!r} is out of the range of IS")
         return or_(column == number, column.is_(None))
     if key.matching == "name":
         condition = _text(_FOLDED[keyword], fold_name(value), dialect)
@@ -342,7 +356,7 @@ def find(session: Session, query: Query) -> list[Match]:
 
 def _identifies(keyword: str, value: str) -> ColumnElement[bool]:
     """A unique key's single value or list of UIDs, matched exactly (PS3.4 C.4.2.2.1)."""
-    values = [v.strip() for v in value.split("\\") if v.strip()]
+    values = _uid_list(keyword, value)
     column = _COLUMNS[keyword]
     return column.in_(values) if len(values) > 1 else column == values[0]
 

@@ -75,8 +75,8 @@ def _keyword(name: str) -> str:
 
 
 def _uint(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be an unsigned integer, not {value!r}")
+    if not value.isdigit() or int(value) >= 2**31:
+        raise BadRequest(f"{name} must be an unsigned integer below 2^31, not {value!r}")
     return int(value)
 
 

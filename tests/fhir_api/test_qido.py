@@ -122,6 +122,7 @@ def test_no_match_is_204_and_bad_parameters_are_400(qido: Qido) -> None:
     for params in (
         {"StudyDate": "2020"},  # not a date
         {"limit": "-1"},
+        {"offset": "1" + "0" * 30},
         {"fuzzymatching": "maybe"},
         {"NoSuchKeyword": "1"},
         {"ffffffff": "1"},
@@ -132,6 +133,7 @@ def test_no_match_is_204_and_bad_parameters_are_400(qido: Qido) -> None:
         assert answer.status_code == 400, params
         assert answer.json()["issue"][0]["diagnostics"], params
     assert qido.get("/studies", headers="x").status_code == 400  # an unknown parameter
+    assert qido.get("/instances", InstanceNumber="9" * 20).status_code == 400  # out of the range of IS
     not_json = httpx.get(f"{qido.api.url}/dicomweb/studies", headers={**qido.api.token(SEARCH), "Accept": "application/dicom+xml"})
     assert not_json.status_code == 406
 
