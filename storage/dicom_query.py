@@ -51,7 +51,9 @@ MAX_UIDS = 10_000
 
 
 def _uid_list(keyword: str, value: str) -> list[str]:
-    uids = [u.strip() for u in value.split("\\") if u.strip()]
+    uids = [u.strip(" \x00") for u in value.split("\\") if u.strip(" \x00")]
+    if any("\x00" in u for u in uids):
+        raise QueryError(f"{keyword}: a NUL character inside a UID")
     if len(uids) > MAX_UIDS:
         raise QueryError(f"{keyword}: a list of more than {MAX_UIDS} UIDs")
     return uids
@@ -255,7 +257,9 @@ def _modalities(value: str, dialect: str) -> ColumnElement[bool] | None:
 def _condition(keyword: str, value: str, dialect: str) -> ColumnElement[bool] | None:
     """The SQL condition one key's value asks for; None for universal matching."""
     key = KEYS[keyword]
-    value = value.strip()
+    value = value.strip(" \x00")  # padding (PS3.5 6.2)
+    if "\x00" in value:
+        raise QueryError(f"{keyword}: a NUL character inside a value")
     if not value or key.matching == "count":
         return None
     if key.matching == "modalities":

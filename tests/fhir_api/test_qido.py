@@ -123,6 +123,7 @@ def test_no_match_is_204_and_bad_parameters_are_400(qido: Qido) -> None:
         {"StudyDate": "2020"},  # not a date
         {"limit": "-1"},
         {"offset": "1" + "0" * 30},
+        {"PatientID": "P\x001"},
         {"fuzzymatching": "maybe"},
         {"NoSuchKeyword": "1"},
         {"ffffffff": "1"},
