@@ -54,8 +54,8 @@ def _uid_list(keyword: str, value: str) -> list[str]:
     uids = [u.strip(" \x00") for u in value.split("\\") if u.strip(" \x00")]
     if any("\x00" in u for u in uids):
         raise QueryError(f"{keyword}: a NUL character inside a UID")
-    if len(uids) > MAX_UIDS:
-        raise QueryError(f"{keyword}: a list of more than {MAX_UIDS} UIDs")
+    if not uids or len(uids) > MAX_UIDS:
+        raise QueryError(f"{keyword}: a list of 1 to {MAX_UIDS} UIDs, not {len(uids)}")
     return uids
 
 
