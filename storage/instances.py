@@ -40,11 +40,12 @@ class StudyDetails:
 
     def columns(self) -> dict[str, str]:
         """The study row's columns for these details: names also folded, the time normalized (storage.dicom_values)."""
+        # Folding can lengthen a name ("ß" is "ss"): cut to the column as the name itself was.
         return {
             **asdict(self),
             "study_time": index_time(self.study_time),
-            "patient_name_folded": fold_name(self.patient_name),
-            "referring_physician_folded": fold_name(self.referring_physician_name),
+            "patient_name_folded": fold_name(self.patient_name)[:256],
+            "referring_physician_folded": fold_name(self.referring_physician_name)[:256],
         }
 
 
