@@ -91,6 +91,15 @@ DICOM_SENT = Hop("110106", "dicom-sent", Action.READ)
 REPORT_SENT = Hop("110106", "report-sent", Action.READ)
 # Issue 18: a FHIR Subscription notification sent to its endpoint discloses the resource (Export).
 NOTIFICATION_SENT = Hop("110106", "notification-sent", Action.READ)
+# Issue 17, Query/Retrieve: DCM 110112 Query for a C-FIND or a QIDO-RS search (PS3.15 A.5.3.14),
+# and DCM 110104 DICOM Instances Transferred, action R for the side that sends (A.5.3.2), for the
+# instances a C-MOVE or C-GET sent. A refused request is recorded with a failure outcome.
+DICOM_QUERIED = Hop("110112", "dicom-query", Action.EXECUTE)
+INSTANCES_RETRIEVED = Hop("110104", "instances-retrieved", Action.READ)
+# Storage Commitment (PS3.4 Annex J): a request taken, and its report sent. DCM 110100 Application
+# Activity: the report only tells the requester what we hold of the instances it named.
+COMMITMENT_REQUESTED = Hop("110100", "commitment-requested", Action.EXECUTE)
+COMMITMENT_REPORTED = Hop("110100", "commitment-reported", Action.EXECUTE)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,17 @@ class DicomSettings(BaseSettings):
     dicom_workers: int = Field(default=1, ge=1, le=64)
     # False: only calling AE titles in dicom_peers may associate (PS3.8 9.3.4 reason 3 otherwise).
     dicom_allow_unknown_peers: bool = True
+    # Whether a calling AE not in dicom_peers may query (C-FIND) and retrieve (C-MOVE, C-GET);
+    # a listed peer may do what its row says (may_find, may_move, may_get).
+    dicom_query_retrieve_unknown_peers: bool = False
+    # Storage Commitment (PS3.4 J.3.3): a report goes on the requesting association once it has
+    # been idle this long after the N-ACTION; a peer that releases first gets it on a new
+    # association to its host and port in dicom_peers. Failed reports are tried again, the wait
+    # doubling from the first to the largest delay, until the request is this old.
+    dicom_commitment_idle_seconds: float = Field(default=1.0, ge=0)
+    dicom_commitment_retry_first_seconds: float = Field(default=10.0, gt=0)
+    dicom_commitment_retry_max_seconds: float = Field(default=600.0, gt=0)
+    dicom_commitment_expiry_seconds: float = Field(default=86400.0, gt=0)
     # Concurrent associations over all listener processes, and per calling AE title.
     dicom_max_associations: int = Field(default=32, ge=1)
     dicom_max_associations_per_peer: int = Field(default=8, ge=1)

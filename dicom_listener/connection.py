@@ -1,19 +1,23 @@
 """One connection: its association from A-ASSOCIATE-RQ to release or abort, served in the connection's own thread.
 
-The acceptor side of the upper layer state machine (PS3.8 9.2) for the services we offer,
-Verification and Storage: negotiate, then read P-DATA-TF PDUs, answering each C-ECHO and
-C-STORE request once it is complete. Data set fragments go straight into a Spool as they
-arrive; nothing in this loop is shared with other associations, so associations run in
-parallel as far as the storage behind them allows.
+The acceptor side of the upper layer state machine (PS3.8 9.2) for the services we offer:
+negotiate, then read P-DATA-TF PDUs, answering each request once it is complete. Data set
+fragments go straight into a Spool as they arrive; nothing in this loop is shared with other
+associations, so associations run in parallel as far as the storage behind them allows.
+
+Each service is a module: Verification here, Storage (ingest.py), MPPS (steps.py), C-FIND
+(query.py), C-MOVE and C-GET (retrieve.py), Storage Commitment (commitment.py). The ones that
+answer with many responses, or make requests of their own on the association, talk through
+exchange.py; a commitment report owed on the association goes once it is idle.
 """
 
 import logging
 import socket
 from dataclasses import dataclass, field
 
-from dicom_listener import dimse, ingest, metrics, negotiation, pdus, steps
+from dicom_listener import commitment, dimse, ingest, metrics, negotiation, pdus, query, retrieve, steps
 from dicom_listener.association import Association
-from dicom_listener.errors import OversizePdu, ProtocolError
+from dicom_listener.errors import OversizePdu, PeerAborted, PeerReleased, ProtocolError
 from dicom_listener.spool import Spool, file_meta
 from integration import dimse_status
 
@@ -25,7 +29,15 @@ LAST = 0x02
 # A command set is a few hundred bytes; more is not a command set.
 COMMAND_LIMIT = 1 << 16
 # Requests whose data set we keep and act on; any other request's data set is read and dropped.
-_WITH_DATA_SET = {dimse.C_STORE_RQ, dimse.N_CREATE_RQ, dimse.N_SET_RQ}
+_WITH_DATA_SET = {
+    dimse.C_STORE_RQ,
+    dimse.N_CREATE_RQ,
+    dimse.N_SET_RQ,
+    dimse.C_FIND_RQ,
+    dimse.C_MOVE_RQ,
+    dimse.C_GET_RQ,
+    dimse.N_ACTION_RQ,
+}
 
 
 @dataclass
@@ -44,7 +56,7 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver) -> None:
     message: _Message | None = None
     try:
         pdus.tune(sock)
-        reader = pdus.Reader(sock)
+        reader = assoc.reader = pdus.Reader(sock)
         sock.settimeout(receiver.settings.dicom_acse_timeout)
         if _associate(assoc, reader, receiver):
             message = _Message(context_id=0)
@@ -55,6 +67,10 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver) -> None:
         _abort(assoc, receiver, str(exc), exc.reason)
     except TimeoutError:
         _abort(assoc, receiver, "no PDU within the timeout", pdus.REASON_NOT_SPECIFIED)
+    except PeerReleased:
+        _released(assoc)  # while we waited for a response of the peer's (PS3.8 9.2, Sta6 AR-2)
+    except PeerAborted:
+        metrics.ASSOCIATIONS.labels("aborted").inc()
     except OSError as exc:  # the peer went away (reset, closed mid-PDU) or the listener is stopping
         log.info("connection from %s ended: %s", address, exc)
         if assoc.policy is not None:
@@ -67,6 +83,14 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver) -> None:
             message.spool.discard()  # a data set cut off by an abort is dropped, never stored
         ingest.closed(receiver, assoc)
         sock.close()
+        commitment.ended(receiver, assoc)
+
+
+def _released(assoc: Association) -> None:
+    try:
+        assoc.sock.sendall(pdus.release_rp())
+    except OSError:
+        pass  # the peer is gone already
 
 
 def _abort(assoc: Association, receiver: ingest.Receiver, reason: str, code: int) -> None:
@@ -108,9 +132,18 @@ def _exchange(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver
     assert policy is not None
     while True:
         # Idle between messages: the network timeout; inside one: the DIMSE timeout (PS3.7 9.1.1).
+        # Idle and owing a commitment report: a short wait, then the report goes (commitment.py).
         idle = message.request is None and not message.command
-        assoc.sock.settimeout(policy.network_timeout if idle else policy.dimse_timeout)
-        pdu_type, length = pdus.read_header(reader, data_limit=policy.max_pdu)
+        owing = idle and bool(assoc.reports)
+        wait = receiver.settings.dicom_commitment_idle_seconds if owing else policy.network_timeout
+        assoc.sock.settimeout(wait if idle else policy.dimse_timeout)
+        try:
+            pdu_type, length = pdus.read_header(reader, data_limit=policy.max_pdu)
+        except TimeoutError:
+            if not owing:
+                raise
+            commitment.report_here(receiver, assoc)
+            continue
         if pdu_type == pdus.P_DATA_TF:
             _p_data(assoc, reader, receiver, message, length)
         elif pdu_type == pdus.A_RELEASE_RQ:
@@ -177,25 +210,42 @@ def _respond(assoc: Association, receiver: ingest.Receiver, message: _Message) -
     request = message.request
     assert request is not None
     try:
-        answer = _answer(assoc, receiver, request, message)
+        answer = _serve(assoc, receiver, request, message)
     finally:
         if message.spool is not None:
             message.spool.discard()
         message.spool, message.request = None, None
-    response = dimse.response(request, answer.status, answer.comment, instance_uid=answer.instance_uid)
-    assoc.sock.sendall(pdus.p_data(message.context_id, response, max_length=assoc.peer_max_pdu))
+    if answer is not None:
+        response = dimse.response(request, answer.status, answer.comment, instance_uid=answer.instance_uid)
+        assoc.sock.sendall(pdus.p_data(message.context_id, response, max_length=assoc.peer_max_pdu))
 
 
-def _answer(assoc: Association, receiver: ingest.Receiver, request: dimse.Command, message: _Message) -> ingest.Answer:
+_QUERY_RETRIEVE = {
+    dimse.C_FIND_RQ: (negotiation.FIND, query.find),
+    dimse.C_MOVE_RQ: (negotiation.MOVE, retrieve.move),
+    dimse.C_GET_RQ: (negotiation.GET, retrieve.get),
+}
+
+
+def _serve(assoc: Association, receiver: ingest.Receiver, request: dimse.Command, message: _Message) -> ingest.Answer | None:
+    """The service the request asks for on its context; its one response, or None when it sent its own."""
     context = assoc.contexts[message.context_id]
-    if request.command_field == dimse.C_ECHO_RQ:
+    field, abstract, spool = request.command_field, context.abstract_syntax, message.spool
+    if field == dimse.C_ECHO_RQ:
         return ingest.Answer(dimse_status.SUCCESS)  # PS3.7 9.1.5
-    if request.command_field in _WITH_DATA_SET and message.spool is None:
+    if field in _WITH_DATA_SET and spool is None:
         return ingest.Answer(dimse_status.CANNOT_UNDERSTAND, "request without its data set")
-    if message.spool is not None and request.command_field == dimse.C_STORE_RQ:
-        return ingest.store(receiver, assoc, request, context, message.spool)
-    if message.spool is not None and context.abstract_syntax == steps.MPPS:
-        if request.command_field == dimse.N_CREATE_RQ:
-            return steps.create(receiver, assoc, request, message.spool)
-        return steps.update(receiver, assoc, request, message.spool)
+    if spool is not None and field == dimse.C_STORE_RQ:
+        return ingest.store(receiver, assoc, request, context, spool)
+    if spool is not None and abstract == steps.MPPS and field in (dimse.N_CREATE_RQ, dimse.N_SET_RQ):
+        if field == dimse.N_CREATE_RQ:
+            return steps.create(receiver, assoc, request, spool)
+        return steps.update(receiver, assoc, request, spool)
+    if spool is not None and field == dimse.N_ACTION_RQ and abstract == negotiation.STORAGE_COMMITMENT:
+        return commitment.request(receiver, assoc, request, message.context_id, spool)
+    # Query/Retrieve: many responses, sent by the service itself.
+    models, service = _QUERY_RETRIEVE.get(field, ({}, None))
+    if spool is not None and service is not None and abstract in models:
+        service(receiver, assoc, request, message.context_id, spool)
+        return None
     return ingest.Answer(dimse_status.UNRECOGNIZED_OPERATION, "not a request this AE serves on this context")

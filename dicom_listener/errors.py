@@ -1,4 +1,4 @@
-"""Listener errors; only handlers.py turns them into DIMSE statuses."""
+"""Listener errors; the service modules (ingest, steps, query, retrieve, commitment) turn them into DIMSE statuses."""
 
 
 class ListenerError(Exception):
@@ -29,3 +29,12 @@ class ProtocolError(ListenerError):
 
 class OversizePdu(ProtocolError):
     """A PDU longer than the maximum we announced (PS3.8 D.1) or than any association PDU can be."""
+
+
+class PeerReleased(ListenerError):
+    """The peer asked to release the association (A-RELEASE-RQ) while we waited for a message: we
+    answer A-RELEASE-RP and the association ends (PS3.8 9.2, state Sta6 AR-2)."""
+
+
+class PeerAborted(ListenerError):
+    """The peer aborted the association (A-ABORT) while we waited for a message."""

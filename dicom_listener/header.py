@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.valuerep import PersonName
 
 # The attributes wanted, by tag; all are at most a few hundred bytes long.
 WANTED = {
@@ -19,18 +20,26 @@ WANTED = {
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
     0x00080020: "StudyDate",
+    0x00080030: "StudyTime",
     0x00080050: "AccessionNumber",
     0x00080060: "Modality",
+    0x00080090: "ReferringPhysicianName",
     0x00081030: "StudyDescription",
     0x0008103E: "SeriesDescription",
+    0x00100010: "PatientName",
     0x00100020: "PatientID",
+    0x00100030: "PatientBirthDate",
+    0x00100040: "PatientSex",
     0x00180015: "BodyPartExamined",
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
+    0x00200010: "StudyID",
     0x00200011: "SeriesNumber",
     0x00200013: "InstanceNumber",
     0x00201208: "NumberOfStudyRelatedInstances",
 }
+# Person names: component groups decoded each on its own (PS3.5 6.2, 6.1.2.5.3).
+_NAMES = {0x00080090, 0x00100010}
 # Pixel Data and its float/double variants end the data set in practice (PS3.5 7.5, A.4).
 _BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
@@ -146,7 +155,12 @@ def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
     values = {}
     for tag, value in raw.items():
         # UIDs are ASCII padded with NUL (PS3.5 9.1); other text is in the data set's character set.
-        text = _ascii(value) if WANTED[tag].endswith("UID") else decode_bytes(value, encodings, set())
+        if WANTED[tag].endswith("UID"):
+            text = _ascii(value)
+        elif tag in _NAMES:
+            text = str(PersonName(value, encodings).decode())
+        else:
+            text = decode_bytes(value, encodings, set())
         values[WANTED[tag]] = text.strip("\x00 ")
     return values
 

@@ -146,6 +146,23 @@ def tls_refused(receiver: Receiver, address: str, reason: str) -> None:
     _association_audit(receiver, f"host:{address}", address, ASSOCIATION_REJECTED, reason, "a refused TLS connection")
 
 
+def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str, reason: str) -> None:
+    """A query or retrieve refused before anything was disclosed (the peer may not): audit it."""
+    _audit(
+        receiver.engine,
+        AuditRecord(
+            hop=hop,
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=_who(assoc),
+            agent_address=assoc.address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"via": via, "reason": reason},
+        ),
+        f"a refused {via}",
+    )
+
+
 def aborted(receiver: Receiver, assoc: Association, reason: str) -> None:
     """An association we aborted (protocol error, oversize PDU, timeout): count and audit it."""
     metrics.ASSOCIATIONS.labels("aborted").inc()

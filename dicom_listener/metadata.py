@@ -4,6 +4,7 @@ header.scan reads them from the encoded data set; what it cannot follow, pydicom
 """
 
 import struct
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from pydicom import dcmread
@@ -13,7 +14,7 @@ from pydicom.errors import InvalidDicomError
 from dicom_listener import header
 from dicom_listener.errors import CannotUnderstand
 from storage.objects import dicom_key
-from storage.instances import ReceivedInstance
+from storage.instances import ReceivedInstance, StudyDetails
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -38,6 +39,23 @@ def _with_pydicom(f: BinaryIO, size: int) -> dict[str, str]:
         _check_pixel_data(f, size, implicit_vr=bool(ds.original_encoding[0]), little_endian=bool(ds.original_encoding[1]))
     except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError, struct.error) as exc:
         raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
+    return header_values(ds)
+
+
+def study_details(values: Mapping[str, str]) -> StudyDetails:
+    """The patient and study attributes Query/Retrieve matches, from a header's values (header.WANTED)."""
+    return StudyDetails(
+        patient_name=values.get("PatientName", "")[:256],
+        patient_birth_date=values.get("PatientBirthDate", "")[:8],
+        patient_sex=values.get("PatientSex", "")[:16],
+        study_time=values.get("StudyTime", ""),
+        study_id=values.get("StudyID", "")[:16],
+        referring_physician_name=values.get("ReferringPhysicianName", "")[:256],
+    )
+
+
+def header_values(ds: Dataset) -> dict[str, str]:
+    """The header.WANTED attributes of a data set pydicom read, as text."""
     return {keyword: _text(ds, keyword) for keyword in header.WANTED.values()}
 
 
@@ -95,4 +113,5 @@ def read_instance(
         called_ae=called_ae,
         source_address=source_address,
         expected_instances=_int(values.get("NumberOfStudyRelatedInstances", "")),
+        details=study_details(values),
     )

@@ -3,7 +3,10 @@
 pynetdicom's PDU codecs and its presentation context negotiation do the detailed work; this
 module decides what we accept. Every storage SOP class in pynetdicom's list is accepted in every
 transfer syntax it knows (uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, RLE, ...), because
-instances are stored exactly as received, never transcoded (PS3.4 B.4.1).
+instances are stored exactly as received, never transcoded (PS3.4 B.4.1). Verification, MPPS,
+Query/Retrieve (FIND, MOVE, GET of the Patient and Study Root models) and Storage Commitment
+are accepted in the uncompressed syntaxes, deflated included. docs/dicom-conformance.md lists
+them (tests/test_conformance.py compares the two).
 """
 
 import struct
@@ -23,7 +26,17 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor, negotiate_unrestricted
-from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from dicom_listener.admission import Refusal
 from dicom_listener.errors import ProtocolError
@@ -32,6 +45,11 @@ from dicom_listener.spool import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSIO
 
 # PS3.7 A.2.1: the only DICOM application context name.
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
+# Query/Retrieve information models (PS3.4 C.6): the SOP class -> (root, operation).
+FIND = {str(PatientRootQueryRetrieveInformationModelFind): "PATIENT", str(StudyRootQueryRetrieveInformationModelFind): "STUDY"}
+MOVE = {str(PatientRootQueryRetrieveInformationModelMove): "PATIENT", str(StudyRootQueryRetrieveInformationModelMove): "STUDY"}
+GET = {str(PatientRootQueryRetrieveInformationModelGet): "PATIENT", str(StudyRootQueryRetrieveInformationModelGet): "STUDY"}
+STORAGE_COMMITMENT = str(StorageCommitmentPushModel)
 
 
 @dataclass(frozen=True)
@@ -48,39 +66,60 @@ class Request:
 
 @dataclass(frozen=True)
 class Context:
-    """An accepted presentation context."""
+    """An accepted presentation context; `as_scu`: we may send requests on it (C-STORE for a C-GET, PS3.7 D.3.3.4)."""
 
     abstract_syntax: str
     transfer_syntax: str
+    as_scu: bool = False
 
 
 @lru_cache
-def _supported() -> dict[str, frozenset[str]]:
+def storage_sop_classes() -> frozenset[str]:
+    """The storage SOP classes we accept (pynetdicom's list), in every transfer syntax it knows."""
+    return frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+@lru_cache
+def supported() -> dict[str, frozenset[str]]:
+    """Every SOP class we accept, with the transfer syntaxes we accept it in."""
     syntaxes = frozenset(ALL_TRANSFER_SYNTAXES)
-    supported = {str(cx.abstract_syntax): syntaxes for cx in AllStoragePresentationContexts}
-    # Verification and MPPS (PS3.4 F.7): small data sets in the default uncompressed syntaxes.
-    for sop_class in (Verification, ModalityPerformedProcedureStep):
-        supported[str(sop_class)] = frozenset(build_context(sop_class).transfer_syntax)
-    return supported
+    accepted = {sop_class: syntaxes for sop_class in storage_sop_classes()}
+    # Verification, MPPS (PS3.4 F.7), Query/Retrieve (C.6) and Storage Commitment (J.3): small
+    # data sets in pynetdicom's default syntaxes (Implicit and Explicit VR Little Endian,
+    # Deflated Explicit VR Little Endian, Explicit VR Big Endian).
+    others = (Verification, ModalityPerformedProcedureStep, STORAGE_COMMITMENT, *FIND, *MOVE, *GET)
+    for sop_class in others:
+        accepted[str(sop_class)] = frozenset(build_context(sop_class).transfer_syntax)
+    return accepted
 
 
-def _acceptable(proposed: list[PresentationContext]) -> list[PresentationContext]:
+def _acceptable(proposed: list[PresentationContext], *, storage_roles: bool) -> list[PresentationContext]:
     """What we support of each proposed abstract syntax, in the requestor's order of transfer syntaxes.
 
     pynetdicom accepts the first of *our* list that the requestor proposed; we take the first the
     requestor proposed that we support. That is the syntax it prefers, normally the one its data
     is in, so it need not convert anything before sending (dcmtk's storescu otherwise re-encodes
     every dataset to Implicit VR Little Endian).
+
+    `storage_roles`: we may take either role for storage SOP classes, so a role selection item
+    proposing the SCP role for the requestor (a C-GET SCU receiving our C-STOREs) is answered.
     """
-    supported = _supported()
+    ours = supported()
+    storage = storage_sop_classes()
     # Per abstract syntax (it may be proposed in several contexts), every syntax in order of proposal.
     ordered: dict[str, list[str]] = {}
     for cx in proposed:
         abstract = str(cx.abstract_syntax)
-        ours = supported.get(abstract, frozenset())
         syntaxes = ordered.setdefault(abstract, [])
-        syntaxes += [str(ts) for ts in cx.transfer_syntax if str(ts) in ours and str(ts) not in syntaxes]
-    return [build_context(abstract, syntaxes) for abstract, syntaxes in ordered.items() if syntaxes]
+        syntaxes += [str(ts) for ts in cx.transfer_syntax if str(ts) in ours.get(abstract, ()) and str(ts) not in syntaxes]
+    acceptable = []
+    for abstract, syntaxes in ordered.items():
+        if syntaxes:
+            context = build_context(abstract, syntaxes)
+            if storage_roles and abstract in storage:
+                context.scu_role = context.scp_role = True
+            acceptable.append(context)
+    return acceptable
 
 
 def decode_request(pdu: bytes) -> Request:
@@ -118,10 +157,12 @@ def check(request: Request, ae_title: str) -> Refusal | None:
 def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes, dict[int, Context]]:
     """The A-ASSOCIATE-AC PDU for `request`, and the contexts it accepts by ID.
 
-    Roles: role selection items get no reply, so the default roles hold, the requestor SCU
-    and us SCP (PS3.7 D.3.3.4). Asynchronous operations: we perform one at a time (PS3.7
-    D.3.3.3). User identity and extended negotiation items are not supported and so, as
-    PS3.7 D.3.3.5-7 permits, not answered.
+    Roles: when the requestor proposes a C-GET SOP class, its role selection items for storage
+    SOP classes are answered, so that we may send it the C-STOREs of its C-GETs (PS3.7
+    D.3.3.4, PS3.4 C.4.3.3); otherwise role selection items get no reply and the default roles
+    hold, the requestor SCU and us SCP. Asynchronous operations: we perform one at a time (PS3.7
+    D.3.3.3). User identity and extended negotiation items (relational queries, combined
+    date-time matching, ...) are not supported and so, as PS3.7 D.3.3.5-7 permits, not answered.
     """
     primitive = request.primitive
     roles = {
@@ -131,9 +172,11 @@ def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes
     }
     negotiate = negotiate_unrestricted if unrestricted else negotiate_as_acceptor
     proposed = primitive.presentation_context_definition_list
-    results, role_replies = negotiate(proposed, _acceptable(proposed), roles)
+    getting = any(str(cx.abstract_syntax) in GET for cx in proposed)
+    results, role_replies = negotiate(proposed, _acceptable(proposed, storage_roles=getting), roles)
+    # We act as SCU on a context only when role selection gave us that role (PS3.7 D.3.3.4).
     accepted = {
-        int(cx.context_id): Context(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        int(cx.context_id): Context(str(cx.abstract_syntax), str(cx.transfer_syntax[0]), bool(cx.as_scu) and cx.abstract_syntax in roles)
         for cx in results
         if cx.result == 0x00 and cx.context_id is not None
     }

@@ -5,7 +5,9 @@ PDUs are never read whole: their presentation data value items are read one head
 and their values streamed, so memory stays flat whatever the PDU length the peer uses.
 """
 
+import select
 import socket
+import ssl
 import struct
 from collections.abc import Iterator
 
@@ -70,6 +72,15 @@ class Reader:
             raise ConnectionResetError("the peer closed the connection")
         return n
 
+    def ready(self) -> bool:
+        """Whether a read would not wait: bytes are buffered here or in TLS, or the socket has some."""
+        if self._end > self._start:
+            return True
+        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
+            return True
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        return bool(readable)
+
     def exactly(self, n: int) -> bytes:
         """The next `n` bytes (a header: n is small)."""
         if self._end - self._start < n:
@@ -116,17 +127,21 @@ def read_pdv_header(reader: Reader) -> tuple[int, int, int]:
     return item_length - 2, context_id, control
 
 
-def p_data(context_id: int, command: bytes, *, max_length: int) -> bytes:
-    """A whole command set as P-DATA-TF PDUs of one PDV each, none longer than `max_length` (PS3.8 9.3.5, D.1).
+def p_data(context_id: int, value: bytes, *, max_length: int, is_command: bool = True, last: bool = True) -> bytes:
+    """A command set (or a data set fragment) as P-DATA-TF PDUs of one PDV each, none longer than
+    `max_length` (PS3.8 9.3.5, D.1).
 
     `max_length` is the Maximum Length the peer announced (0: no limit). Our command sets are a
-    few hundred bytes, so this is one PDU unless the peer asked for tiny ones.
+    few hundred bytes, so this is one PDU unless the peer asked for tiny ones. `last`: the final
+    PDV carries the last-fragment bit (a data set sent in several calls sets it on the last one).
     """
-    room = max(max_length - 6, 1) if max_length else len(command)  # 6: the PDV item's length, ID and control
+    room = max(max_length - 6, 1) if max_length else max(len(value), 1)  # 6: the PDV item's length, ID and control
     pdus = []
-    for start in range(0, len(command), room):
-        fragment = command[start : start + room]
-        control = 0x01 | (0x02 if start + room >= len(command) else 0)  # command; last fragment (PS3.8 E.2)
+    kind = 0x01 if is_command else 0x00
+    for start in range(0, max(len(value), 1), room):
+        fragment = value[start : start + room]
+        final = last and start + room >= len(value)
+        control = kind | (0x02 if final else 0)  # command or data set; last fragment (PS3.8 E.2)
         item = _PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
         pdus.append(_HEADER.pack(P_DATA_TF, 0, len(item)) + item)
     return b"".join(pdus)

@@ -30,6 +30,10 @@ class PeerPolicy:
     dimse_timeout: float
     network_timeout: float
     duplicate_policy: DuplicatePolicy
+    # Query/Retrieve it may use (PS3.4 Annex C): its peer row's, or for an unknown AE the setting's.
+    may_find: bool = False
+    may_move: bool = False
+    may_get: bool = False
 
 
 def resolve(settings: DicomSettings, ae_title: str, peer: Peer | None) -> PeerPolicy:
@@ -38,6 +42,8 @@ def resolve(settings: DicomSettings, ae_title: str, peer: Peer | None) -> PeerPo
 
     def pick(own: float | int | None, default: float | int) -> float:
         return float(default if own is None else own)
+
+    unknown_may = peer is None and settings.dicom_query_retrieve_unknown_peers
 
     return PeerPolicy(
         ae_title=ae_title,
@@ -49,6 +55,9 @@ def resolve(settings: DicomSettings, ae_title: str, peer: Peer | None) -> PeerPo
         dimse_timeout=pick(p.dimse_timeout, settings.dicom_dimse_timeout),
         network_timeout=pick(p.network_timeout, settings.dicom_network_timeout),
         duplicate_policy=cast(DuplicatePolicy, p.duplicate_policy or settings.dicom_duplicate_policy),
+        may_find=p.may_find or unknown_may,
+        may_move=p.may_move or unknown_may,
+        may_get=p.may_get or unknown_may,
     )
 
 
@@ -85,6 +94,10 @@ class PeerDirectory:
         """The effective policy of one calling AE title. Raises StorageUnavailable before the first read."""
         title = ae_title.strip()
         return resolve(self._settings, title, self._current().get(title))
+
+    def peer(self, ae_title: str) -> Peer | None:
+        """One peer's row as last read (a C-MOVE destination, a commitment requester), or None."""
+        return self._current().get(ae_title.strip())
 
     def quiet_periods(self) -> dict[str, float]:
         """Quiet periods of the peers that have their own."""

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 from sqlalchemy import Engine
 
-from dicom_listener import indexer, stability
+from dicom_listener import commitment_reports, indexer, stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
@@ -49,6 +49,11 @@ def receiver(settings: DicomSettings, engine: Engine, objects: ObjectStore, coun
 
 
 def _sweep(settings: DicomSettings, engine: Engine, peers: PeerDirectory, stop: threading.Event) -> None:
+    # Storage commitment reports due on new associations (after a restart too), beside the sweep.
+    reports = threading.Thread(
+        target=commitment_reports.run, args=(engine, settings, peers, stop), name="commitment-reports", daemon=True
+    )
+    reports.start()
     stability.run(
         engine,
         quiet_period=settings.quiet_period_seconds,
@@ -57,6 +62,7 @@ def _sweep(settings: DicomSettings, engine: Engine, peers: PeerDirectory, stop: 
         per_ae=peers.quiet_periods,
         step_hold=settings.dicom_step_hold_seconds,
     )
+    reports.join()
 
 
 def serve_alone(stop: threading.Event, *, settings: DicomSettings, own: process.Own) -> None:

@@ -27,6 +27,7 @@ from fhir_api.fhir.routes import audit as audit_routes
 from fhir_api.auth import routes as auth_routes
 from fhir_api.fhir.routes import read as fhir_routes
 from fhir_api.fhir.routes import write as fhir_write_routes
+from fhir_api.dicomweb import qido
 from fhir_api import probes
 from integration.health import Readiness, dependency_checks
 from storage.config import StorageSettings
@@ -178,6 +179,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     app.include_router(audit_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(fhir_write_routes.router)
+    app.include_router(qido.router)
     # Issue 7: the admin API, with its own OpenAPI document at /admin/openapi.json.
     app.mount("/admin", admin)
     return app

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.config import ProductionConfigError, StorageSettings
@@ -59,6 +60,9 @@ class ApiSettings(BaseSettings):
     cors_allow_origins: list[str] = []
     # Strict-Transport-Security max-age sent on HTTPS requests (RFC 6797); 0 sends none.
     hsts_max_age_seconds: int = 63_072_000
+    # QIDO-RS: the most results one search answers (PS3.18 8.3.4.4, "maxResults"); a client pages
+    # past it with offset, told how many remain by a Warning header.
+    dicomweb_max_results: int = Field(default=1000, ge=1)
 
 
 __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]

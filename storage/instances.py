@@ -2,7 +2,7 @@
 instance and version rows), whether one is new, a study's instances, and a study's correlation id."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal, cast
@@ -11,16 +11,42 @@ from sqlalchemy import Integer, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.dicom_values import fold_name, index_time
 from storage.prepared import Prepared
 from storage.steps import expected_from_steps
 from storage.tables.index import Instance, InstanceVersion, Series, Study
 
 InstanceState = Literal["new", "same", "different"]
+# The header fields a study row holds: 1 since the Query/Retrieve keys (issue 17). A row with less
+# was indexed before and gets them from `doctorai index backfill` (backfill_candidates, set_details).
+INDEX_VERSION = 1
 
 
 def correlation_id_for_study(study_uid: str) -> str:
     """The study's correlation id: derived from its UID, so every process finds the same one."""
     return str(uuid.uuid5(uuid.NAMESPACE_OID, study_uid))
+
+
+@dataclass(frozen=True)
+class StudyDetails:
+    """The patient and study attributes C-FIND and QIDO-RS match, as read from the header (text as decoded)."""
+
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_time: str = ""
+    study_id: str = ""
+    referring_physician_name: str = ""
+
+    def columns(self) -> dict[str, str]:
+        """The study row's columns for these details: names also folded, the time normalized (storage.dicom_values)."""
+        # Folding can lengthen a name ("ß" is "ss"): cut to the column as the name itself was.
+        return {
+            **asdict(self),
+            "study_time": index_time(self.study_time),
+            "patient_name_folded": fold_name(self.patient_name)[:256],
+            "referring_physician_folded": fold_name(self.referring_physician_name)[:256],
+        }
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,7 @@ class ReceivedInstance:
     expected_instances: int | None = None
     # The AE title the sender called (A-ASSOCIATE-RQ, PS3.8 9.3.2), for routing rules.
     called_ae: str = ""
+    details: StudyDetails = field(default_factory=StudyDetails)
 
 
 @dataclass(frozen=True)
@@ -164,6 +191,8 @@ def index_instance(
             "last_received_at": now,
             "announced": item.expected_instances or None,
             "steps_of": item.study_uid,
+            "index_version": INDEX_VERSION,
+            **item.details.columns(),
         },
     )
     if new_version:
@@ -247,3 +276,22 @@ def study_instances(session: Session, *, study_uid: str) -> list[tuple[Instance,
         .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
     )
     return [(i, s) for i, s in session.execute(stmt)]
+
+
+def backfill_candidates(session: Session, *, limit: int) -> list[tuple[str, str]]:
+    """Studies indexed before INDEX_VERSION, each with the object key of one of its instances."""
+    first = (
+        select(Instance.study_uid, func.min(Instance.object_key).label("key"))
+        .join(Study, Study.study_uid == Instance.study_uid)
+        .where(Study.index_version < INDEX_VERSION)
+        .group_by(Instance.study_uid)
+        .order_by(Instance.study_uid)
+        .limit(limit)
+    )
+    return [(row.study_uid, row.key) for row in session.execute(first)]
+
+
+def set_details(session: Session, *, study_uid: str, details: StudyDetails | None) -> None:
+    """Give a study indexed before INDEX_VERSION its details (None: its header cannot be read; it keeps empty ones)."""
+    values = {} if details is None else details.columns()
+    session.execute(update(Study).where(Study.study_uid == study_uid).values(index_version=INDEX_VERSION, **values))

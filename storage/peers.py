@@ -1,4 +1,5 @@
-"""DICOM peers: the calling AE titles allowed to send, each with its own settings (`dicom_peers`).
+"""DICOM peers: the calling AE titles allowed to send, each with its own settings, what it may query
+or retrieve, and where it listens (`dicom_peers`).
 
 The listener reads them through a short cache, the `doctorai peers` command writes them, and the
 admin API will edit the same rows.
@@ -27,6 +28,12 @@ class Peer:
     dimse_timeout: float | None = None
     network_timeout: float | None = None
     duplicate_policy: str | None = None
+    # Where its SCP listens (with `host`): a C-MOVE destination, where commitment reports go.
+    port: int | None = None
+    # Query/Retrieve it may use (PS3.4 Annex C): C-FIND, C-MOVE, C-GET.
+    may_find: bool = False
+    may_move: bool = False
+    may_get: bool = False
 
 
 def _peer(row: DicomPeer) -> Peer:

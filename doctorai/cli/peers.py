@@ -1,4 +1,5 @@
-"""`doctorai peers`: the DICOM peers allowed to send (calling AE titles), each with its own settings."""
+"""`doctorai peers`: the DICOM peers allowed to send (calling AE titles), each with its own settings,
+what it may query or retrieve, and where it listens."""
 
 import argparse
 import sys
@@ -26,6 +27,10 @@ def peers(args: argparse.Namespace) -> int:
                     dimse_timeout=args.dimse_timeout,
                     network_timeout=args.network_timeout,
                     duplicate_policy=args.duplicate_policy,
+                    port=args.port,
+                    may_find=args.find,
+                    may_move=args.move,
+                    may_get=args.get,
                 ),
             )
             print(f"peer {args.ae_title} saved")
@@ -36,7 +41,7 @@ def peers(args: argparse.Namespace) -> int:
             print(f"peer {args.ae_title} removed")
         else:
             for peer in all_peers(session):
-                print(" ".join(f"{k}={v}" for k, v in asdict(peer).items() if v not in (None, "")))
+                print(" ".join(f"{k}={v}" for k, v in asdict(peer).items() if v not in (None, "", False)))
     return 0
 
 
@@ -56,4 +61,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p_add.add_argument("--dimse-timeout", type=float, default=None)
     p_add.add_argument("--network-timeout", type=float, default=None)
     p_add.add_argument("--duplicate-policy", choices=["keep-first", "keep-last", "reject"], default=None)
+    p_add.add_argument("--port", type=int, default=None, help="where its SCP listens: a C-MOVE destination, commitment reports")
+    p_add.add_argument("--find", action="store_true", help="may query (C-FIND)")
+    p_add.add_argument("--move", action="store_true", help="may retrieve with C-MOVE")
+    p_add.add_argument("--get", action="store_true", help="may retrieve with C-GET")
     p_peers.set_defaults(func=peers)

@@ -14,6 +14,7 @@ import asyncio
 import socket
 import ssl
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +37,8 @@ from storage.forwards import ForwardItem
 from storage.objects import ObjectStore
 
 DEFAULT_CALLING_AE = "DOCTORAI"
+# The AE title and Message ID of the C-MOVE a C-STORE sub-operation serves.
+Originator = tuple[str, int]
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are the odd numbers 1-255
 
 
@@ -59,7 +62,7 @@ def peer(target: Target, timeout: float) -> Peer:
     return Peer(target.host, target.port, target.option("ae_title"), calling_ae, context, timeout)
 
 
-def _convertible(syntax: str) -> bool:
+def convertible(syntax: str) -> bool:
     """Uncompressed little endian (deflated or not): pynetdicom can re-encode it into ELE or ILE."""
     uid = UID(syntax)
     return not uid.is_compressed and uid.is_little_endian
@@ -71,7 +74,7 @@ def offered_contexts(sop_class: str, stored: str) -> list[tuple[str, tuple[str, 
     its own preference), plus, when that is uncompressed little endian, one with Explicit and
     Implicit VR Little Endian (PS3.5 A.1, A.2) that pynetdicom can re-encode into."""
     contexts: list[tuple[str, tuple[str, ...]]] = [(sop_class, (stored,))]
-    if _convertible(stored):
+    if convertible(stored):
         contexts.append((sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)))
     return contexts
 
@@ -128,16 +131,18 @@ def _associate(peer: Peer, group: list[tuple[str, tuple[str, ...]]]) -> Associat
     )
 
 
-def _store_one(assoc: Association, item: ForwardItem, path: Path) -> Stored:
+def _store_one(assoc: Association, item: ForwardItem, path: Path, originator: Originator | None) -> Stored:
     """C-STORE one fetched instance on the context that fits it, or fail it with the reason."""
     accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid}
+    # A C-MOVE's sub-operations name the C-MOVE they serve (PS3.7 9.1.1.1.6-7).
+    moved = {"originator_aet": originator[0], "originator_id": originator[1]} if originator else {}
     try:
         if item.transfer_syntax_uid in accepted:
             # The stored bytes as they are: no re-encoding of the pixel data or anything else.
-            response = assoc.send_c_store(path)
-        elif _convertible(item.transfer_syntax_uid) and accepted & {ExplicitVRLittleEndian, ImplicitVRLittleEndian}:
+            response = assoc.send_c_store(path, **moved)  # type: ignore[arg-type]
+        elif convertible(item.transfer_syntax_uid) and accepted & {ExplicitVRLittleEndian, ImplicitVRLittleEndian}:
             # Uncompressed little endian either way: pynetdicom re-encodes the data set (VR only).
-            response = assoc.send_c_store(dcmread(path))
+            response = assoc.send_c_store(dcmread(path), **moved)  # type: ignore[arg-type]
         else:
             return _not_negotiated(item, accepted)
     except (ValueError, AttributeError, InvalidDicomError, OSError) as exc:
@@ -163,7 +168,7 @@ def _not_negotiated(item: ForwardItem, accepted: set[UID]) -> Stored:
     )
     if accepted:
         error += f" (only {', '.join(sorted(accepted))})"
-    if not _convertible(item.transfer_syntax_uid):
+    if not convertible(item.transfer_syntax_uid):
         error += "; compressed instances are not transcoded"
     return Stored(item.sop_uid, False, None, error)
 
@@ -182,24 +187,43 @@ def _fetch(objects: ObjectStore, items: list[ForwardItem], workdir: Path) -> tup
     return paths, failed
 
 
-def store_all(objects: ObjectStore, peer: Peer, items: list[ForwardItem]) -> Attempt:
-    """Send every item over as few associations as its contexts allow; never raises for a peer's failure."""
+def store_all(
+    objects: ObjectStore,
+    peer: Peer,
+    items: list[ForwardItem],
+    *,
+    originator: Originator | None = None,
+    each: Callable[[Stored], bool] | None = None,
+) -> Attempt:
+    """Send every item over as few associations as its contexts allow; never raises for a peer's failure.
+
+    `each` sees every instance's outcome as it is known (a C-MOVE's pending responses) and stops
+    the sending by returning False (a C-MOVE cancelled); the instances not tried are left out.
+    """
     results: list[Stored] = []
     associated = False
     association_error = ""
+
+    def done(*outcomes: Stored) -> bool:
+        for outcome in outcomes:
+            results.append(outcome)
+            if each is not None and not each(outcome):
+                return False
+        return True
+
     with tempfile.TemporaryDirectory(prefix="doctorai-forward-") as tmp:
         # Fetched to disk first (streaming, flat memory), so no association idles on the object store.
         paths, failed = _fetch(objects, items, Path(tmp))
-        results.extend(failed)
+        if not done(*failed):
+            return Attempt(results, associated, association_error)
         fetched = [i for i in items if i.sop_uid in paths]
         for contexts in context_groups(fetched):
             group = [i for i in fetched if _serves(contexts, i)]
+            if not association_error:
+                association_error = unreachable(peer)
             if association_error:
-                results.extend(Stored(i.sop_uid, False, None, association_error) for i in group)
-                continue
-            association_error = unreachable(peer)
-            if association_error:
-                results.extend(Stored(i.sop_uid, False, None, association_error) for i in group)
+                if not done(*(Stored(i.sop_uid, False, None, association_error) for i in group)):
+                    break
                 continue
             assoc = _associate(peer, contexts)
             if not assoc.is_established and assoc.rejected_contexts:
@@ -207,27 +231,48 @@ def store_all(objects: ObjectStore, peer: Peer, items: list[ForwardItem]) -> Att
                 # association itself. The peer is reachable; these instances cannot go there.
                 close_socket(assoc)
                 associated = True
-                results.extend(_not_negotiated(i, set()) for i in group)
+                if not done(*(_not_negotiated(i, set()) for i in group)):
+                    break
                 continue
             if not assoc.is_established:
                 close_socket(assoc)
                 association_error = _why_not(assoc, peer)
-                results.extend(Stored(i.sop_uid, False, None, association_error) for i in group)
+                if not done(*(Stored(i.sop_uid, False, None, association_error) for i in group)):
+                    break
                 continue
             associated = True
             try:
-                for item in group:
-                    if not assoc.is_established:
-                        association_error = f"association with {peer.called_ae}@{peer.host}:{peer.port} aborted"
-                        results.append(Stored(item.sop_uid, False, None, association_error))
-                        continue
-                    results.append(_store_one(assoc, item, paths[item.sop_uid]))
+                go_on, association_error = _send_group(assoc, group, paths, peer, originator, done)
+                if not go_on:
+                    break
             finally:
                 if assoc.is_established:
                     assoc.release()
                 else:
                     close_socket(assoc)
     return Attempt(results, associated, association_error)
+
+
+def _send_group(
+    assoc: Association,
+    group: list[ForwardItem],
+    paths: dict[str, Path],
+    peer: Peer,
+    originator: Originator | None,
+    done: Callable[..., bool],
+) -> tuple[bool, str]:
+    """C-STORE a group's instances on one association: whether to go on (`done` may say stop),
+    and why the association ended early if it did."""
+    error = ""
+    for item in group:
+        if not assoc.is_established:
+            error = f"association with {peer.called_ae}@{peer.host}:{peer.port} aborted"
+            outcome = Stored(item.sop_uid, False, None, error)
+        else:
+            outcome = _store_one(assoc, item, paths[item.sop_uid], originator)
+        if not done(outcome):
+            return False, error
+    return True, error
 
 
 def close_socket(assoc: Association) -> None:

@@ -3,7 +3,7 @@ and the DICOM peers allowed to send."""
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy import Boolean, Float, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.tables.base import Base, UTCDateTime
@@ -37,7 +37,8 @@ class ClientAssertion(Base):
 
 
 class DicomPeer(Base):
-    """A calling AE title allowed to send to the listener, with its own settings (NULL: the global one)."""
+    """A calling AE title allowed to send to the listener, with its own settings (NULL: the global one),
+    what it may ask of it (query, retrieve), and where it listens (move destination, commitment reports)."""
 
     __tablename__ = "dicom_peers"
 
@@ -51,4 +52,10 @@ class DicomPeer(Base):
     network_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
     # keep-first | keep-last | reject: what a re-send of a SOP instance with other bytes does.
     duplicate_policy: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Issue 17: the port its own SCP listens on (at `host`), for C-MOVE and commitment reports.
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Query/Retrieve (PS3.4 Annex C) it may use: C-FIND, C-MOVE, C-GET.
+    may_find: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    may_move: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    may_get: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,9 +1,10 @@
-"""The study index: studies, their series and instances (every stored version of each), and the
-modality performed procedure steps (MPPS) that say how many instances a study should hold."""
+"""The study index: studies, their series and instances (every stored version of each), the
+modality performed procedure steps (MPPS) that say how many instances a study should hold, and
+the storage commitment requests (PS3.4 Annex J) whose reports are still to be sent."""
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.tables.base import Base, UID, UTCDateTime
@@ -18,8 +19,21 @@ class Study(Base):
     correlation_id: Mapped[str] = mapped_column(String(36), index=True)
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
-    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
     study_description: Mapped[str] = mapped_column(String(256), default="")
+    # Issue 17, the keys C-FIND and QIDO-RS match (PS3.4 C.6): names as decoded from the data set's
+    # character set, and folded (storage.dicom_values) for matching; StudyTime normalized to HHMMSS.FFFFFF.
+    patient_name: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    patient_name_folded: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    referring_physician_folded: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    # Which header fields the row holds (storage.instances.INDEX_VERSION); rows indexed before
+    # a version get its fields from `doctorai index backfill`.
+    index_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     # Issue 7: the AE title the sender called (our listener may answer to several), for routing rules.
     called_ae: Mapped[str] = mapped_column(String(16), default="", server_default="")
@@ -104,3 +118,29 @@ class PerformedStep(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class StorageCommitment(Base):
+    """One Storage Commitment Push Model request (PS3.4 J.3): the instances asked for, until its report is sent.
+
+    The report (N-EVENT-REPORT) is tried on the requesting association while it is open, then on
+    new associations to the requester until one takes it; a row survives a restart of the listener.
+    """
+
+    __tablename__ = "storage_commitments"
+
+    transaction_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    # The address the request came from: where the report goes when the peer has no host of its own.
+    address: Mapped[str] = mapped_column(String(64), default="")
+    # [[SOP Class UID, SOP Instance UID], ...] as requested (Referenced SOP Sequence).
+    instances: Mapped[list[list[str]]] = mapped_column(JSON)
+    # pending -> reported | expired
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a report may next be tried on a new association; while the requesting association is
+    # open (or an attempt runs), a time in the future holds it back from the other senders.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_error: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -80,3 +80,36 @@ def test_an_n_set_response_names_the_requested_instance_as_affected() -> None:
     created = dimse.Command(dimse.N_CREATE_RQ, 5, True, affected_sop_class_uid="1.2.840.10008.3.1.2.3.3")
     ds = read_dataset(io.BytesIO(dimse.response(created, 0x0000, instance_uid="2.25.7")), is_implicit_VR=True, is_little_endian=True)
     assert (ds.CommandField, ds.AffectedSOPInstanceUID) == (0x8140, "2.25.7")
+
+
+def test_a_c_cancel_names_the_operation_it_cancels() -> None:
+    from pynetdicom.dimse_messages import C_CANCEL_RQ
+    from pynetdicom.dimse_primitives import C_CANCEL
+
+    primitive = C_CANCEL()
+    primitive.MessageIDBeingRespondedTo = 12
+    message = C_CANCEL_RQ()
+    message.primitive_to_message(primitive)
+    command = dimse.decode(_encoded(message))  # type: ignore[arg-type]
+    assert (command.command_field, command.message_id_being_responded_to, command.is_response) == (dimse.C_CANCEL_RQ, 12, False)
+
+
+def test_a_retrieve_response_carries_its_counts_and_an_identifier_flag() -> None:
+    move = dimse.Command(dimse.C_MOVE_RQ, 3, True, "1.2.840.10008.5.1.4.1.2.2.2", move_destination="STORESCP")
+    encoded = dimse.response(move, 0xB000, data_set=True, counts=dimse.SubOperations(None, 2, 1, 0))
+    ds = read_dataset(io.BytesIO(encoded), is_implicit_VR=True, is_little_endian=True)
+    assert (ds.CommandField, ds.Status, ds.CommandDataSetType) == (0x8021, 0xB000, dimse.DATA_SET)
+    assert (ds.NumberOfCompletedSuboperations, ds.NumberOfFailedSuboperations, ds.NumberOfWarningSuboperations) == (2, 1, 0)
+    assert "NumberOfRemainingSuboperations" not in ds  # a final response has none (PS3.4 C.4.2.1.6)
+    # A C-STORE-RSP from the requester of a C-GET decodes as a response.
+    answer = dimse.decode(dimse.response(dimse.Command(dimse.C_STORE_RQ, 9, True, CT, "1.2.3"), 0x0000))
+    assert answer.is_response and (answer.message_id_being_responded_to, answer.status) == (9, 0x0000)
+
+
+def test_our_requests_read_back_as_the_standard_says() -> None:
+    store = read_dataset(io.BytesIO(dimse.c_store_request(4, CT, "1.2.3.4")), is_implicit_VR=True, is_little_endian=True)
+    assert (store.CommandField, store.MessageID, store.AffectedSOPInstanceUID, store.Priority) == (0x0001, 4, "1.2.3.4", 0)
+    assert store.CommandDataSetType != dimse.NO_DATA_SET
+    report = dimse.n_event_report_request(5, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2)
+    ds = read_dataset(io.BytesIO(report), is_implicit_VR=True, is_little_endian=True)
+    assert (ds.CommandField, ds.EventTypeID, ds.AffectedSOPInstanceUID) == (0x0100, 2, "1.2.840.10008.1.20.1.1")

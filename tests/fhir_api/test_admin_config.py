@@ -53,6 +53,18 @@ def test_peer_crud_reaches_the_listeners_table_and_is_audited(api: Api) -> None:
         assert verify(session).first_break is None
 
 
+def test_a_peer_may_query_and_retrieve_and_says_where_it_listens(api: Api) -> None:
+    admin = api.role("admin")
+    body = {"host": "10.1.2.4", "port": 104, "may_find": True, "may_get": True}
+    assert httpx.put(f"{api.url}/admin/peers/PACS", json=body, headers=admin).status_code == 201
+    got = httpx.get(f"{api.url}/admin/peers/PACS", headers=admin).json()
+    assert (got["port"], got["may_find"], got["may_move"], got["may_get"]) == (104, True, False, True)
+    with session_scope(api.engine) as session:
+        peer = get_peer(session, ae_title="PACS")
+    assert peer is not None and peer.may_get and not peer.may_move
+    assert httpx.put(f"{api.url}/admin/peers/PACS", json={"port": 70000}, headers=admin).status_code == 422
+
+
 def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> None:
     admin = api.role("admin")
     fhir = {

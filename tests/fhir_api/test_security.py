@@ -195,7 +195,7 @@ def test_every_route_checks_the_scope(api: Api, method: str, path: str, letter: 
 
 PUBLIC = {"/healthz", "/readyz", "/fhir/metadata", "/.well-known/smart-configuration",
           "/fhir/.well-known/smart-configuration", "/auth/token"}
-PATH_VALUES = {"resource_type": "Patient", "resource_id": "pat-1", "version_id": "1", "record_id": "1"}
+PATH_VALUES = {"resource_type": "Patient", "resource_id": "pat-1", "version_id": "1", "record_id": "1", "study": "1.2.3", "series": "1.2.3.4"}
 
 
 def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:
@@ -204,6 +204,7 @@ def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:
         document = client.get("/openapi.json", headers=api.token(["system/*.rs"])).json()
         routes = [(method.upper(), path) for path, item in document["paths"].items() for method in item]
         assert len(routes) > 20 and ("GET", "/fhir/AuditEvent") in routes and ("GET", "/metrics") in routes
+        assert ("GET", "/dicomweb/studies") in routes  # DICOMweb is not public
         for method, path in routes:
             url = path.format(**PATH_VALUES)
             response = client.request(method, url)

@@ -1,4 +1,5 @@
-"""/admin/peers: the calling AE titles allowed to send to the DICOM listener, and their own settings.
+"""/admin/peers: the calling AE titles allowed to send to the DICOM listener, their own settings, what
+each may query or retrieve (Query/Retrieve, PS3.4 Annex C), and where each listens.
 
 The listener reads these rows through a short cache (dicom_listener/peers.py), so a change takes
 effect within seconds, without a restart.
@@ -39,6 +40,12 @@ class PeerSettings(BaseModel):
     duplicate_policy: Literal["keep-first", "keep-last", "reject"] | None = Field(
         None, description="what a re-send of a SOP instance with other bytes does"
     )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="where its own SCP listens (at host): a C-MOVE destination, storage commitment reports"
+    )
+    may_find: bool = Field(False, description="may query the index (C-FIND)")
+    may_move: bool = Field(False, description="may retrieve with C-MOVE")
+    may_get: bool = Field(False, description="may retrieve with C-GET")
 
 
 class PeerOut(PeerSettings):

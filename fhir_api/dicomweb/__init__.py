@@ -1,0 +1,1 @@
+"""DICOMweb at /dicomweb (PS3.18): QIDO-RS searches (qido.py)."""
