@@ -5,6 +5,7 @@ import os
 import tempfile
 
 from dicom_listener.config import get_settings
+from integration import heartbeats
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
 
@@ -24,6 +25,7 @@ def main() -> None:
     exit_if_unsafe(get_storage_settings())
     from dicom_listener import processes
 
+    heartbeats.start("dicom", "dicom-listener")
     processes.run(settings)
 
 

@@ -48,6 +48,14 @@ class ApiSettings(BaseSettings):
     cors_allow_origins: list[str] = []
     # Strict-Transport-Security max-age sent on HTTPS requests (RFC 6797); 0 sends none.
     hsts_max_age_seconds: int = 63_072_000
+    # The console (issue 16): a session ends after this many seconds without a request, and after
+    # this many seconds in all; an account is locked for `console_lockout_seconds` after
+    # `console_lockout_failures` wrong passwords in a row; new passwords have at least this many characters.
+    console_idle_timeout_seconds: int = 900
+    console_session_lifetime_seconds: int = 8 * 3600
+    console_lockout_failures: int = 5
+    console_lockout_seconds: int = 900
+    console_password_min_length: int = 12
 
 
 __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]

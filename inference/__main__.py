@@ -13,7 +13,7 @@ from inference.config import get_settings
 from inference.errors import InferenceError
 from inference.runners import LoadedModel, ModelCache
 from inference.worker import Worker
-from integration import health, kafka, topics
+from integration import health, heartbeats, kafka, topics
 from integration.config import get_settings as get_integration_settings
 from integration.errors import ModelNotFound
 from integration.logs import setup_logging
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     exit_if_unsafe(get_storage_settings())
+    heartbeats.start("inference", f"inference-{args.model}")
     try:
         asyncio.run(serve(args.model))
     except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load

@@ -10,11 +10,12 @@ from aiokafka import ConsumerRecord
 
 from audit import syslog
 from audit.config import get_settings as get_audit_settings
-from integration import dead_letters, health, kafka, relay, topics
+from integration import dead_letters, health, heartbeats, kafka, relay, topics
 from integration.config import get_settings
 from integration.logs import setup_logging
 from integration.messages import FhirReceived, Hl7Received, StudyReady
 from integration.outbound import dicom, http, mllp
+from integration.outbound.circuit import open_circuits
 from integration.outbound.engine import Transport
 from integration.outbound.engine import run as send_outbound
 from integration.router import route, route_hl7, route_report
@@ -103,6 +104,7 @@ def main() -> None:
     """Entry point."""
     setup_logging()
     exit_if_unsafe(get_storage_settings())
+    heartbeats.start("integration", detail=open_circuits)
     asyncio.run(serve())
 
 

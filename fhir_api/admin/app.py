@@ -1,7 +1,7 @@
 """The admin REST API: a FastAPI sub-application mounted at `/admin` (its routes in admin/routes/).
 
-Answers are JSON; errors are RFC 9457 problem details (admin/problems.py). Roles and the audit of
-every change are in admin/access.py. The OpenAPI document is at /admin/openapi.json, behind the
+Answers are JSON; errors are RFC 9457 problem details (admin/problems.py); lists are pages
+(admin/paging.py). The role table and the audit of every change are in admin/access.py. The OpenAPI document is at /admin/openapi.json, behind the
 same roles.
 """
 
@@ -11,17 +11,20 @@ from fastapi.responses import JSONResponse
 from fhir_api.admin import problems
 from fhir_api.admin.access import authorize
 from fhir_api.admin.routes import (
+    audit,
     clients,
     dead_letters,
     destinations,
     forwards,
     hl7,
     models,
+    overview,
     peers,
     queues,
     rules,
     stats,
     studies,
+    users,
 )
 from fhir_api.config import ApiSettings
 
@@ -31,7 +34,11 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="DoctorAI admin API",
         version="0.1.0",
-        description="Configuration and operations of the engine: roles admin (read and change) and operator (read).",
+        description=(
+            "Configuration and operations of the engine: roles admin (read and change), operator (read), "
+            "auditor (the audit trail only). Credentials: a bearer token, or a console session cookie "
+            "with its X-CSRF-Token header on changes. Every list answers {total, items, limit, offset}."
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served below, behind the roles
@@ -41,6 +48,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     problems.install_handlers(app)
     for module in (
+        overview,
         peers,
         destinations,
         rules,
@@ -52,6 +60,8 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         dead_letters,
         hl7,
         stats,
+        users,
+        audit,
     ):
         app.include_router(module.router)
 

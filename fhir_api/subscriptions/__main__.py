@@ -7,7 +7,7 @@ import signal
 
 from fhir_api.config import get_settings
 from fhir_api.subscriptions.delivery import run
-from integration import health
+from integration import health, heartbeats
 from integration.logs import setup_logging
 from storage.config import exit_if_unsafe
 from storage.config import get_settings as get_storage_settings
@@ -39,6 +39,7 @@ def main() -> None:
     """Run the delivery loop."""
     setup_logging()
     exit_if_unsafe(get_storage_settings())
+    heartbeats.start("subscriptions")
     asyncio.run(_main())
 
 

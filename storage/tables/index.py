@@ -3,7 +3,7 @@ modality performed procedure steps (MPPS) that say how many instances a study sh
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.tables.base import Base, UID, UTCDateTime
@@ -82,7 +82,11 @@ class InstanceVersion(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("sop_uid", "version", name="uq_instance_version"),)
+    # received_at: instances received per minute (the console's overview, storage/overview.py).
+    __table_args__ = (
+        UniqueConstraint("sop_uid", "version", name="uq_instance_version"),
+        Index("ix_instance_versions_received_at", "received_at"),
+    )
 
 
 class PerformedStep(Base):

@@ -109,7 +109,7 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
     assert [(j["job_id"], j["status"]) for j in detail["jobs"]] == [("job-1", "done")]
     assert detail["revision"] == 2 and detail["ready_reason"] == "reprocess"
 
-    timeline = httpx.get(f"{api.url}/admin/studies/{CT}/timeline", headers=admin).json()
+    timeline = httpx.get(f"{api.url}/admin/studies/{CT}/timeline", headers=admin).json()["items"]
     assert [e["what"] for e in timeline] == [
         "instance-stored",
         "job-queued",

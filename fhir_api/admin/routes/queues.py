@@ -3,27 +3,19 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from fhir_api.deps import EngineDep
+from fhir_api.admin.paging import Page, Paging, QueryId, sorted_by
 from fhir_api.admin.routes.studies import JobOut, job_out
-from storage.db import session_scope
-from storage.deliveries import deliveries
-from storage.jobs import list_jobs
+from fhir_api.deps import EngineDep
+from storage.db import read_scope
+from storage.deliveries import DELIVERY_SORTS, delivery_query
+from storage.jobs import DEFAULT_JOB_ORDER, JOB_SORTS, list_jobs
+from storage.paging import Order, page
+from storage.tables.outbound import Delivery
 
 router = APIRouter(tags=["queues"])
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
-
-
-class JobPage(BaseModel):
-    """One page of jobs and how many match in all."""
-
-    total: int
-    items: list[JobOut]
-
-
 class DeliveryOut(BaseModel):
     """One outbound delivery (its payload, which holds PHI, is not answered)."""
 
@@ -44,27 +36,43 @@ class DeliveryOut(BaseModel):
 @router.get("/jobs")
 def search_jobs(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(JOB_SORTS, DEFAULT_JOB_ORDER))],
     status: str | None = None,
     model: str | None = None,
     study_uid: str | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> JobPage:
-    """Inference jobs by status (queued, done, failed), model and study; newest first."""
-    with session_scope(engine) as session:
-        rows, total = list_jobs(session, status=status, model=model, study_uid=study_uid, limit=limit, offset=offset)
-        return JobPage(total=total, items=[job_out(j) for j in rows])
+) -> Page[JobOut]:
+    """Inference jobs by status (queued, done, failed), model and study; newest first unless sorted otherwise."""
+    with read_scope(engine) as session:
+        rows, total = list_jobs(
+            session,
+            status=status,
+            model=model,
+            study_uid=study_uid,
+            order=paging.order,
+            limit=paging.limit,
+            offset=paging.offset,
+        )
+        return paging.of([job_out(j) for j in rows], total)
 
 
 @router.get("/deliveries")
 def search_deliveries(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(DELIVERY_SORTS, (Order("id", descending=True),)))],
     status: str | None = None,
-    destination_id: int | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> list[DeliveryOut]:
-    """Outbound deliveries by status (pending, sent, dead) and destination; newest first."""
-    with session_scope(engine) as session:
-        rows = deliveries(session, status=status, destination_id=destination_id, limit=limit, offset=offset)
-        return [DeliveryOut.model_validate(r, from_attributes=True) for r in rows]
+    destination_id: QueryId = None,
+    correlation_id: Annotated[str | None, Query(max_length=64, description="a study's or message's")] = None,
+) -> Page[DeliveryOut]:
+    """Outbound deliveries by status (pending, sent, dead), destination and correlation id; newest first unless sorted otherwise."""
+    stmt = delivery_query(status=status, destination_id=destination_id, correlation_id=correlation_id)
+    with read_scope(engine) as session:
+        rows, total = page(
+            session,
+            stmt,
+            columns=DELIVERY_SORTS,
+            order=paging.order,
+            tiebreak=[Delivery.id],
+            limit=paging.limit,
+            offset=paging.offset,
+        )
+        return paging.of([DeliveryOut.model_validate(r, from_attributes=True) for r in rows], total)

@@ -1,0 +1,117 @@
+"""Every process's heartbeat: a thread writing the process's row of `process_heartbeats` every few
+seconds, so the console shows each process with its health (issue 16).
+
+Each process's `__main__` starts one with `heartbeats.start(kind, name)`. A process is healthy
+while its last beat is younger than HEALTHY_WITHIN; one that stops cleanly removes its row, one
+that dies leaves it to go stale. A beat that cannot be written (the database is down) is skipped:
+the process is then shown as not beating, which is what an operator needs to know.
+"""
+
+import atexit
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from storage.config import get_settings as get_storage_settings
+from storage.db import make_engine, session_scope
+from storage.errors import StorageError
+from storage.heartbeats import beat, forget, live
+
+log = logging.getLogger(__name__)
+
+INTERVAL = timedelta(seconds=5)
+# Three beats missed, and a little more for a busy database: the process is not healthy.
+HEALTHY_WITHIN = timedelta(seconds=20)
+Detail = Callable[[], Mapping[str, list[str]]]
+
+
+def _version() -> str:
+    try:
+        return version("doctorai")
+    except PackageNotFoundError:
+        return ""
+
+
+class Heartbeat:
+    """One process's beating thread, from `start` until `stop`."""
+
+    def __init__(self, engine: Engine, *, kind: str, name: str, detail: Detail | None = None) -> None:
+        self.engine = engine
+        self.kind, self.name = kind, name
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.detail = detail or dict
+        self.started_at = datetime.now(UTC)
+        self.version = _version()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Forget this process's earlier runs on this host that died, then beat until `stop`."""
+        self._write(lambda session: forget(session, name=self.name, host=self.host, seen_before=self.started_at - HEALTHY_WITHIN))
+        self._thread.start()
+
+    def beat_once(self) -> None:
+        """Write one beat now."""
+        now = datetime.now(UTC)
+        self._write(
+            lambda session: beat(
+                session,
+                kind=self.kind,
+                name=self.name,
+                host=self.host,
+                pid=self.pid,
+                version=self.version,
+                started_at=self.started_at,
+                now=now,
+                detail=self.detail(),
+            )
+        )
+
+    def stop(self) -> None:
+        """Stop beating and remove the row: a process that stopped is not one that died."""
+        if self._stop.is_set() or os.getpid() != self.pid:  # a forked child inherits atexit, not the beat
+            return
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._write(lambda session: forget(session, name=self.name, host=self.host, pid=self.pid))
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.beat_once()
+            self._stop.wait(INTERVAL.total_seconds())
+
+    def _write(self, change: Callable[..., None]) -> None:
+        try:
+            with session_scope(self.engine) as session:
+                change(session)
+        except StorageError as exc:
+            log.warning("heartbeat of %s not written: %s", self.name, type(exc).__name__)
+
+
+def start(kind: str, name: str = "", *, detail: Detail | None = None) -> Heartbeat:
+    """Start this process's heartbeat (call once, from its `__main__`); it stops and removes its row at exit."""
+    engine = make_engine(get_storage_settings().resolved_database_url(), checkpoints=False)
+    heartbeat = Heartbeat(engine, kind=kind, name=name or kind, detail=detail)
+    heartbeat.start()
+    atexit.register(heartbeat.stop)
+    return heartbeat
+
+
+def is_healthy(last_seen_at: datetime, *, now: datetime) -> bool:
+    """Whether a process that last beat at `last_seen_at` counts as running."""
+    return now - last_seen_at <= HEALTHY_WITHIN
+
+
+def reported_open_circuits(session: Session, *, now: datetime) -> set[str]:
+    """The destinations whose circuit a running integration process reports open."""
+    rows = live(session, since=now - HEALTHY_WITHIN, kind="integration")
+    return {name for row in rows for name in row.detail.get("open_circuits", [])}
