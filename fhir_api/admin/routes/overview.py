@@ -167,11 +167,17 @@ def read_model_figures(name: str, engine: EngineDep, days: Annotated[int, Query(
             raise NotFound(f"no model {name} is registered")
         history = model_history(session, model=name, since=since, bucket=timedelta(days=1))
         latency = latencies(session, since=since, model=name).get(name)
+    by_day = {b.start: b for b in history}
+    # Every day of the window, those without any job too: a chart shows the gaps.
+    every_day = [since + timedelta(days=i) for i in range(days + 1)]
     return Figures(
         model=name,
         days=days,
         jobs=sum(b.jobs for b in history),
         failed=sum(b.failed for b in history),
         latency=None if latency is None else LatencyOut(model=name, **asdict(latency)),
-        history=[Bucket(**asdict(b)) for b in history],
+        history=[
+            Bucket(**asdict(by_day[d])) if d in by_day else Bucket(start=d, jobs=0, failed=0, reports=0, positive=0)
+            for d in every_day
+        ],
     )

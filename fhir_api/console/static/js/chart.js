@@ -3,8 +3,8 @@
 
 import { h, uid } from "./dom.js";
 
-const W = 640;
-const H = 180;
+const W = 480;
+const H = 200;
 const PAD = { left: 40, right: 10, top: 10, bottom: 24 };
 const two = (n) => String(n).padStart(2, "0");
 

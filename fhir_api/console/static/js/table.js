@@ -60,7 +60,7 @@ export function pagedTable({ caption, path, columns, query = () => ({}), limit =
         type: "checkbox", "aria-label": `Select ${select.label(item)}`,
         onchange: (event) => { if (event.target.checked) selected.add(select.key(item)); else selected.delete(select.key(item)); },
       })) : null,
-      columns.map((column) => h("td", { class: column.num ? "num" : "" }, column.cell(item)))));
+      columns.map((column) => h("td", { class: column.num ? "num" : column.class || "" }, column.cell(item)))));
     replace(body, rows.length ? rows : h("tr", {}, h("td", { colspan: columns.length + (select ? 1 : 0), class: "muted" }, empty)));
     const last = Math.min(state.offset + page.items.length, page.total);
     info.textContent = page.total ? `${state.offset + 1}–${last} of ${page.total}` : "0 of 0";
@@ -75,10 +75,11 @@ export function pagedTable({ caption, path, columns, query = () => ({}), limit =
 }
 
 // A table of items already in hand (a study's series, a model's versions).
-export function simpleTable(caption, columns, items, empty = "None.") {
+// A caption that only repeats its card's heading is read out, not shown (`quiet`).
+export function simpleTable(caption, columns, items, empty = "None.", { quiet = false } = {}) {
   const id = uid("cap");
   return h("div", { class: "table-wrap" }, h("table", { "aria-labelledby": id },
-    h("caption", { id }, caption),
+    h("caption", { id, class: quiet ? "visually-hidden" : "" }, caption),
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : "" }, c.label)))),
     h("tbody", {}, items.length
       ? items.map((item) => h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : "" }, c.cell(item)))))

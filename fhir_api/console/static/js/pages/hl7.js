@@ -8,7 +8,8 @@ import { pagedTable, simpleTable } from "../table.js";
 function segments(list) {
   const width = Math.max(0, ...list.map((s) => s.fields.length));
   const id = "segments-caption";
-  return h("div", { class: "table-wrap" }, h("table", { class: "segments", "aria-labelledby": id },
+  // Wide messages scroll sideways: the region takes focus so a keyboard can scroll it too.
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-labelledby": id }, h("table", { class: "segments", "aria-labelledby": id },
     h("caption", { id }, "Segments as received; field numbers across the top"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Segment"), Array.from({ length: width }, (_, i) => h("th", { scope: "col" }, String(i + 1))))),
     h("tbody", {}, list.map((s) => h("tr", {}, h("th", { scope: "row" }, s.name), s.fields.map((f) => h("td", {}, f)))))));

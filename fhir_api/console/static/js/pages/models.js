@@ -58,9 +58,10 @@ async function renderModel(main, context, name) {
           await draw();
           return `${name} ${done.active_version} is active again.`;
         }) : null),
-        card("Jobs per day", barChart({ title: "Jobs and failures per day", series: ["jobs", "failed"], bars: days.map((d) => ({ label: d.label, values: [d.b.jobs, d.b.failed] })) })),
-        card("Positive findings", barChart({ title: "Share of reports with a positive finding, per day", series: ["positive %"], unit: "%", max: 100,
-          bars: days.map((d) => ({ label: d.label, values: [d.b.reports ? Math.round((100 * d.b.positive) / d.b.reports) : 0] })) }))),
+        card("Per day, last 30 days",
+          barChart({ title: "Jobs and failures", series: ["jobs", "failed"], bars: days.map((d) => ({ label: d.label, values: [d.b.jobs, d.b.failed] })) }),
+          barChart({ title: "Share of reports with a positive finding", series: ["positive %"], unit: "%", max: 100,
+            bars: days.map((d) => ({ label: d.label, values: [d.b.reports ? Math.round((100 * d.b.positive) / d.b.reports) : 0] })) }))),
       card("Versions", simpleTable("Versions, oldest upload first", [
         { label: "Version", cell: (v) => v.version },
         { label: "Framework", cell: (v) => v.framework },
@@ -68,7 +69,7 @@ async function renderModel(main, context, name) {
         { label: "Uploaded", cell: (v) => when(v.uploaded_at) },
         { label: "Activated", cell: (v) => when(v.activated_at) },
         { label: "Actions", cell: versionActions },
-      ], model.versions)));
+      ], model.versions, "None.", { quiet: true })));
   }
   await draw();
 }

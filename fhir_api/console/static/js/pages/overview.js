@@ -25,7 +25,7 @@ function tiles(backlogs) {
 }
 
 function processes(rows) {
-  return simpleTable("Processes", [
+  return simpleTable("Every process and its last heartbeat", [
     { label: "Process", cell: (p) => p.name },
     { label: "Kind", cell: (p) => p.kind },
     { label: "Host", cell: (p) => p.host },
@@ -34,12 +34,13 @@ function processes(rows) {
     { label: "Started", cell: (p) => when(p.started_at) },
     { label: "Last heartbeat", cell: (p) => when(p.last_seen_at) },
     { label: "Health", cell: (p) => (p.healthy ? badge("running") : badge("not beating")) },
-  ], rows, "No process has reported a heartbeat yet.");
+  ], rows, "No process has reported a heartbeat yet.", { quiet: true });
 }
 
 function warnings(list) {
   if (!list.length) return null;
-  return card("Rules that cannot run",
+  return h("section", { class: "notice warn", "aria-labelledby": "cannot-run" },
+    h("h2", { id: "cannot-run" }, "Rules that cannot run"),
     h("p", {}, "Studies these enabled rules match get no job:"),
     h("ul", {}, list.map((w) => h("li", {}, h("a", { href: "#/rules" }, w.rule), " runs ",
       h("a", { href: `#/models/${encodeURIComponent(w.model)}` }, w.model), `: ${w.problem}`))));

@@ -74,11 +74,11 @@ export async function renderStudy(main, context, studyUid) {
       path: `/studies/${uid}/timeline`,
       limit: 50,
       columns: [
-        { label: "When", sort: "at", cell: (e) => when(e.at) },
+        { label: "When", sort: "at", class: "nowrap", cell: (e) => when(e.at) },
         { label: "Kind", sort: "kind", cell: (e) => e.kind },
         { label: "What", sort: "what", cell: (e) => e.what },
         { label: "Who", cell: (e) => e.detail.who || "—" },
-        { label: "Detail", cell: (e) => Object.entries(e.detail).filter(([k]) => !["who", "id", "type", "action"].includes(k))
+        { label: "Detail", class: "detail", cell: (e) => Object.entries(e.detail).filter(([k]) => !["who", "id", "type", "action"].includes(k))
           .map(([k, v]) => `${k}=${v}`).join(" ") },
       ],
     });
