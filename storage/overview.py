@@ -8,7 +8,7 @@ percentiles read one row per report of the window.
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from statistics import quantiles
 from typing import Any
 
@@ -33,6 +33,14 @@ def _minute(session: Session, column: QueryableAttribute[datetime]) -> ColumnEle
     if session.get_bind().dialect.name == "postgresql":
         return cast(func.floor(func.extract("epoch", column) / 60), Integer)
     return cast(func.strftime("%s", column), Integer) // 60
+
+
+def _seconds(session: Session, column: QueryableAttribute[datetime | None]) -> ColumnElement[Any]:
+    """A timestamp as seconds since 1970 (UTC, with fractions), on SQLite and PostgreSQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", column)
+    # julianday keeps the fraction of a second that strftime('%s') drops (SQLite date functions).
+    return (func.julianday(column) - 2440587.5) * 86400.0
 
 
 def per_minute(
@@ -105,25 +113,28 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[94]
 
 
-def latencies(session: Session, *, since: datetime, model: str | None = None) -> dict[str, Latency]:
-    """Per model, the p50 and p95 of the latency of the reports made since `since`."""
+def latencies(session: Session, *, since: datetime, model: str | None = None, newest: int | None = None) -> dict[str, Latency]:
+    """Per model, the p50 and p95 of the latency of the reports made since `since` (only the `newest`
+    ones when given: a bounded cost however many reports the window holds)."""
+    # The difference is taken in SQL: one float a row instead of two timestamps to convert.
     stmt = (
-        select(InferenceJob.model, Report.created_at, Report.study_received_at)
+        select(InferenceJob.model, _seconds(session, Report.created_at) - _seconds(session, Report.study_received_at))
         .join(InferenceJob, InferenceJob.job_id == Report.job_id)
         .where(Report.created_at >= since, Report.study_received_at.is_not(None))
     )
     if model is not None:
         stmt = stmt.where(InferenceJob.model == model)
+    if newest is not None:
+        stmt = stmt.order_by(Report.created_at.desc()).limit(newest)
     seconds: dict[str, list[float]] = defaultdict(list)
-    for name, made, received in session.execute(stmt):
-        if received is not None:
-            seconds[name].append((made - received).total_seconds())
+    for name, latency in session.execute(stmt):
+        seconds[name].append(float(latency))
     return {name: Latency(len(v), *_percentiles(v)) for name, v in sorted(seconds.items())}
 
 
 @dataclass(frozen=True)
 class ModelDay:
-    """One model's figures over one bucket of time."""
+    """One model's figures over one day (UTC)."""
 
     start: datetime
     jobs: int
@@ -132,31 +143,34 @@ class ModelDay:
     positive: int
 
 
-def model_history(session: Session, *, model: str, since: datetime, bucket: timedelta) -> list[ModelDay]:
-    """A model's jobs, failures, reports and positive reports per bucket since `since` (buckets without any left out)."""
-    width = int(bucket.total_seconds() // 60)
+def _day(session: Session, column: QueryableAttribute[datetime]) -> ColumnElement[Any]:
+    """The UTC day of a timestamp as YYYY-MM-DD text: SQLite stores UTC timestamps as ISO text (its
+    first ten characters are the day), PostgreSQL converts."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.substr(column, 1, 10)
 
-    def bucketed(column: QueryableAttribute[datetime]) -> ColumnElement[Any]:
-        return (_minute(session, column) // width).label("bucket")
 
-    jobs: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    job_bucket = bucketed(InferenceJob.created_at)
+def model_history(session: Session, *, model: str, since: datetime) -> list[ModelDay]:
+    """A model's jobs, failures, reports and positive reports per day since `since` (days without any left out)."""
+    days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    job_day = _day(session, InferenceJob.created_at).label("day")
     failed = func.sum(cast(InferenceJob.status == "failed", Integer))
-    for b, n, f in session.execute(
-        select(job_bucket, func.count(), failed)
+    for day, n, f in session.execute(
+        select(job_day, func.count(), failed)
         .where(InferenceJob.model == model, InferenceJob.created_at >= since)
-        .group_by(job_bucket)
+        .group_by(job_day)
     ):
-        jobs[int(b)][0:2] = [int(n), int(f or 0)]
-    report_bucket = bucketed(Report.created_at)
+        days[day][0:2] = [int(n), int(f or 0)]
+    report_day = _day(session, Report.created_at).label("day")
     positive = func.sum(cast(Report.positive.is_(True), Integer))
-    for b, n, p in session.execute(
-        select(report_bucket, func.count(), positive)
+    for day, n, p in session.execute(
+        select(report_day, func.count(), positive)
         .join(InferenceJob, InferenceJob.job_id == Report.job_id)
         .where(InferenceJob.model == model, Report.created_at >= since)
-        .group_by(report_bucket)
+        .group_by(report_day)
     ):
-        jobs[int(b)][2:4] = [int(n), int(p or 0)]
+        days[day][2:4] = [int(n), int(p or 0)]
     return [
-        ModelDay(datetime.fromtimestamp(b * width * 60, tz=since.tzinfo), *counts) for b, counts in sorted(jobs.items())
+        ModelDay(datetime.fromisoformat(day).replace(tzinfo=UTC), *counts) for day, counts in sorted(days.items())
     ]

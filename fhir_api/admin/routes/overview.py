@@ -26,6 +26,8 @@ from storage.paging import Order, page
 from storage.tables.processes import ProcessHeartbeat
 
 router = APIRouter(tags=["overview"])
+# A model page's latency percentiles come from its newest reports of the window, at most this many.
+LATENCY_SAMPLE = 1000
 
 
 class ProcessOut(BaseModel):
@@ -147,7 +149,8 @@ class Bucket(BaseModel):
 
 
 class Figures(BaseModel):
-    """One model over a window: its jobs, failures, latency, and the share of positive reports over time."""
+    """One model over a window: its jobs, failures, latency (of its newest LATENCY_SAMPLE reports), and
+    the share of positive reports over time."""
 
     model: str
     days: int
@@ -165,8 +168,8 @@ def read_model_figures(name: str, engine: EngineDep, days: Annotated[int, Query(
     with read_scope(engine) as session:
         if not model_packages(session, name=name):
             raise NotFound(f"no model {name} is registered")
-        history = model_history(session, model=name, since=since, bucket=timedelta(days=1))
-        latency = latencies(session, since=since, model=name).get(name)
+        history = model_history(session, model=name, since=since)
+        latency = latencies(session, since=since, model=name, newest=LATENCY_SAMPLE).get(name)
     by_day = {b.start: b for b in history}
     # Every day of the window, those without any job too: a chart shows the gaps.
     every_day = [since + timedelta(days=i) for i in range(days + 1)]
