@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine, insert
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,73 +43,114 @@ from storage.tables.outbound import Delivery, Destination, Forward  # noqa: E402
 from storage.tables.pipeline import DeadLetter, InferenceJob, ModelPackage, Report  # noqa: E402
 from storage.tables.processes import ProcessHeartbeat  # noqa: E402
 
-SETTINGS = ApiSettings(jwt_secret="benchmark-secret-0123456789abcdef0123", rate_limit_per_second=1e9, rate_limit_burst=10**9)
+SETTINGS = ApiSettings(
+    jwt_secret="benchmark-secret-0123456789abcdef0123", rate_limit_per_second=1e9, rate_limit_burst=10**9
+)
 PASSWORD = "benchmark passphrase"
 NOW = datetime.now(UTC)
 MODALITIES = ["CR", "CT", "MR", "DX", "US"]
 AES = ["CT_ROOM1", "MR_ROOM2", "PACS", "DX_ED"]
 
 
-def _when(i: int, n: int, rng: random.Random) -> datetime:
+def _when(i: int, rng: random.Random) -> datetime:
     # A tenth in the last three hours (the overview's window), the rest over 30 days.
     if i % 10 == 0:
         return NOW - timedelta(seconds=rng.randrange(0, 3 * 3600))
     return NOW - timedelta(seconds=rng.randrange(3 * 3600, 30 * 86400))
 
 
+def _study_rows(i: int, rng: random.Random, rows: dict[Any, list[dict[str, Any]]]) -> list[AuditRecord]:
+    """The rows of study i (its series, instances, job, report, HL7 message, delivery, forward) and its audit records."""
+    uid = f"1.2.826.0.1.3680043.8.498.{i + 1}"
+    at = _when(i, rng)
+    cid = str(uuid.uuid5(uuid.NAMESPACE_OID, uid))
+    ae = AES[i % 4]
+    rows[Study].append(
+        dict(study_uid=uid, correlation_id=cid, patient_id=f"P{i % 3000}", accession_number=f"A{i}",
+             study_date=(at - timedelta(days=1)).strftime("%Y%m%d"), study_description="CHEST", calling_ae=ae,
+             called_ae="DOCTORAI", source_address="10.0.0.9", status="ready", revision=1, ready_reason="quiet-period",
+             first_received_at=at, last_received_at=at, ready_at=at + timedelta(seconds=10))
+    )
+    rows[Series].append(
+        dict(series_uid=f"{uid}.1", study_uid=uid, modality=MODALITIES[i % 5], body_part="CHEST", series_number=1,
+             series_description="")
+    )
+    for k in (1, 2):
+        common = dict(sop_uid=f"{uid}.1.{k}", study_uid=uid, object_key=f"dicom/{uid}/{k}.dcm", size=1000,
+                      sha256="a" * 64, received_at=at)
+        rows[Instance].append({**common, "series_uid": f"{uid}.1", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1",
+                               "transfer_syntax_uid": "1.2.840.10008.1.2.1", "instance_number": k})
+        rows[InstanceVersion].append({**common, "version": 1, "calling_ae": ae})
+    job, failed = str(uuid.uuid4()), i % 20 == 0
+    rows[InferenceJob].append(
+        dict(job_id=job, study_uid=uid, revision=1, model="chest-xray-pneumonia", model_version="0.3.0",
+             status="failed" if failed else "done", error="boom" if failed else "",
+             created_at=at + timedelta(seconds=11), finished_at=at + timedelta(seconds=20), crashes=0)
+    )
+    if not failed:
+        rows[Report].append(
+            dict(job_id=job, study_uid=uid, revision=1, diagnostic_report_id=job, created_at=at + timedelta(seconds=21),
+                 positive=rng.random() < 0.3, study_received_at=at)
+        )
+    rows[Hl7Message].append(
+        dict(id=str(uuid.uuid4()), correlation_id=cid, sender_application="EHR", sender_facility="HOSP",
+             source_address="10.0.0.5", control_id=f"C{i}", message_type="ORM", trigger_event="O01", version="2.5.1",
+             received_at=at - timedelta(minutes=5), object_key="", size=500, status="accepted", ack_code="AA", error="",
+             unmapped={"ZDS[1]-1": "x"} if i % 7 == 0 else {}, dedupe_key=f"EHR|HOSP|C{i}")
+    )
+    status = "dead" if i % 97 == 0 else "pending" if i % 53 == 0 else "sent"
+    rows[Delivery].append(
+        dict(destination_id=1 + i % 2, correlation_id=cid, subject=f"DiagnosticReport/{job}/_history/1",
+             control_id=str(i), payload="MSH|", status=status, attempts=1, next_attempt_at=at, last_error="",
+             ack_code="AA", created_at=at + timedelta(seconds=22), finished_at=at + timedelta(seconds=23))
+    )
+    if i % 5 == 0:
+        rows[Forward].append(
+            dict(destination_id=3, study_uid=uid, revision=1, correlation_id=cid, rule="forward-ct", kind="study",
+                 job_id="", status="sent", attempts=1, next_attempt_at=at, last_error="", created_at=at,
+                 finished_at=at + timedelta(seconds=5))
+        )
+    hops = ((INSTANCE_STORED, f"ae:{ae}"), (STUDY_READY, "ae:DOCTORAI"), (STUDY_ROUTED, "doctorai-router"),
+            (RESOURCE_READ, "epic"))
+    return [AuditRecord(hop=hop, correlation_id=cid, agent_who=who, entity_what=uid, detail={"study_uid": uid})
+            for hop, who in hops]
+
+
+def _configuration(session: Session) -> None:
+    """Destinations, the model, dead letters, process heartbeats and two people (an admin, an auditor)."""
+    for n, (name, kind, port) in enumerate((("ehr", "mllp", 2575), ("ris", "mllp", 2575), ("archive", "dicom", 104))):
+        session.add(Destination(id=n + 1, name=name, kind=kind, host=f"10.0.0.{20 + n}", port=port, tls=False,
+                                enabled=True, options={}, created_at=NOW))
+    session.add(ModelPackage(name="chest-xray-pneumonia", version="0.3.0", framework="keras", manifest="{}",
+                             status="active", uploaded_at=NOW, activated_at=NOW))
+    session.execute(insert(DeadLetter), [
+        dict(event_id=str(uuid.uuid4()), source_topic="study.ready", key=f"k{i}", payload="{}", error="ValidationError",
+             correlation_id="c", created_at=NOW - timedelta(hours=i), status="open" if i % 3 else "replayed",
+             resolved_at=None, resolved_by="", reason="")
+        for i in range(200)
+    ])
+    for name, kind in (("api", "api"), ("integration", "integration"), ("results", "results"),
+                       ("dicom-listener", "dicom"), ("hl7-listener", "hl7"), ("subscriptions", "subscriptions"),
+                       ("inference-chest-xray-pneumonia", "inference")):
+        session.add(ProcessHeartbeat(name=name, host="bench", pid=1, kind=kind, version="0.1.0", started_at=NOW,
+                                     last_seen_at=NOW, detail={}))
+    for name, role in (("ada", "admin"), ("alma", "auditor")):
+        session.add(User(name=name, role=role, password_hash=hash_password(PASSWORD), failed_attempts=0,
+                         disabled=False, created_at=NOW))
+
+
 def fill(engine: Engine, n: int) -> str:
     """N studies and everything around them; returns one study's UID to open."""
     rng = random.Random(16)
-    rows: dict[Any, list[dict[str, Any]]] = {t: [] for t in (Study, Series, Instance, InstanceVersion, InferenceJob, Report, Hl7Message, Delivery, Forward)}
-    records: list[AuditRecord] = []
-    for i in range(n):
-        uid = f"1.2.826.0.1.3680043.8.498.{i + 1}"
-        at = _when(i, n, rng)
-        cid = str(uuid.uuid5(uuid.NAMESPACE_OID, uid))
-        rows[Study].append(dict(study_uid=uid, correlation_id=cid, patient_id=f"P{i % 3000}", accession_number=f"A{i}",
-                                study_date=(at - timedelta(days=1)).strftime("%Y%m%d"), study_description="CHEST", calling_ae=AES[i % 4],
-                                called_ae="DOCTORAI", source_address="10.0.0.9", status="ready", revision=1, ready_reason="quiet-period",
-                                first_received_at=at, last_received_at=at, ready_at=at + timedelta(seconds=10)))
-        rows[Series].append(dict(series_uid=f"{uid}.1", study_uid=uid, modality=MODALITIES[i % 5], body_part="CHEST", series_number=1, series_description=""))
-        for k in (1, 2):
-            common = dict(sop_uid=f"{uid}.1.{k}", study_uid=uid, object_key=f"dicom/{uid}/{k}.dcm", size=1000, sha256="a" * 64, received_at=at)
-            rows[Instance].append({**common, "series_uid": f"{uid}.1", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1", "transfer_syntax_uid": "1.2.840.10008.1.2.1", "instance_number": k})
-            rows[InstanceVersion].append({**common, "version": 1, "calling_ae": AES[i % 4]})
-        job = str(uuid.uuid4())
-        failed = i % 20 == 0
-        rows[InferenceJob].append(dict(job_id=job, study_uid=uid, revision=1, model="chest-xray-pneumonia", model_version="0.3.0",
-                                       status="failed" if failed else "done", error="boom" if failed else "", created_at=at + timedelta(seconds=11),
-                                       finished_at=at + timedelta(seconds=20), crashes=0))
-        if not failed:
-            rows[Report].append(dict(job_id=job, study_uid=uid, revision=1, diagnostic_report_id=job, created_at=at + timedelta(seconds=21),
-                                     positive=rng.random() < 0.3, study_received_at=at))
-        rows[Hl7Message].append(dict(id=str(uuid.uuid4()), correlation_id=cid, sender_application="EHR", sender_facility="HOSP", source_address="10.0.0.5",
-                                     control_id=f"C{i}", message_type="ORM", trigger_event="O01", version="2.5.1", received_at=at - timedelta(minutes=5),
-                                     object_key="", size=500, status="accepted", ack_code="AA", error="", unmapped={"ZDS[1]-1": "x"} if i % 7 == 0 else {}, dedupe_key=f"EHR|HOSP|C{i}"))
-        rows[Delivery].append(dict(destination_id=1 + i % 2, correlation_id=cid, subject=f"DiagnosticReport/{job}/_history/1", control_id=str(i), payload="MSH|",
-                                   status="dead" if i % 97 == 0 else "pending" if i % 53 == 0 else "sent", attempts=1, next_attempt_at=at, last_error="",
-                                   ack_code="AA", created_at=at + timedelta(seconds=22), finished_at=at + timedelta(seconds=23)))
-        if i % 5 == 0:
-            rows[Forward].append(dict(destination_id=3, study_uid=uid, revision=1, correlation_id=cid, rule="forward-ct", kind="study", job_id="",
-                                      status="sent", attempts=1, next_attempt_at=at, last_error="", created_at=at, finished_at=at + timedelta(seconds=5)))
-        for hop, who in ((INSTANCE_STORED, f"ae:{AES[i % 4]}"), (STUDY_READY, "ae:DOCTORAI"), (STUDY_ROUTED, "doctorai-router"), (RESOURCE_READ, "epic")):
-            records.append(AuditRecord(hop=hop, correlation_id=cid, agent_who=who, entity_what=uid, detail={"study_uid": uid}))
+    tables = (Study, Series, Instance, InstanceVersion, InferenceJob, Report, Hl7Message, Delivery, Forward)
+    rows: dict[Any, list[dict[str, Any]]] = {t: [] for t in tables}
+    records = [record for i in range(n) for record in _study_rows(i, rng, rows)]
     with session_scope(engine) as session:
-        for row in (dict(id=1, name="ehr", kind="mllp", host="10.0.0.20", port=2575), dict(id=2, name="ris", kind="mllp", host="10.0.0.21", port=2575),
-                    dict(id=3, name="archive", kind="dicom", host="10.0.0.22", port=104)):
-            session.execute(insert(Destination).values(**row, tls=False, enabled=True, options={}, created_at=NOW))
-        session.execute(insert(ModelPackage).values(name="chest-xray-pneumonia", version="0.3.0", framework="keras", manifest="{}", status="active", uploaded_at=NOW, activated_at=NOW))
+        _configuration(session)
+        session.flush()
         for table, batch in rows.items():
             for start in range(0, len(batch), 5000):
                 session.execute(insert(table), batch[start : start + 5000])
-        session.execute(insert(DeadLetter), [dict(event_id=str(uuid.uuid4()), source_topic="study.ready", key=f"k{i}", payload="{}", error="ValidationError",
-                                                  correlation_id="c", created_at=NOW - timedelta(hours=i), status="open" if i % 3 else "replayed",
-                                                  resolved_at=None, resolved_by="", reason="") for i in range(200)])
-        for name, kind in (("api", "api"), ("integration", "integration"), ("results", "results"), ("dicom-listener", "dicom"),
-                           ("hl7-listener", "hl7"), ("subscriptions", "subscriptions"), ("inference-chest-xray-pneumonia", "inference")):
-            session.add(ProcessHeartbeat(name=name, host="bench", pid=1, kind=kind, version="0.1.0", started_at=NOW, last_seen_at=NOW, detail={}))
-        for name, role in (("ada", "admin"), ("alma", "auditor")):
-            session.add(User(name=name, role=role, password_hash=hash_password(PASSWORD), failed_attempts=0, disabled=False, created_at=NOW))
     for start in range(0, len(records), 5000):
         with session_scope(engine) as session:
             append_many(session, records[start : start + 5000])
@@ -132,12 +174,20 @@ def pages(uid: str) -> dict[str, list[tuple[str, str]]]:
         "overview": [("ada", "/admin/overview?hours=3")],
         "studies": [("ada", "/admin/studies?limit=25")],
         "studies, searched": [("ada", "/admin/studies?limit=25&modality=CT&source_ae=CT_ROOM1&sort=-study_date")],
-        "study": [("ada", f"/admin/studies/{uid}"), ("ada", f"/admin/studies/{uid}/reports"), ("ada", f"/admin/forwards?study_uid={uid}&limit=100"),
-                  ("ada", f"/admin/deliveries?correlation_id={cid}&limit=100"), ("ada", f"/admin/studies/{uid}/timeline?limit=50")],
+        "study": [
+            ("ada", f"/admin/studies/{uid}"),
+            ("ada", f"/admin/studies/{uid}/reports"),
+            ("ada", f"/admin/forwards?study_uid={uid}&limit=100"),
+            ("ada", f"/admin/deliveries?correlation_id={cid}&limit=100"),
+            ("ada", f"/admin/studies/{uid}/timeline?limit=50"),
+        ],
         "rules": [("ada", "/admin/rules?limit=25"), ("ada", "/admin/rules/warnings")],
         "destinations": [("ada", "/admin/destinations?limit=25"), ("ada", "/admin/peers?limit=25")],
         "models": [("ada", "/admin/models?limit=25"), ("ada", "/admin/rules/warnings")],
-        "model": [("ada", "/admin/models/chest-xray-pneumonia"), ("ada", "/admin/models/chest-xray-pneumonia/figures?days=30")],
+        "model": [
+            ("ada", "/admin/models/chest-xray-pneumonia"),
+            ("ada", "/admin/models/chest-xray-pneumonia/figures?days=30"),
+        ],
         "dead letters": [("ada", "/admin/dead-letters?status=open&limit=25")],
         "hl7 messages": [("ada", "/admin/hl7/messages?limit=25")],
         "hl7 messages, unmapped only": [("ada", "/admin/hl7/messages?limit=25&unmapped=true")],

@@ -54,7 +54,8 @@ class Heartbeat:
 
     def start(self) -> None:
         """Forget this process's earlier runs on this host that died, then beat until `stop`."""
-        self._write(lambda session: forget(session, name=self.name, host=self.host, seen_before=self.started_at - HEALTHY_WITHIN))
+        stale = self.started_at - HEALTHY_WITHIN
+        self._write(lambda session: forget(session, name=self.name, host=self.host, seen_before=stale))
         self._thread.start()
 
     def beat_once(self) -> None:

@@ -76,7 +76,8 @@ def list_letters(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[DeadLetter], int]:
-    """One page of letters (of a status, of a source topic), newest first unless ordered otherwise, and how many match."""
+    """One page of letters (of a status, of a source topic), newest first unless ordered otherwise, and how
+    many match."""
     stmt = select(DeadLetter)
     if status is not None:
         stmt = stmt.where(DeadLetter.status == status)

@@ -35,7 +35,9 @@ def beat(
     row.detail = dict(detail)
 
 
-def forget(session: Session, *, name: str, host: str, pid: int | None = None, seen_before: datetime | None = None) -> None:
+def forget(
+    session: Session, *, name: str, host: str, pid: int | None = None, seen_before: datetime | None = None
+) -> None:
     """Remove a process's row (it stopped), or on a host the rows of a name not seen since `seen_before`
     (earlier runs of a process that did not stop cleanly)."""
     stmt = delete(ProcessHeartbeat).where(ProcessHeartbeat.name == name, ProcessHeartbeat.host == host)

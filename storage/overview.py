@@ -113,7 +113,9 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[94]
 
 
-def latencies(session: Session, *, since: datetime, model: str | None = None, newest: int | None = None) -> dict[str, Latency]:
+def latencies(
+    session: Session, *, since: datetime, model: str | None = None, newest: int | None = None
+) -> dict[str, Latency]:
     """Per model, the p50 and p95 of the latency of the reports made since `since` (only the `newest`
     ones when given: a bounded cost however many reports the window holds)."""
     # The difference is taken in SQL: one float a row instead of two timestamps to convert.

@@ -72,7 +72,12 @@ def add_session(
 ) -> ConsoleSession:
     """Record a new session (the caller made its id and CSRF token)."""
     row = ConsoleSession(
-        id_hash=id_hash, user_name=user_name, csrf_token=csrf_token, address=address[:64], created_at=now, last_seen_at=now
+        id_hash=id_hash,
+        user_name=user_name,
+        csrf_token=csrf_token,
+        address=address[:64],
+        created_at=now,
+        last_seen_at=now,
     )
     session.add(row)
     session.flush()

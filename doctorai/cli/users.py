@@ -54,7 +54,8 @@ def _run(args: argparse.Namespace) -> str:
             now = datetime.now(UTC)
             lines = []
             for row in session.scalars(user_query().order_by("name")):
-                state = "disabled" if row.disabled else "locked" if row.locked_until and row.locked_until > now else "active"
+                locked = row.locked_until is not None and row.locked_until > now
+                state = "disabled" if row.disabled else "locked" if locked else "active"
                 seen = f"{row.last_sign_in_at:%Y-%m-%d %H:%M}" if row.last_sign_in_at else "never"
                 lines.append(f"{row.name:24} {row.role:9} {state:9} last sign-in {seen}")
             return "\n".join(lines) or "no users yet: doctorai users add NAME --role admin"

@@ -71,6 +71,23 @@ def mask(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in values.items()}
 
 
+def audit_read(
+    session: Session, actor: Actor, *, hop: Hop, correlation_id: str, detail: Mapping[str, str], entity: str = ""
+) -> None:
+    """Record that a person (or client) read what a message or report carries, in the read's transaction."""
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=hop,
+            correlation_id=correlation_id,
+            agent_who=actor.subject,
+            agent_address=actor.address,
+            entity_what=(entity or actor.path)[:256],
+            detail=dict(detail),
+        ),
+    )
+
+
 def audit_change(
     session: Session,
     actor: Actor,

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Path, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.orm import QueryableAttribute, Session
 
-from storage.paging import Order
+from storage.paging import Columns, Order, page
 
 T = TypeVar("T")
 # The largest id and offset the database's integer columns hold (PostgreSQL integer, 32 bits).
@@ -46,6 +48,14 @@ class Paging:
         """The answer for a page of items."""
         return Page[T](total=total, items=items, limit=self.limit, offset=self.offset)
 
+    def rows(
+        self, session: Session, stmt: Select[T], columns: Columns, tiebreak: Sequence[QueryableAttribute[Any]]
+    ) -> tuple[list[T], int]:
+        """This page of a statement's rows in this order (then `tiebreak`), and how many match in all."""
+        return page(
+            session, stmt, columns=columns, order=self.order, tiebreak=tiebreak, limit=self.limit, offset=self.offset
+        )
+
 
 def parse_sort(raw: str, allowed: Collection[str]) -> tuple[Order, ...]:
     """The orders of a `sort` value; 422 naming the allowed columns when one is not among them."""
@@ -55,8 +65,8 @@ def parse_sort(raw: str, allowed: Collection[str]) -> tuple[Order, ...]:
             continue
         key = part.removeprefix("-")
         if key not in allowed:
-            problem = {"loc": ["query", "sort"], "msg": f"cannot sort on {key!r}; sort on {', '.join(allowed)}", "type": "value_error"}
-            raise RequestValidationError([problem])
+            message = f"cannot sort on {key!r}; sort on {', '.join(allowed)}"
+            raise RequestValidationError([{"loc": ["query", "sort"], "msg": message, "type": "value_error"}])
         orders.append(Order(key, descending=part.startswith("-")))
     return tuple(orders)
 

@@ -56,11 +56,14 @@ def principal_of(user: User) -> Principal:
 def open_session(
     session: Session, user: User, *, address: str, limits: Lifetime, now: datetime
 ) -> tuple[str, SignedIn]:
-    """A new session for `user` (ended ones are forgotten): the id for the cookie (never stored), and what it signs in as."""
+    """A new session for `user` (ended ones are forgotten): the id for the cookie (never stored), and
+    what it signs in as."""
     prune_sessions(session, seen_before=now - limits.idle, created_before=now - limits.lifetime)
     session_id = secrets.token_urlsafe(32)
     csrf_token = secrets.token_urlsafe(32)
-    row = add_session(session, id_hash=_hash(session_id), user_name=user.name, csrf_token=csrf_token, address=address, now=now)
+    row = add_session(
+        session, id_hash=_hash(session_id), user_name=user.name, csrf_token=csrf_token, address=address, now=now
+    )
     return session_id, SignedIn(principal_of(user), row.csrf_token, row.id_hash, now)
 
 

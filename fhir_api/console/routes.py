@@ -105,7 +105,8 @@ def _same_origin(request: Request) -> None:
 
 @router.post("/console/session")
 def sign_in(body: SignIn, request: Request, response: Response, engine: EngineDep, settings: SettingsDep) -> Me:
-    """Sign in: 200 with the session cookie, or 401 (the same for an unknown name, a wrong password and a locked account)."""
+    """Sign in: 200 with the session cookie, or 401 (the same for an unknown name, a wrong password and
+    a locked account)."""
     _same_origin(request)
     address = client_address(request)
     now = datetime.now(UTC)
@@ -121,10 +122,11 @@ def sign_in(body: SignIn, request: Request, response: Response, engine: EngineDe
         except users.SignInRefused as exc:
             # Committed with the failure count, then answered: the count must survive the refusal.
             refused = exc
-            failed = _record(USER_SIGN_IN_FAILED, body.name, address, outcome=Outcome.MINOR_FAILURE, event=LOGIN, reason=exc.reason)
+            failure = Outcome.MINOR_FAILURE
+            failed = _record(USER_SIGN_IN_FAILED, body.name, address, outcome=failure, event=LOGIN, reason=exc.reason)
             audit_log.append(session, failed)
             if exc.locked_now:
-                audit_log.append(session, _record(USER_LOCKED_OUT, body.name, address, outcome=Outcome.MINOR_FAILURE, event=LOGIN))
+                audit_log.append(session, _record(USER_LOCKED_OUT, body.name, address, outcome=failure, event=LOGIN))
         else:
             session_id, signed_in = sessions.open_session(session, user, address=address, limits=limits, now=now)
             audit_log.append(session, _record(USER_SIGNED_IN, user.name, address, event=LOGIN, role=user.role))
@@ -162,7 +164,9 @@ def sign_out(request: Request, engine: EngineDep) -> Response:
     signed_in = _signed_in(request)
     with session_scope(engine) as session:
         sessions.close_session(session, signed_in)
-        audit_log.append(session, _record(USER_SIGNED_OUT, signed_in.principal.subject, client_address(request), event=LOGOUT))
+        who, address = signed_in.principal.subject, client_address(request)
+        audit_log.append(session, _record(USER_SIGNED_OUT, who, address, event=LOGOUT))
     response = Response(status_code=204)
-    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    secure = request.url.scheme == "https"
+    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
     return response

@@ -21,7 +21,7 @@ from fhir_api.admin.paging import Page, Paging, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.fhir import auditevents
 from storage.db import read_scope, session_scope
-from storage.paging import Columns, Order, page
+from storage.paging import Columns, Order
 from storage.tables.audit import AuditEvent
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -81,15 +81,7 @@ def search_audit(
     query = auditevents.parse_query(items, strict=True)
     stmt = select(AuditEvent).where(*query.conditions)
     with session_scope(engine) as session:
-        rows, total = page(
-            session,
-            stmt,
-            columns=_SORTS,
-            order=paging.order,
-            tiebreak=[AuditEvent.id],
-            limit=paging.limit,
-            offset=paging.offset,
-        )
+        rows, total = paging.rows(session, stmt, _SORTS, [AuditEvent.id])
         found = [AuditRecordOut.model_validate(r, from_attributes=True) for r in rows]
         query_text = "&".join(f"{k}={v}" for k, v in items)
         audit_log.append(session, _used(actor, "AuditEvent", {"query": query_text[:500], "total": str(total)}))

@@ -13,9 +13,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from audit import log as audit_log
-from audit.records import ADMIN_INSPECTION, ADMIN_OPERATION, AuditRecord
-from fhir_api.admin.access import ActorDep, audit_change
+from audit.records import ADMIN_INSPECTION, ADMIN_OPERATION
+from fhir_api.admin.access import ActorDep, audit_change, audit_read
 from fhir_api.admin.paging import MAX_INT, Id, Page, Paging, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -101,17 +100,8 @@ def read_letter(letter_id: Id, engine: EngineDep, actor: ActorDep) -> LetterDeta
     """One dead letter with its payload; reading it is audited, since a payload can carry patient data."""
     with session_scope(engine) as session:
         row = _found(session, letter_id)
-        audit_log.append(
-            session,
-            AuditRecord(
-                hop=ADMIN_INSPECTION,
-                correlation_id=row.correlation_id,
-                agent_who=actor.subject,
-                agent_address=actor.address,
-                entity_what=actor.path[:256],
-                detail={"dead_letter": str(row.id), "topic": row.source_topic},
-            ),
-        )
+        detail = {"dead_letter": str(row.id), "topic": row.source_topic}
+        audit_read(session, actor, hop=ADMIN_INSPECTION, correlation_id=row.correlation_id, detail=detail)
         return LetterDetail.model_validate(row, from_attributes=True)
 
 

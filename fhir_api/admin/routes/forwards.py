@@ -24,7 +24,7 @@ from integration.outbound.echo import EchoResult, echo
 from storage.db import read_scope, session_scope
 from storage.destinations import get_destination
 from storage.forwards import FORWARD_SORTS, forward_query, instance_counts
-from storage.paging import Order, page
+from storage.paging import Order
 from storage.queues import retry_dead
 from storage.tables.outbound import Delivery, Forward
 
@@ -65,18 +65,11 @@ def search_forwards(
     study_uid: str | None = None,
     kind: Literal["study", "result"] | None = None,
 ) -> Page[ForwardOut]:
-    """Forwards by status, destination, study and kind (a study's instances or a result's SR); newest first unless sorted otherwise."""
+    """Forwards by status, destination, study and kind (a study's instances or a result's SR); newest first
+    unless sorted otherwise."""
     stmt = forward_query(status=status, destination_id=destination_id, study_uid=study_uid, kind=kind)
     with read_scope(engine) as session:
-        rows, total = page(
-            session,
-            stmt,
-            columns=FORWARD_SORTS,
-            order=paging.order,
-            tiebreak=[Forward.id],
-            limit=paging.limit,
-            offset=paging.offset,
-        )
+        rows, total = paging.rows(session, stmt, FORWARD_SORTS, [Forward.id])
         return paging.of([_forward(session, r) for r in rows], total)
 
 
@@ -92,7 +85,9 @@ class ForwardIn(BaseModel):
 def forward_study(study_uid: str, body: ForwardIn, engine: EngineDep, actor: ActorDep) -> ForwardOut:
     """Send a stored study's current revision to a DICOM destination (409 when it takes no studies or has it already)."""
     with session_scope(engine) as session:
-        row = study_operations.forward(session, study_uid=study_uid, destination_id=body.destination_id, who=actor.subject)
+        row = study_operations.forward(
+            session, study_uid=study_uid, destination_id=body.destination_id, who=actor.subject
+        )
         after = _forward(session, row)
         audit_change(
             session,

@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from audit import log as audit_log
-from audit.records import ADMIN_INSPECTION, AuditRecord
-from fhir_api.admin.access import ActorDep
+from audit.records import ADMIN_INSPECTION
+from fhir_api.admin.access import ActorDep, audit_read
 from fhir_api.admin.paging import Page, Paging, sorted_by
 from fhir_api.deps import EngineDep, ObjectStoreDep
 from fhir_api.errors import NotFound
@@ -124,15 +123,6 @@ def read_message(
     if segments and detail.object_key:
         detail.segments = _segments(objects.get_bytes(detail.object_key))
         with session_scope(engine) as session:
-            audit_log.append(
-                session,
-                AuditRecord(
-                    hop=ADMIN_INSPECTION,
-                    correlation_id=detail.correlation_id,
-                    agent_who=actor.subject,
-                    agent_address=actor.address,
-                    entity_what=actor.path[:256],
-                    detail={"hl7_message": detail.id, "control_id": detail.control_id[:64]},
-                ),
-            )
+            read = {"hl7_message": detail.id, "control_id": detail.control_id[:64]}
+            audit_read(session, actor, hop=ADMIN_INSPECTION, correlation_id=detail.correlation_id, detail=read)
     return detail

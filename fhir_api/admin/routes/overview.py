@@ -22,7 +22,7 @@ from storage.db import read_scope
 from storage.heartbeats import PROCESS_SORTS, process_query
 from storage.model_packages import model_packages
 from storage.overview import backlogs, latencies, model_history, traffic
-from storage.paging import Order, page
+from storage.paging import Order
 from storage.tables.processes import ProcessHeartbeat
 
 router = APIRouter(tags=["overview"])
@@ -126,15 +126,8 @@ def list_processes(
     """Every process that has a heartbeat row, healthy or not."""
     now = datetime.now(UTC)
     with read_scope(engine) as session:
-        rows, total = page(
-            session,
-            process_query(kind=kind),
-            columns=PROCESS_SORTS,
-            order=paging.order,
-            tiebreak=[ProcessHeartbeat.host, ProcessHeartbeat.pid],
-            limit=paging.limit,
-            offset=paging.offset,
-        )
+        tiebreak = [ProcessHeartbeat.host, ProcessHeartbeat.pid]
+        rows, total = paging.rows(session, process_query(kind=kind), PROCESS_SORTS, tiebreak)
         return paging.of([_process(r, now) for r in rows], total)
 
 

@@ -12,7 +12,7 @@ from fhir_api.deps import EngineDep
 from storage.db import read_scope
 from storage.deliveries import DELIVERY_SORTS, delivery_query
 from storage.jobs import DEFAULT_JOB_ORDER, JOB_SORTS, list_jobs
-from storage.paging import Order, page
+from storage.paging import Order
 from storage.tables.outbound import Delivery
 
 router = APIRouter(tags=["queues"])
@@ -63,16 +63,9 @@ def search_deliveries(
     destination_id: QueryId = None,
     correlation_id: Annotated[str | None, Query(max_length=64, description="a study's or message's")] = None,
 ) -> Page[DeliveryOut]:
-    """Outbound deliveries by status (pending, sent, dead), destination and correlation id; newest first unless sorted otherwise."""
+    """Outbound deliveries by status (pending, sent, dead), destination and correlation id; newest first
+    unless sorted otherwise."""
     stmt = delivery_query(status=status, destination_id=destination_id, correlation_id=correlation_id)
     with read_scope(engine) as session:
-        rows, total = page(
-            session,
-            stmt,
-            columns=DELIVERY_SORTS,
-            order=paging.order,
-            tiebreak=[Delivery.id],
-            limit=paging.limit,
-            offset=paging.offset,
-        )
+        rows, total = paging.rows(session, stmt, DELIVERY_SORTS, [Delivery.id])
         return paging.of([DeliveryOut.model_validate(r, from_attributes=True) for r in rows], total)

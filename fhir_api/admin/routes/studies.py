@@ -14,9 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from audit import log as audit_log
-from audit.records import ADMIN_OPERATION, RESOURCE_READ, AuditRecord
-from fhir_api.admin.access import ActorDep, audit_change
+from audit.records import ADMIN_OPERATION, RESOURCE_READ
+from fhir_api.admin.access import ActorDep, audit_change, audit_read
 from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
@@ -140,7 +139,8 @@ def _date(value: str | None) -> str | None:
         return None
     digits = value.replace("-", "")
     if len(digits) != 8 or not digits.isdigit():
-        raise RequestValidationError([{"loc": ["query", "study_date"], "msg": "a date is YYYY-MM-DD", "type": "value_error"}])
+        problem = {"loc": ["query", "study_date"], "msg": "a date is YYYY-MM-DD", "type": "value_error"}
+        raise RequestValidationError([problem])
     return digits
 
 
@@ -205,7 +205,9 @@ def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
 
 @router.get("/{study_uid}/timeline")
 def read_timeline(
-    study_uid: str, engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(("at", "kind", "what"), (Order("at"),)))]
+    study_uid: str,
+    engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(("at", "kind", "what"), (Order("at"),)))],
 ) -> Page[TimelineEntryOut]:
     """Every audit record, job, forward and delivery of the study, in time order unless sorted otherwise."""
     with read_scope(engine) as session:
@@ -246,16 +248,14 @@ def read_reports(study_uid: str, engine: EngineDep, actor: ActorDep) -> Page[Stu
                     )
                 )
                 patient = resource.get("subject", {}).get("reference", "")
-                audit_log.append(
+                detail = {"via": "admin", **({"patient": patient} if patient else {})}
+                audit_read(
                     session,
-                    AuditRecord(
-                        hop=RESOURCE_READ,
-                        correlation_id=study.correlation_id,
-                        agent_who=actor.subject,
-                        agent_address=actor.address,
-                        entity_what=reference,
-                        detail={"via": "admin", **({"patient": patient} if patient else {})},
-                    ),
+                    actor,
+                    hop=RESOURCE_READ,
+                    correlation_id=study.correlation_id,
+                    entity=reference,
+                    detail=detail,
                 )
     return Page[StudyReportOut](total=len(found), items=found, limit=len(found), offset=0)
 

@@ -20,7 +20,7 @@ from fhir_api.auth import users
 from fhir_api.deps import EngineDep, SettingsDep
 from fhir_api.errors import InvalidState, NotFound, Unprocessable
 from storage.db import read_scope, session_scope
-from storage.paging import Order, page
+from storage.paging import Order
 from storage.tables.access import User
 from storage.users import USER_SORTS, UserExists, get_user, remove_user, user_query
 
@@ -91,19 +91,13 @@ def _not_self(actor: Actor, name: str, what: str) -> None:
 
 @router.get("")
 def list_users(
-    engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(USER_SORTS, (Order("name"),)))], role: Role | None = None
+    engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(USER_SORTS, (Order("name"),)))],
+    role: Role | None = None,
 ) -> Page[UserOut]:
     """The accounts (of one role), by name unless sorted otherwise."""
     with read_scope(engine) as session:
-        rows, total = page(
-            session,
-            user_query(role=role),
-            columns=USER_SORTS,
-            order=paging.order,
-            tiebreak=[User.name],
-            limit=paging.limit,
-            offset=paging.offset,
-        )
+        rows, total = paging.rows(session, user_query(role=role), USER_SORTS, [User.name])
         return paging.of([UserOut.model_validate(r, from_attributes=True) for r in rows], total)
 
 

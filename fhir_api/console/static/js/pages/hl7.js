@@ -12,7 +12,8 @@ function segments(list) {
   return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-labelledby": id }, h("table", { class: "segments", "aria-labelledby": id },
     h("caption", { id }, "Segments as received; field numbers across the top"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Segment"), Array.from({ length: width }, (_, i) => h("th", { scope: "col" }, String(i + 1))))),
-    h("tbody", {}, list.map((s) => h("tr", {}, h("th", { scope: "row" }, s.name), s.fields.map((f) => h("td", {}, f)))))));
+    h("tbody", {}, list.map((s) => h("tr", {}, h("th", { scope: "row" }, s.name),
+      Array.from({ length: width }, (_, i) => h("td", {}, s.fields[i] ?? "")))))));
 }
 
 async function renderMessage(main, id) {
