@@ -113,6 +113,37 @@ def list_studies(
     )
 
 
+@dataclass(frozen=True)
+class Revision:
+    """One time a study was declared ready: its revision, why, when, by whom, with how many instances."""
+
+    revision: int
+    reason: str
+    at: datetime
+    who: str
+    instances: int
+
+
+def revisions(session: Session, *, study_uid: str, subtype: str) -> list[Revision]:
+    """Every revision of a study, oldest first, from the audit records of this subtype that declared it
+    ready (audit.records.STUDY_READY, written by integration/studies.py)."""
+    stmt = (
+        select(AuditEvent)
+        .where(AuditEvent.entity_what == study_uid, AuditEvent.subtype == subtype)
+        .order_by(AuditEvent.id)
+    )
+    return [
+        Revision(
+            revision=int(row.detail.get("revision", 0)),
+            reason=str(row.detail.get("reason", "")),
+            at=row.recorded_at,
+            who=row.agent_who,
+            instances=int(row.detail.get("instances", 0)),
+        )
+        for row in session.scalars(stmt)
+    ]
+
+
 def series_with_counts(session: Session, *, study_uid: str) -> list[tuple[Series, int]]:
     """A study's series, each with how many instances it holds, in series-number order."""
     stmt = (

@@ -6,6 +6,7 @@ open a new revision (DESIGN.md 5.4) and queue `study.ready` through the outbox.
 """
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from audit.records import ADMIN_OPERATION, RESOURCE_READ
+from audit.records import ADMIN_OPERATION, RESOURCE_READ, STUDY_READY
 from fhir_api.admin.access import ActorDep, audit_change, audit_read
 from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
@@ -25,7 +26,15 @@ from storage.db import read_scope, session_scope
 from storage.fhir.store import read_stored
 from storage.jobs import study_jobs, study_reports
 from storage.paging import Order
-from storage.studies import DEFAULT_STUDY_ORDER, STUDY_SORTS, StudyFilter, list_studies, series_with_counts, timeline
+from storage.studies import (
+    DEFAULT_STUDY_ORDER,
+    STUDY_SORTS,
+    StudyFilter,
+    list_studies,
+    revisions,
+    series_with_counts,
+    timeline,
+)
 from storage.tables.index import Study
 from storage.tables.pipeline import InferenceJob
 
@@ -85,11 +94,22 @@ class ReportOut(BaseModel):
     created_at: datetime
 
 
+class RevisionOut(BaseModel):
+    """One time the study was declared ready."""
+
+    revision: int
+    reason: str
+    at: datetime
+    who: str
+    instances: int
+
+
 class StudyDetail(StudyOut):
-    """A study with its series, jobs and reports."""
+    """A study with its series, revisions, jobs and reports."""
 
     instances: int
     series: list[SeriesOut]
+    revisions: list[RevisionOut]
     jobs: list[JobOut]
     reports: list[ReportOut]
 
@@ -196,6 +216,9 @@ def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
             **_out(study).model_dump(),
             instances=sum(s.instances for s in series),
             series=series,
+            revisions=[
+                RevisionOut(**asdict(r)) for r in revisions(session, study_uid=study_uid, subtype=STUDY_READY.subtype)
+            ],
             jobs=[job_out(j) for j in study_jobs(session, study_uid=study_uid)],
             reports=[
                 ReportOut.model_validate(r, from_attributes=True) for r in study_reports(session, study_uid=study_uid)

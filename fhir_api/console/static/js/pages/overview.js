@@ -6,11 +6,12 @@ import { lineChart } from "../chart.js";
 import { badge, card, h, replace, seconds, when } from "../dom.js";
 import { simpleTable } from "../table.js";
 
+// [key, label, the page that shows them (none: no page lists them)]
 const BACKLOGS = [
-  ["outbox", "Outbox events not yet published", "#/overview"],
+  ["outbox", "Outbox events not yet published", ""],
   ["forwards", "Study forwards pending", "#/destinations"],
   ["deliveries", "Deliveries pending", "#/destinations"],
-  ["subscription_notifications", "Subscription notifications pending", "#/overview"],
+  ["subscription_notifications", "Subscription notifications pending", ""],
   ["dead_letters", "Dead letters open", "#/dead-letters"],
   ["dead_forwards", "Dead forwards", "#/destinations"],
   ["dead_deliveries", "Dead deliveries", "#/destinations"],
@@ -20,7 +21,7 @@ function tiles(backlogs) {
   return h("div", { class: "tiles" }, BACKLOGS.map(([key, label, href]) => {
     const n = backlogs[key] ?? 0;
     const kind = n && key.startsWith("dead") ? "bad" : n > 100 ? "warn" : "";
-    return h("a", { class: `tile ${kind}`, href }, h("strong", {}, String(n)), label);
+    return h(href ? "a" : "div", { class: `tile ${kind}`, href: href || undefined }, h("strong", {}, String(n)), label);
   }));
 }
 

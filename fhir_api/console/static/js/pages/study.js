@@ -63,11 +63,14 @@ function actions(study, context, reload) {
 export async function renderStudy(main, context, studyUid) {
   const uid = encodeURIComponent(studyUid);
   async function reload() {
-    const [study, reports, forwards] = await Promise.all([
+    const [study, reports, forwards, destinations] = await Promise.all([
       admin(`/studies/${uid}`),
       admin(`/studies/${uid}/reports`),
       admin("/forwards", { query: { study_uid: studyUid, limit: 100 } }),
+      all("/destinations"),
     ]);
+    const named = new Map(destinations.map((d) => [d.id, d.name]));
+    const destination = (id) => named.get(id) || `#${id}`;
     const delivered = await admin("/deliveries", { query: { correlation_id: study.correlation_id, limit: 100 } });
     const timeline = pagedTable({
       caption: "Audit timeline: every record, job, forward and delivery, oldest first",
@@ -101,6 +104,13 @@ export async function renderStudy(main, context, studyUid) {
           ["Series / instances", `${study.series.length} / ${study.instances}`],
         ])),
         actions(study, context, reload)),
+      card("Revisions", simpleTable("Each time the study was declared ready", [
+        { label: "Revision", num: true, cell: (r) => String(r.revision) },
+        { label: "Because", cell: (r) => r.reason },
+        { label: "At", cell: (r) => when(r.at) },
+        { label: "By", cell: (r) => r.who },
+        { label: "Instances", num: true, cell: (r) => String(r.instances) },
+      ], study.revisions, "Not declared ready yet.", { quiet: true })),
       card("Series", simpleTable("Series and their instances", [
         { label: "Number", num: true, cell: (s) => (s.series_number ?? "—").toString() },
         { label: "Modality", cell: (s) => s.modality || "—" },
@@ -120,7 +130,7 @@ export async function renderStudy(main, context, studyUid) {
       card("Reports as an EHR reads them", reports.items.length ? reports.items.map(reportCard) : h("p", { class: "muted" }, "No report yet.")),
       h("div", { class: "grid" },
         card("Forwards", simpleTable("Forwards of this study", [
-          { label: "Destination", num: true, cell: (f) => String(f.destination_id) },
+          { label: "Destination", cell: (f) => destination(f.destination_id) },
           { label: "Rule", cell: (f) => f.rule || "—" },
           { label: "Revision", num: true, cell: (f) => String(f.revision) },
           { label: "State", cell: (f) => badge(f.status) },
@@ -128,7 +138,7 @@ export async function renderStudy(main, context, studyUid) {
         ], forwards.items, "Not forwarded.")),
         card("Deliveries", simpleTable("Messages sent about this study", [
           { label: "What", cell: (d) => d.subject },
-          { label: "Destination", num: true, cell: (d) => String(d.destination_id) },
+          { label: "Destination", cell: (d) => destination(d.destination_id) },
           { label: "State", cell: (d) => badge(d.status) },
           { label: "ACK", cell: (d) => d.ack_code || "—" },
           { label: "Attempts", num: true, cell: (d) => String(d.attempts) },
