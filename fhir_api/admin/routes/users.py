@@ -173,5 +173,3 @@ def delete_user(name: str, engine: EngineDep, actor: ActorDep) -> Response:
         remove_user(session, name=name)
         _audit(session, actor, before, None)
     return Response(status_code=204)
-
-
