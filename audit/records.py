@@ -43,6 +43,15 @@ ASSOCIATION_ABORTED = Hop("110114", "association-aborted", Action.EXECUTE)
 # A bearer token issued to a client, or a token or client credentials that were refused.
 TOKEN_ISSUED = Hop("110114", "token-issued", Action.EXECUTE)
 AUTHENTICATION_FAILED = Hop("110114", "authentication-failed", Action.EXECUTE)
+# Issue 16, people at the console: DCM 110114 User Authenticated (PS3.15 A.5.3.8), whose event type
+# codes are 110122 Login and 110123 Logout; the code is in detail["event"]. A refused sign-in is a
+# Login with a failure outcome; the account locked after too many is a record of its own.
+USER_SIGNED_IN = Hop("110114", "user-signed-in", Action.EXECUTE)
+USER_SIGN_IN_FAILED = Hop("110114", "user-sign-in-failed", Action.EXECUTE)
+USER_LOCKED_OUT = Hop("110114", "user-locked-out", Action.EXECUTE)
+USER_SIGNED_OUT = Hop("110114", "user-signed-out", Action.EXECUTE)
+LOGIN = "110122"
+LOGOUT = "110123"
 # DCM 110104 DICOM Instances Transferred (PS3.15 A.5.3.2).
 INSTANCE_STORED = Hop("110104", "instance-stored", Action.CREATE)
 INSTANCE_REFUSED = Hop("110104", "instance-refused", Action.CREATE)
@@ -79,6 +88,9 @@ HL7_SENT = Hop("110106", "hl7-sent", Action.READ)
 ADMIN_CONFIGURATION = Hop("110113", "admin-configuration", Action.EXECUTE)
 ADMIN_SECURITY = Hop("110113", "admin-security", Action.EXECUTE)
 ADMIN_OPERATION = Hop("110100", "admin-operation", Action.EXECUTE)
+# Issue 16: a person read what a message carried (a dead letter's payload, a raw HL7 message):
+# DCM 110110 Patient Record, action R, as a FHIR read is.
+ADMIN_INSPECTION = Hop("110110", "admin-inspection", Action.READ)
 # A message a consumer gave up on, stored from the dlq topic for the admin to replay or discard.
 DEAD_LETTERED = Hop("110100", "dead-lettered", Action.EXECUTE)
 # PS3.16 CID 403 Security Alert Type codes the admin records name in detail["alert_type"].

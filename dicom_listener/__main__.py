@@ -28,7 +28,8 @@ def main() -> None:
     # One process: its C-STORE commits leave SQLite checkpoints to its quiet-period sweep
     # (stability.run). Several: the parent only sweeps, the workers make engines of their own.
     checkpoints = settings.dicom_workers > 1
-    with process.started(get_storage_settings(), get_integration_settings(), checkpoints=checkpoints) as own:
+    storage, integration = get_storage_settings(), get_integration_settings()
+    with process.started(storage, integration, kind="dicom", name="dicom-listener", checkpoints=checkpoints) as own:
         if settings.dicom_workers == 1:
             process.run_threads(partial(processes.serve_alone, settings=settings, own=own))
         else:

@@ -92,7 +92,7 @@ def worker(
     """
     counts.worker = index
     # C-STORE commits leave SQLite checkpoints to the parent's quiet-period sweep (stability.run).
-    with process.started(storage, integration, checkpoints=False) as own:
+    with process.started(storage, integration, kind="dicom", name=f"dicom-worker-{index}", checkpoints=False) as own:
         scp = receiver(settings, own.engine, own.objects, counts)
         process.run_threads(partial(_serve_worker, settings=settings, scp=scp, index=index, ready=ready))
 

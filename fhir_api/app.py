@@ -17,10 +17,11 @@ from storage import fhir
 from fhir_api import metrics
 from storage.fhir import store
 from fhir_api.admin.app import create_admin_app
+from fhir_api.console import routes as console_routes
 from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError, from_storage
-from fhir_api.responses import error_response, outcome_response
 from fhir_api.last_resort import LastResort
+from fhir_api.responses import error_problem, error_response, outcome_response, problem_response
 from fhir_api.security import BodyLimit, Gate, SecurityHeaders
 from fhir_api.serving import BodyDeadline
 from fhir_api.fhir.routes import audit as audit_routes
@@ -28,6 +29,7 @@ from fhir_api.auth import routes as auth_routes
 from fhir_api.fhir.routes import read as fhir_routes
 from fhir_api.fhir.routes import write as fhir_write_routes
 from fhir_api.dicomweb import qido
+from integration.heartbeats import Heartbeat
 from fhir_api import probes
 from integration.health import Readiness, dependency_checks
 from storage.config import StorageSettings
@@ -89,8 +91,9 @@ def _reindex(engine: Engine) -> None:
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(FhirError)
-    async def _fhir_error(_request: Request, exc: FhirError) -> Response:
-        return error_response(exc)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        # The console's own routes answer problem details, as the admin API does.
+        return error_problem(exc) if request.url.path.startswith("/console") else error_response(exc)
 
     @app.exception_handler(StorageError)
     async def _stored(_request: Request, exc: StorageError) -> Response:
@@ -104,7 +107,9 @@ def _install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/console"):
+            return problem_response(422, "the request does not validate")
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return outcome_response(400, "invalid", problems or "invalid request")
 
@@ -143,9 +148,13 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         app.state.object_store = make_object_store(storage_settings)
         admin.state.object_store = app.state.object_store  # rule dry runs read instance headers
         app.state.readiness = Readiness(dependency_checks(engine, app.state.object_store))
+        # The API process's heartbeat (integration.heartbeats), for the console's list of processes.
+        heartbeat = Heartbeat(engine, kind="api", name="api")
+        await asyncio.to_thread(heartbeat.start)
         try:
             yield
         finally:
+            await asyncio.to_thread(heartbeat.stop)
             engine.dispose()
 
     # No /docs or /redoc pages: they load scripts from a CDN, which the Content-Security-Policy
@@ -182,4 +191,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     app.include_router(qido.router)
     # Issue 7: the admin API, with its own OpenAPI document at /admin/openapi.json.
     app.mount("/admin", admin)
+    # Issue 16: the console, its files, and the sign-in of people.
+    app.include_router(console_routes.router)
+    app.mount("/console/static", console_routes.static_files(), name="console-static")
     return app

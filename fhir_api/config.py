@@ -63,6 +63,14 @@ class ApiSettings(BaseSettings):
     # QIDO-RS: the most results one search answers (PS3.18 8.3.4.4, "maxResults"); a client pages
     # past it with offset, told how many remain by a Warning header.
     dicomweb_max_results: int = Field(default=1000, ge=1)
+    # The console (issue 16): a session ends after this many seconds without a request, and after
+    # this many seconds in all; an account is locked for `console_lockout_seconds` after
+    # `console_lockout_failures` wrong passwords in a row; new passwords have at least this many characters.
+    console_idle_timeout_seconds: int = 900
+    console_session_lifetime_seconds: int = 8 * 3600
+    console_lockout_failures: int = 5
+    console_lockout_seconds: int = 900
+    console_password_min_length: int = 12
 
 
 __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]

@@ -47,12 +47,18 @@ ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 
 
 def get_principal(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The principal of the request's bearer token; Unauthorized without a valid one."""
-    if credentials is None:
+    """The principal of the request's bearer token, or of the console session the gate checked
+    (fhir_api/security.py, admin API only); Unauthorized without either."""
+    if credentials is not None:
+        return verify_token(settings, credentials.credentials)
+    signed_in: Principal | None = getattr(request.state, "principal", None)
+    if signed_in is None:
         raise Unauthorized("a bearer token is required", token_given=False)
-    return verify_token(settings, credentials.credentials)
+    return signed_in
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

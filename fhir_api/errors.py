@@ -134,6 +134,14 @@ class TokenRequestError(FhirError):
             self.status_code = 401
 
 
+class Unavailable(FhirError):
+    """Storage cannot be reached now; trying again later can help (RFC 9110 section 15.6.4)."""
+
+    retriable = True
+    status_code = 503
+    issue_code = "transient"
+
+
 class PayloadTooLarge(FhirError):
     """The request body is larger than the configured limit."""
 

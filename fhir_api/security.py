@@ -8,6 +8,7 @@ token before any route runs, so a route that forgot its dependency is still prot
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -15,13 +16,14 @@ from sqlalchemy import Engine
 
 from audit import log as audit_log
 from audit.records import AUTHENTICATION_FAILED, AuditRecord, Outcome
+from fhir_api.auth import sessions
 from fhir_api.auth.tokens import verify_token
 from fhir_api.config import ApiSettings
-from fhir_api.errors import PayloadTooLarge, Unauthorized
+from fhir_api.errors import FhirError, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
 from fhir_api.ratelimit import RateLimiter
 from fhir_api.responses import error_problem, error_response, outcome_response, problem_response
-from storage.db import session_scope
-from storage.errors import StorageError
+from storage.db import read_scope, session_scope
+from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,12 @@ PUBLIC_PATHS = frozenset(
         "/auth/token",
     }
 )
+# Issue 16, the console: its page and static files load before anyone signs in, and so does the
+# sign-in itself (POST /console/session). The session cookie it sets is a credential on the admin
+# API and on /console/session only; FHIR routes take bearer tokens alone.
+CONSOLE_PREFIX = "/console"
+CONSOLE_SESSION = "/console/session"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Probes come from the orchestrator often and cheaply; they are not rate-limited.
 _UNLIMITED = frozenset({"/healthz", "/readyz"})
 # Correlation id of authentication records, which belong to no study.
@@ -52,8 +60,32 @@ AUTH_CORRELATION = "auth"
 ADMIN_PREFIX = "/admin"
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def _is_admin(path: str) -> bool:
-    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+    """Whether errors on this path are problem details (the admin API and the console) rather than OperationOutcomes."""
+    return _under(path, ADMIN_PREFIX) or _under(path, CONSOLE_PREFIX)
+
+
+def _public(method: str, path: str) -> bool:
+    if path in PUBLIC_PATHS or (method == "POST" and path == CONSOLE_SESSION):
+        return True
+    # The console's page and files (fhir_api/console/): no data, only code.
+    return _under(path, CONSOLE_PREFIX) and path != CONSOLE_SESSION
+
+
+def _takes_session(path: str) -> bool:
+    return _under(path, ADMIN_PREFIX) or path == CONSOLE_SESSION
+
+
+def _cookie(scope: Scope, name: str) -> str:
+    for part in _header(scope, b"cookie").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -102,15 +134,20 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        method: str = scope["method"]
+        public = _public(method, path)
         scheme, _, token = _header(scope, b"authorization").partition(" ")
-        failure: Unauthorized | None = None
+        session_id = _cookie(scope, sessions.COOKIE) if _takes_session(path) else ""
+        failure: FhirError | None = None
         client = f"address:{_address(scope)}"
         if scheme.lower() == "bearer" and token:
             try:
                 client = f"subject:{verify_token(self.settings, token.strip()).subject}"
             except Unauthorized as exc:
                 failure = exc
-        elif path not in PUBLIC_PATHS:
+        elif session_id:
+            failure = await self._session(scope, session_id, method)
+        elif not public:
             failure = Unauthorized("a bearer token is required", token_given=False)
         if path not in _UNLIMITED:
             wait = self.limiter.wait(client)
@@ -123,13 +160,38 @@ class Gate:
                     response = outcome_response(429, "throttled", message, headers=retry)
                 await response(scope, receive, send)
                 return
-        if failure is not None and path not in PUBLIC_PATHS:
-            if failure.token_given:
+        if failure is not None and not public:
+            if isinstance(failure, Unauthorized) and failure.token_given and not session_id:
                 await self._audit(scope, str(failure))
             refusal = error_problem(failure) if _is_admin(path) else error_response(failure)
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _session(self, scope: Scope, session_id: str, method: str) -> FhirError | None:
+        """Check a console session cookie (and, on a change, its CSRF header); on success the route
+        finds the person in scope["state"]["principal"]."""
+        engine: Engine | None = getattr(scope["app"].state, "engine", None)
+        if engine is None:
+            return Unauthorized("sign in again", token_given=False)
+        limits = sessions.Lifetime(
+            idle=timedelta(seconds=self.settings.console_idle_timeout_seconds),
+            lifetime=timedelta(seconds=self.settings.console_session_lifetime_seconds),
+        )
+        try:
+            signed_in = await asyncio.to_thread(_resume, engine, session_id, limits)
+        except StorageUnavailable:
+            return Unavailable("storage is unavailable, retry later")
+        if signed_in is None:
+            # Not audited: an ended session is the idle time-out doing its work.
+            return Unauthorized("the session has ended; sign in again", token_given=False)
+        if method not in _SAFE_METHODS and not sessions.csrf_matches(
+            signed_in, _header(scope, sessions.CSRF_HEADER.encode())
+        ):
+            return Forbidden("a change needs the session's CSRF token in the X-CSRF-Token header")
+        scope.setdefault("state", {})["principal"] = signed_in.principal
+        scope["state"]["signed_in"] = signed_in
+        return None
 
     async def _audit(self, scope: Scope, reason: str) -> None:
         engine: Engine | None = getattr(scope["app"].state, "engine", None)
@@ -142,6 +204,17 @@ class Gate:
         except StorageError as exc:
             # The 401 stands either way; the database being down is reported by /readyz.
             log.warning("could not audit a failed authentication: %s", type(exc).__name__)
+
+
+def _resume(engine: Engine, session_id: str, limits: sessions.Lifetime) -> sessions.SignedIn | None:
+    """The session of a cookie, read without a write; its use is written back now and then."""
+    now = datetime.now(UTC)
+    with read_scope(engine) as session:
+        signed_in = sessions.resume(session, session_id, limits=limits, now=now)
+    if signed_in is not None and sessions.needs_touch(signed_in, now=now):
+        with session_scope(engine) as session:
+            sessions.touch(session, signed_in, now=now)
+    return signed_in
 
 
 class BodyLimit:
@@ -188,6 +261,15 @@ class BodyLimit:
         return PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
 
 
+# Content-Security-Policy (CSP Level 3): answers are data, never pages; the console's page may load
+# only its own files and call only its own origin, with no inline script or style.
+API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
+CONSOLE_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
 class SecurityHeaders:
     """Headers every answer carries: no sniffing, no framing, no referrer, no caching of PHI, and HSTS over TLS."""
 
@@ -200,6 +282,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         secure = scope.get("scheme") == "https"
+        # The console's page runs its own scripts and styles and calls this origin; nothing else does.
+        policy = CONSOLE_POLICY if _under(scope["path"], CONSOLE_PREFIX) else API_POLICY
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -208,7 +292,7 @@ class SecurityHeaders:
                 wanted = [
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+                    (b"content-security-policy", policy),
                     (b"referrer-policy", b"no-referrer"),
                     # Answers carry PHI; no cache may keep them (RFC 9111 section 5.2.2.5).
                     (b"cache-control", b"no-store"),

@@ -30,7 +30,7 @@ async def listen(stop: asyncio.Event, *, settings: MllpSettings, own: process.Ow
 def main() -> None:
     """Entry point."""
     settings = get_settings()
-    with process.started(get_storage_settings(), get_integration_settings()) as own:
+    with process.started(get_storage_settings(), get_integration_settings(), kind="hl7", name="hl7-listener") as own:
         process.run(partial(listen, settings=settings, own=own))
 
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     storage = get_storage_settings()
     cache_dir = Path(settings.inference_cache_dir) if settings.inference_cache_dir else storage.var_dir / "model-cache"
-    with process.started(storage, get_integration_settings()) as own:
+    with process.started(storage, get_integration_settings(), kind="inference", name=f"inference-{args.model}") as own:
 
         def loader(model: str, version: str) -> LoadedModel:
             with session_scope(own.engine) as session:

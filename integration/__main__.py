@@ -15,6 +15,7 @@ from integration import audit_export, dead_letters, kafka, process, relay, topic
 from integration.config import get_settings
 from integration.messages import FhirReceived, Hl7Received, StudyReady
 from integration.outbound import dicom, http, mllp
+from integration.outbound.circuit import open_circuits
 from integration.outbound.engine import Transport
 from integration.outbound.engine import run as send_outbound
 from integration.router import route, route_hl7, route_report
@@ -81,7 +82,7 @@ async def serve(
 def main() -> None:
     """Entry point."""
     audit = get_audit_settings()
-    with process.started(get_storage_settings(), get_settings()) as own:
+    with process.started(get_storage_settings(), get_settings(), kind="integration", detail=open_circuits) as own:
         process.run(partial(serve, own=own, audit=audit, collector=syslog.make_collector(audit)))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
-from integration import health
+from integration import health, heartbeats
 from integration.config import IntegrationSettings
 from integration.logs import setup_logging
 from storage.config import StorageSettings, exit_if_unsafe
@@ -63,13 +63,23 @@ def begin(storage: StorageSettings, integration: IntegrationSettings) -> None:
 
 
 @contextmanager
-def started(storage: StorageSettings, integration: IntegrationSettings, *, checkpoints: bool = True) -> Iterator[Own]:
+def started(
+    storage: StorageSettings,
+    integration: IntegrationSettings,
+    *,
+    kind: str,
+    name: str = "",
+    detail: heartbeats.Detail | None = None,
+    checkpoints: bool = True,
+) -> Iterator[Own]:
     """`begin`, then make the process's engine (`checkpoints`: storage.db.make_engine) and object store
-    client, once; the engine is closed when the block ends."""
+    client, once, and beat as `kind`/`name` (integration.heartbeats) while the block runs; the engine
+    is closed when the block ends."""
     begin(storage, integration)
     engine = make_engine(storage.resolved_database_url(), checkpoints=checkpoints)
     try:
-        yield Own(storage, integration, engine, make_object_store(storage))
+        with heartbeats.beating(engine, kind=kind, name=name, detail=detail):
+            yield Own(storage, integration, engine, make_object_store(storage))
     finally:
         engine.dispose()
         log.info("stopped")

@@ -1,7 +1,7 @@
 """Declaring a study ready (DESIGN.md 5.4): each declaration is a new revision, announced as `study.ready`.
 
 The DICOM listener announces studies when they are quiet or complete; an admin releases a held
-study or asks for one to be routed again. Either way the revision, the outbox row and the audit
+study or asks for one to be routed again, or forwards it to a DICOM destination by hand. Either way the revision, the outbox row and the audit
 record commit in one transaction.
 """
 
@@ -17,9 +17,12 @@ from integration import topics
 from integration.errors import StudyNotFound, StudyStateConflict
 from integration.messages import InstanceRef, StudyReady
 from storage.db import session_scope
+from storage.destinations import get_destination
+from storage.forwards import ForwardItem, queue_forward
 from storage.outbox import add_event
 from storage.instances import study_instances
 from storage.tables.index import Study
+from storage.tables.outbound import Forward
 
 ReadyReason = Literal["quiet-period", "count-reached", "manual-release", "reprocess"]
 
@@ -111,3 +114,37 @@ def reprocess_study(engine: Engine, *, study_uid: str, who: str) -> StudyReady:
     """`reprocess` in a transaction of its own."""
     with session_scope(engine) as session:
         return reprocess(session, study_uid=study_uid, who=who)
+
+
+def forward(session: Session, *, study_uid: str, destination_id: int, who: str) -> Forward:
+    """Queue a stored study's current revision for a DICOM destination, as a person asked (rule
+    "manual:<who>"); StudyStateConflict when the destination takes no studies or has it queued already."""
+    study = session.get(Study, study_uid)
+    if study is None:
+        raise StudyNotFound(f"study {study_uid} is not stored")
+    destination = get_destination(session, destination_id=destination_id)
+    if destination is None or destination.kind != "dicom" or not destination.enabled:
+        raise StudyStateConflict(f"destination {destination_id} is not an enabled DICOM destination")
+    items = [
+        ForwardItem(
+            sop_uid=i.sop_uid,
+            object_key=i.object_key,
+            sop_class_uid=i.sop_class_uid,
+            transfer_syntax_uid=i.transfer_syntax_uid,
+        )
+        for i, _ in study_instances(session, study_uid=study_uid)
+    ]
+    queued = queue_forward(
+        session,
+        destination_id=destination_id,
+        study_uid=study_uid,
+        revision=study.revision,
+        correlation_id=study.correlation_id,
+        rule=f"manual:{who}"[:64],
+        instances=items,
+    )
+    if queued is None:
+        raise StudyStateConflict(
+            f"revision {study.revision} of {study_uid} is queued for {destination.name} already; retry that forward instead"
+        )
+    return queued

@@ -30,7 +30,7 @@ async def serve(stop: asyncio.Event, *, settings: ResultsSettings, own: process.
 def main() -> None:
     """Run the consumer until SIGTERM or SIGINT."""
     settings = get_settings()
-    with process.started(get_storage_settings(), get_integration_settings()) as own:
+    with process.started(get_storage_settings(), get_integration_settings(), kind="results") as own:
         # ORU^R01 from our HL7 identity; pushed reports link to the FHIR API as the EHRs see it
         # (DOCTORAI_PUBLIC_BASE_URL, the setting the API reads too); SRs read the inputs' headers
         # from the object store and are written there (results/sr_queue.py).

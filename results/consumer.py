@@ -119,6 +119,9 @@ def _record_report(session: Session, message: InferenceResult, report_id: str) -
             revision=message.revision,
             diagnostic_report_id=report_id,
             created_at=datetime.now(UTC),
+            # The console's figures (storage/overview.py): a positive finding, and the latency's start.
+            positive=any(f.positive for f in message.findings) if message.findings else None,
+            study_received_at=message.last_received_at,
         )
     )
 

@@ -4,13 +4,15 @@ The integration process stores each letter of the `dlq` topic here; a replay put
 payload back on its original topic through the outbox, so it is published like any other event.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.outbox import add_payload
+from storage.paging import Columns, Order, page
 from storage.tables.pipeline import DeadLetter
 
 STATUSES = ("open", "replayed", "discarded")
@@ -54,18 +56,34 @@ def save_letter(session: Session, letter: Letter, *, now: datetime | None = None
     return row
 
 
+# The columns a list of letters may be sorted on.
+LETTER_SORTS: Columns = {
+    "id": DeadLetter.id,
+    "created": DeadLetter.created_at,
+    "topic": DeadLetter.source_topic,
+    "status": DeadLetter.status,
+    "resolved": DeadLetter.resolved_at,
+}
+DEFAULT_LETTER_ORDER = (Order("id", descending=True),)
+
+
 def list_letters(
-    session: Session, *, status: str | None = None, topic: str | None = None, limit: int = 100, offset: int = 0
+    session: Session,
+    *,
+    status: str | None = None,
+    topic: str | None = None,
+    order: Sequence[Order] = DEFAULT_LETTER_ORDER,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[DeadLetter], int]:
-    """One page of letters (of a status, of a source topic), newest first, and how many match in all."""
+    """One page of letters (of a status, of a source topic), newest first unless ordered otherwise, and how
+    many match."""
     stmt = select(DeadLetter)
     if status is not None:
         stmt = stmt.where(DeadLetter.status == status)
     if topic is not None:
         stmt = stmt.where(DeadLetter.source_topic == topic)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(DeadLetter.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, stmt, columns=LETTER_SORTS, order=order, tiebreak=[DeadLetter.id], limit=limit, offset=offset)
 
 
 def get_letter(session: Session, *, letter_id: int) -> DeadLetter | None:

@@ -6,9 +6,10 @@ attempts, retry of a dead one) is storage.queues'.
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from storage.paging import Columns
 from storage.queues import close_attempt, enqueue
 from storage.tables.outbound import Delivery
 
@@ -49,6 +50,31 @@ def mark_failed(
     return close_attempt(row, error=error, retry_in=retry_in)
 
 
+def delivery_query(
+    *, status: str | None = None, destination_id: int | None = None, correlation_id: str | None = None
+) -> Select[Delivery]:
+    """The deliveries of one status, to one destination, of one study (its correlation id); None: any."""
+    stmt = select(Delivery)
+    if status is not None:
+        stmt = stmt.where(Delivery.status == status)
+    if destination_id is not None:
+        stmt = stmt.where(Delivery.destination_id == destination_id)
+    if correlation_id is not None:
+        stmt = stmt.where(Delivery.correlation_id == correlation_id)
+    return stmt
+
+
+# The columns a list of deliveries may be sorted on (the admin API pages them with storage.paging).
+DELIVERY_SORTS: Columns = {
+    "id": Delivery.id,
+    "created": Delivery.created_at,
+    "finished": Delivery.finished_at,
+    "status": Delivery.status,
+    "attempts": Delivery.attempts,
+    "destination": Delivery.destination_id,
+}
+
+
 def deliveries(
     session: Session,
     *,
@@ -57,10 +83,6 @@ def deliveries(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[Delivery]:
-    """Deliveries (optionally of one status, to one destination), newest first: what the admin sees."""
-    stmt = select(Delivery).order_by(Delivery.id.desc())
-    if status is not None:
-        stmt = stmt.where(Delivery.status == status)
-    if destination_id is not None:
-        stmt = stmt.where(Delivery.destination_id == destination_id)
+    """Deliveries (optionally of one status, to one destination), newest first."""
+    stmt = delivery_query(status=status, destination_id=destination_id).order_by(Delivery.id.desc())
     return list(session.scalars(stmt.limit(limit).offset(offset)))

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from storage.paging import Columns
 from storage.queues import close_attempt, enqueue
 from storage.tables.outbound import Forward, ForwardInstance
 
@@ -72,6 +73,38 @@ def queue_forward(
     return row
 
 
+def forward_query(
+    *,
+    status: str | None = None,
+    destination_id: int | None = None,
+    study_uid: str | None = None,
+    kind: str | None = None,
+) -> Select[Forward]:
+    """The forwards of one status, destination, study or kind; None: any."""
+    stmt = select(Forward)
+    if status is not None:
+        stmt = stmt.where(Forward.status == status)
+    if destination_id is not None:
+        stmt = stmt.where(Forward.destination_id == destination_id)
+    if study_uid is not None:
+        stmt = stmt.where(Forward.study_uid == study_uid)
+    if kind is not None:
+        stmt = stmt.where(Forward.kind == kind)
+    return stmt
+
+
+# The columns a list of forwards may be sorted on (the admin API pages them with storage.paging).
+FORWARD_SORTS: Columns = {
+    "id": Forward.id,
+    "created": Forward.created_at,
+    "finished": Forward.finished_at,
+    "status": Forward.status,
+    "attempts": Forward.attempts,
+    "destination": Forward.destination_id,
+    "study": Forward.study_uid,
+}
+
+
 def list_forwards(
     session: Session,
     *,
@@ -81,17 +114,9 @@ def list_forwards(
     limit: int = 100,
     kind: str | None = None,
 ) -> list[Forward]:
-    """Forwards, newest first, optionally of one status, destination, study or kind: what the admin sees."""
-    stmt = select(Forward).order_by(Forward.id.desc()).limit(limit)
-    if status is not None:
-        stmt = stmt.where(Forward.status == status)
-    if destination_id is not None:
-        stmt = stmt.where(Forward.destination_id == destination_id)
-    if study_uid is not None:
-        stmt = stmt.where(Forward.study_uid == study_uid)
-    if kind is not None:
-        stmt = stmt.where(Forward.kind == kind)
-    return list(session.scalars(stmt))
+    """Forwards, newest first, optionally of one status, destination, study or kind."""
+    stmt = forward_query(status=status, destination_id=destination_id, study_uid=study_uid, kind=kind)
+    return list(session.scalars(stmt.order_by(Forward.id.desc()).limit(limit)))
 
 
 def forward_instances(session: Session, *, forward_id: int) -> list[ForwardInstance]:

@@ -1,11 +1,13 @@
 """Queries on received HL7 v2 messages: duplicates, rows, and the per-message unmapped report."""
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, cast, select
 from sqlalchemy.orm import Session
 
 from storage.errors import AmbiguousMessage, MessageNotFound
+from storage.paging import Columns, Order, page
 from storage.tables.hl7 import Hl7Message
 
 
@@ -61,6 +63,17 @@ def _sent_by(stmt: Select[Hl7Message], sender: str | None) -> Select[Hl7Message]
     return stmt.where(Hl7Message.sender_facility == facility) if facility else stmt
 
 
+# The columns a list of messages may be sorted on.
+MESSAGE_SORTS: Columns = {
+    "received": Hl7Message.received_at,
+    "sender": Hl7Message.sender_application,
+    "type": Hl7Message.message_type,
+    "status": Hl7Message.status,
+    "control_id": Hl7Message.control_id,
+}
+DEFAULT_MESSAGE_ORDER = (Order("received", descending=True),)
+
+
 def list_messages(
     session: Session,
     *,
@@ -68,14 +81,17 @@ def list_messages(
     sender: str | None = None,
     message_type: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     with_unmapped: bool = False,
+    order: Sequence[Order] = DEFAULT_MESSAGE_ORDER,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Hl7Message], int]:
-    """Received messages, newest first, and how many match in all.
+    """Received messages, newest first unless ordered otherwise, and how many match in all.
 
-    `sender` is MSH-3, or "MSH-3^MSH-4"; `message_type` is MSH-9.1 or "MSH-9.1^MSH-9.2";
-    `with_unmapped` keeps messages whose unmapped report is not empty.
+    `sender` is MSH-3, or "MSH-3^MSH-4"; `message_type` is MSH-9.1 or "MSH-9.1^MSH-9.2"; `since`
+    and `until` bound the time received (inclusive); `with_unmapped` keeps messages whose unmapped
+    report is not empty.
     """
     stmt = select(Hl7Message)
     if status:
@@ -88,10 +104,9 @@ def list_messages(
             stmt = stmt.where(Hl7Message.trigger_event == trigger)
     if since is not None:
         stmt = stmt.where(Hl7Message.received_at >= since)
-    rows = list(session.scalars(stmt.order_by(Hl7Message.received_at.desc(), Hl7Message.id)))
+    if until is not None:
+        stmt = stmt.where(Hl7Message.received_at <= until)
     if with_unmapped:
-        # The report is JSON: filtered here rather than with each database's JSON operators.
-        rows = [r for r in rows if r.unmapped]
-        return rows[offset : offset + limit], len(rows)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    return rows[offset : offset + limit], total
+        # The report is JSON written by json.dumps: an empty one is the text "{}" on SQLite and PostgreSQL.
+        stmt = stmt.where(cast(Hl7Message.unmapped, String) != "{}")
+    return page(session, stmt, columns=MESSAGE_SORTS, order=order, tiebreak=[Hl7Message.id], limit=limit, offset=offset)

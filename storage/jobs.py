@@ -1,10 +1,12 @@
 """Inference jobs (one model run on one revision of a study) and the reports made from them."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from storage.paging import Columns, Order, page
 from storage.tables.pipeline import InferenceJob, Report
 
 
@@ -64,16 +66,28 @@ def study_reports(session: Session, *, study_uid: str) -> list[Report]:
     return list(session.scalars(select(Report).where(Report.study_uid == study_uid).order_by(Report.created_at)))
 
 
+# The columns a list of jobs may be sorted on.
+JOB_SORTS: Columns = {
+    "created": InferenceJob.created_at,
+    "finished": InferenceJob.finished_at,
+    "model": InferenceJob.model,
+    "status": InferenceJob.status,
+    "study": InferenceJob.study_uid,
+}
+DEFAULT_JOB_ORDER = (Order("created", descending=True),)
+
+
 def list_jobs(
     session: Session,
     *,
     status: str | None = None,
     model: str | None = None,
     study_uid: str | None = None,
+    order: Sequence[Order] = DEFAULT_JOB_ORDER,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[InferenceJob], int]:
-    """One page of inference jobs, newest first, and how many match in all."""
+    """One page of inference jobs (newest first unless ordered otherwise), and how many match in all."""
     stmt = select(InferenceJob)
     if status is not None:
         stmt = stmt.where(InferenceJob.status == status)
@@ -81,6 +95,6 @@ def list_jobs(
         stmt = stmt.where(InferenceJob.model == model)
     if study_uid is not None:
         stmt = stmt.where(InferenceJob.study_uid == study_uid)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = stmt.order_by(InferenceJob.created_at.desc(), InferenceJob.job_id).limit(limit).offset(offset)
-    return list(session.scalars(page)), total
+    return page(
+        session, stmt, columns=JOB_SORTS, order=order, tiebreak=[InferenceJob.job_id], limit=limit, offset=offset
+    )

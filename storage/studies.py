@@ -1,13 +1,15 @@
 """Queries on studies: the ones gone quiet (the stability sweep), and what the admin API shows of
 them (filtered lists, one study's parts, its timeline)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.jobs import study_jobs
+from storage.paging import Columns, Order, page
 from storage.steps import IN_PROGRESS
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance, PerformedStep, Series, Study
@@ -51,24 +53,95 @@ class StudyFilter:
     until: datetime | None = None
     calling_ae: str | None = None
     modality: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    # StudyDate (0008,0020) from and to, as DICOM DA values YYYYMMDD, inclusive.
+    study_date_from: str | None = None
+    study_date_to: str | None = None
 
 
-def list_studies(session: Session, where: StudyFilter, *, limit: int, offset: int) -> tuple[list[Study], int]:
-    """One page of matching studies, most recently received first, and how many match in all."""
+# The columns a list of studies may be sorted on.
+STUDY_SORTS: Columns = {
+    "received": Study.last_received_at,
+    "first_received": Study.first_received_at,
+    "ready": Study.ready_at,
+    "study_date": Study.study_date,
+    "patient": Study.patient_id,
+    "accession": Study.accession_number,
+    "calling_ae": Study.calling_ae,
+    "status": Study.status,
+    "revision": Study.revision,
+}
+DEFAULT_STUDY_ORDER = (Order("received", descending=True),)
+
+
+def _where(where: StudyFilter) -> Select[Study]:
     stmt = select(Study)
-    if where.status is not None:
-        stmt = stmt.where(Study.status == where.status)
+    for column, value in (
+        (Study.status, where.status),
+        (Study.calling_ae, where.calling_ae),
+        (Study.patient_id, where.patient_id),
+        (Study.accession_number, where.accession_number),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
     if where.since is not None:
         stmt = stmt.where(Study.last_received_at >= where.since)
     if where.until is not None:
         stmt = stmt.where(Study.last_received_at <= where.until)
-    if where.calling_ae is not None:
-        stmt = stmt.where(Study.calling_ae == where.calling_ae)
+    if where.study_date_from is not None:
+        stmt = stmt.where(Study.study_date >= where.study_date_from)
+    if where.study_date_to is not None:
+        stmt = stmt.where(Study.study_date <= where.study_date_to)
     if where.modality is not None:
         stmt = stmt.where(Study.study_uid.in_(select(Series.study_uid).where(Series.modality == where.modality)))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = stmt.order_by(Study.last_received_at.desc(), Study.study_uid).limit(limit).offset(offset)
-    return list(session.scalars(page)), total
+    return stmt
+
+
+def list_studies(
+    session: Session, where: StudyFilter, *, order: Sequence[Order] = DEFAULT_STUDY_ORDER, limit: int, offset: int
+) -> tuple[list[Study], int]:
+    """One page of matching studies (most recently received first unless ordered otherwise), and how many match."""
+    return page(
+        session,
+        _where(where),
+        columns=STUDY_SORTS,
+        order=order,
+        tiebreak=[Study.study_uid],
+        limit=limit,
+        offset=offset,
+    )
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One time a study was declared ready: its revision, why, when, by whom, with how many instances."""
+
+    revision: int
+    reason: str
+    at: datetime
+    who: str
+    instances: int
+
+
+def revisions(session: Session, *, study_uid: str, subtype: str) -> list[Revision]:
+    """Every revision of a study, oldest first, from the audit records of this subtype that declared it
+    ready (audit.records.STUDY_READY, written by integration/studies.py)."""
+    stmt = (
+        select(AuditEvent)
+        .where(AuditEvent.entity_what == study_uid, AuditEvent.subtype == subtype)
+        .order_by(AuditEvent.id)
+    )
+    return [
+        Revision(
+            revision=int(row.detail.get("revision", 0)),
+            reason=str(row.detail.get("reason", "")),
+            at=row.recorded_at,
+            who=row.agent_who,
+            instances=int(row.detail.get("instances", 0)),
+        )
+        for row in session.scalars(stmt)
+    ]
 
 
 def series_with_counts(session: Session, *, study_uid: str) -> list[tuple[Series, int]]:

@@ -195,14 +195,13 @@ class EngineRun:
         )
 
 
-@pytest.fixture
-def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
+def _engine_on(services: StackConfig, var_dir: Path) -> Iterator[EngineRun]:
     """An engine on the session's services, with its own SQLite database and topic prefix."""
     base = free_ports()
     ports = replace(base, s3=services.ports.s3, kafka=services.ports.kafka)
     prefix = f"t{uuid.uuid4().hex[:8]}."
     config = StackConfig(
-        var_dir=tmp_path / "var",
+        var_dir=var_dir,
         ports=ports,
         quiet_period_seconds=1.0,
         topic_prefix=prefix,
@@ -212,6 +211,18 @@ def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
     run = EngineRun(config)
     yield run
     run.stop()
+
+
+@pytest.fixture
+def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
+    """An engine on the session's services, with its own SQLite database and topic prefix."""
+    yield from _engine_on(services, tmp_path / "var")
+
+
+@pytest.fixture(scope="module")
+def module_engine_run(services: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineRun]:
+    """One engine for every test of a module (which starts it), when its tests can share data."""
+    yield from _engine_on(services, tmp_path_factory.mktemp("engine") / "var")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The `doctorai` command, one module per command group: `up`/`init` start the local stack or prepare
 real services (up.py), `token` and `clients` (api.py), `peers`, `models`, `studies`, `index`,
-`destinations`/`deliveries`/`hl7` (hl7.py) and `audit`.
+`destinations`/`deliveries`/`hl7` (hl7.py), `audit` and `users` (people who sign in to the console).
 
 This is a composition root like a `__main__`: it may reach into every package. Each command imports
 what it needs when it runs, so `doctorai token` does not load the inference frameworks.
@@ -21,7 +21,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from doctorai.cli import api, audit, hl7, index, models, peers, studies, up
+from doctorai.cli import api, audit, hl7, index, models, peers, studies, up, users
 from doctorai.stack import StackError
 from fhir_api.errors import FhirError
 from inference.errors import InferenceError
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand; errors as one line on stderr and exit status 1."""
     parser = Parser(prog="doctorai", description="DoctorAI integration engine")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (up, audit, hl7, api, peers, models, studies, index):
+    for group in (up, audit, hl7, api, peers, models, studies, index, users):
         group.add_parser(sub)
     args = parser.parse_args(argv)
     command = " ".join(str(v) for k, v in vars(args).items() if k in ("command", "action") or k.endswith("_command"))

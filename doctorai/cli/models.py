@@ -2,6 +2,8 @@
 versions (integration.models: the same rules as the admin API's)."""
 
 import argparse
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from doctorai.cli.database import database
@@ -49,6 +51,9 @@ def _change(args: argparse.Namespace) -> int:
             for row in model_packages(session, name=args.name):
                 activated = f"{row.activated_at:%Y-%m-%d %H:%M:%S}" if row.activated_at else "-"
                 print(f"{row.name:24} {row.version:16} {row.framework:12} {row.status:9} activated {activated}")
+            # Issue 16: a rule whose model nothing runs gives its studies no job and no explanation.
+            for warning in registry.rule_warnings(session, now=datetime.now(UTC)):
+                print(f"warning: rule {warning.rule} runs {warning.model}: {warning.problem}", file=sys.stderr)
         elif args.action == "activate":
             registry.activate(session, name=args.name, version=args.version)
             print(f"{args.name} {args.version} active")

@@ -1,9 +1,12 @@
-"""Who may use the admin API and what they did: roles, the actor of a request, audited changes.
+"""Who may use the admin API and what they did: the role table, the actor of a request, audited changes.
 
-Every route needs a bearer token (the Gate refuses requests without one before they get here)
-carrying the `admin` role, or the `operator` role for reads (GET). Every change writes one audit
-record, with who made it, from where, on what, and the JSON before and after (secrets masked), in
-the transaction of the change. Route modules import this module, never the application.
+Every route needs a credential (the Gate refuses requests without one before they get here): a
+bearer token carrying roles, or a console session, whose person has one role. The role table
+(fhir_api/auth/roles.py) says which roles may read (GET) and change each area (the first segment
+of the path); the console shows each person only what the table allows them, and `authorize`
+refuses the rest anyway. Every change writes one audit record, with who made it, from
+where, on what, and the JSON before and after (secrets masked), in the transaction of the change.
+Route modules import this module, never the application.
 """
 
 import json
@@ -16,11 +19,12 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import AuditRecord, Hop
-from fhir_api.auth.tokens import ADMIN, OPERATOR, Principal
+from fhir_api.auth.roles import CHANGERS, READERS, area_of, may
+from fhir_api.auth.tokens import Principal
 from fhir_api.deps import PrincipalDep, client_address
 from fhir_api.errors import Forbidden
 
-# RFC 9110 section 9.2.1: the safe methods an operator may use.
+# RFC 9110 section 9.2.1: the safe methods, which only read.
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Option keys whose values are credentials: never answered, never written to the audit trail.
 SECRET_KEYS = frozenset({"token", "password", "secret"})
@@ -28,15 +32,16 @@ MASK = "********"
 # Correlation id of admin records that belong to no study.
 ADMIN_CORRELATION = "admin"
 
-
 def authorize(request: Request, principal: PrincipalDep) -> Principal:
-    """The caller, when its roles allow this request: admin for everything, operator for reads only."""
-    roles = set(principal.roles)
-    if request.method in READ_METHODS:
-        if not roles & {ADMIN, OPERATOR}:
-            raise Forbidden("the admin API needs the admin or operator role")
-    elif ADMIN not in roles:
-        raise Forbidden("changes through the admin API need the admin role")
+    """The caller, when the role table lets one of its roles make this request."""
+    relative = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    area = area_of(relative)
+    change = request.method not in READ_METHODS
+    if not may(set(principal.roles), area=area, change=change):
+        verb = "change" if change else "read"
+        allowed = sorted((CHANGERS if change else READERS).get(area, frozenset()))
+        needs = " or ".join(allowed) if allowed else "no role"
+        raise Forbidden(f"to {verb} {area or 'the admin API'} needs the {needs} role")
     return principal
 
 
@@ -64,6 +69,23 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 def mask(values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy with every non-empty secret replaced by a fixed mask."""
     return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in values.items()}
+
+
+def audit_read(
+    session: Session, actor: Actor, *, hop: Hop, correlation_id: str, detail: Mapping[str, str], entity: str = ""
+) -> None:
+    """Record that a person (or client) read what a message or report carries, in the read's transaction."""
+    audit_log.append(
+        session,
+        AuditRecord(
+            hop=hop,
+            correlation_id=correlation_id,
+            agent_who=actor.subject,
+            agent_address=actor.address,
+            entity_what=(entity or actor.path)[:256],
+            detail=dict(detail),
+        ),
+    )
 
 
 def audit_change(

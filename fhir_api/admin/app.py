@@ -1,7 +1,7 @@
 """The admin REST API: a FastAPI sub-application mounted at `/admin` (its routes in admin/routes/).
 
-Answers are JSON; errors are RFC 9457 problem details (admin/problems.py). Roles and the audit of
-every change are in admin/access.py. The OpenAPI document is at /admin/openapi.json, behind the
+Answers are JSON; errors are RFC 9457 problem details (admin/problems.py); lists are pages
+(admin/paging.py). The role table and the audit of every change are in admin/access.py. The OpenAPI document is at /admin/openapi.json, behind the
 same roles.
 """
 
@@ -11,17 +11,20 @@ from fastapi.responses import JSONResponse
 from fhir_api.admin import problems
 from fhir_api.admin.access import authorize
 from fhir_api.admin.routes import (
+    audit,
     clients,
     dead_letters,
     destinations,
     forwards,
     hl7,
     models,
+    overview,
     peers,
     queues,
     rules,
     stats,
     studies,
+    users,
 )
 from fhir_api.config import ApiSettings
 from fhir_api.last_resort import LastResort
@@ -32,7 +35,11 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="DoctorAI admin API",
         version="0.1.0",
-        description="Configuration and operations of the engine: roles admin (read and change) and operator (read).",
+        description=(
+            "Configuration and operations of the engine: roles admin (read and change), operator (read), "
+            "auditor (the audit trail only). Credentials: a bearer token, or a console session cookie "
+            "with its X-CSRF-Token header on changes. Every list answers {total, items, limit, offset}."
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served below, behind the roles
@@ -44,6 +51,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
     # A mounted application has its own outermost error middleware, which would answer in plain text.
     app.add_middleware(LastResort)
     for module in (
+        overview,
         peers,
         destinations,
         rules,
@@ -55,6 +63,8 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         dead_letters,
         hl7,
         stats,
+        users,
+        audit,
     ):
         app.include_router(module.router)
 

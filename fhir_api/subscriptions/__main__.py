@@ -24,7 +24,7 @@ async def serve(stop: asyncio.Event, *, settings: ApiSettings, own: process.Own)
 def main() -> None:
     """Run the delivery loop."""
     settings = get_settings()
-    with process.started(get_storage_settings(), get_integration_settings()) as own:
+    with process.started(get_storage_settings(), get_integration_settings(), kind="subscriptions") as own:
         process.run(partial(serve, settings=settings, own=own))
 
 

@@ -10,11 +10,15 @@ Each rule works in the caller's transaction, so the admin API audits a change in
 """
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from integration.errors import ModelNotFound, ModelRetired
+from integration.heartbeats import HEALTHY_WITHIN
 from integration.models.manifest import Manifest
+from integration.rules import load_rules
 from storage.model_packages import (
     activate_model_package,
     active_model_version,
@@ -23,6 +27,7 @@ from storage.model_packages import (
     model_packages,
     retire_model_package,
 )
+from storage.heartbeats import live
 from storage.tables.pipeline import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -95,3 +100,34 @@ def active_version(session: Session, *, name: str) -> str:
 def manifest_of(session: Session, *, name: str, version: str) -> Manifest:
     """The registered manifest of one version."""
     return Manifest.model_validate_json(registered(session, name=name, version=version).manifest)
+
+
+@dataclass(frozen=True)
+class RuleWarning:
+    """An enabled routing rule that runs a model nothing will run: studies it matches get no job."""
+
+    rule: str
+    model: str
+    problem: str
+
+
+def rule_warnings(session: Session, *, now: datetime) -> list[RuleWarning]:
+    """Every enabled rule's model that is not registered, has no active version, or has no running
+    worker (no healthy `inference-<model>` heartbeat): what `doctorai models list` and the console warn of."""
+    statuses: dict[str, set[str]] = {}
+    for row in model_packages(session):
+        statuses.setdefault(row.name, set()).add(row.status)
+    workers = {row.name for row in live(session, since=now - HEALTHY_WITHIN, kind="inference")}
+    found = []
+    for _, rule in load_rules(session):
+        for model in dict.fromkeys(action.model for action in rule.run) if rule.enabled else ():
+            if model not in statuses:
+                problem = "not registered"
+            elif "active" not in statuses[model]:
+                problem = "no active version"
+            elif f"inference-{model}" not in workers:
+                problem = "no worker running"
+            else:
+                continue
+            found.append(RuleWarning(rule=rule.name, model=model, problem=problem))
+    return found

@@ -44,3 +44,15 @@ class Circuit:
         if self.failures >= self.threshold:
             self.opened_at = now
             metrics.CIRCUIT_OPEN.labels(self.destination).set(1)
+
+
+def open_circuits() -> dict[str, list[str]]:
+    """The destinations whose circuit is open in this process, from its gauge: the integration
+    process's heartbeat carries them to the console (integration/heartbeats.py)."""
+    names = [
+        sample.labels["destination"]
+        for family in metrics.CIRCUIT_OPEN.collect()
+        for sample in family.samples
+        if sample.value == 1
+    ]
+    return {"open_circuits": sorted(names)}

@@ -5,4 +5,4 @@ imports every area, so `base.Base.metadata` (what Alembic migrates) always holds
 the foreign keys between areas (an inference job's study, a forward's destination) resolve.
 """
 
-from storage.tables import access, audit, fhir, hl7, index, outbound, pipeline  # noqa: F401  (registers every table)
+from storage.tables import access, audit, fhir, hl7, index, outbound, pipeline, processes  # noqa: F401  (registers every table)

@@ -1,9 +1,9 @@
 """Who may talk to the engine: API clients (SMART Backend Services) with the assertions they used,
-and the DICOM peers allowed to send."""
+the DICOM peers allowed to send, and the people who sign in to the console with their sessions."""
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, Integer, String, Text, false
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.tables.base import Base, UTCDateTime
@@ -59,3 +59,34 @@ class DicomPeer(Base):
     may_move: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     may_get: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class User(Base):
+    """A person who signs in to the console: a role, a slow password hash, and the lock-out counters."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # admin | operator | auditor: the same roles as the admin API's tokens (fhir_api/admin/access.py).
+    role: Mapped[str] = mapped_column(String(16))
+    # "scrypt$n$r$p$salt$digest" (fhir_api/auth/users.py): the parameters travel with the hash.
+    password_hash: Mapped[str] = mapped_column(String(512))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ConsoleSession(Base):
+    """A signed-in person's session; the cookie carries a random id, the table only its SHA-256."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    # Sent back in the X-CSRF-Token header of every change (double submit, checked against this row).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

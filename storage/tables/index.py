@@ -4,7 +4,7 @@ the storage commitment requests (PS3.4 Annex J) whose reports are still to be se
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.tables.base import Base, UID, UTCDateTime
@@ -96,7 +96,11 @@ class InstanceVersion(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("sop_uid", "version", name="uq_instance_version"),)
+    # received_at: instances received per minute (the console's overview, storage/overview.py).
+    __table_args__ = (
+        UniqueConstraint("sop_uid", "version", name="uq_instance_version"),
+        Index("ix_instance_versions_received_at", "received_at"),
+    )
 
 
 class PerformedStep(Base):

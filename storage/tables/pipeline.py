@@ -77,7 +77,11 @@ class InferenceJob(Base):
     # worker, so that a restarted worker does not retry a poison input forever.
     crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    __table_args__ = (UniqueConstraint("study_uid", "model", "model_version", "revision", name="uq_job_input"),)
+    __table_args__ = (
+        UniqueConstraint("study_uid", "model", "model_version", "revision", name="uq_job_input"),
+        # The console's per-model figures over a window (storage/overview.py).
+        Index("ix_inference_jobs_model_created", "model", "created_at"),
+    )
 
 
 class Report(Base):
@@ -89,7 +93,11 @@ class Report(Base):
     study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
     revision: Mapped[int] = mapped_column(Integer)
     diagnostic_report_id: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # Whether a finding was positive (None: the model reported no findings), and when the study's
+    # last instance had arrived: the console's share of positive findings and end-to-end latency.
+    positive: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    study_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DeadLetter(Base):

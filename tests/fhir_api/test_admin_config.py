@@ -31,7 +31,7 @@ def test_peer_crud_reaches_the_listeners_table_and_is_audited(api: Api) -> None:
     with session_scope(api.engine) as session:
         peer = get_peer(session, ae_title="CT_ROOM1")
     assert peer is not None and peer.quiet_period_seconds == 10 and peer.host == "10.1.2.3"
-    assert httpx.get(f"{api.url}/admin/peers", headers=admin).json()[0]["duplicate_policy"] == "reject"
+    assert httpx.get(f"{api.url}/admin/peers", headers=admin).json()["items"][0]["duplicate_policy"] == "reject"
     bad = httpx.put(f"{api.url}/admin/peers/CT_ROOM1", json={"duplicate_policy": "maybe"}, headers=admin)
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     too_long = httpx.put(f"{api.url}/admin/peers/ABCDEFGHIJKLMNOPQ", json={}, headers=admin)
@@ -114,7 +114,7 @@ def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> No
     assert httpx.post(f"{api.url}/admin/destinations", json=hook, headers=admin).json()["options"]["secret"] == MASK
     disabled = httpx.post(f"{api.url}/admin/destinations/{destination_id}/disable", headers=admin).json()
     assert disabled["enabled"] is False
-    listed = httpx.get(f"{api.url}/admin/destinations", headers=api.role("operator")).json()
+    listed = httpx.get(f"{api.url}/admin/destinations", headers=api.role("operator")).json()["items"]
     assert [d["name"] for d in listed] == ["ehr", "hook"]
     assert "pw-1" not in json.dumps(listed) and "hmac-key" not in json.dumps(listed)
     assert httpx.delete(f"{api.url}/admin/destinations/{destination_id}", headers=admin).status_code == 204
@@ -150,7 +150,7 @@ def test_model_activation_switches_the_active_version(api: Api) -> None:
         is None
     )
     assert httpx.post(f"{api.url}/admin/models/pneumonia-cxr/9.9/activate", headers=admin).status_code == 404
-    listed = httpx.get(f"{api.url}/admin/models", headers=api.role("operator")).json()
+    listed = httpx.get(f"{api.url}/admin/models", headers=api.role("operator")).json()["items"]
     assert [(v["version"], v["status"]) for v in listed[0]["versions"]] == [("1.0", "inactive"), ("1.1", "retired")]
     first = _records(api, "admin-configuration")[0]
     assert json.loads(first.detail["before"]) == {"versions": {"1.0": "inactive", "1.1": "inactive"}}

@@ -51,7 +51,7 @@ def _seed(api: Api) -> tuple[int, int, int]:
 def test_dead_forwards_and_deliveries_are_listed_and_retried(api: Api) -> None:
     forward_id, delivery_id, _ = _seed(api)
     admin = api.role("admin")
-    listed = httpx.get(f"{api.url}/admin/forwards", params={"status": "dead"}, headers=api.role("operator")).json()
+    listed = httpx.get(f"{api.url}/admin/forwards", params={"status": "dead"}, headers=api.role("operator")).json()["items"]
     assert [(f["id"], f["study_uid"], f["instances"]["pending"]) for f in listed] == [(forward_id, UID, 2)]
     assert (listed[0]["kind"], listed[0]["job_id"]) == ("study", "")
     retried = httpx.post(f"{api.url}/admin/forwards/{forward_id}/retry", headers=admin)
@@ -59,7 +59,7 @@ def test_dead_forwards_and_deliveries_are_listed_and_retried(api: Api) -> None:
     assert httpx.post(f"{api.url}/admin/forwards/{forward_id}/retry", headers=admin).status_code == 409
     assert httpx.post(f"{api.url}/admin/forwards/999/retry", headers=admin).status_code == 404
 
-    dead = httpx.get(f"{api.url}/admin/deliveries", params={"status": "dead"}, headers=admin).json()
+    dead = httpx.get(f"{api.url}/admin/deliveries", params={"status": "dead"}, headers=admin).json()["items"]
     assert [d["id"] for d in dead] == [delivery_id]
     again = httpx.post(f"{api.url}/admin/deliveries/{delivery_id}/retry", headers=admin)
     assert again.status_code == 200 and again.json()["status"] == "pending"
@@ -98,12 +98,12 @@ def test_result_forwards_are_listed_by_kind(api: Api) -> None:
         assert result is not None
         result_id = result.id
     operator = api.role("operator")
-    listed = httpx.get(f"{api.url}/admin/forwards", params={"study_uid": UID}, headers=operator).json()
+    listed = httpx.get(f"{api.url}/admin/forwards", params={"study_uid": UID}, headers=operator).json()["items"]
     assert [(f["id"], f["kind"], f["job_id"]) for f in listed] == [
         (result_id, "result", "job-7"),
         (forward_id, "study", ""),
     ]
-    only = httpx.get(f"{api.url}/admin/forwards", params={"kind": "result"}, headers=operator).json()
+    only = httpx.get(f"{api.url}/admin/forwards", params={"kind": "result"}, headers=operator).json()["items"]
     assert [f["id"] for f in only] == [result_id]
     assert httpx.get(f"{api.url}/admin/forwards", params={"kind": "sr"}, headers=operator).status_code == 422
 

@@ -95,7 +95,7 @@ def test_an_uploaded_package_is_stored_activated_and_listed(api: Api, services: 
     assert store.get_bytes(model_key(name, "1.0.0", "model.onnx")) == _tiny_onnx()
     activated = httpx.post(f"{api.url}/admin/models/{name}/1.0.0/activate", headers=api.role("admin"))
     assert activated.status_code == 200 and activated.json()["active_version"] == "1.0.0"
-    listed = httpx.get(f"{api.url}/admin/models", headers=api.role("operator")).json()
+    listed = httpx.get(f"{api.url}/admin/models", headers=api.role("operator")).json()["items"]
     [model] = [entry for entry in listed if entry["name"] == name]
     assert model["active_version"] == "1.0.0" and model["versions"][0]["manifest"]["framework"] == "onnx"
     # Audited as the other admin changes are.

@@ -27,7 +27,7 @@ def test_rule_crud_is_validated_and_audited(api: Api) -> None:
     assert no_action.status_code == 422 and no_action.headers["content-type"] == "application/problem+json"
     bad_regex = {"name": "x", "match": {"study_description": "("}, "hold": True}
     assert httpx.post(f"{api.url}/admin/rules", json=bad_regex, headers=admin).status_code == 422
-    listed = httpx.get(f"{api.url}/admin/rules", headers=api.role("operator")).json()
+    listed = httpx.get(f"{api.url}/admin/rules", headers=api.role("operator")).json()["items"]
     assert listed[0]["name"] == "hold-all-cr"  # priority 1 comes first
     changed = httpx.put(f"{api.url}/admin/rules/{rule_id}", json={**HOLD_CR, "priority": 7}, headers=admin)
     assert changed.status_code == 200 and changed.json()["priority"] == 7

@@ -110,8 +110,10 @@ def test_one_study_and_its_timeline_in_time_order(api: Api, rg1: ReceivedInstanc
     )
     assert [(j["job_id"], j["status"]) for j in detail["jobs"]] == [("job-1", "done")]
     assert detail["revision"] == 2 and detail["ready_reason"] == "reprocess"
+    # Issue 16: each time it was declared ready, from its audit records (revision 1 was stored ready here).
+    assert [(r["revision"], r["reason"], r["who"]) for r in detail["revisions"]] == [(2, "reprocess", "pacs-admin")]
 
-    timeline = httpx.get(f"{api.url}/admin/studies/{CT}/timeline", headers=admin).json()
+    timeline = httpx.get(f"{api.url}/admin/studies/{CT}/timeline", headers=admin).json()["items"]
     assert [e["what"] for e in timeline] == [
         "instance-stored",
         "job-queued",

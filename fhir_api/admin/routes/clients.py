@@ -8,15 +8,17 @@ record of what it did, which names it by id.
 
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
+from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_SECURITY, USER_SECURITY_ATTRIBUTES_CHANGED
 from fhir_api.auth import clients
 from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound, Unprocessable
 from storage.db import session_scope
@@ -73,11 +75,15 @@ def _found(session: Session, client_id: str) -> ApiClient:
     return row
 
 
+_SORTS = ("client_id", "name", "auth_method", "enabled", "created_at")
+
+
 @router.get("")
-def list_clients(engine: EngineDep) -> list[ClientOut]:
-    """Every registered client, by id."""
+def list_clients(engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(_SORTS))]) -> Page[ClientOut]:
+    """The registered clients, by id unless sorted otherwise."""
     with session_scope(engine) as session:
-        return [ClientOut.model_validate(_document(row)) for row in clients.all_clients(session)]
+        found = [ClientOut.model_validate(_document(row)) for row in clients.all_clients(session)]
+    return page_of(found, paging, getattr)
 
 
 @router.get("/{client_id}")

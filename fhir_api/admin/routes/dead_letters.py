@@ -2,7 +2,8 @@
 
 A replay puts the original payload back on its original topic through the outbox, so the relay
 publishes it like any other event; a discard needs a reason. Both are audited under the failed
-message's correlation id, so they show in the study's timeline.
+message's correlation id, so they show in the study's timeline, and so is reading a letter's
+payload (which can carry patient data).
 """
 
 from datetime import datetime
@@ -13,12 +14,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_OPERATION
-from fhir_api.admin.params import Limit, Offset, RowId, SQL_INT_MAX
+from fhir_api.admin.params import Id, MAX_INT
 from fhir_api.admin.access import ActorDep, audit_change
+from fastapi import Depends
+from audit.records import ADMIN_INSPECTION
+from fhir_api.admin.access import audit_read
+from fhir_api.admin.paging import Page, Paging, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
-from storage.db import session_scope
-from storage.dead_letters import discard_letter, get_letter, list_letters, replay_letter
+from storage.db import read_scope, session_scope
+from storage.dead_letters import (
+    DEFAULT_LETTER_ORDER,
+    LETTER_SORTS,
+    discard_letter,
+    get_letter,
+    list_letters,
+    replay_letter,
+)
 from storage.tables.pipeline import DeadLetter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -45,19 +57,12 @@ class LetterDetail(LetterOut):
     payload: str
 
 
-class LetterPage(BaseModel):
-    """One page of letters and how many match in all."""
-
-    total: int
-    items: list[LetterOut]
-
-
 class ReplayIn(BaseModel):
     """Which open letters to replay."""
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[int, Field(ge=1, le=SQL_INT_MAX)]] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_INT)]] = Field(min_length=1, max_length=1000)
 
 
 class DiscardIn(BaseModel):
@@ -82,22 +87,26 @@ def _found(session: Session, letter_id: int) -> DeadLetter:
 @router.get("")
 def search_letters(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(LETTER_SORTS, DEFAULT_LETTER_ORDER))],
     status: str | None = None,
     topic: str | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> LetterPage:
-    """Dead letters by status (open, replayed, discarded) and source topic; newest first."""
-    with session_scope(engine) as session:
-        rows, total = list_letters(session, status=status, topic=topic, limit=limit, offset=offset)
-        return LetterPage(total=total, items=[LetterOut.model_validate(r, from_attributes=True) for r in rows])
+) -> Page[LetterOut]:
+    """Dead letters by status (open, replayed, discarded) and source topic; newest first unless sorted otherwise."""
+    with read_scope(engine) as session:
+        rows, total = list_letters(
+            session, status=status, topic=topic, order=paging.order, limit=paging.limit, offset=paging.offset
+        )
+        return paging.of([LetterOut.model_validate(r, from_attributes=True) for r in rows], total)
 
 
 @router.get("/{letter_id}")
-def read_letter(letter_id: RowId, engine: EngineDep) -> LetterDetail:
-    """One dead letter with its payload."""
+def read_letter(letter_id: Id, engine: EngineDep, actor: ActorDep) -> LetterDetail:
+    """One dead letter with its payload; reading it is audited, since a payload can carry patient data."""
     with session_scope(engine) as session:
-        return LetterDetail.model_validate(_found(session, letter_id), from_attributes=True)
+        row = _found(session, letter_id)
+        detail = {"dead_letter": str(row.id), "topic": row.source_topic}
+        audit_read(session, actor, hop=ADMIN_INSPECTION, correlation_id=row.correlation_id, detail=detail)
+        return LetterDetail.model_validate(row, from_attributes=True)
 
 
 @router.post("/replay")
@@ -124,7 +133,7 @@ def replay_letters(body: ReplayIn, engine: EngineDep, actor: ActorDep) -> list[L
 
 
 @router.post("/{letter_id}/discard")
-def discard(letter_id: RowId, body: DiscardIn, engine: EngineDep, actor: ActorDep) -> LetterOut:
+def discard(letter_id: Id, body: DiscardIn, engine: EngineDep, actor: ActorDep) -> LetterOut:
     """Close an open letter without replaying it (409 when it is resolved already)."""
     with session_scope(engine) as session:
         row = _found(session, letter_id)

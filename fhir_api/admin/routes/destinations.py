@@ -5,20 +5,22 @@ its options (token, password, secret) are never answered nor audited, only maske
 sends the mask back keeps the stored credential, so a client may edit what a GET returned.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
-from fhir_api.admin.params import RowId
+from fhir_api.admin.params import Id
 from fhir_api.admin.access import MASK, SECRET_KEYS, Actor, ActorDep, audit_change, mask
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import InvalidState, NotFound
-from storage.db import session_scope
+from integration.heartbeats import reported_open_circuits
+from storage.db import read_scope, session_scope
 from storage.destinations import (
     add_destination,
     delete_destination,
@@ -26,6 +28,7 @@ from storage.destinations import (
     get_destination,
     update_destination,
 )
+from storage.overview import queue_depths
 from storage.tables.outbound import Destination
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
@@ -148,6 +151,11 @@ class DestinationOut(BaseModel):
     enabled: bool
     options: dict[str, str]
     created_at: datetime
+    # Its queue (deliveries and forwards) pending and dead, and whether a running integration
+    # process has its circuit open (integration/outbound/circuit.py): not tried until it cools down.
+    pending: int = 0
+    dead: int = 0
+    circuit_open: bool = False
 
 
 def _document(row: Destination) -> dict[str, Any]:
@@ -166,6 +174,18 @@ def _document(row: Destination) -> dict[str, Any]:
 
 def _out(row: Destination) -> DestinationOut:
     return DestinationOut.model_validate(_document(row))
+
+
+def _with_queues(session: Session, rows: list[Destination]) -> list[DestinationOut]:
+    """The destinations as answered, with their queue depths and circuit state."""
+    depths = queue_depths(session, destination_id=rows[0].id if len(rows) == 1 else None)
+    circuits = reported_open_circuits(session, now=datetime.now(UTC))
+    return [
+        DestinationOut.model_validate(
+            {**_document(row), **depths.get(row.id, {}), "circuit_open": row.name in circuits}
+        )
+        for row in rows
+    ]
 
 
 def _settings(body: DicomDestination | MllpDestination | FhirDestination | WebhookDestination) -> dict[str, Any]:
@@ -199,18 +219,24 @@ def _audit(session: Session, actor: Actor, *, before: dict[str, Any] | None, aft
     )
 
 
+_SORTS = ("id", "name", "kind", "host", "enabled", "created_at", "pending", "dead")
+
+
 @router.get("")
-def list_destinations(engine: EngineDep, kind: str | None = None) -> list[DestinationOut]:
-    """Every destination (of one kind), by id."""
-    with session_scope(engine) as session:
-        return [_out(row) for row in destinations(session, kind=kind)]
+def list_destinations(
+    engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(_SORTS))], kind: str | None = None
+) -> Page[DestinationOut]:
+    """The destinations (of one kind), by id unless sorted otherwise, with their queues and circuits."""
+    with read_scope(engine) as session:
+        found = _with_queues(session, destinations(session, kind=kind))
+    return page_of(found, paging, getattr)
 
 
 @router.get("/{destination_id}")
-def read_destination(destination_id: RowId, engine: EngineDep) -> DestinationOut:
-    """One destination."""
-    with session_scope(engine) as session:
-        return _out(_found(session, destination_id))
+def read_destination(destination_id: Id, engine: EngineDep) -> DestinationOut:
+    """One destination, with its queue depths and circuit state."""
+    with read_scope(engine) as session:
+        return _with_queues(session, [_found(session, destination_id)])[0]
 
 
 @router.post("", status_code=201)
@@ -225,7 +251,7 @@ def create_destination(body: Annotated[DestinationIn, Body()], engine: EngineDep
 
 @router.put("/{destination_id}")
 def replace_destination(
-    destination_id: RowId, body: Annotated[DestinationIn, Body()], engine: EngineDep, actor: ActorDep
+    destination_id: Id, body: Annotated[DestinationIn, Body()], engine: EngineDep, actor: ActorDep
 ) -> DestinationOut:
     """Replace a destination's settings; a masked credential sent back keeps the stored one."""
     settings = _settings(body)
@@ -241,7 +267,7 @@ def replace_destination(
     return DestinationOut.model_validate(after)
 
 
-def _set_enabled(destination_id: int, enabled: bool, engine: EngineDep, actor: ActorDep) -> DestinationOut:
+def _set_enabled(destination_id: Id, enabled: bool, engine: EngineDep, actor: ActorDep) -> DestinationOut:
     with session_scope(engine) as session:
         row = _found(session, destination_id)
         before = _document(row)
@@ -252,19 +278,19 @@ def _set_enabled(destination_id: int, enabled: bool, engine: EngineDep, actor: A
 
 
 @router.post("/{destination_id}/enable")
-def enable_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> DestinationOut:
+def enable_destination(destination_id: Id, engine: EngineDep, actor: ActorDep) -> DestinationOut:
     """Send to this destination again; what was queued for it is sent."""
     return _set_enabled(destination_id, True, engine, actor)
 
 
 @router.post("/{destination_id}/disable")
-def disable_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> DestinationOut:
+def disable_destination(destination_id: Id, engine: EngineDep, actor: ActorDep) -> DestinationOut:
     """Stop sending to this destination; deliveries stay queued until it is enabled again."""
     return _set_enabled(destination_id, False, engine, actor)
 
 
 @router.delete("/{destination_id}", status_code=204)
-def remove_destination(destination_id: RowId, engine: EngineDep, actor: ActorDep) -> Response:
+def remove_destination(destination_id: Id, engine: EngineDep, actor: ActorDep) -> Response:
     """Remove a destination that never had deliveries (409 otherwise: disable it instead)."""
     try:
         with session_scope(engine) as session:

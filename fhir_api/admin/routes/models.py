@@ -9,24 +9,28 @@ queued finish on the version they name. A retired version cannot be activated ag
 import json
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
+from collections import Counter
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
 from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import BodyDep, EngineDep, ObjectStoreDep, SettingsDep
 from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
 from integration.errors import InvalidManifest
+from integration.heartbeats import HEALTHY_WITHIN
 from integration.models import registry
 from integration.models.packages import read_package, unpack, upload
-from storage.db import session_scope
+from storage.db import read_scope, session_scope
+from storage.heartbeats import live
 from storage.model_packages import model_package, model_packages
 from storage.tables.pipeline import ModelPackage
 
@@ -62,16 +66,18 @@ class ModelVersion(BaseModel):
 
 
 class ModelOut(BaseModel):
-    """A model and its versions, oldest upload first."""
+    """A model and its versions, oldest upload first, and how many workers run it now."""
 
     name: str
     active_version: str | None
     versions: list[ModelVersion]
+    workers: int = 0
 
 
-def _model(name: str, rows: list[ModelPackage]) -> ModelOut:
+def _model(name: str, rows: list[ModelPackage], workers: int = 0) -> ModelOut:
     return ModelOut(
         name=name,
+        workers=workers,
         active_version=next((r.version for r in rows if r.status == "active"), None),
         versions=[
             ModelVersion(
@@ -91,12 +97,23 @@ def _statuses(session: Session, name: str) -> dict[str, str]:
     return {r.version: r.status for r in model_packages(session, name=name)}
 
 
+def _workers(session: Session) -> Counter[str]:
+    """Running workers per model (healthy inference heartbeats, named inference-<model>)."""
+    since = datetime.now(UTC) - HEALTHY_WITHIN
+    return Counter(row.name.removeprefix("inference-") for row in live(session, since=since, kind="inference"))
+
+
+_SORTS = ("name", "active_version", "workers")
+
+
 @router.get("")
-def list_models(engine: EngineDep) -> list[ModelOut]:
-    """Every registered model with its versions."""
-    with session_scope(engine) as session:
+def list_models(engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(_SORTS))]) -> Page[ModelOut]:
+    """The registered models with their versions and running workers, by name unless sorted otherwise."""
+    with read_scope(engine) as session:
         rows = model_packages(session)
-    return [_model(name, list(group)) for name, group in groupby(rows, key=lambda r: r.name)]
+        workers = _workers(session)
+    found = [_model(name, list(group), workers[name]) for name, group in groupby(rows, key=lambda r: r.name)]
+    return page_of(found, paging, getattr)
 
 
 @router.post("", status_code=201, openapi_extra=_ARCHIVE_BODY)
@@ -149,12 +166,13 @@ def upload_model(
 
 @router.get("/{name}")
 def read_model(name: str, engine: EngineDep) -> ModelOut:
-    """One model's versions."""
-    with session_scope(engine) as session:
+    """One model's versions and running workers."""
+    with read_scope(engine) as session:
         rows = model_packages(session, name=name)
+        workers = _workers(session)[name]
     if not rows:
         raise NotFound(f"no model {name} is registered")
-    return _model(name, rows)
+    return _model(name, rows, workers)
 
 
 # Each action is the registry's rule (integration.models.registry); an unknown version is 404
@@ -192,6 +210,23 @@ def activate_model(name: str, version: str, engine: EngineDep, actor: ActorDep) 
 def deactivate_model(name: str, version: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
     """Take this version out of use until it is activated again; new jobs of the model find no version."""
     return _change(name, version, "deactivate", engine, actor)
+
+
+@router.post("/{name}/rollback")
+def rollback_model(name: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    """Activate the version that was active before the current one (404 when there is none)."""
+    with session_scope(engine) as session:
+        before = _statuses(session, name)
+        version = registry.rollback(session, name=name)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before={"versions": before},
+            after={"versions": _statuses(session, name)},
+            detail={"alert_type": SOFTWARE_CONFIGURATION, "model": name, "version": version, "action": "rollback"},
+        )
+        return _model(name, model_packages(session, name=name))
 
 
 @router.post("/{name}/{version}/retire")

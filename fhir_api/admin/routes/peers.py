@@ -8,12 +8,13 @@ effect within seconds, without a restart.
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit.records import ADMIN_CONFIGURATION, NETWORK_CONFIGURATION
 from fhir_api.admin.params import StoredInt
 from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from storage.db import session_scope
@@ -58,11 +59,15 @@ def _out(peer: Peer) -> PeerOut:
     return PeerOut.model_validate(asdict(peer))
 
 
+_SORTS = ("ae_title", "host", "quiet_period_seconds", "max_associations", "duplicate_policy")
+
+
 @router.get("")
-def list_peers(engine: EngineDep) -> list[PeerOut]:
-    """Every peer allowed to send, by AE title."""
+def list_peers(engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(_SORTS))]) -> Page[PeerOut]:
+    """The peers allowed to send, by AE title unless sorted otherwise."""
     with session_scope(engine) as session:
-        return [_out(p) for p in all_peers(session)]
+        peers = [_out(p) for p in all_peers(session)]
+    return page_of(peers, paging, getattr)
 
 
 @router.get("/{ae_title}")

@@ -3,29 +3,26 @@
 under the study's correlation id."""
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from audit.records import ADMIN_OPERATION
 from fhir_api.admin.access import ActorDep, audit_change
-from fhir_api.admin.params import Limit, Offset, RowIdFilter
-from fhir_api.deps import EngineDep
+from fhir_api.admin.paging import Page, Paging, sorted_by
+from fhir_api.admin.params import QueryId
 from fhir_api.admin.routes.studies import JobOut, job_out
+from fhir_api.deps import EngineDep
 from integration import jobs
-from storage.db import session_scope
-from storage.deliveries import deliveries
-from storage.jobs import list_jobs
+from storage.db import read_scope, session_scope
+from storage.deliveries import DELIVERY_SORTS, delivery_query
+from storage.jobs import DEFAULT_JOB_ORDER, JOB_SORTS, list_jobs
+from storage.paging import Order
+from storage.tables.outbound import Delivery
 from storage.tables.pipeline import InferenceJob
 
 router = APIRouter(tags=["queues"])
-
-
-class JobPage(BaseModel):
-    """One page of jobs and how many match in all."""
-
-    total: int
-    items: list[JobOut]
 
 
 class DeliveryOut(BaseModel):
@@ -48,16 +45,23 @@ class DeliveryOut(BaseModel):
 @router.get("/jobs")
 def search_jobs(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(JOB_SORTS, DEFAULT_JOB_ORDER))],
     status: str | None = None,
     model: str | None = None,
     study_uid: str | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> JobPage:
-    """Inference jobs by status (queued, done, failed), model and study; newest first."""
-    with session_scope(engine) as session:
-        rows, total = list_jobs(session, status=status, model=model, study_uid=study_uid, limit=limit, offset=offset)
-        return JobPage(total=total, items=[job_out(j) for j in rows])
+) -> Page[JobOut]:
+    """Inference jobs by status (queued, done, failed), model and study; newest first unless sorted otherwise."""
+    with read_scope(engine) as session:
+        rows, total = list_jobs(
+            session,
+            status=status,
+            model=model,
+            study_uid=study_uid,
+            order=paging.order,
+            limit=paging.limit,
+            offset=paging.offset,
+        )
+        return paging.of([job_out(j) for j in rows], total)
 
 
 @router.post("/jobs/{job_id}/retry")
@@ -83,12 +87,14 @@ def retry_job(job_id: str, engine: EngineDep, actor: ActorDep) -> JobOut:
 @router.get("/deliveries")
 def search_deliveries(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(DELIVERY_SORTS, (Order("id", descending=True),)))],
     status: str | None = None,
-    destination_id: RowIdFilter = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> list[DeliveryOut]:
-    """Outbound deliveries by status (pending, sent, dead) and destination; newest first."""
-    with session_scope(engine) as session:
-        rows = deliveries(session, status=status, destination_id=destination_id, limit=limit, offset=offset)
-        return [DeliveryOut.model_validate(r, from_attributes=True) for r in rows]
+    destination_id: QueryId = None,
+    correlation_id: Annotated[str | None, Query(max_length=64, description="a study's or message's")] = None,
+) -> Page[DeliveryOut]:
+    """Outbound deliveries by status (pending, sent, dead), destination and correlation id; newest first
+    unless sorted otherwise."""
+    stmt = delivery_query(status=status, destination_id=destination_id, correlation_id=correlation_id)
+    with read_scope(engine) as session:
+        rows, total = paging.rows(session, stmt, DELIVERY_SORTS, [Delivery.id])
+        return paging.of([DeliveryOut.model_validate(r, from_attributes=True) for r in rows], total)

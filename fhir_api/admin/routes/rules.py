@@ -5,19 +5,23 @@ integration.router.dry_run evaluates it, without doing anything; it changes noth
 not audited, but it is a POST and needs the admin role like every POST.
 """
 
-from typing import Annotated
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Body, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from audit.records import ADMIN_CONFIGURATION, SOFTWARE_CONFIGURATION
-from fhir_api.admin.params import RowId
+from fhir_api.admin.params import Id
 from fhir_api.admin.access import ActorDep, audit_change
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep, ObjectStoreDep
 from fhir_api.errors import NotFound
 from integration import router as study_router
 from integration import rules
-from storage.db import session_scope
+from integration.models.registry import rule_warnings
+from storage.db import read_scope, session_scope
 from storage.rules import delete_rule
 
 router = APIRouter(prefix="/rules", tags=["rules"])
@@ -56,15 +60,55 @@ def _found(engine: EngineDep, rule_id: int) -> rules.Rule:
     return rule
 
 
+_SORTS = ("id", "name", "priority", "enabled")
+
+
 @router.get("")
-def list_rules(engine: EngineDep) -> list[RuleOut]:
-    """Every rule, in evaluation order (priority, then name)."""
+def list_rules(engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(_SORTS))]) -> Page[RuleOut]:
+    """The rules, in evaluation order (priority, then name) unless sorted otherwise."""
     with session_scope(engine) as session:
-        return [_out(rule_id, rule) for rule_id, rule in rules.load_rules(session)]
+        found = [_out(rule_id, rule) for rule_id, rule in rules.load_rules(session)]
+    return page_of(found, paging, getattr)
+
+
+class Validation(BaseModel):
+    """Whether a rule as written would be accepted, and what is wrong with it if not."""
+
+    valid: bool
+    errors: list[dict[str, Any]]
+
+
+@router.post("/validate")
+def validate_rule(body: Annotated[dict[str, Any], Body()]) -> Validation:
+    """Check a rule as the editor holds it, without saving it: the console validates as one types."""
+    try:
+        rules.Rule.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        return Validation(valid=False, errors=errors)
+    return Validation(valid=True, errors=[])
+
+
+class RuleWarningOut(BaseModel):
+    """An enabled rule that runs a model nothing will run (integration.models.registry.rule_warnings)."""
+
+    rule: str
+    model: str
+    problem: str  # not registered | no active version | no worker running
+
+
+@router.get("/warnings")
+def list_rule_warnings(
+    engine: EngineDep, paging: Annotated[Paging, Depends(sorted_by(("rule", "model", "problem")))]
+) -> Page[RuleWarningOut]:
+    """Enabled rules whose model is not registered, has no active version or no running worker."""
+    with read_scope(engine) as session:
+        found = [RuleWarningOut(**asdict(w)) for w in rule_warnings(session, now=datetime.now(UTC))]
+    return page_of(found, paging, getattr)
 
 
 @router.get("/{rule_id}")
-def read_rule(rule_id: RowId, engine: EngineDep) -> RuleOut:
+def read_rule(rule_id: Id, engine: EngineDep) -> RuleOut:
     """One rule."""
     return _out(rule_id, _found(engine, rule_id))
 
@@ -80,7 +124,7 @@ def create_rule(rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: A
 
 
 @router.put("/{rule_id}")
-def replace_rule(rule_id: RowId, rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: ActorDep) -> RuleOut:
+def replace_rule(rule_id: Id, rule: Annotated[rules.Rule, Body()], engine: EngineDep, actor: ActorDep) -> RuleOut:
     """Replace a rule (404 when unknown, 409 when another rule has the name)."""
     with session_scope(engine) as session:
         before = rules.get_rule(session, rule_id=rule_id)
@@ -99,7 +143,7 @@ def replace_rule(rule_id: RowId, rule: Annotated[rules.Rule, Body()], engine: En
 
 
 @router.delete("/{rule_id}", status_code=204)
-def remove_rule(rule_id: RowId, engine: EngineDep, actor: ActorDep) -> Response:
+def remove_rule(rule_id: Id, engine: EngineDep, actor: ActorDep) -> Response:
     """Remove a rule."""
     with session_scope(engine) as session:
         before = rules.get_rule(session, rule_id=rule_id)
@@ -118,6 +162,6 @@ def dry_run_draft(body: DraftDryRunIn, engine: EngineDep, objects: ObjectStoreDe
 
 
 @router.post("/{rule_id}/dry-run")
-def dry_run_saved(rule_id: RowId, body: DryRunIn, engine: EngineDep, objects: ObjectStoreDep) -> rules.Plan:
+def dry_run_saved(rule_id: Id, body: DryRunIn, engine: EngineDep, objects: ObjectStoreDep) -> rules.Plan:
     """What a saved rule (enabled or not) would do to a stored study now; nothing is done."""
     return study_router.dry_run(engine, objects, _found(engine, rule_id), study_uid=body.study_uid)

@@ -5,22 +5,38 @@
 open a new revision (DESIGN.md 5.4) and queue `study.ready` through the outbox.
 """
 
+import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
-
 from audit.records import ADMIN_OPERATION
-from fhir_api.admin.params import Limit, Offset
 from fhir_api.admin.access import ActorDep, audit_change
+from typing import Annotated, Any
+from fastapi import Depends, Query
+from fastapi.exceptions import RequestValidationError
+from audit.records import RESOURCE_READ, STUDY_READY
+from fhir_api.admin.access import audit_read
+from fhir_api.admin.paging import Page, Paging, page_of, sorted_by
 from fhir_api.deps import EngineDep
 from fhir_api.errors import NotFound
 from integration import studies as study_operations
 from integration.messages import StudyReady
-from storage.db import session_scope
+from storage.db import read_scope, session_scope
+from storage.fhir.store import read_stored
 from storage.jobs import study_jobs, study_reports
-from storage.studies import StudyFilter, list_studies, series_with_counts, timeline
+from storage.paging import Order
+from storage.studies import (
+    DEFAULT_STUDY_ORDER,
+    STUDY_SORTS,
+    StudyFilter,
+    list_studies,
+    revisions,
+    series_with_counts,
+    timeline,
+)
 from storage.tables.index import Study
 from storage.tables.pipeline import InferenceJob
 
@@ -37,18 +53,13 @@ class StudyOut(BaseModel):
     ready_reason: str
     calling_ae: str
     source_address: str
+    patient_id: str
     accession_number: str
     study_date: str
+    study_description: str
     first_received_at: datetime
     last_received_at: datetime
     ready_at: datetime | None
-
-
-class StudyPage(BaseModel):
-    """One page of studies and how many match in all."""
-
-    total: int
-    items: list[StudyOut]
 
 
 class SeriesOut(BaseModel):
@@ -85,11 +96,22 @@ class ReportOut(BaseModel):
     created_at: datetime
 
 
+class RevisionOut(BaseModel):
+    """One time the study was declared ready."""
+
+    revision: int
+    reason: str
+    at: datetime
+    who: str
+    instances: int
+
+
 class StudyDetail(StudyOut):
-    """A study with its series, jobs and reports."""
+    """A study with its series, revisions, jobs and reports."""
 
     instances: int
     series: list[SeriesOut]
+    revisions: list[RevisionOut]
     jobs: list[JobOut]
     reports: list[ReportOut]
 
@@ -133,29 +155,53 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
+def _date(value: str | None) -> str | None:
+    """A StudyDate bound as DICOM DA (YYYYMMDD), from YYYYMMDD or YYYY-MM-DD."""
+    if value is None:
+        return None
+    digits = value.replace("-", "")
+    if len(digits) != 8 or not digits.isdigit():
+        problem = {"loc": ["query", "study_date"], "msg": "a date is YYYY-MM-DD", "type": "value_error"}
+        raise RequestValidationError([problem])
+    return digits
+
+
 @router.get("")
 def search_studies(
     engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(STUDY_SORTS, DEFAULT_STUDY_ORDER))],
     status: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     source_ae: str | None = None,
     modality: str | None = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
-) -> StudyPage:
-    """Studies by status, received between since and until (ISO 8601, UTC unless zoned; inclusive), source AE and
-    modality; newest first."""
-    where = StudyFilter(status=status, since=_utc(since), until=_utc(until), calling_ae=source_ae, modality=modality)
-    with session_scope(engine) as session:
-        rows, total = list_studies(session, where, limit=limit, offset=offset)
-        return StudyPage(total=total, items=[_out(s) for s in rows])
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    accession: Annotated[str | None, Query(max_length=64)] = None,
+    study_date_from: Annotated[str | None, Query(description="StudyDate from, YYYY-MM-DD")] = None,
+    study_date_to: Annotated[str | None, Query(description="StudyDate to, YYYY-MM-DD")] = None,
+) -> Page[StudyOut]:
+    """Studies by status, received between since and until (ISO 8601, UTC unless zoned; inclusive), source AE,
+    modality, patient id, accession number and study date; most recently received first unless sorted otherwise."""
+    where = StudyFilter(
+        status=status,
+        since=_utc(since),
+        until=_utc(until),
+        calling_ae=source_ae,
+        modality=modality,
+        patient_id=patient_id,
+        accession_number=accession,
+        study_date_from=_date(study_date_from),
+        study_date_to=_date(study_date_to),
+    )
+    with read_scope(engine) as session:
+        rows, total = list_studies(session, where, order=paging.order, limit=paging.limit, offset=paging.offset)
+        return paging.of([_out(s) for s in rows], total)
 
 
 @router.get("/{study_uid}")
 def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
     """One study with its series (and instance counts), inference jobs and reports."""
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         study = _found(session, study_uid)
         series = [
             SeriesOut(
@@ -172,6 +218,9 @@ def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
             **_out(study).model_dump(),
             instances=sum(s.instances for s in series),
             series=series,
+            revisions=[
+                RevisionOut(**asdict(r)) for r in revisions(session, study_uid=study_uid, subtype=STUDY_READY.subtype)
+            ],
             jobs=[job_out(j) for j in study_jobs(session, study_uid=study_uid)],
             reports=[
                 ReportOut.model_validate(r, from_attributes=True) for r in study_reports(session, study_uid=study_uid)
@@ -180,13 +229,60 @@ def read_study(study_uid: str, engine: EngineDep) -> StudyDetail:
 
 
 @router.get("/{study_uid}/timeline")
-def read_timeline(study_uid: str, engine: EngineDep) -> list[TimelineEntryOut]:
-    """Every audit record, job and delivery of the study, in time order."""
-    with session_scope(engine) as session:
+def read_timeline(
+    study_uid: str,
+    engine: EngineDep,
+    paging: Annotated[Paging, Depends(sorted_by(("at", "kind", "what"), (Order("at"),)))],
+) -> Page[TimelineEntryOut]:
+    """Every audit record, job, forward and delivery of the study, in time order unless sorted otherwise."""
+    with read_scope(engine) as session:
         study = _found(session, study_uid)
-        return [
+        entries = [
             TimelineEntryOut(at=e.at, kind=e.kind, what=e.what, detail=e.detail) for e in timeline(session, study=study)
         ]
+    return page_of(entries, paging, getattr)
+
+
+class StudyReportOut(BaseModel):
+    """A report of the study as an EHR reads it: the DiagnosticReport and its Observations, FHIR R4 JSON."""
+
+    job_id: str
+    model: str
+    diagnostic_report: dict[str, Any]
+    observations: list[dict[str, Any]]
+
+
+@router.get("/{study_uid}/reports")
+def read_reports(study_uid: str, engine: EngineDep, actor: ActorDep) -> Page[StudyReportOut]:
+    """The study's current reports as the FHIR API answers them; each read is audited, as a FHIR read is."""
+    found = []
+    with session_scope(engine) as session:
+        study = _found(session, study_uid)
+        models = {j.job_id: j.model for j in study_jobs(session, study_uid=study_uid)}
+        for report in study_reports(session, study_uid=study_uid):
+            reference = f"DiagnosticReport/{report.diagnostic_report_id}"
+            for stored in read_stored(session, [reference]):
+                resource = json.loads(stored.content)
+                refs = [r["reference"] for r in resource.get("result", []) if "reference" in r]
+                found.append(
+                    StudyReportOut(
+                        job_id=report.job_id,
+                        model=models.get(report.job_id, ""),
+                        diagnostic_report=resource,
+                        observations=[json.loads(o.content) for o in read_stored(session, refs)],
+                    )
+                )
+                patient = resource.get("subject", {}).get("reference", "")
+                detail = {"via": "admin", **({"patient": patient} if patient else {})}
+                audit_read(
+                    session,
+                    actor,
+                    hop=RESOURCE_READ,
+                    correlation_id=study.correlation_id,
+                    entity=reference,
+                    detail=detail,
+                )
+    return Page[StudyReportOut](total=len(found), items=found, limit=len(found), offset=0)
 
 
 def _announced(ready: StudyReady) -> Announced:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from integration.messages import Coding
 from integration.models import packages, registry
 from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
 from storage.db import make_engine, migrate, session_scope
+from storage.heartbeats import beat
 from storage.model_packages import active_model_names, add_model_package, model_packages
 from storage.objects import ObjectStore, make_object_store
 
@@ -144,3 +146,32 @@ def test_doctorai_models_command(tmp_path: Path, services: StackConfig) -> None:
     run("retire", name, "2.1.0")
     refused = subprocess.run([*doctorai, "activate", name, "2.1.0"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "retired" in refused.stderr
+
+
+def test_rule_warnings_name_models_nothing_will_run(engine: Engine) -> None:
+    """Issue 16: an enabled rule whose model is not registered, has no active version or no worker."""
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        # The migration seeds four rules; none of their models is registered yet.
+        problems = {(w.model, w.problem) for w in registry.rule_warnings(session, now=now)}
+        assert ("chest-xray-pneumonia", "not registered") in problems and len(problems) == 4
+        add_model_package(session, name="chest-xray-pneumonia", version="1", framework="keras", manifest="{}")
+        assert ("chest-xray-pneumonia", "no active version") in {(w.model, w.problem) for w in registry.rule_warnings(session, now=now)}
+        registry.activate(session, name="chest-xray-pneumonia", version="1")
+        assert ("chest-xray-pneumonia", "no worker running") in {(w.model, w.problem) for w in registry.rule_warnings(session, now=now)}
+        beat(session, kind="inference", name="inference-chest-xray-pneumonia", host="h", pid=1, version="", started_at=now, now=now, detail={})
+        assert "chest-xray-pneumonia" not in {w.model for w in registry.rule_warnings(session, now=now)}
+        # A worker that stopped beating is no worker.
+        later = now + timedelta(minutes=1)
+        assert "chest-xray-pneumonia" in {w.model for w in registry.rule_warnings(session, now=later)}
+
+
+@pytest.mark.stack
+def test_doctorai_models_list_warns_of_rules_that_cannot_run(tmp_path: Path, services: StackConfig) -> None:
+    config = StackConfig(var_dir=tmp_path / "var", ports=services.ports)
+    (tmp_path / "var").mkdir()
+    env = {**os.environ, **engine_env(config)}
+    migrate(env["DOCTORAI_DATABASE_URL"])
+    done = subprocess.run([sys.executable, "-m", "doctorai.cli", "models", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "warning: rule chest-radiographs-to-pneumonia-model runs chest-xray-pneumonia: not registered" in done.stderr
