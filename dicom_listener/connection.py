@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dicom_listener import dimse, ingest, metrics, negotiation, pdus, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, ProtocolError
-from dicom_listener.spool import Spool, file_meta
+from integration.instances.spool import Spool, file_meta
 from integration import dimse_status
 
 log = logging.getLogger(__name__)

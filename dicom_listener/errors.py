@@ -1,18 +1,10 @@
-"""Listener errors; only handlers.py turns them into DIMSE statuses."""
+"""Listener errors (the ingest core's are in integration.errors); only the DIMSE edge turns them into statuses."""
 
 
 class ListenerError(Exception):
     """Base class."""
 
     retriable = False
-
-
-class CannotUnderstand(ListenerError):
-    """The dataset cannot be parsed or lacks required UIDs (C-STORE status 0xC000)."""
-
-
-class DuplicateRefused(ListenerError):
-    """A SOP instance we hold came again with other bytes and the peer's policy is "reject"."""
 
 
 class TlsMisconfigured(ListenerError):

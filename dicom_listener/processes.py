@@ -17,13 +17,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from dicom_listener import indexer, stability
+from dicom_listener import stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
 from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
 from integration import health
+from integration.instances import indexer
 from integration.logs import setup_logging
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine

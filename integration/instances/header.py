@@ -1,6 +1,6 @@
 """The few top-level attributes the index keeps, read straight from a data set's encoding (PS3.5 7).
 
-This runs for every C-STORE. pydicom builds an element object for every attribute in the
+This runs for every instance stored (C-STORE, STOW-RS). pydicom builds an element object for every attribute in the
 header and converts the ones asked for, about 1 ms for a CT slice; walking the element headers
 and reading only the wanted values takes a tenth of that. Anything this reader does not handle
 (a deflated or big endian data set, an encoding it cannot follow, a cut) raises Unsupported,
@@ -149,6 +149,33 @@ def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
         text = _ascii(value) if WANTED[tag].endswith("UID") else decode_bytes(value, encodings, set())
         values[WANTED[tag]] = text.strip("\x00 ")
     return values
+
+
+def read_file_meta(f: BinaryIO, size: int) -> tuple[int, str]:
+    """Where the data set of the DICOM file in `f` starts, and its Transfer Syntax UID (PS3.10 7.1).
+
+    The File Meta Information (group 0002) is Explicit VR Little Endian after the 128-byte preamble
+    and "DICM"; a file without the preamble is read from its first byte (liberal in). Raises
+    Unsupported when there is no group 0002 with a Transfer Syntax UID: not a DICOM file.
+    """
+    start = 132 if f.read(132)[128:] == b"DICM" else 0
+    f.seek(start)
+    walk = _Walk(f, size)
+    syntax = ""
+    while walk.position + 8 <= size:
+        element_start = walk.position
+        tag, _, length = walk.header(False)
+        if tag >> 16 != 0x0002:
+            f.seek(element_start)
+            walk.position = element_start
+            break
+        if tag == 0x00020010 and length <= 64:
+            syntax = _ascii(walk.read(length))
+        else:
+            walk.skip(length)
+    if not syntax:
+        raise Unsupported("no File Meta Information with a Transfer Syntax UID")
+    return walk.position, syntax
 
 
 def check_bulk_data(f: BinaryIO, size: int, *, implicit: bool, little_endian: bool) -> None:
