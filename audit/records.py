@@ -89,6 +89,8 @@ USER_SECURITY_ATTRIBUTES_CHANGED = "110137"
 # report sent to a FHIR server or a webhook.
 DICOM_SENT = Hop("110106", "dicom-sent", Action.READ)
 REPORT_SENT = Hop("110106", "report-sent", Action.READ)
+# Issue 17: DCM 110106 Export of instances, metadata, frames or bulk data a client retrieved by WADO-RS.
+DICOMWEB_RETRIEVED = Hop("110106", "dicomweb-retrieved", Action.READ)
 
 
 @dataclass(frozen=True)

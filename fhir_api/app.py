@@ -5,6 +5,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,6 +27,9 @@ from fhir_api.auth import routes as auth_routes
 from fhir_api.fhir.routes import read as fhir_routes
 from fhir_api.fhir.routes import write as fhir_write_routes
 from fhir_api import probes
+from fhir_api.dicomweb import stow, wado
+from integration.instances import indexer
+from storage.group_commit import GroupCommit
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
@@ -138,6 +142,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         await asyncio.to_thread(_reindex, engine)
         app.state.object_store = make_object_store(storage_settings)
         admin.state.object_store = app.state.object_store  # rule dry runs read instance headers
+        # STOW-RS commits its instances' rows in groups, as the DICOM listener does (integration/instances).
+        app.state.indexer = GroupCommit(engine, partial(indexer.write, who="doctorai-dicomweb"))
         try:
             yield
         finally:
@@ -168,6 +174,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     app.include_router(audit_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(fhir_write_routes.router)
+    app.include_router(wado.router)
+    app.include_router(stow.router)
     # Issue 7: the admin API, with its own OpenAPI document at /admin/openapi.json.
     app.mount("/admin", admin)
     return app

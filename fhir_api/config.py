@@ -4,6 +4,7 @@ from functools import lru_cache
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from integration.instances.ingest import DuplicatePolicy
 from storage.config import ProductionConfigError, StorageSettings
 from storage.config import check_production as check_storage_production
 
@@ -48,6 +49,14 @@ class ApiSettings(BaseSettings):
     cors_allow_origins: list[str] = []
     # Strict-Transport-Security max-age sent on HTTPS requests (RFC 6797); 0 sends none.
     hsts_max_age_seconds: int = 63_072_000
+    # STOW-RS (issue 17). Studies it stores are recorded as sent by this pseudo calling AE title:
+    # routing rules match it, and its dicom_peers row (if any) gives their quiet period and
+    # duplicate policy; without one, this duplicate policy applies. Each instance may be this
+    # large, and is received into memory up to the spool size, into a temporary file past it.
+    dicomweb_calling_ae: str = "DICOMWEB"
+    dicomweb_duplicate_policy: DuplicatePolicy = "keep-last"
+    dicomweb_max_instance_bytes: int = 1 << 30
+    dicomweb_spool_memory_bytes: int = 8 << 20
 
 
 __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]

@@ -8,6 +8,7 @@ and the caller reads the data set with pydicom instead, which decides how to ans
 """
 
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -35,7 +36,8 @@ WANTED = {
 _BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_UNDEFINED = 0xFFFFFFFF
+# A value length of 0xFFFFFFFF: undefined, ended by a delimiter (sequences, encapsulated pixel data, PS3.5 7.1).
+UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -93,14 +95,14 @@ class _Walk:
                 return
             if tag != _ITEM:
                 raise Unsupported(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) inside a sequence")
-            if length != _UNDEFINED:
+            if length != UNDEFINED_LENGTH:
                 self.skip(length)
                 continue
             while True:  # an item of undefined length: its elements, until the Item Delimitation Item
                 inner, vr, inner_length = self.header(implicit)
                 if inner == _ITEM_END:
                     break
-                if inner_length == _UNDEFINED:
+                if inner_length == UNDEFINED_LENGTH:
                     # A UN of undefined length holds Implicit VR Little Endian (PS3.5 6.2.2).
                     self.skip_undefined(implicit or vr == b"UN")
                 else:
@@ -108,7 +110,7 @@ class _Walk:
 
     def check_bulk(self, length: int) -> None:
         """Pixel data must be whole: its defined length, or every fragment (PS3.5 A.4), inside the file."""
-        if length != _UNDEFINED:
+        if length != UNDEFINED_LENGTH:
             self.skip(length)
             return
         while self.position + 8 <= self.size:
@@ -119,23 +121,33 @@ class _Walk:
         # A missing final delimiter alone is tolerated (liberal in); a cut fragment is not (above).
 
 
+def _top_level(f: BinaryIO, size: int, transfer_syntax: str) -> Iterator[tuple[_Walk, int, int]]:
+    """The walk, tag and value length of each top-level element up to the bulk pixel data, which it
+    yields last; the caller reads or skips each value. Sequences of undefined length are skipped here."""
+    if transfer_syntax in _NOT_EXPLICIT_LE:
+        raise Unsupported(f"transfer syntax {transfer_syntax}")
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    walk = _Walk(f, size)
+    while walk.position < size:
+        tag, vr, length = walk.header(implicit)
+        if tag in _BULK:
+            yield walk, tag, length
+            return
+        if length == UNDEFINED_LENGTH:
+            walk.skip_undefined(implicit or vr == b"UN")
+        else:
+            yield walk, tag, length
+
+
 def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
     """The wanted attributes present in the data set that starts at `f`'s position, as text.
 
     Checks that the pixel data, if any, is whole. Raises Unsupported when pydicom must decide.
     """
-    if transfer_syntax in _NOT_EXPLICIT_LE:
-        raise Unsupported(f"transfer syntax {transfer_syntax}")
-    implicit = transfer_syntax == ImplicitVRLittleEndian
-    walk = _Walk(f, size)
     raw: dict[int, bytes] = {}
-    while walk.position < size:
-        tag, vr, length = walk.header(implicit)
+    for walk, tag, length in _top_level(f, size, transfer_syntax):
         if tag in _BULK:
             walk.check_bulk(length)
-            break
-        if length == _UNDEFINED:
-            walk.skip_undefined(implicit or vr == b"UN")
         elif tag in WANTED:
             if length > 1024:
                 raise Unsupported(f"{WANTED[tag]} of {length} bytes")
@@ -163,12 +175,12 @@ def read_file_meta(f: BinaryIO, size: int) -> tuple[int, str]:
     walk = _Walk(f, size)
     syntax = ""
     while walk.position + 8 <= size:
-        element_start = walk.position
-        tag, _, length = walk.header(False)
-        if tag >> 16 != 0x0002:
-            f.seek(element_start)
-            walk.position = element_start
+        # Peek at the group: the data set after group 0002 may be in another encoding.
+        if f.read(2) != b"\x02\x00":
+            f.seek(walk.position)
             break
+        f.seek(walk.position)
+        tag, _, length = walk.header(False)
         if tag == 0x00020010 and length <= 64:
             syntax = _ascii(walk.read(length))
         else:
@@ -176,6 +188,16 @@ def read_file_meta(f: BinaryIO, size: int) -> tuple[int, str]:
     if not syntax:
         raise Unsupported("no File Meta Information with a Transfer Syntax UID")
     return walk.position, syntax
+
+
+def pixel_data_at(f: BinaryIO, *, size: int, transfer_syntax: str) -> tuple[int, int] | None:
+    """Where the Pixel Data value of the data set at `f`'s position starts, and its length (0xFFFFFFFF when
+    encapsulated, PS3.5 A.4); None without Pixel Data. Raises Unsupported as scan does."""
+    for walk, tag, length in _top_level(f, size, transfer_syntax):
+        if tag in _BULK:
+            return (walk.position, length) if tag == 0x7FE00010 else None
+        walk.skip(length)
+    return None
 
 
 def check_bulk_data(f: BinaryIO, size: int, *, implicit: bool, little_endian: bool) -> None:
