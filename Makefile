@@ -34,11 +34,13 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 
 # Debian packages the tests use: dcmtk (storescu/echoscu, the DICOM peers of the tests and of the
 # README's walkthrough), prometheus (promtool checks the alert rules), mricron-data (the Colin27
-# T1 with its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends
-# to us and receives our forwards), each found by a file it installs. The tests start their own
-# Orthancs, so the system service the orthanc package enables is stopped and disabled again.
+# T1 with its extracted brain, the brain-extraction test's input), orthanc (the PACS that sends
+# to us and receives our forwards) and orthanc-dicomweb (its DICOMweb plugin: a DICOMweb client of
+# ours in the tests, and the reference of benchmarks/dicom_web.py), each found by a file it
+# installs. The tests start their own Orthancs, so the system service the orthanc package enables
+# is stopped and disabled again.
 APT_NEEDS := /usr/bin/storescu:dcmtk /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
-	/usr/sbin/Orthanc:orthanc
+	/usr/sbin/Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 
 system-deps:
 	@missing=""; for pair in $(APT_NEEDS); do \

@@ -30,6 +30,7 @@ from results.mapping import imaging_study_from_index, patient_from_study, report
 from storage.orders import with_order
 from results.oru import queue_oru
 from results.pushes import queue_report_exports
+from results.instances import store_outputs, store_sr
 from results.sr_queue import queue_sr_exports
 from integration import health, topics
 from integration.config import IntegrationSettings
@@ -123,7 +124,8 @@ def apply_result(session: Session, message: InferenceResult, objects: ObjectStor
 
     Idempotent per job: a replayed result finds its Report row and does nothing. A failed
     result (`error` set) creates no report, only a serious-failure audit record. With `objects`
-    (the consumer always passes it), the result also goes as a DICOM SR to the DICOM destinations
+    (the consumer always passes it), the report's DICOM SR and the model's SEG join the study as
+    instances of their own series (results/instances.py), and the SR goes to the DICOM destinations
     that take results (results/sr_queue.py).
     """
     if session.get(Report, message.job_id) is not None:
@@ -201,9 +203,14 @@ def apply_result(session: Session, message: InferenceResult, objects: ObjectStor
         study=study,
         base_url=get_results_settings().public_base_url.rstrip("/") + "/fhir",
     )
-    # Issue 7: and as a DICOM SR, into the same study, to every DICOM destination that takes results.
+    # Issue 17: the SR (naming the SR it amends) and the model's SEG become instances of the study;
+    # issue 7: the SR goes to every DICOM destination that takes results.
     if objects is not None:
-        queue_sr_exports(session, objects, result=message, study=study)
+        store_outputs(session, objects, result=message)
+        replaces = earlier.job_id if earlier is not None else None
+        sr = store_sr(session, objects, result=message, study=study, replaces=replaces)
+        if sr is not None:
+            queue_sr_exports(session, sr, result=message, study=study)
     session.flush()
     return report_id
 
@@ -292,7 +299,7 @@ async def run(
                 # Started only now: the launcher takes an answering /metrics as "consumer ready".
                 metrics_server = health.serve(results_settings.results_metrics_port)
             log.info("FHIR-store consumer started (group %s)", GROUP_ID)
-            objects = make_object_store(storage_settings)  # the input headers and the SRs (results/sr_queue.py)
+            objects = make_object_store(storage_settings)  # the input headers, the SRs and SEGs (results/instances.py)
             handler = partial(handle, engine=engine, settings=integration_settings, objects=objects)
             await consume(consumer, producer, integration_settings, handler=handler, stop=stop)
         except asyncio.CancelledError:
