@@ -27,7 +27,7 @@ from doctorai.stack import (
     start_object_store,
 )
 from storage.db import make_engine, migrate
-from tests.orthanc import Modality, Orthanc, OrthancFactory, start_orthanc
+from tests.orthanc import DicomWebServer, Modality, Orthanc, OrthancFactory, start_orthanc
 # The stored-study fixtures, for every folder's tests.
 from tests.studies import db_url, engine, indexed, make_job, rg1  # noqa: F401
 
@@ -194,20 +194,34 @@ class EngineRun:
         )
 
 
-@pytest.fixture
-def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
-    """An engine on the session's services, with its own SQLite database and topic prefix."""
+def new_engine_run(services: StackConfig, var_dir: Path) -> EngineRun:
+    """An engine on the session's services, with its own SQLite database (in `var_dir`) and topic prefix."""
     base = free_ports()
     ports = replace(base, s3=services.ports.s3, kafka=services.ports.kafka)
     prefix = f"t{uuid.uuid4().hex[:8]}."
     config = StackConfig(
-        var_dir=tmp_path / "var",
+        var_dir=var_dir,
         ports=ports,
         quiet_period_seconds=1.0,
         topic_prefix=prefix,
     )
     prepare_database(config)
-    run = EngineRun(config)
+    return EngineRun(config)
+
+
+@pytest.fixture
+def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
+    """An engine on the session's services, with its own SQLite database and topic prefix."""
+    run = new_engine_run(services, tmp_path / "var")
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="module")
+def module_engine_run(services: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineRun]:
+    """One engine for every test of a module that can share it (started, for the module's first test)."""
+    run = new_engine_run(services, tmp_path_factory.mktemp("engine") / "var")
+    run.start()
     yield run
     run.stop()
 
@@ -222,11 +236,15 @@ def orthanc_factory(tmp_path: Path) -> Iterator[OrthancFactory]:
     started: list[Orthanc] = []
 
     def start(
-        *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None, dicom_port: int | None = None
+        *,
+        aet: str | None = None,
+        modalities: Mapping[str, Modality] | None = None,
+        dicom_port: int | None = None,
+        dicomweb: Mapping[str, DicomWebServer] | None = None,
     ) -> Orthanc:
         n = len(started) + 1
         orthanc = start_orthanc(
-            tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities, dicom_port=dicom_port
+            tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities, dicom_port=dicom_port, dicomweb=dicomweb
         )
         started.append(orthanc)
         return orthanc

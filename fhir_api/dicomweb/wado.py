@@ -11,6 +11,7 @@ import io
 import json
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +39,10 @@ router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 
 # An instance up to this size is read into memory to cut its frames; a larger one into a temporary file.
 IN_MEMORY = 16 << 20
+# Instances up to this size are fetched whole, this many ahead of the one being sent (a request then
+# holds at most PREFETCH x PREFETCH_BYTES); larger ones are streamed chunk by chunk.
+PREFETCH = 4
+PREFETCH_BYTES = 8 << 20
 Rows = list[tuple[Instance, Series]]
 
 
@@ -86,14 +91,37 @@ def _explicit_little_endian(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _whole(objects: ObjectStore, instance: Instance, choice: accept.Choice) -> bytes:
+    data = objects.get_bytes(instance.object_key)
+    return _explicit_little_endian(data) if choice.transcode else data
+
+
 def _instance_parts(objects: ObjectStore, rows: Rows, choices: list[accept.Choice], boundary: str) -> Iterator[bytes]:
-    for n, ((instance, _), choice) in enumerate(zip(rows, choices)):
-        yield multipart.part_head(boundary, choice.content_type(), first=n == 0)
-        if choice.transcode:
-            yield _explicit_little_endian(objects.get_bytes(instance.object_key))
-        else:
-            yield from objects.stream(instance.object_key)
-    yield multipart.close_delimiter(boundary, empty=not rows)
+    """The multipart body: instances up to PREFETCH_BYTES are fetched whole, PREFETCH ahead of the one
+    being sent, so the object store's latency overlaps the sending; larger ones are streamed in chunks."""
+    pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="wado-prefetch")
+
+    def fetch(i: int) -> "Future[bytes] | None":
+        instance, choice = rows[i][0], choices[i]
+        if choice.transcode or instance.size <= PREFETCH_BYTES:
+            return pool.submit(_whole, objects, instance, choice)
+        return None
+
+    try:
+        ahead = {i: fetch(i) for i in range(min(PREFETCH, len(rows)))}
+        for n, ((instance, _), choice) in enumerate(zip(rows, choices)):
+            fetched = ahead.pop(n)
+            if n + PREFETCH < len(rows):
+                ahead[n + PREFETCH] = fetch(n + PREFETCH)
+            head = multipart.part_head(boundary, choice.content_type(), first=n == 0)
+            if fetched is not None:
+                yield head + fetched.result()  # one write, one hand-over from this thread, per instance
+            else:
+                yield head
+                yield from objects.stream(instance.object_key)
+        yield multipart.close_delimiter(boundary, empty=not rows)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _instances(request: Request, engine: Engine, objects: ObjectStore, principal: Principal, **names: str) -> Response:
