@@ -73,15 +73,17 @@ def _store(session: Session, objects: ObjectStore, data: bytes) -> ReceivedInsta
 
 
 def store_sr(session: Session, objects: ObjectStore, *, result: InferenceResult, study: Study, replaces: str | None) -> ForwardItem | None:
-    """Build the result's SR and store it as an instance of `study`; None when there is none to make.
+    """Build the result's SR and store it as an instance of `study`; None when there is none to make
+    (the model read no DICOM instance).
 
     `replaces` is the job id of the report this one amends: its SR, if stored, is the new SR's
     predecessor. Raises storage.errors.StorageUnavailable when the object store cannot read the
     input's header or take the SR (retriable: the whole result is tried again). A header the SR
     cannot be made from is audited as a serious failure and stores nothing; the report stands.
     """
-    if not result.input_keys:
-        return None
+    images = [key for key in result.input_keys if is_dicom_key(key)]
+    if not images:
+        return None  # a text model's result: its inputs are FHIR resources, not instances of a study
     from results.sr import sr_uids, structured_report  # highdicom, loaded once a result needs it
 
     previous = []
@@ -90,8 +92,8 @@ def store_sr(session: Session, objects: ObjectStore, *, result: InferenceResult,
         previous = [_reference(earlier)] if earlier is not None else []
     created = result.finished_at or result.occurred_at
     try:
-        header = read_header(objects, result.input_keys[0])
-        evidence = _evidence(session, study.study_uid, result.input_keys)
+        header = read_header(objects, images[0])
+        evidence = _evidence(session, study.study_uid, images)
         sr = structured_report(result, header, evidence, created=created, replaces=previous)
     except (InvalidDicomError, ValueError, TypeError, AttributeError, KeyError, EOFError, struct.error) as exc:
         # The header was stored, so it parsed once; what highdicom refuses in it will not change on a retry.

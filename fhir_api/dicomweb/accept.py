@@ -127,10 +127,10 @@ def frames_choice(wanted: list[Range], stored: str) -> Choice:
                         if own or stored in NATIVE_LE else f"instances stored in {stored} have no frames here")
 
 
-def metadata_acceptable(wanted: list[Range]) -> None:
-    """NotAcceptable unless the client takes application/dicom+json (PS3.18 10.4.1.2, metadata resources)."""
+def json_acceptable(wanted: list[Range]) -> None:
+    """NotAcceptable unless the client takes application/dicom+json (metadata, a STOW-RS response; PS3.18 8.7.3)."""
     if not any(r.kind in (DICOM_JSON, "application/json", "application/*", "*/*") for r in wanted):
-        raise NotAcceptable("metadata is given as application/dicom+json")
+        raise NotAcceptable("this resource answers application/dicom+json (DICOM JSON) only")
 
 
 def bulk_acceptable(wanted: list[Range]) -> None:

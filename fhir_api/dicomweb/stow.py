@@ -229,7 +229,7 @@ async def _receive(request: Request, door: Door, sender: Sender, settings: ApiSe
 
 async def _store(request: Request, principal: Principal, settings: ApiSettings, study: str | None) -> Response:
     require_imaging(principal, "c")
-    accept.metadata_acceptable(accept.ranges(request.headers.get("accept")))
+    accept.json_acceptable(accept.ranges(request.headers.get("accept")))
     state = request.app.state
     door = Door(objects=state.object_store, engine=state.engine, indexer=state.indexer)
     sender = Sender(

@@ -151,7 +151,7 @@ def _metadata_array(objects: ObjectStore, rows: Rows, base: str) -> Iterator[byt
 
 def _metadata(request: Request, engine: Engine, objects: ObjectStore, principal: Principal, base: str, **names: str) -> Response:
     wanted = accept.ranges(request.headers.get("accept"))
-    rows = _select(request, engine, principal, resource="metadata", check=lambda _: accept.metadata_acceptable(wanted), **names)
+    rows = _select(request, engine, principal, resource="metadata", check=lambda _: accept.json_acceptable(wanted), **names)
     return StreamingResponse(_metadata_array(objects, rows, base), media_type=accept.DICOM_JSON)
 
 

@@ -99,3 +99,13 @@ def test_a_segmentation_the_model_made_is_indexed_in_its_study(
         assert (row.study_uid, row.object_key, row.sop_class_uid) == (indexed.study_uid, key, "1.2.840.10008.5.1.4.1.1.66.4")
         assert session.get_one(Series, str(seg.SeriesInstanceUID)).modality == "SEG"
     assert _study(engine, indexed.study_uid) == before
+
+
+def test_a_result_read_from_text_makes_no_sr(
+    engine: Engine, objects: ObjectStore, indexed: ReceivedInstance, make_job: MakeJob
+) -> None:
+    result = make_job().model_copy(update={"input_keys": ["DiagnosticReport/rad-1"]})  # a report-triage job's input
+    with session_scope(engine) as session:
+        assert consumer.apply_result(session, result, objects) == result.job_id
+    with session_scope(engine) as session:
+        assert session.get(Instance, sr_uids(result.job_id)[1]) is None
