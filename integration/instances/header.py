@@ -8,7 +8,7 @@ and the caller reads the data set with pydicom instead, which decides how to ans
 """
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -121,22 +121,29 @@ class _Walk:
         # A missing final delimiter alone is tolerated (liberal in); a cut fragment is not (above).
 
 
-def _top_level(f: BinaryIO, size: int, transfer_syntax: str) -> Iterator[tuple[_Walk, int, int]]:
-    """The walk, tag and value length of each top-level element up to the bulk pixel data, which it
-    yields last; the caller reads or skips each value. Sequences of undefined length are skipped here."""
+def _top_level(
+    f: BinaryIO, size: int, transfer_syntax: str, wanted: Mapping[int, str]
+) -> tuple[dict[int, bytes], _Walk, int, int]:
+    """The `wanted` top-level values up to the bulk pixel data, by tag; and the walk, left at the bulk
+    element's value, with that element's tag and value length (tag 0 when there is none)."""
     if transfer_syntax in _NOT_EXPLICIT_LE:
         raise Unsupported(f"transfer syntax {transfer_syntax}")
     implicit = transfer_syntax == ImplicitVRLittleEndian
     walk = _Walk(f, size)
+    raw: dict[int, bytes] = {}
     while walk.position < size:
         tag, vr, length = walk.header(implicit)
         if tag in _BULK:
-            yield walk, tag, length
-            return
+            return raw, walk, tag, length
         if length == UNDEFINED_LENGTH:
             walk.skip_undefined(implicit or vr == b"UN")
+        elif tag in wanted:
+            if length > 1024:
+                raise Unsupported(f"{wanted[tag]} of {length} bytes")
+            raw[tag] = walk.read(length)
         else:
-            yield walk, tag, length
+            walk.skip(length)
+    return raw, walk, 0, 0
 
 
 def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
@@ -144,16 +151,9 @@ def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
 
     Checks that the pixel data, if any, is whole. Raises Unsupported when pydicom must decide.
     """
-    raw: dict[int, bytes] = {}
-    for walk, tag, length in _top_level(f, size, transfer_syntax):
-        if tag in _BULK:
-            walk.check_bulk(length)
-        elif tag in WANTED:
-            if length > 1024:
-                raise Unsupported(f"{WANTED[tag]} of {length} bytes")
-            raw[tag] = walk.read(length)
-        else:
-            walk.skip(length)
+    raw, walk, bulk, length = _top_level(f, size, transfer_syntax, WANTED)
+    if bulk:
+        walk.check_bulk(length)
     encodings = convert_encodings(_ascii(raw.get(0x00080005, b"")).split("\\") or [""])
     values = {}
     for tag, value in raw.items():
@@ -193,11 +193,8 @@ def read_file_meta(f: BinaryIO, size: int) -> tuple[int, str]:
 def pixel_data_at(f: BinaryIO, *, size: int, transfer_syntax: str) -> tuple[int, int] | None:
     """Where the Pixel Data value of the data set at `f`'s position starts, and its length (0xFFFFFFFF when
     encapsulated, PS3.5 A.4); None without Pixel Data. Raises Unsupported as scan does."""
-    for walk, tag, length in _top_level(f, size, transfer_syntax):
-        if tag in _BULK:
-            return (walk.position, length) if tag == 0x7FE00010 else None
-        walk.skip(length)
-    return None
+    _, walk, bulk, length = _top_level(f, size, transfer_syntax, {})
+    return (walk.position, length) if bulk == 0x7FE00010 else None
 
 
 def check_bulk_data(f: BinaryIO, size: int, *, implicit: bool, little_endian: bool) -> None:
