@@ -39,10 +39,10 @@ router = APIRouter(prefix=PREFIX, tags=["dicomweb"])
 
 # An instance up to this size is read into memory to cut its frames; a larger one into a temporary file.
 IN_MEMORY = 16 << 20
-# Instances up to this size are fetched whole, this many ahead of the one being sent (a request then
-# holds at most PREFETCH x PREFETCH_BYTES); larger ones are streamed chunk by chunk.
-PREFETCH = 4
-PREFETCH_BYTES = 8 << 20
+# Instances up to PREFETCH_BYTES are fetched whole, up to PREFETCH of them and PREFETCH_BYTES in all
+# ahead of the one being sent (what a request holds in memory); larger ones are streamed chunk by chunk.
+PREFETCH = 8
+PREFETCH_BYTES = 32 << 20
 Rows = list[tuple[Instance, Series]]
 
 
@@ -97,22 +97,32 @@ def _whole(objects: ObjectStore, instance: Instance, choice: accept.Choice) -> b
 
 
 def _instance_parts(objects: ObjectStore, rows: Rows, choices: list[accept.Choice], boundary: str) -> Iterator[bytes]:
-    """The multipart body: instances up to PREFETCH_BYTES are fetched whole, PREFETCH ahead of the one
-    being sent, so the object store's latency overlaps the sending; larger ones are streamed in chunks."""
+    """The multipart body: instances up to PREFETCH_BYTES are fetched whole, up to PREFETCH of them and
+    PREFETCH_BYTES in all ahead of the one being sent, so the object store's latency overlaps the
+    sending; larger ones are streamed in chunks."""
     pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="wado-prefetch")
+    ahead: dict[int, Future[bytes]] = {}
+    scheduled = 0  # rows[:scheduled] have been looked at
 
-    def fetch(i: int) -> "Future[bytes] | None":
-        instance, choice = rows[i][0], choices[i]
-        if choice.transcode or instance.size <= PREFETCH_BYTES:
-            return pool.submit(_whole, objects, instance, choice)
-        return None
+    def schedule(sending: int) -> None:
+        nonlocal scheduled
+        while scheduled < len(rows) and len(ahead) < PREFETCH:
+            instance, choice = rows[scheduled][0], choices[scheduled]
+            if not choice.transcode and instance.size > PREFETCH_BYTES:
+                if scheduled > sending:
+                    return  # streamed when its turn comes; nothing is fetched past it meanwhile
+            else:
+                in_flight = sum(rows[i][0].size for i in ahead)
+                if ahead and in_flight + instance.size > PREFETCH_BYTES:
+                    return
+                ahead[scheduled] = pool.submit(_whole, objects, instance, choice)
+            scheduled += 1
 
     try:
-        ahead = {i: fetch(i) for i in range(min(PREFETCH, len(rows)))}
         for n, ((instance, _), choice) in enumerate(zip(rows, choices)):
-            fetched = ahead.pop(n)
-            if n + PREFETCH < len(rows):
-                ahead[n + PREFETCH] = fetch(n + PREFETCH)
+            schedule(n)
+            fetched = ahead.pop(n, None)
+            schedule(n)
             head = multipart.part_head(boundary, choice.content_type(), first=n == 0)
             if fetched is not None:
                 yield head + fetched.result()  # one write, one hand-over from this thread, per instance
