@@ -40,11 +40,13 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 RUN_APT := /usr/bin/storescu:dcmtk
 # `make test` adds prometheus (promtool checks the alert rules), mricron-data (the Colin27 T1 with
 # its extracted brain, the brain-extraction test's input) and orthanc (the PACS that sends to us
-# and receives our forwards) and chromium (the browser the console's tests drive with Playwright).
+# and receives our forwards), orthanc-dicomweb (its DICOMweb plugin: a DICOMweb client of ours in the
+# tests, and the reference of benchmarks/dicom_web.py) and chromium (the browser the console's tests
+# drive with Playwright).
 # The tests start their own Orthancs, so the system service the orthanc package enables is
 # stopped and disabled again.
 TEST_APT := $(RUN_APT) /usr/bin/promtool:prometheus /usr/share/mricron/templates/ch2.nii.gz:mricron-data \
-	/usr/sbin/Orthanc:orthanc /usr/bin/chromium:chromium
+	/usr/sbin/Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb /usr/bin/chromium:chromium
 
 # $(call apt_install,PAIRS): apt-get install the packages of the FILE:PACKAGE pairs whose file is missing.
 define apt_install

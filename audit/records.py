@@ -112,6 +112,8 @@ INSTANCES_RETRIEVED = Hop("110104", "instances-retrieved", Action.READ)
 # Activity: the report only tells the requester what we hold of the instances it named.
 COMMITMENT_REQUESTED = Hop("110100", "commitment-requested", Action.EXECUTE)
 COMMITMENT_REPORTED = Hop("110100", "commitment-reported", Action.EXECUTE)
+# Issue 17: DCM 110106 Export of instances, metadata, frames or bulk data a client retrieved by WADO-RS.
+DICOMWEB_RETRIEVED = Hop("110106", "dicomweb-retrieved", Action.READ)
 
 
 @dataclass(frozen=True)

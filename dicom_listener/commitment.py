@@ -21,7 +21,7 @@ from dicom_listener.association import Association
 from dicom_listener.commitment_reports import WELL_KNOWN_INSTANCE
 from dicom_listener.errors import PeerReleased
 from dicom_listener.ingest import Answer, Receiver
-from dicom_listener.spool import Spool
+from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dimse_status import Category, category
 from storage import commitments

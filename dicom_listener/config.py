@@ -5,12 +5,11 @@ calling AE (see storage.peers).
 """
 
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DuplicatePolicy = Literal["keep-first", "keep-last", "reject"]
+from integration.instances.ingest import DuplicatePolicy
 
 
 class DicomSettings(BaseSettings):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from dicom_listener import commitment, dimse, ingest, metrics, negotiation, pdus, query, retrieve, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, PeerAborted, PeerReleased, ProtocolError
-from dicom_listener.spool import Spool, file_meta
+from integration.instances.spool import Spool, file_meta
 from integration import dimse_status
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,11 @@
-"""Listener errors; the service modules (ingest, steps, query, retrieve, commitment) turn them into DIMSE statuses."""
+"""Listener errors (the ingest core's are in integration.errors); the service modules (ingest, steps,
+query, retrieve, commitment) turn them into DIMSE statuses."""
 
 
 class ListenerError(Exception):
     """Base class."""
 
     retriable = False
-
-
-class CannotUnderstand(ListenerError):
-    """The dataset cannot be parsed or lacks required UIDs (C-STORE status 0xC000)."""
-
-
-class DuplicateRefused(ListenerError):
-    """A SOP instance we hold came again with other bytes and the peer's policy is "reject"."""
 
 
 class TlsMisconfigured(ListenerError):

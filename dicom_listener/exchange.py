@@ -18,7 +18,7 @@ from pynetdicom.dsutils import encode
 from dicom_listener import dimse, pdus
 from dicom_listener.association import Association
 from dicom_listener.errors import PeerAborted, PeerReleased, ProtocolError
-from dicom_listener.spool import Spool
+from integration.instances.spool import Spool
 
 # PS3.8 E.2 message control header: bit 0 set = command, bit 1 set = last fragment.
 COMMAND = 0x01

@@ -1,43 +1,30 @@
 """The edge where storage outcomes become DIMSE statuses and association events become audit records.
 
 C-STORE answers Success only after the bytes are in object storage and the index row, with its
-audit record, is committed (DESIGN.md 5.1). Statuses are from PS3.4 Annex B.2.3 and PS3.7 Annex C
-(integration.dimse_status): A7xx Out of Resources when storage is down (the sender may retry later),
-A9xx when the SOP class differs from the context, Cxxx when the data set cannot be read, 0111H
-Duplicate SOP Instance under the reject policy, 0110H Processing Failure when the index refuses it.
-The data set arrives in a Spool (memory while small, a temporary file past a limit) and goes
-to object storage from there, so no large instance is ever held in memory whole.
+audit record, is committed (DESIGN.md 5.1); integration.instances holds that ingest core, shared
+with STOW-RS. Statuses are from PS3.4 Annex B.2.3 and PS3.7 Annex C (integration.dimse_status):
+A7xx Out of Resources when storage is down (the sender may retry later), A9xx when the SOP class
+differs from the context, Cxxx when the data set cannot be read, 0111H Duplicate SOP Instance
+under the reject policy, 0110H Processing Failure when the index refuses it. The data set arrives
+in a Spool (memory while small, a temporary file past a limit) and goes to object storage from
+there, so no large instance is ever held in memory whole.
 """
 
 import logging
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.log import append
-from audit.records import (
-    ASSOCIATION_ABORTED,
-    ASSOCIATION_ACCEPTED,
-    ASSOCIATION_REJECTED,
-    INSTANCE_REFUSED,
-    INSTANCE_STORED,
-    AuditRecord,
-    Hop,
-    Outcome,
-)
+from audit.records import ASSOCIATION_ABORTED, ASSOCIATION_ACCEPTED, ASSOCIATION_REJECTED, AuditRecord, Hop, Outcome
 from dicom_listener import dimse, metrics
 from dicom_listener.admission import AssociationCounts, Refusal, check_peer, temporary_congestion
 from dicom_listener.association import Association
 from dicom_listener.config import DicomSettings
-from dicom_listener.errors import CannotUnderstand, DuplicateRefused
-from dicom_listener.indexer import Job
-from dicom_listener.metadata import read_instance
 from dicom_listener.negotiation import Context
 from dicom_listener.peers import PeerDirectory
-from dicom_listener.spool import Spool
 from integration.dimse_status import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
@@ -46,12 +33,16 @@ from integration.dimse_status import (
     PROCESSING_FAILURE,
     SUCCESS,
 )
+from integration.errors import CannotUnderstand, DuplicateRefused
+from integration.instances import ingest
+from integration.instances.indexer import Job
+from integration.instances.metadata import read_instance
+from integration.instances.spool import Spool
 from integration.logs import correlated
-from storage.db import read_scope, session_scope
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
-from storage.objects import ObjectStore, dicom_version_key
-from storage.instances import ReceivedInstance, correlation_id_for_study, instance_state
+from storage.instances import ReceivedInstance, correlation_id_for_study
+from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +65,7 @@ class Receiver:
     settings: DicomSettings
     peers: PeerDirectory
     counts: AssociationCounts
-    indexer: GroupCommit[Job, None]
-
-
-def _audit(engine: Engine, record: AuditRecord, what: str) -> None:
-    try:
-        with session_scope(engine) as session:
-            append(session, record)
-    except StorageUnavailable:
-        log.error("could not audit %s: database unavailable", what)
+    indexer: GroupCommit[Job, bool]
 
 
 # Associations -----------------------------------------------------------------------------
@@ -114,7 +97,7 @@ def closed(receiver: Receiver, assoc: Association) -> None:
 
 
 def _association_audit(receiver: Receiver, who: str, address: str, hop: Hop, reason: str, what: str) -> None:
-    _audit(
+    ingest.audit(
         receiver.engine,
         AuditRecord(
             hop=hop,
@@ -148,7 +131,7 @@ def tls_refused(receiver: Receiver, address: str, reason: str) -> None:
 
 def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str, reason: str) -> None:
     """A query or retrieve refused before anything was disclosed (the peer may not): audit it."""
-    _audit(
+    ingest.audit(
         receiver.engine,
         AuditRecord(
             hop=hop,
@@ -173,82 +156,49 @@ def aborted(receiver: Receiver, assoc: Association, reason: str) -> None:
 
 
 def _refuse(receiver: Receiver, assoc: Association, *, reason: str, item: ReceivedInstance | None = None) -> None:
-    sop_uid = item.sop_uid if item else ""
-    _audit(
-        receiver.engine,
-        AuditRecord(
-            hop=INSTANCE_REFUSED,
-            # A dataset we could not read belongs to no known study: it gets a correlation id of its own.
-            correlation_id=correlation_id_for_study(item.study_uid) if item else f"association-{uuid.uuid4()}",
-            agent_who=f"ae:{assoc.calling_ae}",
-            agent_address=assoc.address,
-            entity_what=sop_uid or f"ae:{receiver.settings.dicom_ae_title}",
-            outcome=Outcome.MINOR_FAILURE,
-            detail={"reason": reason},
-        ),
-        "a refused instance",
+    record = ingest.refused_record(
+        agent=f"ae:{assoc.calling_ae}",
+        address=assoc.address,
+        reason=reason,
+        item=item,
+        target=f"ae:{receiver.settings.dicom_ae_title}",
+        context="association",
     )
+    ingest.audit(receiver.engine, record, "a refused instance")
 
 
-def _records(receiver: Receiver, assoc: Association, item: ReceivedInstance, duplicate: str) -> tuple[AuditRecord, ...]:
-    """instance-stored, preceded by association-accepted for the association's first instance of the study."""
-    correlation_id = correlation_id_for_study(item.study_uid)
-    stored = AuditRecord(
-        hop=INSTANCE_STORED,
-        correlation_id=correlation_id,
-        agent_who=f"ae:{assoc.calling_ae}",
-        agent_address=assoc.address,
-        entity_what=item.sop_uid,
-        # A re-send of identical bytes is acknowledged and recorded, but changes nothing.
-        detail={"study_uid": item.study_uid, "object_key": item.object_key, "sha256": item.sha256, "duplicate": duplicate},
-    )
+def _accepted(receiver: Receiver, assoc: Association, item: ReceivedInstance) -> tuple[AuditRecord, ...]:
+    """association-accepted, for the association's first instance of the study (it precedes instance-stored)."""
     if item.study_uid in assoc.studies:
-        return (stored,)
+        return ()
     accepted = AuditRecord(
         hop=ASSOCIATION_ACCEPTED,
-        correlation_id=correlation_id,
+        correlation_id=correlation_id_for_study(item.study_uid),
         agent_who=f"ae:{assoc.calling_ae}",
         agent_address=assoc.address,
         entity_what=f"ae:{receiver.settings.dicom_ae_title}",
         detail={"study_uid": item.study_uid},
     )
-    return (accepted, stored)
-
-
-def _put(receiver: Receiver, key: str, spool: Spool) -> None:
-    path = spool.path
-    if path is None:
-        receiver.objects.put_bytes(key, spool.contents(), "application/dicom", sha256=spool.sha256)
-    else:
-        receiver.objects.put_file(key, path, "application/dicom", sha256=spool.sha256)
+    return (accepted,)
 
 
 def _ingest(receiver: Receiver, assoc: Association, item: ReceivedInstance, spool: Spool) -> str:
     """Store and index one received instance; returns the metrics outcome label."""
     assert assoc.policy is not None
-    with read_scope(receiver.engine) as session:
-        state = instance_state(session, sop_uid=item.sop_uid, sha256=item.sha256)
-    duplicate, outcome, write = "false", "success", state == "new"
-    if state == "same":
-        duplicate, outcome = "identical", "duplicate"
-    elif state == "different":
-        if assoc.policy.duplicate_policy == "reject":
-            raise DuplicateRefused("SOP instance already stored with other bytes")
-        if assoc.policy.duplicate_policy == "keep-first":
-            duplicate, outcome = "other-bytes-ignored", "duplicate-kept-first"
-        else:
-            # keep-last: a new version under its own key; the study opens a new revision.
-            item = replace(item, object_key=dicom_version_key(item.study_uid, item.series_uid, item.sop_uid, item.sha256))
-            duplicate, outcome, write = "new-version", "new-version", True
-    if write:
-        # Object first, then the row: a crash in between leaves an unindexed object that the
-        # sender's retry overwrites (same key), never a row without its bytes.
-        _put(receiver, item.object_key, spool)
-    records = _records(receiver, assoc, item, duplicate)
-    receiver.indexer.commit(Job(item=item, write=write, records=records, new_version=state == "different"))
+    stored = ingest.store(
+        receiver,
+        item,
+        spool,
+        policy=assoc.policy.duplicate_policy,
+        agent=f"ae:{assoc.calling_ae}",
+        address=assoc.address,
+        preceding=_accepted(receiver, assoc, item),
+    )
     # Audited once committed: a failed commit is retried by the sender, and audits the association again.
     assoc.studies.add(item.study_uid)
-    return outcome
+    if stored.announced:
+        metrics.STUDIES_READY.labels("count-reached").inc()
+    return stored.outcome
 
 
 def store(receiver: Receiver, assoc: Association, request: dimse.Command, context: Context, spool: Spool) -> Answer:

@@ -41,7 +41,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicom_listener.admission import Refusal
 from dicom_listener.errors import ProtocolError
 from dicom_listener.pdus import REASON_INVALID_PARAMETER
-from dicom_listener.spool import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from integration.instances.spool import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 # PS3.7 A.2.1: the only DICOM application context name.
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"

@@ -9,7 +9,8 @@ from typing import cast
 
 from sqlalchemy import Engine
 
-from dicom_listener.config import DicomSettings, DuplicatePolicy
+from dicom_listener.config import DicomSettings
+from integration.instances.ingest import DuplicatePolicy
 from storage.db import session_scope
 from storage.errors import StorageUnavailable
 from storage.peers import Peer, all_peers

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 from sqlalchemy import Engine
 
-from dicom_listener import commitment_reports, indexer, stability
+from dicom_listener import commitment_reports, stability
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
@@ -25,6 +25,7 @@ from dicom_listener.peers import PeerDirectory
 from dicom_listener.server import Server
 from integration import process
 from integration.config import IntegrationSettings
+from integration.instances import indexer
 from storage.config import StorageSettings
 from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore

@@ -22,7 +22,7 @@ from dicom_listener import dimse, exchange, negotiation
 from dicom_listener.association import Association
 from audit.records import DICOM_QUERIED
 from dicom_listener.ingest import Receiver, audit_refusal
-from dicom_listener.spool import Spool
+from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dicom_queries import identifier, search
 from storage.dicom_query import LEVELS, UNIQUE, Level, Query, QueryError, Value, supported

@@ -28,7 +28,7 @@ from dicom_listener import dimse, exchange, negotiation
 from dicom_listener.association import Association
 from dicom_listener.ingest import Receiver, audit_refusal
 from dicom_listener.query import level_of, text_of
-from dicom_listener.spool import Spool
+from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dimse_status import Category, category
 from integration.outbound.dicom import Peer, convertible, peer, store_all

@@ -21,7 +21,7 @@ from audit.records import PROCEDURE_STEP_CREATED, PROCEDURE_STEP_UPDATED, AuditR
 from dicom_listener import dimse, metrics
 from dicom_listener.association import Association
 from dicom_listener.ingest import Answer, Receiver
-from dicom_listener.spool import Spool
+from integration.instances.spool import Spool
 from integration.dimse_status import (
     DUPLICATE_SOP_INSTANCE,
     INVALID_ATTRIBUTE_VALUE,

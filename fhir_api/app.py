@@ -5,6 +5,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,6 +33,9 @@ from fhir_api.dicomweb import qido
 from integration.heartbeats import Heartbeat
 from fhir_api import probes
 from integration.health import Readiness, dependency_checks
+from fhir_api.dicomweb import stow, wado
+from integration.instances import indexer
+from storage.group_commit import GroupCommit
 from storage.config import StorageSettings
 from storage.config import get_settings as get_storage_settings
 from storage.db import make_engine, session_scope
@@ -148,6 +152,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
         app.state.object_store = make_object_store(storage_settings)
         admin.state.object_store = app.state.object_store  # rule dry runs read instance headers
         app.state.readiness = Readiness(dependency_checks(engine, app.state.object_store))
+        # STOW-RS commits its instances' rows in groups, as the DICOM listener does (integration/instances).
+        app.state.indexer = GroupCommit(engine, partial(indexer.write, who="doctorai-dicomweb"))
         # The API process's heartbeat (integration.heartbeats), for the console's list of processes.
         heartbeat = Heartbeat(engine, kind="api", name="api")
         await asyncio.to_thread(heartbeat.start)
@@ -189,6 +195,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     app.include_router(fhir_routes.router)
     app.include_router(fhir_write_routes.router)
     app.include_router(qido.router)
+    app.include_router(wado.router)
+    app.include_router(stow.router)
     # Issue 7: the admin API, with its own OpenAPI document at /admin/openapi.json.
     app.mount("/admin", admin)
     # Issue 16: the console, its files, and the sign-in of people.

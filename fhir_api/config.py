@@ -5,6 +5,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from integration.instances.ingest import DuplicatePolicy
 from storage.config import ProductionConfigError, StorageSettings
 from storage.config import check_production as check_storage_production
 
@@ -71,6 +72,14 @@ class ApiSettings(BaseSettings):
     console_lockout_failures: int = 5
     console_lockout_seconds: int = 900
     console_password_min_length: int = 12
+    # STOW-RS (issue 17). Studies it stores are recorded as sent by this pseudo calling AE title:
+    # routing rules match it, and its dicom_peers row (if any) gives their quiet period and
+    # duplicate policy; without one, this duplicate policy applies. Each instance may be this
+    # large, and is received into memory up to the spool size, into a temporary file past it.
+    dicomweb_calling_ae: str = "DICOMWEB"
+    dicomweb_duplicate_policy: DuplicatePolicy = "keep-last"
+    dicomweb_max_instance_bytes: int = 1 << 30
+    dicomweb_spool_memory_bytes: int = 8 << 20
 
 
 __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_settings"]

@@ -32,6 +32,14 @@ class DeliveryFailed(PipelineError):
         self.reached = reached
 
 
+class CannotUnderstand(PipelineError):
+    """An instance that cannot be parsed or lacks the Study, Series or SOP Instance UID (C-STORE 0xC000)."""
+
+
+class DuplicateRefused(PipelineError):
+    """A SOP instance we hold came again with other bytes and the sender's duplicate policy is "reject"."""
+
+
 class StudyNotFound(PipelineError):
     """No study with this StudyInstanceUID is in the index."""
 

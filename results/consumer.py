@@ -28,6 +28,7 @@ from results.mapping import imaging_study_from_index, patient_from_study, report
 from storage.orders import with_order
 from results.oru import queue_oru
 from results.pushes import queue_report_exports
+from results.instances import store_outputs, store_sr
 from results.sr_queue import queue_sr_exports
 from integration import topics
 from integration.config import Hl7Identity, IntegrationSettings
@@ -59,7 +60,7 @@ class Exports:
     identity: Hl7Identity
     # Base of the FHIR API as the EHRs see it, for the links of webhook events (results/pushes.py).
     fhir_base_url: str
-    # Where the input headers are read and the DICOM SRs written (results/sr_queue.py); None: no SR.
+    # Where the input headers are read and the SRs and SEGs written (results/instances.py); None: none.
     objects: ObjectStore | None = None
 
 
@@ -131,8 +132,10 @@ def apply_result(session: Session, message: InferenceResult, exports: Exports) -
 
     Idempotent per job: a replayed result finds its Report row and does nothing. A failed
     result (`error` set) creates no report, only a serious-failure audit record. The report is
-    queued for every destination that takes results, as `exports` says; with its object store
-    (the consumer always has one), also as a DICOM SR to the DICOM destinations (results/sr_queue.py).
+    queued for every destination that takes results, as `exports` says. With its object store (the
+    consumer always has one), the report's DICOM SR and the model's SEG join the study as instances
+    of their own series (results/instances.py), and the SR goes to the DICOM destinations that take
+    results (results/sr_queue.py).
     """
     if session.get(Report, message.job_id) is not None:
         return None
@@ -211,9 +214,15 @@ def apply_result(session: Session, message: InferenceResult, exports: Exports) -
         study=study,
         base_url=exports.fhir_base_url,
     )
-    # Issue 7: and as a DICOM SR, into the same study, to every DICOM destination that takes results.
-    if exports.objects is not None:
-        queue_sr_exports(session, exports.objects, result=message, study=study)
+    # Issue 17: the SR (naming the SR it amends) and the model's SEG become instances of the study;
+    # issue 7: the SR goes to every DICOM destination that takes results.
+    objects = exports.objects
+    if objects is not None:
+        store_outputs(session, objects, result=message)
+        replaces = earlier.job_id if earlier is not None else None
+        sr = store_sr(session, objects, result=message, study=study, replaces=replaces)
+        if sr is not None:
+            queue_sr_exports(session, sr, result=message, study=study)
     session.flush()
     return report_id
 

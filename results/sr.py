@@ -3,7 +3,8 @@
 The SR joins the study it is about: patient and study attributes are copied from the header of
 the first input instance (PS3.3 C.7.1.1, C.7.2.1), so a PACS files it next to the images. Its
 Series and SOP Instance UIDs derive from the job id alone, so a replayed result makes the same
-instance and the PACS keeps one copy.
+instance and the PACS keeps one copy. The SR of an amended report names the SR it replaces in its
+Predecessor Documents Sequence (PS3.3 C.17.2.1).
 
 Content (PS3.16 TID 1500): one TID 1501 measurement group per finding, with the finding's concept
 as a qualitative evaluation valued SNOMED CT Present or Absent (the model's threshold decision)
@@ -149,13 +150,19 @@ def _source(header: Dataset) -> Dataset:
 
 
 def structured_report(
-    result: InferenceResult, header: Dataset, evidence: Sequence[Dataset], *, created: datetime
+    result: InferenceResult,
+    header: Dataset,
+    evidence: Sequence[Dataset],
+    *,
+    created: datetime,
+    replaces: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The SR of a result: patient and study from `header` (the first input's), evidence the inputs.
 
     `evidence` holds each input instance's StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID and
     SOPClassUID (PS3.3 C.17.2.1: the Current Requested Procedure Evidence Sequence); `created` dates
-    the content, so a replay built at another time still has the same content date.
+    the content, so a replay built at another time still has the same content date. `replaces`
+    holds the same four UIDs of the SR this one amends (its Predecessor Documents Sequence).
     """
     series_uid, sop_uid = sr_uids(result.job_id)
     source = _source(header)
@@ -178,6 +185,7 @@ def structured_report(
         content_time=created.time(),
         series_date=created.date(),
         series_time=created.time(),
+        previous_versions=list(replaces) or None,
         # Complete (every finding is in it) and unverified, preliminary until a physician signs it.
         is_complete=True,
         is_final=False,

@@ -77,6 +77,9 @@ class ReceivedInstance:
     # The AE title the sender called (A-ASSOCIATE-RQ, PS3.8 9.3.2), for routing rules.
     called_ae: str = ""
     details: StudyDetails = field(default_factory=StudyDetails)
+    # Made by us from the study (an AI result's SR or SEG): it joins the study as it is, without
+    # opening a new revision, so storing a result never routes the study again.
+    derived: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class IndexedStudy:
 @dataclass(frozen=True)
 class _IndexStatements:
     study: Prepared
+    # The study row of a derived instance: created if need be, never reopened.
+    study_kept: Prepared
     reopen_left: Prepared
     series: Prepared
     instance: Prepared
@@ -138,6 +143,7 @@ def _index_statements(dialect: str) -> _IndexStatements:
     )
     return _IndexStatements(
         reopen_left=Prepared(reopen_left),
+        study_kept=Prepared(study.on_conflict_do_nothing(index_elements=["study_uid"])),
         study=Prepared(
             study.on_conflict_do_update(
                 index_elements=["study_uid"],
@@ -164,6 +170,7 @@ def index_instance(
     """Index an instance (or a new version of one) whose bytes are stored: its study, series, instance and version rows.
 
     `new_version=False` says the SOP instance is not indexed yet, which spares looking for a study it leaves.
+    A derived instance leaves its study's status, revision and last arrival as they are.
 
     Prebuilt Core statements, one round trip each and no lookups first: this runs for every
     C-STORE, where the ORM's get-then-add cost more SELECTs and a unit of work.
@@ -172,29 +179,31 @@ def index_instance(
     # Prepared statements on the session's connection, past the ORM's and Core's execution machinery.
     connection = session.connection()
     statements = _index_statements(connection.dialect.name)
-    expected = statements.study.scalar(
-        connection,
-        {
-            "study_uid": item.study_uid,
-            "correlation_id": correlation_id_for_study(item.study_uid),
-            "patient_id": item.patient_id,
-            "accession_number": item.accession_number,
-            "study_date": item.study_date,
-            "study_description": item.study_description,
-            "calling_ae": item.calling_ae,
-            "called_ae": item.called_ae,
-            "source_address": item.source_address,
-            "status": "receiving",
-            "revision": 0,
-            "ready_reason": "",
-            "first_received_at": now,
-            "last_received_at": now,
-            "announced": item.expected_instances or None,
-            "steps_of": item.study_uid,
-            "index_version": INDEX_VERSION,
-            **item.details.columns(),
-        },
-    )
+    study = {
+        "study_uid": item.study_uid,
+        "correlation_id": correlation_id_for_study(item.study_uid),
+        "patient_id": item.patient_id,
+        "accession_number": item.accession_number,
+        "study_date": item.study_date,
+        "study_description": item.study_description,
+        "calling_ae": item.calling_ae,
+        "called_ae": item.called_ae,
+        "source_address": item.source_address,
+        "status": "receiving",
+        "revision": 0,
+        "ready_reason": "",
+        "first_received_at": now,
+        "last_received_at": now,
+        "announced": item.expected_instances or None,
+        "steps_of": item.study_uid,
+        "index_version": INDEX_VERSION,
+        **item.details.columns(),
+    }
+    if item.derived:
+        statements.study_kept.run(connection, study)
+        expected = None
+    else:
+        expected = statements.study.scalar(connection, study)
     if new_version:
         statements.reopen_left.run(connection, {"sop": item.sop_uid, "to": item.study_uid, "now": now})
     current = {

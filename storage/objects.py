@@ -5,6 +5,7 @@ Keys derive from identifiers (DESIGN.md section 6), so a retry overwrites the sa
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,11 @@ def hl7_key(received: datetime, message_id: str) -> str:
 def model_key(name: str, version: str, filename: str) -> str:
     """Key of one file of a model package."""
     return f"models/{name}/{version}/{filename}"
+
+
+def is_dicom_key(key: str) -> bool:
+    """Whether a key names a DICOM instance of a study (dicom_key, dicom_version_key)."""
+    return key.startswith("dicom/") and key.endswith(".dcm")
 
 
 def result_key(job_id: str, filename: str) -> str:
@@ -153,6 +159,23 @@ class ObjectStore:
                 response.release_conn()
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
+
+    def stream(self, key: str, *, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """An object's bytes in chunks as the store sends them, so memory stays flat whatever its size.
+
+        Raises StorageUnavailable when the store cannot give it, at the first chunk or on the way.
+        """
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store cannot give {key}: {exc!r}") from exc
+        try:
+            yield from response.stream(chunk_size)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store stopped giving {key}: {exc!r}") from exc
+        finally:
+            response.close()
+            response.release_conn()
 
     def get_file(self, key: str, path: Path) -> None:
         """Download an object to a file, streaming it, so memory stays flat whatever its size."""

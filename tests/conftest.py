@@ -28,7 +28,7 @@ from doctorai.stack import (
     start_object_store,
 )
 from storage.db import make_engine, migrate
-from tests.orthanc import Modality, Orthanc, OrthancFactory, start_orthanc
+from tests.orthanc import DicomWebServer, Modality, Orthanc, OrthancFactory, start_orthanc
 # The stored-study fixtures, for every folder's tests.
 from tests.studies import db_url, engine, indexed, make_job, rg1  # noqa: F401
 
@@ -195,8 +195,8 @@ class EngineRun:
         )
 
 
-def _engine_on(services: StackConfig, var_dir: Path) -> Iterator[EngineRun]:
-    """An engine on the session's services, with its own SQLite database and topic prefix."""
+def new_engine_run(services: StackConfig, var_dir: Path) -> EngineRun:
+    """An engine on the session's services, with its own SQLite database (in `var_dir`) and topic prefix."""
     base = free_ports()
     ports = replace(base, s3=services.ports.s3, kafka=services.ports.kafka)
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -208,21 +208,23 @@ def _engine_on(services: StackConfig, var_dir: Path) -> Iterator[EngineRun]:
         models=(SPINE_MODEL,),  # the workers a test asks for, no more: `start(models=...)`
     )
     prepare_database(config)
-    run = EngineRun(config)
-    yield run
-    run.stop()
+    return EngineRun(config)
 
 
 @pytest.fixture
 def engine_run(services: StackConfig, tmp_path: Path) -> Iterator[EngineRun]:
     """An engine on the session's services, with its own SQLite database and topic prefix."""
-    yield from _engine_on(services, tmp_path / "var")
+    run = new_engine_run(services, tmp_path / "var")
+    yield run
+    run.stop()
 
 
 @pytest.fixture(scope="module")
 def module_engine_run(services: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineRun]:
-    """One engine for every test of a module (which starts it), when its tests can share data."""
-    yield from _engine_on(services, tmp_path_factory.mktemp("engine") / "var")
+    """One engine for every test of a module (which starts it, with the workers it needs), when its tests can share data."""
+    run = new_engine_run(services, tmp_path_factory.mktemp("engine") / "var")
+    yield run
+    run.stop()
 
 
 @pytest.fixture
@@ -235,11 +237,15 @@ def orthanc_factory(tmp_path: Path) -> Iterator[OrthancFactory]:
     started: list[Orthanc] = []
 
     def start(
-        *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None, dicom_port: int | None = None
+        *,
+        aet: str | None = None,
+        modalities: Mapping[str, Modality] | None = None,
+        dicom_port: int | None = None,
+        dicomweb: Mapping[str, DicomWebServer] | None = None,
     ) -> Orthanc:
         n = len(started) + 1
         orthanc = start_orthanc(
-            tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities, dicom_port=dicom_port
+            tmp_path / f"orthanc{n}", aet=aet or f"ORTHANC{n}", modalities=modalities, dicom_port=dicom_port, dicomweb=dicomweb
         )
         started.append(orthanc)
         return orthanc

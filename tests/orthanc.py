@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from doctorai.stack import free_ports
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
+# Debian's orthanc-dicomweb: Orthanc as a DICOMweb server (at /dicom-web/) and client of the servers it is given.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
 
@@ -43,6 +45,18 @@ class Modality:
         return {"AET": self.aet, "Host": self.host, "Port": self.port}
 
 
+@dataclass(frozen=True)
+class DicomWebServer:
+    """A DICOMweb server as the plugin's DicomWeb.Servers names it: its base URL and a bearer token."""
+
+    url: str
+    token: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The object form of a DicomWeb.Servers entry (orthanc-dicomweb's Orthanc Book page)."""
+        return {"Url": self.url, "HttpHeaders": {"Authorization": f"Bearer {self.token}"}}
+
+
 class StoreAnswer(BaseModel):
     """Orthanc's answer to a synchronous POST /modalities/{name}/store (its C-STORE SCU job)."""
 
@@ -55,10 +69,23 @@ class StoreAnswer(BaseModel):
 
 
 def configuration(
-    *, directory: Path, aet: str, http_port: int, dicom_port: int, modalities: Mapping[str, Modality]
+    *,
+    directory: Path,
+    aet: str,
+    http_port: int,
+    dicom_port: int,
+    modalities: Mapping[str, Modality],
+    dicomweb: Mapping[str, DicomWebServer] | None = None,
 ) -> dict[str, Any]:
-    """An orthanc.json for a private, loopback-only Orthanc that stores what it is sent unchanged."""
+    """An orthanc.json for a private, loopback-only Orthanc that stores what it is sent unchanged.
+
+    With `dicomweb` (even empty) the DICOMweb plugin serves /dicom-web/ and knows these servers.
+    """
     storage = str(directory / "storage")
+    plugin = {} if dicomweb is None else {
+        "Plugins": [DICOMWEB_PLUGIN],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": {n: s.as_json() for n, s in dicomweb.items()}},
+    }
     return {
         "Name": aet,
         "StorageDirectory": storage,
@@ -99,6 +126,7 @@ def configuration(
         # Close the SCU association when the store job ends instead of keeping it 5 s for reuse.
         "DicomAssociationCloseDelay": 0,
         "StableAge": 1,
+        **plugin,
     }
 
 
@@ -174,6 +202,15 @@ class Orthanc:
             raise OrthancError(f"C-STORE to {modality}: {answer}\n{self.log()}")
         return answer
 
+    def dicomweb_retrieve(self, server: str, study_uid: str) -> int:
+        """Retrieve a study from a DICOMweb server by WADO-RS and store it (the plugin's
+        POST /dicom-web/servers/{name}/retrieve, synchronous); how many instances it received."""
+        body = {"Resources": [{"Study": study_uid}], "Synchronous": True}
+        answer = self._request("POST", f"/dicom-web/servers/{server}/retrieve", json=body).json()
+        if "ReceivedInstancesCount" not in answer:
+            raise OrthancError(f"unexpected answer to a DICOMweb retrieve: {answer}\n{self.log()}")
+        return int(answer["ReceivedInstancesCount"])
+
     def wait_for_instances(self, count: int, *, timeout: float = 60.0) -> list[str]:
         """Poll until at least `count` instances are stored; their ids."""
 
@@ -208,18 +245,25 @@ def start_orthanc(
     aet: str,
     modalities: Mapping[str, Modality] | None = None,
     dicom_port: int | None = None,
+    dicomweb: Mapping[str, DicomWebServer] | None = None,
     timeout: float = 30.0,
 ) -> Orthanc:
     """Start Orthanc with a generated configuration in `directory` and wait until its REST API answers.
 
-    `dicom_port` places its DICOM server on a port chosen beforehand (a destination that comes up late).
+    `dicom_port` places its DICOM server on a port chosen beforehand (a destination that comes up late);
+    `dicomweb` loads the DICOMweb plugin with these servers (configuration()).
     """
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports()
     if dicom_port is not None:
         ports = replace(ports, dicom=dicom_port)
     config = configuration(
-        directory=directory, aet=aet, http_port=ports.http, dicom_port=ports.dicom, modalities=modalities or {}
+        directory=directory,
+        aet=aet,
+        http_port=ports.http,
+        dicom_port=ports.dicom,
+        modalities=modalities or {},
+        dicomweb=dicomweb,
     )
     config_path = directory / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
@@ -250,7 +294,12 @@ class OrthancFactory(Protocol):
     """The `orthanc_factory` fixture: start one more Orthanc, stopped when the test ends."""
 
     def __call__(
-        self, *, aet: str | None = None, modalities: Mapping[str, Modality] | None = None, dicom_port: int | None = None
+        self,
+        *,
+        aet: str | None = None,
+        modalities: Mapping[str, Modality] | None = None,
+        dicom_port: int | None = None,
+        dicomweb: Mapping[str, DicomWebServer] | None = None,
     ) -> Orthanc: ...
 
 

@@ -18,7 +18,7 @@ def backfill(args: argparse.Namespace) -> int:
     """
     from pydicom.errors import InvalidDicomError
 
-    from dicom_listener.metadata import header_values, study_details
+    from integration.instances.metadata import header_values, study_details
     from integration.facts import read_header
     from storage.config import get_settings
     from storage.db import session_scope

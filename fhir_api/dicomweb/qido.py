@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from fhir_api.auth.tokens import allows
 from fhir_api.config import ApiSettings
+from fhir_api.dicomweb.access import require_imaging
+from fhir_api.dicomweb.urls import base_url
 from fhir_api.deps import EngineDep, PrincipalDep, SettingsDep, client_address
-from fhir_api.errors import BadRequest, Forbidden, NotAcceptable
+from fhir_api.errors import BadRequest, NotAcceptable
 from integration.dicom_queries import identifier, search
 from storage.dicom_query import KEYS, LEVELS, UNIQUE, Level, Match, Query, QueryError, level_keys, supported
 
@@ -137,15 +138,14 @@ def _retrieve_url(base: str, match: Match, level: Level) -> str:
 
 
 def _search(resource: Resource, request: Request, engine: EngineDep, settings: ApiSettings, principal: PrincipalDep) -> Response:
-    if not allows(principal, "ImagingStudy", "s"):
-        raise Forbidden("searching studies needs a scope that searches ImagingStudy (system/ImagingStudy.rs)")
+    require_imaging(principal, "s")
     _accepts_json(request)
     query, fuzzy = _query(resource, request, settings)
     try:
         matches, total = search(engine, query, who=principal.subject, address=client_address(request), via="QIDO-RS", counted=True)
     except QueryError as exc:
         raise BadRequest(str(exc)) from exc
-    base = (settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")) + "/dicomweb"
+    base = base_url(request, settings)
     headers = {}
     warnings = []
     if fuzzy:

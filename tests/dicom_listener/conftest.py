@@ -17,7 +17,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 
-from dicom_listener import indexer
+from integration.instances import indexer
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver

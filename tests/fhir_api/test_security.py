@@ -195,7 +195,18 @@ def test_every_route_checks_the_scope(api: Api, method: str, path: str, letter: 
 
 PUBLIC = {"/healthz", "/readyz", "/fhir/metadata", "/.well-known/smart-configuration",
           "/fhir/.well-known/smart-configuration", "/auth/token"}
-PATH_VALUES = {"resource_type": "Patient", "resource_id": "pat-1", "version_id": "1", "record_id": "1", "study": "1.2.3", "series": "1.2.3.4"}
+PATH_VALUES = {
+    "resource_type": "Patient",
+    "resource_id": "pat-1",
+    "version_id": "1",
+    "record_id": "1",
+    # DICOMweb (fhir_api/dicomweb): UIDs, a frame list and a tag.
+    "study": "1.2.3",
+    "series": "1.2.3.4",
+    "sop": "1.2.3.4.5",
+    "frame_list": "1",
+    "tag": "7FE00010",
+}
 
 
 def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:

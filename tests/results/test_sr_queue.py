@@ -3,11 +3,9 @@
 import io
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import highdicom as hd
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.filereader import read_dataset
 from sqlalchemy import Engine, select
 
@@ -17,11 +15,11 @@ from results.sr import sr_uids
 from integration.config import Hl7Identity
 from integration.messages import InferenceResult
 from integration.outbound import dicom
-from doctorai.stack import StackConfig, free_ports
+from doctorai.stack import free_ports
 from storage.db import session_scope
 from storage.destinations import add_destination
 from storage.forwards import ForwardItem, forward_instances, list_forwards, queue_forward
-from storage.objects import ObjectStore, dicom_key, make_object_store
+from storage.objects import ObjectStore, dicom_key
 from storage.instances import ReceivedInstance
 from storage.tables.audit import AuditEvent
 from tests.dicom_peers import StoreScp, store_scp
@@ -29,15 +27,6 @@ from tests.mllp_peers import wait_for
 from tests.senders import FAST, sending
 
 MakeJob = Callable[..., InferenceResult]
-
-
-@pytest.fixture
-def objects(services: StackConfig, indexed: ReceivedInstance) -> ObjectStore:
-    """The object store holding RG1 where the index says it is."""
-    store = make_object_store(services.storage_settings())
-    store.ensure_bucket()
-    store.put_file(indexed.object_key, Path(str(get_testdata_file("RG1_UNCR.dcm"))))
-    return store
 
 
 def _destination(engine: Engine, name: str, port: int, *, enabled: bool = True, **options: str) -> int:
@@ -125,7 +114,7 @@ def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
     assert (sent.detail["kind"], sent.detail["job_id"], sent.detail["status"]) == ("result", result.job_id, "sent")
 
 
-def test_no_sr_without_a_destination_that_takes_results(
+def test_no_sr_forward_without_a_destination_that_takes_results(
     engine: Engine, objects: ObjectStore, indexed: ReceivedInstance, make_job: MakeJob
 ) -> None:
     _destination(engine, "archive", 1)
@@ -135,5 +124,6 @@ def test_no_sr_without_a_destination_that_takes_results(
         assert consumer.apply_result(session, result, exports) == result.job_id
     with session_scope(engine) as session:
         assert list_forwards(session) == []
-    series_uid, _ = sr_uids(result.job_id)
-    assert objects.list_keys(f"dicom/{indexed.study_uid}/{series_uid}/") == {}
+    # Issue 17: the SR is made for every report all the same, and joins the study (results/instances.py).
+    series_uid, sop_uid = sr_uids(result.job_id)
+    assert list(objects.list_keys(f"dicom/{indexed.study_uid}/{series_uid}/")) == [dicom_key(indexed.study_uid, series_uid, sop_uid)]

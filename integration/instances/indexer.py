@@ -1,10 +1,11 @@
-"""The index rows and audit records of received instances, written a batch at a time (storage.group_commit).
+"""The index rows and audit records of stored instances, written a batch at a time (storage.group_commit).
 
-Each association's thread stores its instance's bytes, then commits its Job through its
-process's GroupCommit and answers the C-STORE once that returns (DESIGN.md 5.1). A batch is one
-transaction: each job's rows in a savepoint of their own, so one the schema refuses fails alone;
-then one append of every committed job's audit records (one audit chain lock for the batch);
-then the studies whose announced count is now reached are declared ready.
+Each front door's thread (an association's, a STOW-RS request's) stores its instance's bytes,
+then commits its Job through its process's GroupCommit and answers once that returns (DESIGN.md
+5.1). A batch is one transaction: each job's rows in a savepoint of their own, so one the schema
+refuses fails alone; then one append of every committed job's audit records (one audit chain lock
+for the batch); then the studies whose announced count is now reached are declared ready. The
+results consumer writes its SR and SEG jobs the same way, in its report's own transaction.
 """
 
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from audit.log import append_many
 from audit.records import AuditRecord
-from dicom_listener import metrics
 from integration.studies import announce
 from storage.instances import IndexedStudy, ReceivedInstance, count_instances, index_instance
 from storage.tables.index import Study
@@ -49,8 +49,12 @@ def _index(session: Session, job: Job, now: datetime) -> IndexedStudy | None:
     return None
 
 
-def write(session: Session, jobs: Sequence[Job], *, who: str) -> list[None | Exception]:
-    """Index a batch of jobs in the caller's transaction; each job's outcome (None, or what failed it alone)."""
+def write(session: Session, jobs: Sequence[Job], *, who: str) -> list[bool | Exception]:
+    """Index a batch of jobs in the caller's transaction; each job's outcome, or what failed it alone.
+
+    A job's outcome is True when this batch declared its study ready (its announced count reached),
+    for the first job of that study in the batch only, so each front door counts each study once.
+    """
     now = datetime.now(UTC)
     outcomes: list[None | Exception] = []
     counted: dict[str, int] = {}
@@ -67,7 +71,7 @@ def write(session: Session, jobs: Sequence[Job], *, who: str) -> list[None | Exc
             counted[indexed.study_uid] = indexed.expected_instances
     # One chain lock and one INSERT for the records of every job written, in arrival order.
     append_many(session, [record for job, outcome in zip(jobs, outcomes) if outcome is None for record in job.records])
-    announced = 0
+    announced: set[str] = set()
     for study_uid, expected in counted.items():
         # Exactly the announced count: more means the count was wrong, and that revision waits
         # for the quiet period instead.
@@ -76,6 +80,12 @@ def write(session: Session, jobs: Sequence[Job], *, who: str) -> list[None | Exc
         study = session.get(Study, study_uid, with_for_update=True)
         if study is not None and study.status == "receiving":
             announce(session, study, reason="count-reached", who=who, now=now)
-            announced += 1
-    metrics.STUDIES_READY.labels("count-reached").inc(announced)
-    return outcomes
+            announced.add(study_uid)
+    results: list[bool | Exception] = []
+    for job, outcome in zip(jobs, outcomes):
+        if outcome is not None:
+            results.append(outcome)
+            continue
+        results.append(job.item.study_uid in announced)
+        announced.discard(job.item.study_uid)
+    return results

@@ -1,4 +1,5 @@
-"""One received instance as it arrives: the file meta header we write, then the data set as sent.
+"""One received instance as it arrives: for C-STORE the file meta header we write, then the data set as sent;
+for STOW-RS the DICOM file as sent (its head is empty).
 
 The stored object is a DICOM file (PS3.10 7.1): 128-byte preamble, "DICM", file meta group
 0002 in Explicit VR Little Endian, then the data set bytes exactly as received in the

@@ -8,7 +8,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_preamble
 
-from dicom_listener.spool import IMPLEMENTATION_CLASS_UID, Spool, file_meta
+from integration.instances.spool import IMPLEMENTATION_CLASS_UID, Spool, file_meta
 
 CT = Path(str(get_testdata_file("CT_small.dcm")))
 

@@ -1,6 +1,6 @@
 """The few top-level attributes the index keeps, read straight from a data set's encoding (PS3.5 7).
 
-This runs for every C-STORE. pydicom builds an element object for every attribute in the
+This runs for every instance stored (C-STORE, STOW-RS). pydicom builds an element object for every attribute in the
 header and converts the ones asked for, about 1 ms for a CT slice; walking the element headers
 and reading only the wanted values takes a tenth of that. Anything this reader does not handle
 (a deflated or big endian data set, an encoding it cannot follow, a cut) raises Unsupported,
@@ -8,6 +8,7 @@ and the caller reads the data set with pydicom instead, which decides how to ans
 """
 
 import struct
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -44,7 +45,8 @@ _NAMES = {0x00080090, 0x00100010}
 _BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_UNDEFINED = 0xFFFFFFFF
+# A value length of 0xFFFFFFFF: undefined, ended by a delimiter (sequences, encapsulated pixel data, PS3.5 7.1).
+UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -102,14 +104,14 @@ class _Walk:
                 return
             if tag != _ITEM:
                 raise Unsupported(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) inside a sequence")
-            if length != _UNDEFINED:
+            if length != UNDEFINED_LENGTH:
                 self.skip(length)
                 continue
             while True:  # an item of undefined length: its elements, until the Item Delimitation Item
                 inner, vr, inner_length = self.header(implicit)
                 if inner == _ITEM_END:
                     break
-                if inner_length == _UNDEFINED:
+                if inner_length == UNDEFINED_LENGTH:
                     # A UN of undefined length holds Implicit VR Little Endian (PS3.5 6.2.2).
                     self.skip_undefined(implicit or vr == b"UN")
                 else:
@@ -117,7 +119,7 @@ class _Walk:
 
     def check_bulk(self, length: int) -> None:
         """Pixel data must be whole: its defined length, or every fragment (PS3.5 A.4), inside the file."""
-        if length != _UNDEFINED:
+        if length != UNDEFINED_LENGTH:
             self.skip(length)
             return
         while self.position + 8 <= self.size:
@@ -128,11 +130,11 @@ class _Walk:
         # A missing final delimiter alone is tolerated (liberal in); a cut fragment is not (above).
 
 
-def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
-    """The wanted attributes present in the data set that starts at `f`'s position, as text.
-
-    Checks that the pixel data, if any, is whole. Raises Unsupported when pydicom must decide.
-    """
+def _top_level(
+    f: BinaryIO, size: int, transfer_syntax: str, wanted: Mapping[int, str]
+) -> tuple[dict[int, bytes], _Walk, int, int]:
+    """The `wanted` top-level values up to the bulk pixel data, by tag; and the walk, left at the bulk
+    element's value, with that element's tag and value length (tag 0 when there is none)."""
     if transfer_syntax in _NOT_EXPLICIT_LE:
         raise Unsupported(f"transfer syntax {transfer_syntax}")
     implicit = transfer_syntax == ImplicitVRLittleEndian
@@ -141,16 +143,26 @@ def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
     while walk.position < size:
         tag, vr, length = walk.header(implicit)
         if tag in _BULK:
-            walk.check_bulk(length)
-            break
-        if length == _UNDEFINED:
+            return raw, walk, tag, length
+        if length == UNDEFINED_LENGTH:
             walk.skip_undefined(implicit or vr == b"UN")
-        elif tag in WANTED:
+        elif tag in wanted:
             if length > 1024:
-                raise Unsupported(f"{WANTED[tag]} of {length} bytes")
+                raise Unsupported(f"{wanted[tag]} of {length} bytes")
             raw[tag] = walk.read(length)
         else:
             walk.skip(length)
+    return raw, walk, 0, 0
+
+
+def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
+    """The wanted attributes present in the data set that starts at `f`'s position, as text.
+
+    Checks that the pixel data, if any, is whole. Raises Unsupported when pydicom must decide.
+    """
+    raw, walk, bulk, length = _top_level(f, size, transfer_syntax, WANTED)
+    if bulk:
+        walk.check_bulk(length)
     encodings = convert_encodings(_ascii(raw.get(0x00080005, b"")).split("\\") or [""])
     values = {}
     for tag, value in raw.items():
@@ -163,6 +175,40 @@ def scan(f: BinaryIO, *, size: int, transfer_syntax: str) -> dict[str, str]:
             text = decode_bytes(value, encodings, set())
         values[WANTED[tag]] = text.strip("\x00 ")
     return values
+
+
+def read_file_meta(f: BinaryIO, size: int) -> tuple[int, str]:
+    """Where the data set of the DICOM file in `f` starts, and its Transfer Syntax UID (PS3.10 7.1).
+
+    The File Meta Information (group 0002) is Explicit VR Little Endian after the 128-byte preamble
+    and "DICM"; a file without the preamble is read from its first byte (liberal in). Raises
+    Unsupported when there is no group 0002 with a Transfer Syntax UID: not a DICOM file.
+    """
+    start = 132 if f.read(132)[128:] == b"DICM" else 0
+    f.seek(start)
+    walk = _Walk(f, size)
+    syntax = ""
+    while walk.position + 8 <= size:
+        # Peek at the group: the data set after group 0002 may be in another encoding.
+        if f.read(2) != b"\x02\x00":
+            f.seek(walk.position)
+            break
+        f.seek(walk.position)
+        tag, _, length = walk.header(False)
+        if tag == 0x00020010 and length <= 64:
+            syntax = _ascii(walk.read(length))
+        else:
+            walk.skip(length)
+    if not syntax:
+        raise Unsupported("no File Meta Information with a Transfer Syntax UID")
+    return walk.position, syntax
+
+
+def pixel_data_at(f: BinaryIO, *, size: int, transfer_syntax: str) -> tuple[int, int] | None:
+    """Where the Pixel Data value of the data set at `f`'s position starts, and its length (0xFFFFFFFF when
+    encapsulated, PS3.5 A.4); None without Pixel Data. Raises Unsupported as scan does."""
+    _, walk, bulk, length = _top_level(f, size, transfer_syntax, {})
+    return (walk.position, length) if bulk == 0x7FE00010 else None
 
 
 def check_bulk_data(f: BinaryIO, size: int, *, implicit: bool, little_endian: bool) -> None:

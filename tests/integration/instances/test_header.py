@@ -13,7 +13,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from dicom_listener import header
+from integration.instances import header
 
 NUMBERS = {"SeriesNumber", "InstanceNumber", "NumberOfStudyRelatedInstances"}
 

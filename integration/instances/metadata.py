@@ -1,6 +1,9 @@
 """Reading the header fields the index needs from a received instance, without loading its pixels.
 
 header.scan reads them from the encoded data set; what it cannot follow, pydicom reads leniently.
+An instance comes as a data set in a negotiated transfer syntax (C-STORE, after the file meta we
+write) or as a whole DICOM file (STOW-RS parts, our own SR and SEG), whose file meta says where
+its data set starts and how it is encoded.
 """
 
 import struct
@@ -11,10 +14,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicom_listener import header
-from dicom_listener.errors import CannotUnderstand
-from storage.objects import dicom_key
+from integration.errors import CannotUnderstand
+from integration.instances import header
 from storage.instances import ReceivedInstance, StudyDetails
+from storage.objects import dicom_key
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -76,11 +79,13 @@ def read_instance(
     calling_ae: str,
     source_address: str,
     called_ae: str = "",
+    derived: bool = False,
 ) -> ReceivedInstance:
     """The index fields of the DICOM file `f` (`size` bytes; its data set at `dataset_start`, in `transfer_syntax`).
 
     Raises CannotUnderstand when the file is not DICOM, is cut short, or lacks the Study, Series
     or SOP Instance UID, which the C-STORE edge answers with 0xC000 (PS3.4 Annex B.2.3).
+    `derived` marks an instance we made from the study (an AI result, storage.instances).
     """
     f.seek(dataset_start)
     try:
@@ -114,4 +119,29 @@ def read_instance(
         source_address=source_address,
         expected_instances=_int(values.get("NumberOfStudyRelatedInstances", "")),
         details=study_details(values),
+        derived=derived,
+    )
+
+
+def read_file(
+    f: BinaryIO, *, size: int, sha256: str, calling_ae: str, source_address: str, derived: bool = False
+) -> ReceivedInstance:
+    """The index fields of a whole DICOM file (PS3.10): its file meta says where its data set starts and how it is encoded.
+
+    Raises CannotUnderstand when it has no File Meta Information (not a DICOM file), and as read_instance.
+    """
+    f.seek(0)
+    try:
+        dataset_start, transfer_syntax = header.read_file_meta(f, size)
+    except header.Unsupported as exc:
+        raise CannotUnderstand(f"not a DICOM file: {exc}") from exc
+    return read_instance(
+        f,
+        size=size,
+        dataset_start=dataset_start,
+        transfer_syntax=transfer_syntax,
+        sha256=sha256,
+        calling_ae=calling_ae,
+        source_address=source_address,
+        derived=derived,
     )
