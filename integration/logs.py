@@ -7,6 +7,7 @@ message. Correlation ids are UUIDs, never PHI.
 
 import json
 import logging
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,9 +43,11 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
-    """A handler writing to `stream` (stderr) as text or JSON, every record with its correlation id."""
-    handler = logging.StreamHandler(stream)
+def make_handler(log_format: str, stream: TextIO | None = None, *, path: Path | None = None) -> logging.Handler:
+    """A handler writing to `stream` (stderr), or appending to the file at `path`, as text or JSON,
+    every record with its correlation id."""
+    # A file handler opens its file at the first record and logging closes it at exit.
+    handler: logging.Handler = logging.FileHandler(path, delay=True) if path else logging.StreamHandler(stream)
     handler.addFilter(_CorrelationFilter())
     handler.setFormatter(_JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     return handler

@@ -74,7 +74,7 @@ def _setup_logging(command: str) -> None:
         return
     path = _cli_log()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = make_handler(get_integration_settings().log_format, path.open("a"))  # closed when the process ends
+    handler = make_handler(get_integration_settings().log_format, path=path)
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 

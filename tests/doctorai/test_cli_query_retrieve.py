@@ -28,6 +28,7 @@ def configured(services: StackConfig, tmp_path: Path, monkeypatch: pytest.Monkey
     storage = services.storage_settings()
     monkeypatch.setenv("DOCTORAI_DATABASE_URL", url)
     monkeypatch.setenv("DOCTORAI_S3_ENDPOINT", storage.s3_endpoint)
+    monkeypatch.setenv("DOCTORAI_VAR_DIR", str(tmp_path / "var"))  # the CLI's log goes there
     get_settings.cache_clear()
     yield url
     get_settings.cache_clear()
