@@ -80,7 +80,7 @@ def assert_holds_the_study(orthanc: Orthanc, files: dict[str, Path]) -> None:
 def forwards(admin: httpx.Client, destination_id: int) -> list[dict[str, Any]]:
     response = admin.get("/forwards", params={"destination_id": destination_id})
     assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()
+    rows: list[dict[str, Any]] = response.json()["items"]
     return rows
 
 

@@ -17,12 +17,18 @@ from results import consumer
 from results.sr import sr_uids
 from storage.db import session_scope
 from storage.instances import ReceivedInstance
+from integration.config import Hl7Identity
 from storage.objects import ObjectStore, dicom_key
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance, InstanceVersion, Series, Study
 from tests.inference.packages.test_deepbet import _slice
 
 MakeJob = Callable[..., InferenceResult]
+
+
+def _exports(objects: ObjectStore) -> consumer.Exports:
+    """What the consumer's __main__ gives it: our HL7 identity, the FHIR base URL, the object store."""
+    return consumer.Exports(identity=Hl7Identity(), fhir_base_url="/fhir", objects=objects)
 
 
 def _study(engine: Engine, study_uid: str) -> tuple[str, int, datetime]:
@@ -37,7 +43,7 @@ def test_every_report_stores_its_sr_in_the_study_without_routing_it_again(
     before = _study(engine, indexed.study_uid)
     result = make_job()
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result, objects) == result.job_id
+        assert consumer.apply_result(session, result, _exports(objects)) == result.job_id
     series_uid, sop_uid = sr_uids(result.job_id)
     with session_scope(engine) as session:
         sr = session.get_one(Instance, sop_uid)
@@ -56,7 +62,7 @@ def test_every_report_stores_its_sr_in_the_study_without_routing_it_again(
 
     # A replay stores nothing twice.
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result, objects) is None
+        assert consumer.apply_result(session, result, _exports(objects)) is None
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(InstanceVersion).where(InstanceVersion.sop_uid == sop_uid)) == 1
 
@@ -67,7 +73,7 @@ def test_the_sr_of_an_amended_report_names_the_sr_it_replaces(
     first, second = make_job(revision=1), make_job(revision=2, probability=0.2)
     for result in (first, second):
         with session_scope(engine) as session:
-            consumer.apply_result(session, result, objects)
+            consumer.apply_result(session, result, _exports(objects))
     series_uid, sop_uid = sr_uids(second.job_id)
     ds = pydicom.dcmread(BytesIO(objects.get_bytes(dicom_key(indexed.study_uid, series_uid, sop_uid))))
     (study,) = ds.PredecessorDocumentsSequence
@@ -93,7 +99,7 @@ def test_a_segmentation_the_model_made_is_indexed_in_its_study(
     result = result.model_copy(update={"output_keys": [key, f"results/{result.job_id}/mask.nii.gz"]})
     before = _study(engine, indexed.study_uid)
     with session_scope(engine) as session:
-        consumer.apply_result(session, result, objects)
+        consumer.apply_result(session, result, _exports(objects))
     with session_scope(engine) as session:
         row = session.get_one(Instance, str(seg.SOPInstanceUID))
         assert (row.study_uid, row.object_key, row.sop_class_uid) == (indexed.study_uid, key, "1.2.840.10008.5.1.4.1.1.66.4")
@@ -106,6 +112,6 @@ def test_a_result_read_from_text_makes_no_sr(
 ) -> None:
     result = make_job().model_copy(update={"input_keys": ["DiagnosticReport/rad-1"]})  # a report-triage job's input
     with session_scope(engine) as session:
-        assert consumer.apply_result(session, result, objects) == result.job_id
+        assert consumer.apply_result(session, result, _exports(objects)) == result.job_id
     with session_scope(engine) as session:
         assert session.get(Instance, sr_uids(result.job_id)[1]) is None
