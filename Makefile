@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run in three pytest-xdist workers, each file whole in one worker (its module fixtures,
+# such as a running engine, are built once). Engine tests mostly wait on their processes, so three
+# workers fit two cores; every fixture takes kernel-assigned ports and its own databases.
+TEST_WORKERS ?= 3
 
 .PHONY: run test install run-deps test-deps fhir-definitions clean
 
@@ -13,7 +17,7 @@ run: install run-deps
 	$(BIN)/doctorai up
 
 test: install test-deps fhir-definitions
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(STAMP)
 

@@ -110,8 +110,12 @@ def test_a_result_reaches_the_pacs_as_an_sr_in_its_study(
     (probability,) = group.get_measurements()
     assert float(probability.value) == pytest.approx(0.87)
     with session_scope(engine) as session:
-        sent = session.scalars(select(AuditEvent).where(AuditEvent.subtype == "dicom-sent")).one()
-    assert (sent.detail["kind"], sent.detail["job_id"], sent.detail["status"]) == ("result", result.job_id, "sent")
+        attempts = list(session.scalars(select(AuditEvent).where(AuditEvent.subtype == "dicom-sent")))
+    # A loaded machine may see the peer abort a first attempt: that one is audited as pending and
+    # retried; exactly one attempt delivered it.
+    (sent,) = [a for a in attempts if a.detail["status"] == "sent"]
+    assert all(a.detail["status"] == "pending" and a.outcome != "0" for a in attempts if a is not sent)
+    assert (sent.detail["kind"], sent.detail["job_id"]) == ("result", result.job_id)
 
 
 def test_no_sr_forward_without_a_destination_that_takes_results(
