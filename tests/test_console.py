@@ -332,6 +332,9 @@ def test_a_held_study_released_in_the_console_gets_its_report(console: Console, 
 
     def reported() -> bool:
         admin.reload()
+        # The page renders once its API calls answer (slowly on a loaded machine): look at the
+        # reports card only when it is there, or every look may come before the page is drawn.
+        expect(admin.get_by_role("heading", level=2, name="Reports as an EHR reads them")).to_be_visible()
         return admin.get_by_role("heading", level=3, name=re.compile("^chest-xray-pneumonia")).count() > 0
 
     wait_for(reported, timeout=240, what="the released study's report in the console")
