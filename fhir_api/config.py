@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integration.instances.ingest import DuplicatePolicy
-from storage.config import ProductionConfigError, StorageSettings
+from storage.config import ProductionConfigError, StorageSettings, check_signing_key
 from storage.config import check_production as check_storage_production
 
 # Good enough for a laptop, refused in production (DESIGN.md section 8).
@@ -86,17 +86,16 @@ __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_sett
 
 
 def check_production(settings: ApiSettings, storage: StorageSettings) -> None:
-    """Refuse to start in production (DOCTORAI_ENV, a storage setting) with default or empty secrets."""
+    """Refuse to start in production (DOCTORAI_ENV, a storage setting) with default, example, empty or
+    weak secrets."""
     check_storage_production(storage)
     if storage.env != "production":
         return
-    if not settings.jwt_secret or settings.jwt_secret == DEFAULT_JWT_SECRET:
+    if settings.jwt_secret == DEFAULT_JWT_SECRET:
         raise ProductionConfigError(
             "DOCTORAI_JWT_SECRET must be set to a secret of your own when DOCTORAI_ENV=production"
         )
-    # An HS256 key must be at least as long as the hash output (RFC 7518 section 3.2).
-    if len(settings.jwt_secret.encode()) < 32:
-        raise ProductionConfigError("DOCTORAI_JWT_SECRET must be at least 32 bytes long when DOCTORAI_ENV=production")
+    check_signing_key("DOCTORAI_JWT_SECRET", settings.jwt_secret)
 
 
 @lru_cache

@@ -7,6 +7,7 @@ schemas, the Dockerfile through hadolint, alert rules and scrape config through 
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,16 @@ def interpolate(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z0-9_]+)(:[-?])?([^}]*)\}", value, text)
 
 
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(interpolate((ROOT / "docker-compose.yml").read_text(), env_example()))
+def own_values() -> dict[str, str]:
+    """env.example with every placeholder replaced by a value of one's own, as its first line says."""
+    from storage.config import is_placeholder
+
+    return {k: secrets.token_urlsafe(32) if is_placeholder(v) else v for k, v in env_example().items()}
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    text = interpolate((ROOT / "docker-compose.yml").read_text(), env_example() if env is None else env)
+    loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 
@@ -78,8 +87,9 @@ def test_the_schema_check_can_fail() -> None:
 
 def test_compose_environment_starts_the_engine_locally(tmp_path: Path) -> None:
     """The environment compose gives the engine is understood by it: production mode starts with it
-    (the API process, its hosts pointed at this machine) and refuses it without the secret."""
-    engine_env = {k: str(v) for k, v in compose()["services"]["api"]["environment"].items()}
+    (the API process, its hosts pointed at this machine) once env.example's placeholders are
+    replaced, and refuses it without the secret or with the placeholders (issue 18)."""
+    engine_env = {k: str(v) for k, v in compose(own_values())["services"]["api"]["environment"].items()}
     from doctorai.stack import free_ports, http_ok
 
     port = free_ports().http
@@ -108,9 +118,14 @@ def test_compose_environment_starts_the_engine_locally(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
-    refused = subprocess.run([sys.executable, "-m", "fhir_api"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    refused = subprocess.run([sys.executable, "-m", "fhir_api"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
                              env={**os.environ, **local, "DOCTORAI_JWT_SECRET": ""})
     assert refused.returncode != 0 and "DOCTORAI_JWT_SECRET" in refused.stdout + refused.stderr
+    for name in ("DOCTORAI_S3_SECRET_KEY", "DOCTORAI_JWT_SECRET"):
+        example = {k: str(v) for k, v in compose()["services"]["api"]["environment"].items()}
+        refused = subprocess.run([sys.executable, "-m", "fhir_api"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, **local, name: example[name]})
+        assert refused.returncode != 0 and f"refusing to start: {name}" in refused.stderr, refused.stderr[-2000:]
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
