@@ -23,7 +23,12 @@ class ApiSettings(BaseSettings):
     # HS256 key shared by the token issuer (`doctorai token`) and the API.
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_issuer: str = "doctorai"
-    token_ttl_seconds: int = 3600
+    # Lifetime of the tokens `doctorai token` prints unless --ttl says otherwise: hours, not a year
+    # (issue 18); a token can be revoked before it expires (POST /admin/tokens/revoke).
+    token_ttl_seconds: int = Field(default=3600, ge=1)
+    # How long the API remembers that a token is not revoked before it looks again (one indexed
+    # lookup); a revocation made in another API replica or by the CLI takes effect within it.
+    token_revocation_cache_seconds: float = Field(default=5.0, ge=0)
     # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
     public_base_url: str = ""
     # Lifetime of the tokens POST /auth/token issues; SMART Backend Services recommends at most 300 s.

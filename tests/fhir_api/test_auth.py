@@ -19,9 +19,11 @@ def _principal(*scopes: str) -> Principal:
 
 def test_token_round_trip() -> None:
     token = issue_token(SETTINGS, subject="ehr", scopes=["system/DiagnosticReport.rs"], roles=["auditor"])
-    assert verify_token(SETTINGS, token) == Principal(
-        subject="ehr", scopes=("system/DiagnosticReport.rs",), roles=("auditor",)
+    principal = verify_token(SETTINGS, token)
+    assert principal == Principal(
+        subject="ehr", scopes=("system/DiagnosticReport.rs",), roles=("auditor",), token_id=principal.token_id
     )
+    assert principal.token_id == jwt.decode(token, options={"verify_signature": False})["jti"]
 
 
 def test_foreign_issuer_and_alg_none_are_refused() -> None:
