@@ -29,7 +29,9 @@ class ApiSettings(BaseSettings):
     # How long the API remembers that a token is not revoked before it looks again (one indexed
     # lookup); a revocation made in another API replica or by the CLI takes effect within it.
     token_revocation_cache_seconds: float = Field(default=5.0, ge=0)
-    # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
+    # Base of Bundle fullUrl values and of the token URL client assertions name as their audience,
+    # e.g. https://ai.hospital.example; required in production. Empty: fullUrl values are taken from
+    # the request, the token URL from the address the connection reached (never the Host header).
     public_base_url: str = ""
     # Lifetime of the tokens POST /auth/token issues; SMART Backend Services recommends at most 300 s.
     client_token_ttl_seconds: int = 300
@@ -101,6 +103,12 @@ def check_production(settings: ApiSettings, storage: StorageSettings) -> None:
             "DOCTORAI_JWT_SECRET must be set to a secret of your own when DOCTORAI_ENV=production"
         )
     check_signing_key("DOCTORAI_JWT_SECRET", settings.jwt_secret)
+    # Issue 18: the audience of SMART client assertions is this URL, never the request's Host header.
+    if not settings.public_base_url.startswith(("https://", "http://")):
+        raise ProductionConfigError(
+            "DOCTORAI_PUBLIC_BASE_URL must be set to the API's public URL (e.g. https://ai.hospital.example) "
+            "when DOCTORAI_ENV=production"
+        )
 
 
 @lru_cache

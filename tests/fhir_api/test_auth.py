@@ -68,7 +68,10 @@ def test_production_refuses_default_or_weak_secrets() -> None:
         with pytest.raises(ProductionConfigError, match="DOCTORAI_JWT_SECRET"):
             check_production(ApiSettings(jwt_secret=secret), production)
     strong = secrets.token_urlsafe(32)
-    check_production(ApiSettings(jwt_secret=strong), production)
+    check_production(ApiSettings(jwt_secret=strong, public_base_url="https://ai.hospital.example"), production)
+    # Issue 18: the SMART assertion audience is the public URL, never the Host header: required in production.
+    with pytest.raises(ProductionConfigError, match="DOCTORAI_PUBLIC_BASE_URL"):
+        check_production(ApiSettings(jwt_secret=strong), production)
     # The object-store keys are checked for the API as for every other process.
     with pytest.raises(ProductionConfigError, match="DOCTORAI_S3_SECRET_KEY"):
         check_production(ApiSettings(jwt_secret=strong), StorageSettings(env="production", s3_access_key="site-key"))
