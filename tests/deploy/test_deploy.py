@@ -155,6 +155,69 @@ def test_kubernetes_manifests_validate() -> None:
             assert container["resources"]["requests"] and ("livenessProbe" in container or "startupProbe" in container)
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions with In) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _pods(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+    """(name, pod labels, pod spec) of every workload's pod template."""
+    pods = []
+    for _, doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            template = doc["spec"]["template"]
+            pods.append((doc["metadata"]["name"], template.get("metadata", {}).get("labels", {}), template["spec"]))
+    return pods
+
+
+def test_kubernetes_exposes_only_what_each_component_needs() -> None:
+    """Issue 18, finding 6: load balancers keep the client's address and admit the hospital network only,
+    ingress is denied by default, and each pod is reachable only on the ports it serves, from whom it
+    serves them: the API from anywhere, DICOM and MLLP from an address block, the engine's own
+    database, object store and broker from the engine's pods only."""
+    docs = manifests()
+    balancers = [d for _, d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"]
+    assert {b["metadata"]["name"] for b in balancers} == {"dicom", "mllp"}
+    for balancer in balancers:
+        assert balancer["spec"]["externalTrafficPolicy"] == "Local", balancer["metadata"]["name"]
+        assert balancer["spec"]["loadBalancerSourceRanges"], balancer["metadata"]["name"]
+    policies = [d["spec"] for _, d in docs if d["kind"] == "NetworkPolicy"]
+    assert {"podSelector": {}, "policyTypes": ["Ingress"]} in policies  # default deny, no rule
+    services = [d for _, d in docs if d["kind"] == "Service"]
+    for name, labels, spec in _pods(docs):
+        selecting = [p for p in policies if p["podSelector"] and _selects(p["podSelector"], labels)]
+        rules = [rule for p in selecting for rule in p.get("ingress", [])]
+        admitted = {port["port"] for rule in rules for port in rule.get("ports", [])}
+        for service in services:
+            if _selects({"matchLabels": service["spec"]["selector"]}, labels):
+                for port in service["spec"]["ports"]:
+                    assert port["targetPort"] in admitted, (name, port)
+        for rule in rules:
+            sources = rule.get("from", [])
+            if not sources:  # open to every client: the API alone, which authenticates every request
+                assert labels.get("app") == "api", name
+            for source in sources:
+                assert set(source) <= {"ipBlock", "podSelector", "namespaceSelector"}, (name, source)
+        uses_engine_secret = any(
+            ref.get("secretRef", {}).get("name") == "doctorai-engine" for c in spec["containers"] for ref in c.get("envFrom", [])
+        )
+        assert uses_engine_secret == (labels.get("doctorai/tier") == "engine"), name
+    for internal in ("postgres", "minio", "kafka"):
+        (policy,) = [p for p in policies if p["podSelector"] == {"matchLabels": {"app": internal}}]
+        assert [source for rule in policy["ingress"] for source in rule["from"]] == [
+            {"podSelector": {"matchLabels": {"doctorai/tier": "engine"}}}
+        ]
+    for listener in ("dicom", "mllp"):
+        (policy,) = [p for p in policies if p["podSelector"] == {"matchLabels": {"app": listener}}]
+        assert "ipBlock" in policy["ingress"][0]["from"][0], listener
+
+
 def test_the_manifest_check_can_fail() -> None:
     _, doc = next((n, d) for n, d in manifests() if d["kind"] == "Deployment")
     doc["spec"]["replicas"] = "two"
