@@ -23,6 +23,11 @@ class AuditSettings(BaseSettings):
     audit_syslog_cert_file: Path | None = None
     audit_syslog_key_file: Path | None = None
     audit_export_batch: int = 200
+    # Issue 18: a secret key (32 bytes or more) every process shares. Set, each record also carries
+    # an HMAC-SHA256 seal of its hash, and verification checks the seals, so someone who can write
+    # to the database but lacks the key cannot rewrite the chain (recomputing its plain SHA-256
+    # hashes) undetected. Empty: the chain is hashed only.
+    audit_key: str = ""
 
 
 @lru_cache
