@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
-from integration import health, heartbeats
+from integration import health, heartbeats, plaintext
 from integration.config import IntegrationSettings
 from integration.logs import setup_logging
 from storage.config import StorageSettings, exit_if_unsafe
@@ -56,10 +56,11 @@ class Own:
 
 
 def begin(storage: StorageSettings, integration: IntegrationSettings) -> None:
-    """Every process's first step: log as DOCTORAI_LOG_FORMAT says, and exit with the reason when
-    production settings are unsafe."""
+    """Every process's first step: log as DOCTORAI_LOG_FORMAT says, exit with the reason when
+    production settings are unsafe, and warn of its links that carry data in clear text."""
     setup_logging(integration.log_format)
     exit_if_unsafe(storage)
+    plaintext.warn_links(storage, integration)
 
 
 @contextmanager
@@ -77,6 +78,7 @@ def started(
     is closed when the block ends."""
     begin(storage, integration)
     engine = make_engine(storage.resolved_database_url(), checkpoints=checkpoints)
+    plaintext.warn_destinations(storage, engine)
     try:
         with heartbeats.beating(engine, kind=kind, name=name, detail=detail):
             yield Own(storage, integration, engine, make_object_store(storage))
