@@ -5,6 +5,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.config import StorageSettings, check_signing_key
+
 
 class AuditSettings(BaseSettings):
     """Who we are in audit messages and where the syslog collector is (IHE ATNA)."""
@@ -28,6 +30,12 @@ class AuditSettings(BaseSettings):
     # to the database but lacks the key cannot rewrite the chain (recomputing its plain SHA-256
     # hashes) undetected. Empty: the chain is hashed only.
     audit_key: str = ""
+
+
+def check_production(settings: AuditSettings, storage: StorageSettings) -> None:
+    """In production mode, ProductionConfigError for an audit key that is set but weak or an example."""
+    if storage.env == "production" and settings.audit_key:
+        check_signing_key("DOCTORAI_AUDIT_KEY", settings.audit_key)
 
 
 @lru_cache

@@ -26,6 +26,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
+from audit.config import check_production as check_audit_production
+from audit.config import get_settings as get_audit_settings
 from integration import health, heartbeats, plaintext
 from integration.config import IntegrationSettings
 from integration.logs import setup_logging
@@ -59,7 +61,8 @@ def begin(storage: StorageSettings, integration: IntegrationSettings) -> None:
     """Every process's first step: log as DOCTORAI_LOG_FORMAT says, exit with the reason when
     production settings are unsafe, and warn of its links that carry data in clear text."""
     setup_logging(integration.log_format)
-    exit_if_unsafe(storage)
+    audit = get_audit_settings()
+    exit_if_unsafe(storage, lambda: check_audit_production(audit, storage))
     plaintext.warn_links(storage, integration)
 
 

@@ -2,6 +2,7 @@
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -114,10 +115,13 @@ def check_production(settings: StorageSettings) -> None:
             check_secret("the password in DOCTORAI_DATABASE_URL", str(password))
 
 
-def exit_if_unsafe(settings: StorageSettings) -> None:
-    """Every process's first start-up step: exit with the reason when production settings are unsafe."""
+def exit_if_unsafe(settings: StorageSettings, *checks: Callable[[], None]) -> None:
+    """Every process's first start-up step: exit with the reason, one line, when production settings
+    are unsafe (these and the other packages' `checks`, which raise ProductionConfigError)."""
     try:
         check_production(settings)
+        for check in checks:
+            check()
     except ProductionConfigError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
 

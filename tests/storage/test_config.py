@@ -79,3 +79,4 @@ def test_signing_keys_need_length_and_entropy() -> None:
             check_signing_key("DOCTORAI_AUDIT_KEY", weak)
     check_signing_key("DOCTORAI_AUDIT_KEY", secrets.token_urlsafe(32))
     check_signing_key("DOCTORAI_AUDIT_KEY", secrets.token_hex(32))
+
