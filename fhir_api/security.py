@@ -177,8 +177,10 @@ class Gate:
         engine: Engine | None = getattr(scope["app"].state, "engine", None)
         if engine is None:
             return None  # an application without its lifespan (uvicorn serves only after it ran)
+        revoked = self.revocations.remembered(principal.token_id)
         try:
-            revoked = await asyncio.to_thread(self.revocations.revoked, engine, principal.token_id)
+            if revoked is None:  # a thread only for a lookup, not for what is remembered
+                revoked = await asyncio.to_thread(self.revocations.revoked, engine, principal.token_id)
         except StorageUnavailable:
             return Unavailable("storage is unavailable, retry later")
         return Unauthorized("the access token has been revoked") if revoked else None

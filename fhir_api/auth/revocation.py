@@ -97,13 +97,21 @@ class Revocations:
         # jti -> (revoked, when looked up); a revocation is never undone, so a True stays true.
         self._known: dict[str, tuple[bool, float]] = {}
 
-    def revoked(self, engine: Engine, jti: str) -> bool:
-        """Whether the token with this jti is revoked (blocking: call it off the event loop)."""
-        now = self._clock()
+    def remembered(self, jti: str) -> bool | None:
+        """Whether the token is revoked, as remembered (no I/O: fine on the event loop); None when
+        it must be looked up."""
         with self._lock:
             known = self._known.get(jti)
-        if known is not None and (known[0] or now - known[1] < self._ttl):
+        if known is not None and (known[0] or self._clock() - known[1] < self._ttl):
             return known[0]
+        return None
+
+    def revoked(self, engine: Engine, jti: str) -> bool:
+        """Whether the token with this jti is revoked (blocking: call it off the event loop)."""
+        remembered = self.remembered(jti)
+        if remembered is not None:
+            return remembered
+        now = self._clock()
         with read_scope(engine) as session:
             answer = revoked_tokens.is_revoked(session, jti)
         self._remember(jti, answer, now)
