@@ -5,6 +5,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.config import StorageSettings, check_signing_key
+
 
 class AuditSettings(BaseSettings):
     """Who we are in audit messages and where the syslog collector is (IHE ATNA)."""
@@ -23,6 +25,17 @@ class AuditSettings(BaseSettings):
     audit_syslog_cert_file: Path | None = None
     audit_syslog_key_file: Path | None = None
     audit_export_batch: int = 200
+    # Issue 18: a secret key (32 bytes or more) every process shares. Set, each record also carries
+    # an HMAC-SHA256 seal of its hash, and verification checks the seals, so someone who can write
+    # to the database but lacks the key cannot rewrite the chain (recomputing its plain SHA-256
+    # hashes) undetected. Empty: the chain is hashed only.
+    audit_key: str = ""
+
+
+def check_production(settings: AuditSettings, storage: StorageSettings) -> None:
+    """In production mode, ProductionConfigError for an audit key that is set but weak or an example."""
+    if storage.env == "production" and settings.audit_key:
+        check_signing_key("DOCTORAI_AUDIT_KEY", settings.audit_key)
 
 
 @lru_cache

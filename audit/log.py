@@ -1,9 +1,11 @@
-"""The append-only audit log: each row stores the SHA-256 of the row before it.
+"""The append-only audit log: each row stores the SHA-256 of the row before it, and with
+DOCTORAI_AUDIT_KEY set a keyed seal (HMAC-SHA256, RFC 2104) of its own hash.
 
 Append inside the transaction of the work it records, so the record commits with the work.
 """
 
 import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.orm import Session
 
+from audit.config import get_settings
 from audit.records import AuditRecord
 from storage.prepared import Prepared
 from storage.tables.audit import AuditEvent
@@ -35,6 +38,11 @@ def _hash(values: dict[str, Any]) -> str:
 def record_hash(row: AuditEvent) -> str:
     """The SHA-256 of a row's content and its predecessor's hash."""
     return _hash({k: getattr(row, k) for k in (*_HASHED, "recorded_at")})
+
+
+def seal(key: str, hash_: str) -> str:
+    """The keyed seal of a record's hash: HMAC-SHA256 under the audit key (RFC 2104)."""
+    return hmac.new(key.encode(), hash_.encode(), hashlib.sha256).hexdigest()
 
 
 _LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:k)"))
@@ -65,6 +73,8 @@ def _values(record: AuditRecord, prev_hash: str, now: datetime) -> dict[str, Any
         "prev_hash": prev_hash,
     }
     values["hash"] = _hash(values)
+    key = get_settings().audit_key
+    values["seal"] = seal(key, values["hash"]) if key else ""
     return values
 
 

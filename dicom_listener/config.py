@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integration.instances.ingest import DuplicatePolicy
+from storage.config import StorageSettings
 
 
 class DicomSettings(BaseSettings):
@@ -30,7 +31,8 @@ class DicomSettings(BaseSettings):
     # Listener processes sharing the port (SO_REUSEPORT); the parent runs the quiet-period sweep.
     dicom_workers: int = Field(default=1, ge=1, le=64)
     # False: only calling AE titles in dicom_peers may associate (PS3.8 9.3.4 reason 3 otherwise).
-    dicom_allow_unknown_peers: bool = True
+    # Unset: true on a laptop, false in production mode (issue 18: no unknown peer by default).
+    dicom_allow_unknown_peers: bool = Field(default_factory=lambda: StorageSettings().env != "production")
     # Whether a calling AE not in dicom_peers may query (C-FIND) and retrieve (C-MOVE, C-GET);
     # a listed peer may do what its row says (may_find, may_move, may_get).
     dicom_query_retrieve_unknown_peers: bool = False

@@ -27,6 +27,7 @@ from fhir_api.security import BodyLimit, Gate, SecurityHeaders
 from fhir_api.serving import BodyDeadline
 from fhir_api.fhir.routes import audit as audit_routes
 from fhir_api.auth import routes as auth_routes
+from fhir_api.auth.revocation import Revocations
 from fhir_api.fhir.routes import read as fhir_routes
 from fhir_api.fhir.routes import write as fhir_write_routes
 from fhir_api.dicomweb import qido
@@ -139,7 +140,10 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     """The API with its routes and error handlers; the lifespan connects the database and object store."""
     settings = settings or get_settings()
     storage_settings = storage_settings or get_storage_settings()
+    # Revoked tokens (issue 18): the gate checks them, the admin API's revoke route adds to them.
+    revocations = Revocations(settings.token_revocation_cache_seconds)
     admin = create_admin_app(settings)
+    admin.state.revocations = revocations
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,7 +178,7 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     # Added innermost first: the gate, the body limit, CORS (only when origins are allowed), the
     # last-resort error answer, then the security headers outermost, so every answer, 401, 413,
     # 429 and 500 included, has them.
-    app.add_middleware(Gate, settings=settings)
+    app.add_middleware(Gate, settings=settings, revocations=revocations)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_allow_origins:
         app.add_middleware(

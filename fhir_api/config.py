@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integration.instances.ingest import DuplicatePolicy
-from storage.config import ProductionConfigError, StorageSettings
+from storage.config import ProductionConfigError, StorageSettings, check_signing_key
 from storage.config import check_production as check_storage_production
 
 # Good enough for a laptop, refused in production (DESIGN.md section 8).
@@ -23,8 +23,15 @@ class ApiSettings(BaseSettings):
     # HS256 key shared by the token issuer (`doctorai token`) and the API.
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_issuer: str = "doctorai"
-    token_ttl_seconds: int = 3600
-    # Base of Bundle fullUrl values, e.g. https://ai.hospital.example; empty: taken from the request.
+    # Lifetime of the tokens `doctorai token` prints unless --ttl says otherwise: hours, not a year
+    # (issue 18); a token can be revoked before it expires (POST /admin/tokens/revoke).
+    token_ttl_seconds: int = Field(default=3600, ge=1)
+    # How long the API remembers that a token is not revoked before it looks again (one indexed
+    # lookup); a revocation made in another API replica or by the CLI takes effect within it.
+    token_revocation_cache_seconds: float = Field(default=5.0, ge=0)
+    # Base of Bundle fullUrl values and of the token URL client assertions name as their audience,
+    # e.g. https://ai.hospital.example; required in production. Empty: fullUrl values are taken from
+    # the request, the token URL from the address the connection reached (never the Host header).
     public_base_url: str = ""
     # Lifetime of the tokens POST /auth/token issues; SMART Backend Services recommends at most 300 s.
     client_token_ttl_seconds: int = 300
@@ -86,17 +93,22 @@ __all__ = ["ApiSettings", "ProductionConfigError", "check_production", "get_sett
 
 
 def check_production(settings: ApiSettings, storage: StorageSettings) -> None:
-    """Refuse to start in production (DOCTORAI_ENV, a storage setting) with default or empty secrets."""
+    """Refuse to start in production (DOCTORAI_ENV, a storage setting) with default, example, empty or
+    weak secrets."""
     check_storage_production(storage)
     if storage.env != "production":
         return
-    if not settings.jwt_secret or settings.jwt_secret == DEFAULT_JWT_SECRET:
+    if settings.jwt_secret == DEFAULT_JWT_SECRET:
         raise ProductionConfigError(
             "DOCTORAI_JWT_SECRET must be set to a secret of your own when DOCTORAI_ENV=production"
         )
-    # An HS256 key must be at least as long as the hash output (RFC 7518 section 3.2).
-    if len(settings.jwt_secret.encode()) < 32:
-        raise ProductionConfigError("DOCTORAI_JWT_SECRET must be at least 32 bytes long when DOCTORAI_ENV=production")
+    check_signing_key("DOCTORAI_JWT_SECRET", settings.jwt_secret)
+    # Issue 18: the audience of SMART client assertions is this URL, never the request's Host header.
+    if not settings.public_base_url.startswith(("https://", "http://")):
+        raise ProductionConfigError(
+            "DOCTORAI_PUBLIC_BASE_URL must be set to the API's public URL (e.g. https://ai.hospital.example) "
+            "when DOCTORAI_ENV=production"
+        )
 
 
 @lru_cache

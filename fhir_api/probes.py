@@ -11,12 +11,13 @@ import asyncio
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fhir_api.auth.tokens import ADMIN, METRICS
 from fhir_api.deps import PrincipalDep, ReadinessDep
 from fhir_api.errors import Forbidden
 from integration.health import answer
 
 router = APIRouter(tags=["health"])
-METRICS_ROLES = ("metrics", "admin")
+METRICS_ROLES = (METRICS, ADMIN)
 
 
 @router.get("/healthz")

@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from audit import log as audit_log
 from audit.records import AUTHENTICATION_FAILED, AuditRecord, Outcome
 from fhir_api.auth import sessions
-from fhir_api.auth.tokens import verify_token
+from fhir_api.auth.revocation import Revocations
+from fhir_api.auth.tokens import Principal, verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import FhirError, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
 from fhir_api.ratelimit import RateLimiter
@@ -124,9 +125,10 @@ class Gate:
     is not an authentication attempt and only gets its 401.
     """
 
-    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ApiSettings, revocations: Revocations) -> None:
         self.app = app
         self.settings = settings
+        self.revocations = revocations
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +144,9 @@ class Gate:
         client = f"address:{_address(scope)}"
         if scheme.lower() == "bearer" and token:
             try:
-                client = f"subject:{verify_token(self.settings, token.strip()).subject}"
+                principal = verify_token(self.settings, token.strip())
+                client = f"subject:{principal.subject}"
+                failure = await self._revoked(scope, principal)
             except Unauthorized as exc:
                 failure = exc
         elif session_id:
@@ -167,6 +171,19 @@ class Gate:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _revoked(self, scope: Scope, principal: Principal) -> FhirError | None:
+        """Unauthorized for a revoked token (issue 18); Unavailable when the database cannot say."""
+        engine: Engine | None = getattr(scope["app"].state, "engine", None)
+        if engine is None:
+            return None  # an application without its lifespan (uvicorn serves only after it ran)
+        revoked = self.revocations.remembered(principal.token_id)
+        try:
+            if revoked is None:  # a thread only for a lookup, not for what is remembered
+                revoked = await asyncio.to_thread(self.revocations.revoked, engine, principal.token_id)
+        except StorageUnavailable:
+            return Unavailable("storage is unavailable, retry later")
+        return Unauthorized("the access token has been revoked") if revoked else None
 
     async def _session(self, scope: Scope, session_id: str, method: str) -> FhirError | None:
         """Check a console session cookie (and, on a change, its CSRF header); on success the route

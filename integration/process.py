@@ -26,7 +26,9 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
-from integration import health, heartbeats
+from audit.config import check_production as check_audit_production
+from audit.config import get_settings as get_audit_settings
+from integration import health, heartbeats, plaintext
 from integration.config import IntegrationSettings
 from integration.logs import setup_logging
 from storage.config import StorageSettings, exit_if_unsafe
@@ -56,10 +58,12 @@ class Own:
 
 
 def begin(storage: StorageSettings, integration: IntegrationSettings) -> None:
-    """Every process's first step: log as DOCTORAI_LOG_FORMAT says, and exit with the reason when
-    production settings are unsafe."""
+    """Every process's first step: log as DOCTORAI_LOG_FORMAT says, exit with the reason when
+    production settings are unsafe, and warn of its links that carry data in clear text."""
     setup_logging(integration.log_format)
-    exit_if_unsafe(storage)
+    audit = get_audit_settings()
+    exit_if_unsafe(storage, lambda: check_audit_production(audit, storage))
+    plaintext.warn_links(storage, integration)
 
 
 @contextmanager
@@ -77,6 +81,7 @@ def started(
     is closed when the block ends."""
     begin(storage, integration)
     engine = make_engine(storage.resolved_database_url(), checkpoints=checkpoints)
+    plaintext.warn_destinations(storage, engine)
     try:
         with heartbeats.beating(engine, kind=kind, name=name, detail=detail):
             yield Own(storage, integration, engine, make_object_store(storage))

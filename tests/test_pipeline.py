@@ -43,7 +43,7 @@ def storescu(run: EngineRun, *files: Path) -> None:
 def cli_token() -> str:
     """A token from the `doctorai token` command, as the README tells an EHR integrator."""
     doctorai = Path(sys.executable).parent / "doctorai"
-    out = subprocess.run([str(doctorai), "token"], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([str(doctorai), "token", "--scope", "system/*.rs"], capture_output=True, text=True, timeout=60, check=True)
     return out.stdout.strip()
 
 

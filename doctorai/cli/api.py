@@ -5,15 +5,62 @@ import sys
 from pathlib import Path
 
 from doctorai.cli.database import database
+from fhir_api.auth.tokens import ROLES
 
 
 def token(args: argparse.Namespace) -> int:
-    """Print a bearer token signed with this engine's secret."""
+    """Print a bearer token signed with this engine's secret, or revoke one (`doctorai token revoke`)."""
     from fhir_api.auth.tokens import issue_token
     from fhir_api.config import get_settings as get_api_settings
 
-    scopes, roles = args.scope or ["system/*.cruds"], args.role or ["admin"]
+    if args.action == "revoke":
+        return _revoke(args)
+    # Least privilege (issue 18): nothing is granted unless asked for, for DOCTORAI_TOKEN_TTL_SECONDS.
+    if not args.role and not args.scope:
+        print("doctorai token: name what it grants with --role and/or --scope (nothing by default)", file=sys.stderr)
+        return 1
+    scopes, roles = args.scope or [], args.role or []
     print(issue_token(get_api_settings(), subject=args.subject, scopes=scopes, roles=roles, ttl_seconds=args.ttl))
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    """Revoke a token by its jti or the token itself, audited with the operating system user as agent."""
+    import getpass
+
+    from audit import log as audit_log
+    from audit.records import (
+        ADMIN_SECURITY,
+        USER_SECURITY_ATTRIBUTES_CHANGED,
+        AuditRecord,
+    )
+    from fhir_api.auth import revocation
+    from fhir_api.config import get_settings as get_api_settings
+    from fhir_api.errors import FhirError
+    from storage.db import session_scope
+
+    given = args.jti_or_token.strip()
+    by = f"cli:{getpass.getuser()}"
+    try:
+        what = revocation.target(
+            get_api_settings(), jti="" if given.count(".") == 2 else given, token=given if given.count(".") == 2 else ""
+        )
+    except FhirError as exc:
+        print(f"doctorai token revoke: {exc}", file=sys.stderr)
+        return 2
+    with database() as engine, session_scope(engine) as session:
+        row = revocation.revoke(session, what, by=by, reason=args.reason)
+        audit_log.append(
+            session,
+            AuditRecord(
+                hop=ADMIN_SECURITY,
+                correlation_id="admin",
+                agent_who=by,
+                entity_what=f"tokens/{row.jti}"[:256],
+                detail={"alert_type": USER_SECURITY_ATTRIBUTES_CHANGED, "change": "revoked", "reason": row.reason},
+            ),
+        )
+    print(f"token {row.jti} revoked (subject {row.subject or 'unknown'})")
     return 0
 
 
@@ -52,18 +99,25 @@ def clients(args: argparse.Namespace) -> int:
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """`doctorai token` and `doctorai clients`."""
-    p_token = sub.add_parser("token", help="print a bearer token for the local engine")
+    p_token = sub.add_parser("token", help="print a bearer token for the local engine, or revoke one")
     p_token.add_argument("--subject", default="local-cli")
-    p_token.add_argument("--scope", action="append", default=None, help="SMART scope, repeatable (default system/*.cruds)")
+    p_token.add_argument(
+        "--scope", action="append", default=None, help="SMART scope, repeatable, e.g. system/*.rs (default none)"
+    )
     p_token.add_argument(
         "--role",
         action="append",
-        choices=["admin", "operator", "auditor"],
+        choices=list(ROLES),
         default=None,
-        help="role, repeatable: admin (admin API), operator (admin API read-only), auditor (default admin)",
+        help="role, repeatable (default none): admin (admin API), operator (admin API read-only), "
+        "auditor (audit trail), metrics (/metrics only)",
     )
     p_token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default DOCTORAI_TOKEN_TTL_SECONDS)")
-    p_token.set_defaults(func=token)
+    p_token.set_defaults(func=token, action="issue")
+    token_sub = p_token.add_subparsers(dest="action")
+    p_revoke = token_sub.add_parser("revoke", help="revoke a token before it expires (refused by the API from now on)")
+    p_revoke.add_argument("jti_or_token", help="the token's jti claim, or the token itself")
+    p_revoke.add_argument("--reason", default="")
     p_clients = sub.add_parser("clients", help="manage API clients of the FHIR API (SMART Backend Services)")
     clients_sub = p_clients.add_subparsers(dest="action", required=True)
     p_add = clients_sub.add_parser("add", help="register a client; without a key it gets a secret (printed once)")

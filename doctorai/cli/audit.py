@@ -7,11 +7,12 @@ from doctorai.cli.database import database
 
 def verify(args: argparse.Namespace) -> int:
     """Walk the audit chain; exit 1 naming the first record that was changed, removed or reordered."""
+    from audit.config import get_settings as get_audit_settings
     from audit.verify import verify as verify_chain
     from storage.db import session_scope
 
     with database() as engine, session_scope(engine) as session:
-        result = verify_chain(session)
+        result = verify_chain(session, key=get_audit_settings().audit_key)
     if result.first_break is None:
         print(f"audit chain intact: {result.records} records")
         return 0

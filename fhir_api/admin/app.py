@@ -24,6 +24,7 @@ from fhir_api.admin.routes import (
     rules,
     stats,
     studies,
+    tokens,
     users,
 )
 from fhir_api.config import ApiSettings
@@ -64,6 +65,7 @@ def create_admin_app(settings: ApiSettings) -> FastAPI:
         hl7,
         stats,
         users,
+        tokens,
         audit,
     ):
         app.include_router(module.router)

@@ -6,6 +6,7 @@ against the JWK Set registered for it) or, for simple set-ups, with a secret
 (`client_secret_basic`, RFC 6749 section 2.3.1) stored only as a scrypt hash.
 """
 
+import functools
 import hashlib
 import hmac
 import json
@@ -115,32 +116,67 @@ def disable(session: Session, client: ApiClient) -> None:
     session.flush()
 
 
-def _client(session: Session, client_id: str, method: str) -> ApiClient:
+def _usable(session: Session, client_id: str, method: str) -> ApiClient | None:
+    """The enabled client of this id and method, or None; the callers then take the same steps anyway."""
     client = session.get(ApiClient, client_id)
     if client is None or not client.enabled or client.auth_method != method:
-        raise TokenRequestError("invalid_client", "unknown client or wrong authentication method")
+        return None
     return client
+
+
+@functools.cache
+def _decoy_secret_hash() -> str:
+    """The hash an unknown client's secret is checked against: the same scrypt as a real one's."""
+    return hash_secret(secrets.token_urlsafe(32))
+
+
+@functools.cache
+def _decoy_jwks() -> str:
+    """The keys an unknown client's assertion is verified against (one of each type we accept): a
+    real signature check, which never passes (their private halves are gone)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ec_key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    rsa_key = rsa.generate_private_key(65537, 2048).public_key()
+    keys = [jwt.algorithms.ECAlgorithm.to_jwk(ec_key), jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key)]
+    return json.dumps({"keys": [json.loads(key) for key in keys]})
+
+
+# Issue 18: unknown, disabled and wrong-method clients go through the same work (a scrypt of the
+# secret, a signature check of the assertion) and get the same answer as a wrong credential, so
+# neither the time nor the text of the answer tells which client ids exist.
+_REFUSED = "unknown client or wrong credentials"
 
 
 def by_secret(session: Session, client_id: str, secret: str) -> ApiClient:
     """The client whose secret this is (client_secret_basic); invalid_client otherwise."""
-    client = _client(session, client_id, CLIENT_SECRET_BASIC)
-    if not secret_matches(secret, client.secret_hash):
-        raise TokenRequestError("invalid_client", "unknown client or wrong authentication method")
+    client = _usable(session, client_id, CLIENT_SECRET_BASIC)
+    matches = secret_matches(secret, client.secret_hash if client is not None else _decoy_secret_hash())
+    if client is None or not matches:
+        raise TokenRequestError("invalid_client", _REFUSED)
     return client
 
 
-def _verified_claims(client: ApiClient, assertion: str, token_url: str) -> dict[str, Any]:
+def _verified_claims(jwks: str, client_id: str, assertion: str, token_url: str) -> dict[str, Any]:
     header = jwt.get_unverified_header(assertion)
-    keys = [k for k in jwt.PyJWKSet.from_json(client.jwks).keys if not header.get("kid") or k.key_id == header["kid"]]
-    for key in keys:
+    # Only keys of the type the assertion's algorithm needs (RS: RSA, ES: EC), of its kid if it names one.
+    kty = {"RS": "RSA", "ES": "EC"}.get(str(header.get("alg", ""))[:2], "")
+
+    def fitting(candidates: str) -> list[jwt.PyJWK]:
+        return [
+            k for k in jwt.PyJWKSet.from_json(candidates).keys
+            if k.key_type == kty and (not header.get("kid") or k.key_id == header["kid"])
+        ]
+
+    # No key fits: check the signature against a decoy anyway, as for an unknown client.
+    for key in fitting(jwks) or fitting(_decoy_jwks()):
         try:
             claims: dict[str, Any] = jwt.decode(
                 assertion,
                 key.key,
                 algorithms=ALGORITHMS,  # never the token's own choice beyond these (RFC 8725 section 3.1)
                 audience=token_url,
-                issuer=client.client_id,
+                issuer=client_id,
                 options={"require": ["iss", "sub", "aud", "exp", "jti"]},
             )
             return claims
@@ -148,7 +184,7 @@ def _verified_claims(client: ApiClient, assertion: str, token_url: str) -> dict[
             continue
         except jwt.InvalidTokenError as exc:
             raise TokenRequestError("invalid_client", f"client assertion refused: {exc}") from None
-    raise TokenRequestError("invalid_client", "client assertion refused: no registered key verifies its signature")
+    raise TokenRequestError("invalid_client", f"client assertion refused: {_REFUSED}")
 
 
 def by_assertion(session: Session, assertion: str, *, token_url: str) -> ApiClient:
@@ -164,8 +200,10 @@ def by_assertion(session: Session, assertion: str, *, token_url: str) -> ApiClie
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
         raise TokenRequestError("invalid_client", "client assertion must have iss = sub = the client id")
-    client = _client(session, client_id, PRIVATE_KEY_JWT)
-    claims = _verified_claims(client, assertion, token_url)
+    client = _usable(session, client_id, PRIVATE_KEY_JWT)
+    claims = _verified_claims(client.jwks if client is not None else _decoy_jwks(), client_id, assertion, token_url)
+    if client is None:  # the decoy key never verifies: not reached, but say so rather than assume it
+        raise TokenRequestError("invalid_client", f"client assertion refused: {_REFUSED}")
     now = datetime.now(UTC)
     expires = datetime.fromtimestamp(claims["exp"], UTC)
     if expires > now + MAX_ASSERTION_LIFETIME + timedelta(seconds=30):

@@ -24,16 +24,18 @@ AREAS = (
     "stats",
     "clients",
     "users",
+    "tokens",
     "audit",
     "openapi.json",
 )
 _OPERATIONS = frozenset({ADMIN, OPERATOR})
 # The role table: who may read, and who may change, each area. The audit trail is the auditor's
 # alone (a compliance officer's tool, as on /fhir/AuditEvent), and it is never changed; people's
-# accounts are the admin's alone. Everything else: admin and operator read, admin changes.
+# accounts and revoking tokens are the admin's alone. Everything else: admin and operator read, admin changes.
 READERS: Mapping[str, frozenset[str]] = {
     **{area: _OPERATIONS for area in AREAS},
     "users": frozenset({ADMIN}),
+    "tokens": frozenset({ADMIN}),
     "audit": frozenset({AUDITOR}),
 }
 CHANGERS: Mapping[str, frozenset[str]] = {

@@ -20,7 +20,6 @@ from fhir_api.auth import clients
 from fhir_api.auth.tokens import issue_token
 from fhir_api.deps import BodyDep, EngineDep, SettingsDep, client_address
 from fhir_api.errors import TokenRequestError
-from fhir_api.fhir.routes.read import base_url
 from fhir_api.security import AUTH_CORRELATION, audit_failed_authentication
 from storage.db import session_scope
 
@@ -31,8 +30,17 @@ SCOPES_SUPPORTED = ["system/*.cruds", "system/*.rs", "system/DiagnosticReport.rs
 
 
 def token_url(request: Request, settings: SettingsDep) -> str:
-    """The token endpoint's URL, which client assertions name as their audience."""
-    return base_url(request, settings).removesuffix("/fhir") + "/auth/token"
+    """The token endpoint's URL, which client assertions name as their audience.
+
+    Never from the request's Host header (issue 18), which the client chooses: the configured
+    public URL (required in production, fhir_api/config.py), else the address the connection
+    reached, as the socket says.
+    """
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/") + "/auth/token"
+    host, port = request.scope.get("server") or (settings.http_host, settings.http_port)
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    return f"{request.scope.get('scheme', 'http')}://{host}:{port}/auth/token"
 
 
 def _basic(header: str) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from fhir_api.config import ApiSettings
 from fhir_api.errors import Unauthorized
 
 INTERACTIONS = frozenset("cruds")
-_ALGORITHM = "HS256"
+ALGORITHM = "HS256"
 _SCOPE = re.compile(r"system/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perm>[cruds]+|read|write|\*)")
 # v2 permissions are a subset of "cruds" in that order.
 _V2_PERMISSIONS = re.compile(r"c?r?u?d?s?")
@@ -32,6 +32,8 @@ class Principal:
     subject: str
     scopes: tuple[str, ...]
     roles: tuple[str, ...]
+    # The token's jti, by which it can be revoked (fhir_api/auth/revocation.py); empty for a console session.
+    token_id: str = ""
 
 
 def issue_token(
@@ -50,7 +52,7 @@ def issue_token(
         "scope": " ".join(scopes),
         "roles": list(roles),
     }
-    return jwt.encode(claims, settings.jwt_secret, algorithm=_ALGORITHM)
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
 def verify_token(settings: ApiSettings, token: str) -> Principal:
@@ -59,9 +61,9 @@ def verify_token(settings: ApiSettings, token: str) -> Principal:
         claims = jwt.decode(
             token,
             settings.jwt_secret,
-            algorithms=[_ALGORITHM],  # never trust the token's own "alg" header
+            algorithms=[ALGORITHM],  # never trust the token's own "alg" header
             issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "iss", "sub"]},
+            options={"require": ["exp", "iat", "iss", "sub", "jti"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("the access token has expired") from exc
@@ -71,7 +73,9 @@ def verify_token(settings: ApiSettings, token: str) -> Principal:
     roles = claims.get("roles", [])
     if not isinstance(scope, str) or not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise Unauthorized("the access token has malformed scope or roles claims")
-    return Principal(subject=str(claims["sub"]), scopes=tuple(scope.split()), roles=tuple(roles))
+    return Principal(
+        subject=str(claims["sub"]), scopes=tuple(scope.split()), roles=tuple(roles), token_id=str(claims["jti"])
+    )
 
 
 def scope_permissions(scope: str) -> tuple[str, frozenset[str]] | None:
@@ -106,6 +110,10 @@ AUDITOR = "auditor"
 # only read it. SMART scopes grant nothing there, and these roles grant nothing on /fhir.
 ADMIN = "admin"
 OPERATOR = "operator"
+# Prometheus's role: /metrics and nothing else (fhir_api/probes.py).
+METRICS = "metrics"
+# Every role a token may carry (`doctorai token --role`).
+ROLES = (ADMIN, OPERATOR, AUDITOR, METRICS)
 
 
 def allows_audit(principal: Principal, interaction: str) -> bool:

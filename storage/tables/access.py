@@ -90,3 +90,18 @@ class ConsoleSession(Base):
     address: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class RevokedToken(Base):
+    """A bearer token revoked before it expires (issue 18): refused on every request by its jti
+    (the primary key: one indexed lookup), kept until it would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(256), default="")
+    # NULL when revoked by jti alone (its expiry unknown): kept for good.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(String(256), default="")

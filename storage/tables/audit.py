@@ -27,6 +27,8 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # HMAC-SHA256 of `hash` under DOCTORAI_AUDIT_KEY (audit/log.py); empty when written without a key.
+    seal: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     # AuditEvent searches by agent and by entity (migration 0302, fhir_api/fhir/auditevents.py).
     __table_args__ = (

@@ -2,12 +2,13 @@
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
 
 from audit.log import append
 from audit.records import INSTANCE_STORED, AuditRecord
@@ -128,3 +129,67 @@ def test_concurrent_processes_do_not_fork_the_chain(db: Engine, database_url: st
     with session_scope(db) as s:
         result = verify(s)
     assert result.intact and result.records == 100
+
+
+AUDIT_KEY = "audit-key-for-tests-Qm9vb2sgb2YgdGhlIGRlYWQ"
+
+
+@pytest.fixture
+def keyed(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """DOCTORAI_AUDIT_KEY set for the processes (here: this one) that append."""
+    from audit.config import get_settings
+
+    monkeypatch.setenv("DOCTORAI_AUDIT_KEY", AUDIT_KEY)
+    get_settings.cache_clear()
+    yield AUDIT_KEY
+    get_settings.cache_clear()
+
+
+def _rewrite_with_plain_hashes(db: Engine, target: int) -> None:
+    """What someone with write access but without the key can do: change a record and recompute
+    every plain SHA-256 hash after it, so the unkeyed chain verifies again."""
+    from sqlalchemy import select
+
+    from audit.log import record_hash
+    from storage.tables.audit import AuditEvent
+
+    def rewrite(c: Connection) -> None:
+        c.execute(text("UPDATE audit_events SET entity_what = '9.9' WHERE id = :i"), {"i": target})
+        with Session(bind=c) as session:
+            prev = None
+            for row in session.scalars(select(AuditEvent).order_by(AuditEvent.id)):
+                if prev is not None:
+                    row.prev_hash = prev
+                if row.id >= target:
+                    row.hash = record_hash(row)
+                prev = row.hash
+                session.flush()
+
+    tamper(db, rewrite)
+
+
+def test_a_rewritten_chain_fails_keyed_verification(db: Engine, keyed: str) -> None:
+    fill(db)
+    ids = _ids(db)
+    with session_scope(db) as s:
+        assert verify(s, key=keyed).intact
+    _rewrite_with_plain_hashes(db, ids[2])
+    with session_scope(db) as s:
+        assert verify(s).intact  # the plain chain holds: this is what the key is for
+        keyed_result = verify(s, key=keyed)
+        wrong_key = verify(s, key="someone-elses-key-0123456789abcdefgh")
+    assert keyed_result.first_break is not None and keyed_result.first_break.record_id == ids[2]
+    assert "audit key" in keyed_result.first_break.reason
+    assert wrong_key.first_break is not None and wrong_key.first_break.record_id == ids[0]
+
+
+@pytest.mark.parametrize("from_index", [3, 0])
+def test_removed_seals_fail_keyed_verification(db: Engine, keyed: str, from_index: int) -> None:
+    """Seals stripped from the newest records, or from all of them, are noticed."""
+    fill(db)
+    ids = _ids(db)
+    tamper(db, lambda c: c.execute(text("UPDATE audit_events SET seal = '' WHERE id >= :i"), {"i": ids[from_index]}))
+    with session_scope(db) as s:
+        result = verify(s, key=keyed)
+    assert result.first_break is not None
+    assert result.first_break.record_id == (ids[from_index] if from_index else ids[-1])

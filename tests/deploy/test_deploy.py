@@ -7,6 +7,7 @@ schemas, the Dockerfile through hadolint, alert rules and scrape config through 
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,16 @@ def interpolate(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z0-9_]+)(:[-?])?([^}]*)\}", value, text)
 
 
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(interpolate((ROOT / "docker-compose.yml").read_text(), env_example()))
+def own_values() -> dict[str, str]:
+    """env.example with every placeholder replaced by a value of one's own, as its first line says."""
+    from storage.config import is_placeholder
+
+    return {k: secrets.token_urlsafe(32) if is_placeholder(v) else v for k, v in env_example().items()}
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    text = interpolate((ROOT / "docker-compose.yml").read_text(), env_example() if env is None else env)
+    loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 
@@ -78,8 +87,9 @@ def test_the_schema_check_can_fail() -> None:
 
 def test_compose_environment_starts_the_engine_locally(tmp_path: Path) -> None:
     """The environment compose gives the engine is understood by it: production mode starts with it
-    (the API process, its hosts pointed at this machine) and refuses it without the secret."""
-    engine_env = {k: str(v) for k, v in compose()["services"]["api"]["environment"].items()}
+    (the API process, its hosts pointed at this machine) once env.example's placeholders are
+    replaced, and refuses it without the secret or with the placeholders (issue 18)."""
+    engine_env = {k: str(v) for k, v in compose(own_values())["services"]["api"]["environment"].items()}
     from doctorai.stack import free_ports, http_ok
 
     port = free_ports().http
@@ -108,9 +118,14 @@ def test_compose_environment_starts_the_engine_locally(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
-    refused = subprocess.run([sys.executable, "-m", "fhir_api"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    refused = subprocess.run([sys.executable, "-m", "fhir_api"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
                              env={**os.environ, **local, "DOCTORAI_JWT_SECRET": ""})
     assert refused.returncode != 0 and "DOCTORAI_JWT_SECRET" in refused.stdout + refused.stderr
+    for name in ("DOCTORAI_S3_SECRET_KEY", "DOCTORAI_JWT_SECRET"):
+        example = {k: str(v) for k, v in compose()["services"]["api"]["environment"].items()}
+        refused = subprocess.run([sys.executable, "-m", "fhir_api"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, **local, name: example[name]})
+        assert refused.returncode != 0 and f"refusing to start: {name}" in refused.stderr, refused.stderr[-2000:]
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -138,6 +153,69 @@ def test_kubernetes_manifests_validate() -> None:
         if doc["kind"] == "Deployment":
             container = doc["spec"]["template"]["spec"]["containers"][0]
             assert container["resources"]["requests"] and ("livenessProbe" in container or "startupProbe" in container)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions with In) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _pods(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+    """(name, pod labels, pod spec) of every workload's pod template."""
+    pods = []
+    for _, doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            template = doc["spec"]["template"]
+            pods.append((doc["metadata"]["name"], template.get("metadata", {}).get("labels", {}), template["spec"]))
+    return pods
+
+
+def test_kubernetes_exposes_only_what_each_component_needs() -> None:
+    """Issue 18, finding 6: load balancers keep the client's address and admit the hospital network only,
+    ingress is denied by default, and each pod is reachable only on the ports it serves, from whom it
+    serves them: the API from anywhere, DICOM and MLLP from an address block, the engine's own
+    database, object store and broker from the engine's pods only."""
+    docs = manifests()
+    balancers = [d for _, d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"]
+    assert {b["metadata"]["name"] for b in balancers} == {"dicom", "mllp"}
+    for balancer in balancers:
+        assert balancer["spec"]["externalTrafficPolicy"] == "Local", balancer["metadata"]["name"]
+        assert balancer["spec"]["loadBalancerSourceRanges"], balancer["metadata"]["name"]
+    policies = [d["spec"] for _, d in docs if d["kind"] == "NetworkPolicy"]
+    assert {"podSelector": {}, "policyTypes": ["Ingress"]} in policies  # default deny, no rule
+    services = [d for _, d in docs if d["kind"] == "Service"]
+    for name, labels, spec in _pods(docs):
+        selecting = [p for p in policies if p["podSelector"] and _selects(p["podSelector"], labels)]
+        rules = [rule for p in selecting for rule in p.get("ingress", [])]
+        admitted = {port["port"] for rule in rules for port in rule.get("ports", [])}
+        for service in services:
+            if _selects({"matchLabels": service["spec"]["selector"]}, labels):
+                for port in service["spec"]["ports"]:
+                    assert port["targetPort"] in admitted, (name, port)
+        for rule in rules:
+            sources = rule.get("from", [])
+            if not sources:  # open to every client: the API alone, which authenticates every request
+                assert labels.get("app") == "api", name
+            for source in sources:
+                assert set(source) <= {"ipBlock", "podSelector", "namespaceSelector"}, (name, source)
+        uses_engine_secret = any(
+            ref.get("secretRef", {}).get("name") == "doctorai-engine" for c in spec["containers"] for ref in c.get("envFrom", [])
+        )
+        assert uses_engine_secret == (labels.get("doctorai/tier") == "engine"), name
+    for internal in ("postgres", "minio", "kafka"):
+        (policy,) = [p for p in policies if p["podSelector"] == {"matchLabels": {"app": internal}}]
+        assert [source for rule in policy["ingress"] for source in rule["from"]] == [
+            {"podSelector": {"matchLabels": {"doctorai/tier": "engine"}}}
+        ]
+    for listener in ("dicom", "mllp"):
+        (policy,) = [p for p in policies if p["podSelector"] == {"matchLabels": {"app": listener}}]
+        assert "ipBlock" in policy["ingress"][0]["from"][0], listener
 
 
 def test_the_manifest_check_can_fail() -> None:

@@ -112,6 +112,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("DELETE", "/users/{name}"): ("/users/gone", None, 204),
     ("GET", "/audit"): ("/audit", None, 200),
     ("GET", "/audit/verification"): ("/audit/verification", None, 200),
+    ("POST", "/tokens/revoke"): ("/tokens/revoke", {"jti": "a-token-id", "reason": "lost"}, 200),
 }
 # The role table (fhir_api/auth/roles.py): reads are the admin's and the operator's, changes the
 # admin's, except people's accounts (the admin's alone) and the audit trail (the auditor's alone).

@@ -125,6 +125,22 @@ def test_bad_assertions_are_refused(
     assert denied.status_code == 400 and denied.json()["error"] == "invalid_scope"
 
 
+def test_the_assertion_audience_never_comes_from_the_host_header(
+    api: Api, registered: str, keys: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]
+) -> None:
+    """Issue 18, finding 13: an assertion made for another server (its aud that server's token URL)
+    is refused even when the request names that server in Host; discovery does not echo Host either."""
+    key = keys["RS384"]
+    forged_host = {"Host": "attacker.example"}
+    elsewhere = assertion(api, key, "RS384", aud="http://attacker.example/auth/token")
+    refused = ask(api, _jwt_form(elsewhere), forged_host)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    config = httpx.get(f"{api.url}/.well-known/smart-configuration", headers=forged_host).json()
+    assert config["token_endpoint"] == f"{api.url}/auth/token"
+    # The address the connection reached still works, whatever Host says.
+    assert ask(api, _jwt_form(assertion(api, key, "RS384")), forged_host).status_code == 200
+
+
 def test_client_secret_basic(api: Api, registered: str) -> None:
     basic = base64.b64encode(f"ris:{registered}".encode()).decode()
     response = ask(api, {"grant_type": "client_credentials", "scope": "system/Patient.cruds"}, {"Authorization": f"Basic {basic}"})

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from audit import log as audit_log
+from audit.config import AuditSettings
+from audit.config import get_settings as get_audit_settings
 from audit.records import AUDIT_LOG_USED, AuditRecord
 from audit.verify import verify
 from fhir_api.admin.access import Actor, ActorDep
@@ -89,10 +91,12 @@ def search_audit(
 
 
 @router.get("/verification")
-def verify_chain(engine: EngineDep, actor: ActorDep) -> ChainState:
+def verify_chain(
+    engine: EngineDep, actor: ActorDep, audit_settings: Annotated[AuditSettings, Depends(get_audit_settings)]
+) -> ChainState:
     """Walk the whole chain now: intact, or the first record changed, removed or reordered."""
     with read_scope(engine) as session:
-        outcome = verify(session)
+        outcome = verify(session, key=audit_settings.audit_key)
     state = ChainState(
         checked_at=datetime.now(UTC),
         records=outcome.records,
