@@ -7,15 +7,13 @@ runs the archive's code; both are refused unless an admin allows them for that v
 (`POST /admin/models/{name}/{version}/allow-legacy-format`, integration.models.registry).
 """
 
-from integration.models.manifest import Manifest
-
 _HDF5 = (".h5", ".hdf5")
 
 
-def legacy_format(manifest: Manifest) -> str:
-    """Why the manifest's artifact is a legacy format ("" when it is not)."""
-    if manifest.framework == "keras" and manifest.artifact.lower().endswith(_HDF5):
+def legacy_format(framework: str, artifact: str) -> str:
+    """Why an artifact of this framework and file name is a legacy format ("" when it is not)."""
+    if framework == "keras" and artifact.lower().endswith(_HDF5):
         return "Keras HDF5 (.h5) is loaded by Keras's legacy loader, outside its safe mode"
-    if manifest.framework == "torch":
+    if framework == "torch":
         return "TorchScript is loaded by torch.jit.load, which runs the archive's code"
     return ""

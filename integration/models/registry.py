@@ -108,7 +108,7 @@ def runnable_manifest(session: Session, *, name: str, version: str) -> Manifest:
     legacy format (integration.models.formats) that no admin allowed for this version."""
     row = registered(session, name=name, version=version)
     manifest = Manifest.model_validate_json(row.manifest)
-    why = legacy_format(manifest)
+    why = legacy_format(manifest.framework, manifest.artifact)
     if why and not row.allow_legacy_format:
         raise LegacyFormatRefused(
             f"{name} {version} is not loaded: {why}; an admin may allow it for this version "
@@ -121,7 +121,7 @@ def allow_legacy(session: Session, *, name: str, version: str) -> ModelPackage:
     """Let workers load this version's legacy artifact; the admin API audits it in the same transaction."""
     row = registered(session, name=name, version=version)
     row.allow_legacy_format = True
-    log.warning("%s %s: its legacy-format artifact may be loaded (%s)", name, version, legacy_format(Manifest.model_validate_json(row.manifest)))
+    log.warning("%s %s: an admin allowed its legacy-format artifact to be loaded", name, version)
     return row
 
 

@@ -29,7 +29,6 @@ from integration.errors import InvalidManifest
 from integration.heartbeats import HEALTHY_WITHIN
 from integration.models import registry
 from integration.models.formats import legacy_format
-from integration.models.manifest import Manifest
 from integration.models.packages import read_package, unpack, upload
 from storage.db import read_scope, session_scope
 from storage.heartbeats import live
@@ -93,7 +92,7 @@ def _model(name: str, rows: list[ModelPackage], workers: int = 0) -> ModelOut:
                 uploaded_at=r.uploaded_at,
                 activated_at=r.activated_at,
                 manifest=json.loads(r.manifest),
-                legacy_format=legacy_format(Manifest.model_validate_json(r.manifest)),
+                legacy_format=legacy_format(r.framework, str(json.loads(r.manifest).get("artifact", ""))),
                 allow_legacy_format=r.allow_legacy_format,
             )
             for r in rows
@@ -246,7 +245,7 @@ def allow_legacy_format(name: str, version: str, engine: EngineDep, actor: Actor
     """
     with session_scope(engine) as session:
         row = registry.registered(session, name=name, version=version)
-        why = legacy_format(Manifest.model_validate_json(row.manifest))
+        why = legacy_format(row.framework, str(json.loads(row.manifest).get("artifact", "")))
         if not why:
             raise InvalidState(f"{name} {version} is not in a legacy format; it loads without this")
         before = row.allow_legacy_format
