@@ -371,11 +371,11 @@ def _tiny_image_job(engine: Engine, store: ObjectStore, job_id: str, *, white_ro
 
 
 def _runners() -> set[int]:
-    """The model runners this process runs now (its spawned children, not multiprocessing's resource tracker)."""
+    """The model runners this process runs now (its `python -m inference.runner_child` children)."""
     found = set()
     for child in psutil.Process().children():
         try:
-            if "spawn_main" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+            if "inference.runner_child" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
                 found.add(child.pid)
         except psutil.NoSuchProcess:
             pass
