@@ -24,7 +24,6 @@ from integration.outbound.target import target_of
 from integration.tls import client_context
 from storage.tables.outbound import Destination
 
-
 # A CapabilityStatement of a large server is a few hundred KB.
 _METADATA_BYTES = 4 << 20
 

@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Generator
-from http import HTTPStatus
 from functools import partial
+from http import HTTPStatus
 
 import httpx
 
