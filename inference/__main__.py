@@ -14,7 +14,7 @@ from inference.runners import LoadedModel, ModelCache
 from inference.worker import Worker
 from integration import kafka, process, topics
 from integration.config import get_settings as get_integration_settings
-from integration.errors import ModelNotFound
+from integration.errors import LegacyFormatRefused, ModelNotFound
 from integration.models import registry
 from storage.config import get_settings as get_storage_settings
 from storage.db import session_scope
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def loader(model: str, version: str) -> LoadedModel:
             with session_scope(own.engine) as session:
-                manifest = registry.manifest_of(session, name=model, version=version)
+                manifest = registry.runnable_manifest(session, name=model, version=version)
             package = package_cache.fetch(own.objects, cache_dir, model, version)
             return LoadedModel(
                 manifest,
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         models = ModelCache(loader, budget_bytes=settings.inference_memory_budget_mb * 1e6)
         try:
             process.run(partial(serve, name=args.model, settings=settings, own=own, models=models))
-        except (InferenceError, ModelNotFound) as exc:  # no active version, a package that does not load
+        # No active version, a package that does not load, a legacy format no admin allowed.
+        except (InferenceError, ModelNotFound, LegacyFormatRefused) as exc:
             parser.exit(2, f"{parser.prog}: {exc}\n")
 
 

@@ -20,7 +20,16 @@ class InferenceSettings(BaseSettings):
     inference_metrics_port: int = 9104
     # A job that takes longer than this is abandoned: its model's runner process is killed, its job
     # fails, its result says why, and the request is dead-lettered. The next job starts a new runner.
+    # It covers all of a job's work after its model is loaded: reading and preparing its inputs,
+    # running the model and postprocessing its outputs (a text or an object that takes too long to
+    # prepare would otherwise hold a worker outside any bound, issue 18).
     inference_timeout_seconds: float = 120.0
+    # The report texts of one request together, in characters: more is refused (the job fails
+    # saying so) rather than split and embedded clause by clause. Radiology reports are a few KB.
+    inference_max_text_chars: int = Field(default=200_000, ge=1)
+    # One input object (a DICOM instance) read from object storage, in bytes: a larger one fails
+    # its job with a reason (and is dead-lettered) instead of being read whole into memory.
+    inference_max_object_bytes: int = Field(default=1 << 30, ge=1)
     # A runner still loading its model after this long is killed; that counts as a crash of the job
     # that needed the model (a hung load would otherwise hold the worker forever).
     inference_load_timeout_seconds: float = 600.0

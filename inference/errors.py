@@ -15,13 +15,18 @@ class CannotDecode(InferenceError):
     """The instance's pixel data cannot be read or decoded."""
 
 
+class InputTooLarge(InferenceError):
+    """An input object is over `inference_max_object_bytes`: the job fails rather than read it whole."""
+
+
 class UnknownModel(InferenceError):
     """A model package cannot be had here: no files in object storage, no adapter for its framework, a
     builtin package not installed. (Which versions are registered is integration.models.registry's.)"""
 
 
 class InferenceTimeout(InferenceError):
-    """The model did not answer within `inference_timeout_seconds`; its runner process was killed."""
+    """The job's work (preparing its inputs, running the model, postprocessing) took over
+    `inference_timeout_seconds`; a runner still running it was killed."""
 
 
 class ModelCrashed(InferenceError):

@@ -127,6 +127,17 @@ READERS: dict[str, Callable[[InferenceRequest, Manifest, Fetch], ModelInput]] = 
 }
 
 
-def model_input(request: InferenceRequest, manifest: Manifest, fetch: Fetch) -> ModelInput:
-    """What the model reads for `request`, by the manifest's input kind."""
-    return READERS[manifest.preprocessing.kind](request, manifest, fetch)
+def model_input(request: InferenceRequest, manifest: Manifest, fetch: Fetch, *, max_text_chars: int) -> ModelInput:
+    """What the model reads for `request`, by the manifest's input kind.
+
+    Report texts longer than `max_text_chars` together are refused (InputNotAccepted) before they
+    are split: what a text model reads is bounded, whatever a sender put in a report.
+    """
+    kind = manifest.preprocessing.kind
+    if kind == "report-text":
+        length = sum(len(t.text) for t in request.texts)
+        if length > max_text_chars:
+            raise InputNotAccepted(
+                f"the request's report texts have {length} characters; {manifest.name} reads at most {max_text_chars}"
+            )
+    return READERS[kind](request, manifest, fetch)

@@ -7,15 +7,16 @@ only that model's jobs.
 """
 
 import logging
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,10 @@ from integration.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-# A fresh interpreter per runner: forking a worker that runs an event loop and Kafka client threads
-# could copy held locks into the child.
-_SPAWN = multiprocessing.get_context("spawn")
+# A fresh interpreter per runner (forking a worker that runs an event loop and Kafka client threads
+# could copy held locks into the child), started by subprocess so that its environment is its own
+# (runner_child.environment) rather than a copy of the worker's secrets.
+_RUNNER = [sys.executable, "-m", "inference.runner_child"]
 
 
 def _exit_status(code: int | None) -> str:
@@ -56,7 +58,7 @@ class LoadedModel:
         self._load_timeout = load_timeout
         self._anchors: NDArray[np.float32] | None = None
         self._lock = threading.Lock()
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
 
     def load(self) -> None:
@@ -83,13 +85,13 @@ class LoadedModel:
     def is_loaded(self) -> bool:
         """Whether the runner is running now."""
         process = self._process
-        return process is not None and process.is_alive()
+        return process is not None and process.poll() is None
 
     @property
     def pid(self) -> int | None:
         """The runner's process id while it runs."""
         process = self._process
-        return process.pid if process is not None and process.is_alive() else None
+        return process.pid if process is not None and process.poll() is None else None
 
     @property
     def resident_bytes(self) -> int:
@@ -111,7 +113,7 @@ class LoadedModel:
         with self._lock:
             conn = self._running()
             try:
-                conn.send(batch)
+                conn.send_bytes(runner_child.encode_batch(batch))
             except OSError:  # the runner died since its last answer
                 raise self._crashed(f"before a batch of {len(batch)}") from None
             if not conn.poll(timeout):
@@ -136,16 +138,17 @@ class LoadedModel:
             return self._conn
         self._reap()
         started = time.perf_counter()
-        conn, child_end = _SPAWN.Pipe()
-        process = _SPAWN.Process(
-            target=runner_child.serve,
-            args=(child_end, self._adapter, str(self._artifact), os.getpid()),
-            name=f"runner {self.manifest.name} {self.manifest.version}",
-            # Daemonic: terminated at interpreter exit even if the worker never unloaded it.
-            daemon=True,
-        )
-        process.start()
-        child_end.close()  # the runner holds the only other end, so its death reads as end-of-file here
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [*_RUNNER, self._adapter, str(self._artifact), str(os.getpid()), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=runner_child.environment(os.environ, sys.path),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()  # the runner holds the only other end, so its death reads as end-of-file here
+        conn = Connection(ours.detach())
         self._process, self._conn = process, conn
         # A large model on a busy machine can take minutes to load, so the load timeout is generous
         # and separate from the batch timeout; a runner that dies while loading ends the wait sooner.
@@ -171,20 +174,23 @@ class LoadedModel:
         return conn
 
     def _answer(self, conn: Connection, doing: str) -> object:
-        """The runner's answer: its value, or its exception raised here; lock held."""
+        """The runner's answer: its value, or its error raised here; lock held."""
         try:
-            ok, value = conn.recv()
+            frame = conn.recv_bytes()
         except (EOFError, OSError):
             raise self._crashed(doing) from None
-        if not ok:
-            assert isinstance(value, BaseException)
-            if isinstance(value, InferenceError):
-                raise value
+        try:
+            return runner_child.decode_answer(frame)
+        except runner_child.RunnerError as exc:
+            ours = exc.as_inference_error()
+            if ours is not None:
+                raise ours from None
             # Anything else the model raised (a ValueError from torch, say) fails this job for good:
             # the worker records an error result and dead-letters the request, as for other
             # permanent errors, instead of leaving the job queued with nobody answering it.
-            raise ModelFailed(f"{self.manifest.name} {self.manifest.version}: {type(value).__name__}: {value}") from value
-        return value
+            raise ModelFailed(f"{self.manifest.name} {self.manifest.version}: {exc}") from None
+        except ValueError as exc:  # not an .npy array without objects
+            raise ModelFailed(f"{self.manifest.name} {self.manifest.version}: the runner's answer is unreadable: {exc}") from None
 
     def _crashed(self, doing: str) -> ModelCrashed:
         # The pid lets an operator find the runner in the kernel's log (the out-of-memory killer names it).
@@ -208,11 +214,11 @@ class LoadedModel:
         if process is None:
             return None
         # A runner ends as soon as its pipe closes, unless a framework's non-daemon thread holds its exit.
-        process.join(5.0)
-        if process.exitcode is None:
+        try:
+            return process.wait(5.0)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.join()
-        return process.exitcode
+            return process.wait()
 
 
 class ModelCache:

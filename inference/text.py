@@ -19,7 +19,12 @@ from integration.models.manifest import Manifest
 # with their sentence, which does not change what it says.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # A contrast or a semicolon starts a new clause: "no effusion, but there is consolidation".
-_CLAUSE_BREAK = re.compile(r";|,?\s+\b(?:but|however|although|though)\b", re.IGNORECASE)
+# Every pattern here matches a literal or one run of one character class, never a quantified
+# group followed by more pattern, so matching is linear in the text (no backtracking: a run of
+# white space before a missing "but" once made this quadratic, issue 18); the comma and white
+# space around a contrast are trimmed from its clauses afterwards.
+_CLAUSE_BREAK = re.compile(r";|\b(?:but|however|although|though)\b", re.IGNORECASE)
+_CLAUSE_TRIM = " \t\r\n\f\v,"
 _NEGATION = re.compile(
     r"\b(?:no|not|without|negative for|free of|resolved|resolution of|clear of|absence of|removed|"
     r"ruled out|rule out)\b",
@@ -34,7 +39,8 @@ def sentences(text: str) -> list[str]:
 
 def clauses(text: str) -> list[str]:
     """The clauses of a report text: its sentences, split again at contrasts and semicolons."""
-    return [c.strip() for s in sentences(text) for c in _CLAUSE_BREAK.split(s) if c and c.strip()]
+    found = (c.strip(_CLAUSE_TRIM) for s in sentences(text) for c in _CLAUSE_BREAK.split(s))
+    return [c for c in found if c]
 
 
 def negated(clause: str) -> bool:

@@ -26,7 +26,16 @@ from audit.records import INFERENCE_RUN, AuditRecord, Outcome
 from inference import inputs, metrics, segmentations, text, volumes
 from inference.adapters import Batch
 from inference.config import InferenceSettings
-from inference.errors import CannotDecode, InferenceError, InputNotAccepted, ModelCrashed, TooManyCrashes, UnknownJob
+from inference.errors import (
+    CannotDecode,
+    InferenceError,
+    InferenceTimeout,
+    InputNotAccepted,
+    InputTooLarge,
+    ModelCrashed,
+    TooManyCrashes,
+    UnknownJob,
+)
 from inference.runners import LoadedModel, ModelCache
 from inference.postprocess import contradiction, findings, probabilities, volume_measurements
 from integration import kafka, topics
@@ -34,6 +43,7 @@ from integration.config import IntegrationSettings
 from integration.models.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
+from storage.errors import ObjectTooLarge
 from storage.objects import ObjectStore, dicom_key, result_key
 from storage.outbox import add_event
 from storage.jobs import count_crash, job_status
@@ -161,7 +171,8 @@ class Worker:
             if len(members) == 1:
                 continue  # alone already: it runs in answer(), where a crash of the runner counts against its job
             try:
-                raw, seconds = await self.run_model(model, _concat(batches))
+                timeout = min(self.time_left(prepared[i]) for i in members)
+                raw, seconds = await self.run_model(model, _concat(batches), timeout=timeout)
             except Exception as exc:  # not swallowed: each request runs again alone below, under retry/DLQ
                 # A crash here is counted against no job: run alone, the poison input (if one is) crashes
                 # again and is charged; its batch-mates, which may be fine, are not.
@@ -213,22 +224,43 @@ class Worker:
             )
         timings = {"load": time.perf_counter() - started}
         fetched = 0.0
+        budget = self._settings.inference_timeout_seconds
+        started = time.perf_counter()
 
         def fetch(key: str) -> bytes:
             nonlocal fetched
+            if time.perf_counter() - started > budget:  # the preparation was abandoned: read no more
+                raise InferenceTimeout(f"preparing the inputs took over {budget}s")
             began = time.perf_counter()
             try:
-                return self._objects.get_bytes(key)  # StorageUnavailable: retried
+                # StorageUnavailable: retried; an object over the bound fails the job.
+                return self._objects.get_bytes(key, max_bytes=self._settings.inference_max_object_bytes)
+            except ObjectTooLarge as exc:
+                raise InputTooLarge(f"{exc} (inference_max_object_bytes)") from exc
             finally:
                 fetched += time.perf_counter() - began
 
-        started = time.perf_counter()
+        def spent() -> dict[str, float]:
+            return {"fetch": fetched, "preprocess": time.perf_counter() - started - fetched}
+
+        prepare = asyncio.to_thread(
+            inputs.model_input, request, model.manifest, fetch, max_text_chars=self._settings.inference_max_text_chars
+        )
         try:
-            model_input = await asyncio.to_thread(inputs.model_input, request, model.manifest, fetch)
+            # The job's timeout covers its preparation too. A thread cannot be killed: past the
+            # timeout it is abandoned (its next fetch stops it, and what it parses is bounded by
+            # inference_max_object_bytes and inference_max_text_chars), and the job fails now.
+            model_input = await asyncio.wait_for(prepare, timeout=budget)
         except (InputNotAccepted, CannotDecode) as exc:
-            timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
+            timings.update(spent())
             return Prepared(request=request, input_keys=all_keys, model=model, error=_describe(exc), timings=timings, started_at=taken)
-        timings.update(fetch=fetched, preprocess=time.perf_counter() - started - fetched)
+        except (TimeoutError, InferenceTimeout, InputTooLarge) as exc:
+            timings.update(spent())
+            failed = exc if isinstance(exc, InferenceError) else InferenceTimeout(f"preparing the inputs took over {budget}s")
+            return Prepared(
+                request=request, input_keys=all_keys, model=model, failure=failed, timings=timings, started_at=taken
+            )
+        timings.update(spent())
         if model_input.problems:
             log.warning("job %s: skipped %d unusable inputs: %s", request.job_id, len(model_input.problems), "; ".join(model_input.problems))
         return Prepared(
@@ -236,14 +268,28 @@ class Worker:
             started_at=taken,
         )
 
-    async def run_model(self, model: LoadedModel, batch: Batch) -> tuple[NDArray[np.float32], float]:
+    def time_left(self, item: Prepared) -> float:
+        """Seconds of the job's timeout its preparation left for running the model and postprocessing."""
+        used = item.timings.get("fetch", 0.0) + item.timings.get("preprocess", 0.0)
+        return self._settings.inference_timeout_seconds - used
+
+    async def run_model(
+        self, model: LoadedModel, batch: Batch, *, timeout: float | None = None
+    ) -> tuple[NDArray[np.float32], float]:
         """Raw outputs for a batch from the model's runner process, awaited in a thread so the event
         loop keeps serving Kafka; with its duration.
 
-        Past the timeout the runner is killed (InferenceTimeout) and the next job starts a new one.
+        Past `timeout` (default: the whole job's) the runner is killed (InferenceTimeout) and the
+        next job starts a new one.
         """
+        if timeout is None:
+            timeout = self._settings.inference_timeout_seconds
+        if timeout <= 0:
+            raise InferenceTimeout(f"the job's {self._settings.inference_timeout_seconds}s were used before the model ran")
+        # A runner killed since the job was prepared starts again under the load timeout, not the job's.
+        await asyncio.to_thread(model.load)
         started = time.perf_counter()
-        raw = await asyncio.to_thread(model.predict, batch, timeout=self._settings.inference_timeout_seconds)
+        raw = await asyncio.to_thread(model.predict, batch, timeout=timeout)
         seconds = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.labels(self._name).observe(seconds)
         if len(raw) != len(batch):
@@ -265,10 +311,16 @@ class Worker:
         said = Said()
         timings = dict(item.timings)
         if item.model_input is not None and item.model is not None:
+            left = self.time_left(item)
             try:
-                raw, timings["inference"] = output if output is not None else await self.run_model(item.model, item.model_input.batch)
+                raw, timings["inference"] = (
+                    output
+                    if output is not None
+                    else await self.run_model(item.model, item.model_input.batch, timeout=left)
+                )
+                left -= timings["inference"]
                 started = time.perf_counter()
-                said = await self._postprocess(item, item.model, item.model_input, raw)
+                said = await self._postprocessed(item, item.model, item.model_input, raw, timeout=left)
                 timings["postprocess"] = time.perf_counter() - started
             except ModelCrashed as exc:
                 failure = await self._charge_crash(item.request.job_id, exc)
@@ -309,13 +361,32 @@ class Worker:
             raise crash
         return TooManyCrashes(f"its model's runner died {crashes} times on this job; the last time: {crash}")
 
+    async def _postprocessed(
+        self,
+        item: Prepared,
+        model: LoadedModel,
+        model_input: inputs.ModelInput,
+        raw: NDArray[np.float32],
+        *,
+        timeout: float,
+    ) -> Said:
+        """What the model said, within what is left of the job's timeout (InferenceTimeout past it)."""
+        if timeout <= 0:
+            raise InferenceTimeout(f"the job's {self._settings.inference_timeout_seconds}s were used before postprocessing")
+        try:
+            return await asyncio.wait_for(self._postprocess(item, model, model_input, raw, timeout=timeout), timeout)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"running and postprocessing took over the job's {self._settings.inference_timeout_seconds}s"
+            ) from None
+
     async def _postprocess(
-        self, item: Prepared, model: LoadedModel, model_input: inputs.ModelInput, raw: NDArray[np.float32]
+        self, item: Prepared, model: LoadedModel, model_input: inputs.ModelInput, raw: NDArray[np.float32], *, timeout: float
     ) -> Said:
         manifest = model.manifest
         task = manifest.task
         if task == "text-classification":
-            anchors = await asyncio.to_thread(model.anchors, timeout=self._settings.inference_timeout_seconds)
+            anchors = await asyncio.to_thread(model.anchors, timeout=timeout)
             clause_texts = model_input.batch if isinstance(model_input.batch, list) else []
             return Said(findings=findings(manifest, text.scores(manifest, clause_texts, raw, anchors)[np.newaxis]))
         if task in ("segmentation", "measurement"):

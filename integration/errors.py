@@ -84,6 +84,10 @@ class ModelRetired(PipelineError):
     """A retired model version cannot be activated again."""
 
 
+class LegacyFormatRefused(PipelineError):
+    """The version's artifact is in a legacy format whose loading runs code, and no admin allowed it."""
+
+
 # HL7 v2: each error knows its acknowledgement code (original mode; enhanced mode answers
 # the commit codes CR/CE instead) and its HL7 table 0357 error code for the ERR segment.
 

@@ -15,6 +15,7 @@ from integration.messages import InstanceRef
 from integration.rules import SeriesFacts, StudyFacts
 from storage import fhir
 from storage.fhir import store
+from storage.errors import ObjectTooLarge
 from storage.objects import ObjectStore
 from storage.orders import order_for_study
 from storage.instances import study_instances
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 # Headers are read from the start of the object; most fit in far less (the rest is pixel data).
 HEADER_BYTES = 256 * 1024
+# A header (the elements before the pixel data) longer than this is not read into memory: the
+# routing of its study fails saying so (ObjectTooLarge, dead-lettered) instead. Real headers,
+# private elements and embedded overlays included, are well under it.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
 # Elements whose value ends the header: Pixel Data and its float variants (PS3.5 7.5, PS3.3 C.7.6.3).
 _BULK_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Value representations that hold bytes or items, not text (PS3.5 6.2): no regular expression reads them.
@@ -109,7 +114,8 @@ def read_header(objects: ObjectStore, key: str) -> Dataset:
     """The header of a stored instance without its pixel data, read leniently (CONVENTIONS rule 8).
 
     The first HEADER_BYTES usually hold it; pydicom reads a prefix cut inside the header as a
-    shorter dataset without complaint, so an incomplete one is read again whole.
+    shorter dataset without complaint, so an incomplete one is read again, up to MAX_HEADER_BYTES
+    (storage.errors.ObjectTooLarge past it: the header is not cut where pixel data starts).
     """
     start = objects.get_start(key, length=HEADER_BYTES)
     if len(start) == HEADER_BYTES:
@@ -117,7 +123,13 @@ def read_header(objects: ObjectStore, key: str) -> Dataset:
         ds = dcmread(stream, stop_before_pixels=True, force=True)
         if _header_complete(stream, ds):
             return ds
-        start = objects.get_bytes(key)
+        start = objects.get_start(key, length=MAX_HEADER_BYTES + 1)
+        if len(start) > MAX_HEADER_BYTES:
+            stream = io.BytesIO(start[:MAX_HEADER_BYTES])
+            ds = dcmread(stream, stop_before_pixels=True, force=True)
+            if not _header_complete(stream, ds):
+                raise ObjectTooLarge(f"the header of {key} is longer than {MAX_HEADER_BYTES} bytes")
+            return ds
     return dcmread(io.BytesIO(start), stop_before_pixels=True, force=True)
 
 

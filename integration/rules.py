@@ -18,8 +18,9 @@ triage.
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from sqlalchemy.orm import Session
@@ -51,11 +52,32 @@ def tag_key(text: str) -> str:
     return f"{found:08X}"
 
 
+# Rules' patterns run on RE2, whose matching is linear in the value whatever the pattern: a rule
+# such as "(a+)+$" cannot stall the router (Python's re backtracks exponentially on it, issue 18).
+# RE2 has no look-around or back-references; a pattern using them is refused when the rule is saved.
+MAX_PATTERN_CHARS = 512
+# A value longer than this is matched on its first characters: DICOM's longest text VR read as a
+# study fact, LT, holds 10240 characters (PS3.5 6.2).
+MAX_VALUE_CHARS = 10240
+
+
+def _options() -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a refused pattern is answered to the admin, not logged by RE2
+    return options
+
+
+_OPTIONS = _options()
+
+
 def _check_pattern(pattern: str) -> str:
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"a pattern has at most {MAX_PATTERN_CHARS} characters")
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"not a regular expression: {exc}") from exc
+        re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        raise ValueError(f"not a regular expression RE2 takes (no look-around, no back-references): {exc}") from exc
     return pattern
 
 
@@ -65,7 +87,7 @@ class TagMatch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tag: str  # keyword or tag number, as written
-    pattern: str  # case-insensitive re.search on the value; an absent element reads as ""
+    pattern: str  # case-insensitive RE2 search on the value; an absent element reads as ""
 
     @field_validator("tag")
     @classmethod
@@ -240,7 +262,7 @@ def _in(value: str, allowed: tuple[str, ...]) -> bool:
 
 
 def _search(pattern: str, value: str) -> bool:
-    return not pattern or re.search(pattern, value, re.IGNORECASE) is not None
+    return not pattern or re2.search(pattern, value[:MAX_VALUE_CHARS], _OPTIONS) is not None
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -13,6 +13,10 @@ class StorageUnavailable(StorageError):
     retriable = True
 
 
+class ObjectTooLarge(StorageError):
+    """An object is larger than the reader's bound: reading it whole would take unbounded memory."""
+
+
 class ResourceNotFound(StorageError, LookupError):
     """The FHIR store holds no such resource, resource type or version."""
 

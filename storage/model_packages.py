@@ -37,7 +37,9 @@ def active_model_names(session: Session) -> list[str]:
     return list(session.scalars(stmt))
 
 
-def add_model_package(session: Session, *, name: str, version: str, framework: str, manifest: str) -> ModelPackage:
+def add_model_package(
+    session: Session, *, name: str, version: str, framework: str, manifest: str, allow_legacy_format: bool = False
+) -> ModelPackage:
     """Register a new, inactive version (the caller checked it is not registered yet)."""
     row = ModelPackage(
         name=name,
@@ -47,6 +49,7 @@ def add_model_package(session: Session, *, name: str, version: str, framework: s
         status="inactive",
         uploaded_at=datetime.now(UTC),
         activated_at=None,
+        allow_legacy_format=allow_legacy_format,
     )
     session.add(row)
     session.flush()

@@ -21,7 +21,7 @@ from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
 
 from storage.config import StorageSettings
-from storage.errors import StorageUnavailable
+from storage.errors import ObjectTooLarge, StorageUnavailable
 
 
 def dicom_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -136,12 +136,16 @@ class ObjectStore:
         """Upload an object held in memory; `sha256` when already known."""
         self.put(key, data, size=len(data), sha256=sha256 or hashlib.sha256(data).hexdigest(), content_type=content_type)
 
-    def get_bytes(self, key: str) -> bytes:
-        """Download a whole object."""
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """Download a whole object; ObjectTooLarge (permanent) when it has more than `max_bytes`,
+        found reading at most one byte past the bound."""
         try:
             response = self.client.get_object(self.bucket, key)
             try:
-                return response.read()
+                data: bytes = response.read() if max_bytes is None else response.read(max_bytes + 1)
+                if max_bytes is not None and len(data) > max_bytes:
+                    raise ObjectTooLarge(f"{key} has more than {max_bytes} bytes")
+                return data
             finally:
                 response.close()
                 response.release_conn()

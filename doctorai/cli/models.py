@@ -29,7 +29,8 @@ def _add(args: argparse.Namespace) -> int:
     objects.ensure_bucket()
     with database() as engine:
         for manifest, artifact in sources:
-            packages.upload(engine, objects, manifest, artifact)
+            # The builtins are our own code: their legacy artifacts (deepbet's TorchScript) are allowed.
+            packages.upload(engine, objects, manifest, artifact, allow_legacy_format=bool(args.builtin))
             with session_scope(engine) as session:
                 if args.activate:
                     registry.activate(session, name=manifest.name, version=manifest.version)

@@ -6,6 +6,7 @@ about, so "who saw this patient's reports" is one AuditEvent search.
 """
 
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,27 @@ from storage.instances import correlation_id_for_study
 # Audit correlation ids of accesses that disclose no study.
 READ_CORRELATION = "read"
 SEARCH_CORRELATION = "search"
+# Search parameters whose values the trail keeps: identifiers (logical ids, business identifiers,
+# references, which name resources by id), and the result parameters that shape the answer (FHIR
+# R4 search.html 3.2.1.5), which say nothing about anyone. Every other value (names, birth dates,
+# addresses, free text) is masked: audit records hold identifiers only.
+_IDENTIFYING = frozenset({"_id", "identifier", "patient", "subject", "based-on", "encounter", "focus"})
+_RESULT = frozenset({"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total"})
+MASKED = "***"
+
+
+def audited_query(query: str) -> str:
+    """A search's query string as the trail keeps it: every parameter named, identifying values only.
+
+    Modifiers do not count (`identifier:of-type`); a chain keeps its value only when it ends in an
+    identifier (`subject.identifier`, not `subject.name`).
+    """
+    kept = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        links = [link.split(":", 1)[0] for link in name.split(".")]
+        keep = links[-1] in ("_id", "identifier") if len(links) > 1 else links[0] in _IDENTIFYING | _RESULT
+        kept.append((name, value if keep else MASKED))
+    return urlencode(kept, safe="/|:,*")
 
 
 def audit_read(session: Session, resource: fhir.Resource, *, who: str, address: str) -> None:
@@ -90,6 +112,8 @@ def audit_search(
 ) -> None:
     """Record a search: one record per (study, patient) whose resources it disclosed, else one record.
 
+    The query is recorded with its values masked but for identifiers (`audited_query`).
+
     A record under a study's correlation id joins that study's trail; each names its patient and
     the disclosed resources, so "who saw this patient's reports" is one AuditEvent search. All of
     a search's records are appended at once (one chain lock, one insert).
@@ -99,7 +123,7 @@ def audit_search(
         for d in store.disclosures(session, [*result.matches, *result.included])
     ]
     total = "" if result.total is None else str(result.total)
-    access = _Access(RESOURCE_SEARCHED, who, address, resource_type, {"query": query, "total": total})
+    access = _Access(RESOURCE_SEARCHED, who, address, resource_type, {"query": audited_query(query), "total": total})
     _append_grouped(session, access, disclosed, listed="resources", fallback=SEARCH_CORRELATION)
 
 

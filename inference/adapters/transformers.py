@@ -32,7 +32,8 @@ def load(path: Path) -> object:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    # safetensors only: pytorch_model.bin is a pickle, which runs code when loaded (issue 18).
+    model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     model.eval()
     return Encoder(tokenizer=tokenizer, model=model)
 

@@ -63,8 +63,15 @@ def _files(artifact: Path) -> dict[str, Path]:
     }
 
 
-def upload(engine: Engine, objects: ObjectStore, manifest: Manifest, artifact: Path) -> ModelPackage:
-    """Upload a package's files and register its manifest (inactive). Idempotent for the same manifest."""
+def upload(
+    engine: Engine, objects: ObjectStore, manifest: Manifest, artifact: Path, *, allow_legacy_format: bool = False
+) -> ModelPackage:
+    """Upload a package's files and register its manifest (inactive). Idempotent for the same manifest.
+
+    `allow_legacy_format` is for the builtin packages only (our own code, `doctorai models add
+    --builtin`): it allows their legacy artifact (integration.models.formats), also on a row
+    registered before; an uploaded package is allowed by an admin, through the registry.
+    """
     document = manifest.model_dump_json()
     with session_scope(engine) as session:
         row = model_package(session, name=manifest.name, version=manifest.version)
@@ -81,9 +88,16 @@ def upload(engine: Engine, objects: ObjectStore, manifest: Manifest, artifact: P
         row = model_package(session, name=manifest.name, version=manifest.version)
         if row is None:
             row = add_model_package(
-                session, name=manifest.name, version=manifest.version, framework=manifest.framework, manifest=document
+                session,
+                name=manifest.name,
+                version=manifest.version,
+                framework=manifest.framework,
+                manifest=document,
+                allow_legacy_format=allow_legacy_format,
             )
             log.info("registered %s %s (%s)", manifest.name, manifest.version, manifest.framework)
+        elif allow_legacy_format:
+            row.allow_legacy_format = True
         return row
 
 

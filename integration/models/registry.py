@@ -15,8 +15,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from integration.errors import ModelNotFound, ModelRetired
+from integration.errors import LegacyFormatRefused, ModelNotFound, ModelRetired
 from integration.heartbeats import HEALTHY_WITHIN
+from integration.models.formats import legacy_format
 from integration.models.manifest import Manifest
 from integration.rules import load_rules
 from storage.model_packages import (
@@ -100,6 +101,28 @@ def active_version(session: Session, *, name: str) -> str:
 def manifest_of(session: Session, *, name: str, version: str) -> Manifest:
     """The registered manifest of one version."""
     return Manifest.model_validate_json(registered(session, name=name, version=version).manifest)
+
+
+def runnable_manifest(session: Session, *, name: str, version: str) -> Manifest:
+    """The manifest of a version a worker may load: LegacyFormatRefused when its artifact is in a
+    legacy format (integration.models.formats) that no admin allowed for this version."""
+    row = registered(session, name=name, version=version)
+    manifest = Manifest.model_validate_json(row.manifest)
+    why = legacy_format(manifest.framework, manifest.artifact)
+    if why and not row.allow_legacy_format:
+        raise LegacyFormatRefused(
+            f"{name} {version} is not loaded: {why}; an admin may allow it for this version "
+            f"(POST /admin/models/{name}/{version}/allow-legacy-format)"
+        )
+    return manifest
+
+
+def allow_legacy(session: Session, *, name: str, version: str) -> ModelPackage:
+    """Let workers load this version's legacy artifact; the admin API audits it in the same transaction."""
+    row = registered(session, name=name, version=version)
+    row.allow_legacy_format = True
+    log.warning("%s %s: an admin allowed its legacy-format artifact to be loaded", name, version)
+    return row
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ processed). fhir: GET [base]/metadata with the configured credentials (FHIR R4 h
 webhook: a TCP connection to the URL's host and port, nothing posted (a POST would be an event).
 """
 
+import json
 import socket
 import ssl
 import time
@@ -22,6 +23,9 @@ from integration.outbound.dicom import close_socket, peer, unreachable
 from integration.outbound.target import target_of
 from integration.tls import client_context
 from storage.tables.outbound import Destination
+
+# A CapabilityStatement of a large server is a few hundred KB.
+_METADATA_BYTES = 4 << 20
 
 
 class EchoResult(BaseModel):
@@ -94,16 +98,24 @@ def _metadata(options: dict[str, str], timeout: float) -> tuple[bool, str]:
     base = options.get("base_url", "").rstrip("/")
     if not base:
         return False, "no base_url configured"
+    # Only whether the answer is a CapabilityStatement is reported, never what the peer said, and at
+    # most _METADATA_BYTES of it are read: an echo must not become a read channel (issue 18).
     try:
-        response = httpx.get(
-            f"{base}/metadata",
-            headers={"Accept": http.FHIR_JSON},
-            auth=http.auth(options),
-            timeout=timeout,
-        )
+        with httpx.stream(
+            "GET", f"{base}/metadata", headers={"Accept": http.FHIR_JSON}, auth=http.auth(options), timeout=timeout
+        ) as response:
+            if not response.is_success:
+                return False, f"GET {base}/metadata: {http.status_reason(response.status_code)}"
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _METADATA_BYTES:
+                    return False, f"GET {base}/metadata: the answer is over {_METADATA_BYTES} bytes"
     except httpx.HTTPError as exc:
-        return False, f"GET {base}/metadata failed: {exc!r}"
-    if not response.is_success:
-        return False, f"GET {base}/metadata: HTTP {response.status_code}"
-    kind = response.json().get("resourceType", "") if "json" in response.headers.get("content-type", "") else ""
-    return kind == "CapabilityStatement", f"GET {base}/metadata: HTTP {response.status_code} {kind}".strip()
+        return False, f"GET {base}/metadata failed: {type(exc).__name__}"
+    try:
+        capable = json.loads(body).get("resourceType") == "CapabilityStatement"
+    except (ValueError, AttributeError):
+        capable = False
+    said = "a CapabilityStatement" if capable else "not a CapabilityStatement"
+    return capable, f"GET {base}/metadata: HTTP {response.status_code}, {said}"

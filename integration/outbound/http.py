@@ -13,6 +13,7 @@ import hmac
 import logging
 from collections.abc import Generator
 from functools import partial
+from http import HTTPStatus
 
 import httpx
 
@@ -54,10 +55,23 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def status_reason(code: int) -> str:
+    """`HTTP <code> <our phrase for it>`: what a failed delivery records of an answer.
+
+    Never the peer's body nor its reason phrase: the delivery queue and the admin API show delivery
+    errors, so a peer's words there would be a read channel into whatever a destination points at.
+    """
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "non-standard status"
+    return f"HTTP {code} {phrase}"
+
+
 def _outcome(response: httpx.Response) -> str:
     if response.is_success:
         return str(response.status_code)
-    detail = f"HTTP {response.status_code}: {response.text[:300]}"
+    detail = status_reason(response.status_code)
     retriable = response.status_code in (408, 429) or response.status_code >= 500
     raise DeliveryFailed(detail, retriable=retriable, reached=True)
 
@@ -88,18 +102,20 @@ async def _post(
     if not url:
         raise DeliveryFailed("the destination has no URL configured", retriable=False)
     try:
-        response = await client.post(
+        # Streamed and closed unread: only the status counts, and a body is never held in memory.
+        async with client.stream(
+            "POST",
             url,
             content=body,
             headers=headers,
             auth=credentials if credentials is not None else httpx.USE_CLIENT_DEFAULT,
-        )
+        ) as response:
+            return _outcome(response)
     except httpx.HTTPError as exc:
         # No connection at all (refused, TLS handshake, connect timeout) is what the circuit breaker counts.
         unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
         reached = False if unreachable else None
-        raise DeliveryFailed(f"POST {url} failed: {exc!r}", retriable=True, reached=reached) from exc
-    return _outcome(response)
+        raise DeliveryFailed(f"POST {url} failed: {type(exc).__name__}", retriable=True, reached=reached) from exc
 
 
 class Client:

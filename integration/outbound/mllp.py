@@ -34,10 +34,19 @@ def ack_code(ack: bytes, *, control_id: str) -> tuple[str, str]:
     if msa is None or len(msa) < 3:
         raise FramingError("the answer has no MSA segment")
     if msa[2] != control_id:
-        raise FramingError(f"the answer acknowledges {msa[2]!r}, not {control_id!r}")
+        raise FramingError(f"the answer acknowledges another message, not {control_id!r}")
     err = next((s for s in segments if s[0] == "ERR"), None)
     detail = separator.join(err[1:]) if err else (msa[3] if len(msa) > 3 else "")
     return msa[1], detail
+
+
+# HL7 v2 table 0008 (acknowledgment code), in our words.
+_REFUSALS = {
+    "AE": "the receiver had an error processing the message",
+    "AR": "the receiver rejected the message",
+    "CE": "the receiver had an error accepting the message",
+    "CR": "the receiver rejected the message",
+}
 
 
 async def exchange(
@@ -74,13 +83,15 @@ async def _send(streams: Streams, item: DueDelivery, timeout: float) -> str:
     """Send one message; its ACK code when AA/CA, else DeliveryFailed."""
     answer = await exchange(*streams, item.payload.encode(), timeout=timeout)
     try:
-        code, detail = ack_code(answer, control_id=item.control_id)
+        code, _detail = ack_code(answer, control_id=item.control_id)
     except FramingError as exc:
         raise DeliveryFailed(str(exc), retriable=True, reached=True) from exc
     if code in ("AA", "CA"):
         return code
     retriable = code not in ("AR", "CR")
-    raise DeliveryFailed(f"{code}: {detail}"[:500], retriable=retriable, ack_code=code, reached=True)
+    # The ACK code and our words for it, not the peer's ERR/MSA-3 text: delivery errors are shown by
+    # the admin API, and a peer's words there would be a read channel (issue 18).
+    raise DeliveryFailed(f"{code}: {_REFUSALS.get(code, 'not acknowledged')}", retriable=retriable, ack_code=code, reached=True)
 
 
 class Connection:

@@ -56,6 +56,9 @@ class ModelPackage(Base):
     status: Mapped[str] = mapped_column(String(16), default="inactive", index=True)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # An artifact in a legacy format, whose loading runs code of its own (Keras HDF5, TorchScript:
+    # integration.models.formats), runs only when an admin allowed it for this version.
+    allow_legacy_format: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class InferenceJob(Base):

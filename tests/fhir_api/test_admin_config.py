@@ -97,18 +97,26 @@ def test_destinations_validate_per_kind_and_never_answer_secrets(api: Api) -> No
         answer = httpx.post(f"{api.url}/admin/destinations", json=candidate, headers=admin)
         assert answer.status_code == 422, (candidate, answer.text)
 
-    # A client edits what it read: the mask sent back keeps the stored password.
+    # A client edits what it read: the mask sent back keeps the stored password at the same address.
     read = httpx.get(f"{api.url}/admin/destinations/{destination_id}", headers=admin).json()
-    edit = {
-        "name": "ehr",
-        "kind": "fhir",
-        "enabled": True,
-        "options": {**read["options"], "base_url": "https://ehr2.example.org/fhir"},
-    }
+    edit = {"name": "ehr", "kind": "fhir", "enabled": True, "options": {**read["options"], "username": "doctorai2"}}
     assert httpx.put(f"{api.url}/admin/destinations/{destination_id}", json=edit, headers=admin).status_code == 200
     with session_scope(api.engine) as session:
         row = session.get_one(Destination, destination_id)
-        assert row.options["password"] == "pw-1" and row.options["base_url"] == "https://ehr2.example.org/fhir"
+        assert row.options["password"] == "pw-1" and row.options["username"] == "doctorai2"
+    # Moved to another address with the mask: refused, the stored password is not sent there (issue 18).
+    moved = {**edit, "options": {**edit["options"], "base_url": "https://attacker.example.net/fhir"}}
+    refused_move = httpx.put(f"{api.url}/admin/destinations/{destination_id}", json=moved, headers=admin)
+    assert refused_move.status_code == 409 and refused_move.headers["content-type"] == "application/problem+json"
+    assert "send password again" in refused_move.json()["detail"]
+    with session_scope(api.engine) as session:
+        assert session.get_one(Destination, destination_id).options["base_url"] == "https://ehr.example.org/fhir"
+    # With the credential given again, the move is accepted.
+    moved["options"]["password"] = "pw-2"
+    assert httpx.put(f"{api.url}/admin/destinations/{destination_id}", json=moved, headers=admin).status_code == 200
+    with session_scope(api.engine) as session:
+        row = session.get_one(Destination, destination_id)
+        assert row.options["password"] == "pw-2" and row.options["base_url"] == "https://attacker.example.net/fhir"
 
     hook = {"name": "hook", "kind": "webhook", "options": {"url": "https://hooks.example.org/x", "secret": "hmac-key"}}
     assert httpx.post(f"{api.url}/admin/destinations", json=hook, headers=admin).json()["options"]["secret"] == MASK

@@ -80,6 +80,11 @@ def test_replay_puts_the_payload_back_on_its_topic_and_discard_needs_a_reason(ap
     admin = api.role("admin", subject="integration-lead")
     one = httpx.get(f"{api.url}/admin/dead-letters/1", headers=admin).json()
     assert one["payload"] == payloads[0] and one["correlation_id"] == "corr-1"
+    # A payload can carry patient data: reading it is audited in the study's trail, the payload not copied.
+    with session_scope(api.engine) as session:
+        [read] = session.scalars(select(AuditEvent).where(AuditEvent.subtype == "admin-inspection"))
+    assert (read.agent_who, read.correlation_id, read.detail["dead_letter"]) == ("integration-lead", "corr-1", "1")
+    assert payloads[0] not in str(read.detail)
 
     replayed = httpx.post(f"{api.url}/admin/dead-letters/replay", json={"ids": [1, 2]}, headers=admin)
     assert replayed.status_code == 200, replayed.text

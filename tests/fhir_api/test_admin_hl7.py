@@ -5,13 +5,17 @@ import contextvars
 from functools import partial
 
 import httpx
+from sqlalchemy import select
 
 from hl7_listener import commits
 from hl7_listener.config import MllpSettings
 from hl7_listener.intake import Answer, Received, receive
+from audit.records import ADMIN_INSPECTION
 from doctorai.stack import StackConfig
+from storage.db import session_scope
 from storage.group_commit import GroupCommit
 from storage.objects import make_object_store
+from storage.tables.audit import AuditEvent
 from tests.fhir_api.conftest import Api
 from tests.mllp_peers import sample
 
@@ -53,5 +57,13 @@ def test_messages_and_their_unmapped_reports(api: Api, services: StackConfig) ->
     # The Z-segment and the next of kin are not mapped to FHIR: they are listed, not dropped.
     assert body["unmapped"]["ZPI[1]-2"] == "42" and body["unmapped"]["NK1[1]-2.1"] == "Roentgen"
     assert body["unmapped_fields"] == len(body["unmapped"])
+    # Reading the unmapped report discloses field values (a next of kin's name): it is audited, as
+    # reading the segments is (issue 18).
+    with session_scope(api.engine) as session:
+        inspections = list(session.scalars(select(AuditEvent).where(AuditEvent.subtype == ADMIN_INSPECTION.subtype)))
+    assert [(r.agent_who, r.detail["hl7_message"], r.detail["disclosed"]) for r in inspections] == [
+        ("night-operator", a01, "unmapped fields")
+    ]
+    assert all("Roentgen" not in str(r.detail) for r in inspections)
     missing = httpx.get(f"{api.url}/admin/hl7/messages/nope", headers=operator)
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"

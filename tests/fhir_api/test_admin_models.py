@@ -19,6 +19,8 @@ from sqlalchemy import select
 from fhir_api.config import ApiSettings
 from fhir_api.app import create_app
 from doctorai.stack import StackConfig
+from integration.errors import LegacyFormatRefused
+from integration.models import registry
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import make_object_store, model_key
 from storage.model_packages import model_package
@@ -144,3 +146,37 @@ def test_unsafe_or_foreign_archives_are_refused(api: Api) -> None:
     assert _post(api, m.model_dump_json().encode(), "application/json").status_code == 415
     with session_scope(api.engine) as session:
         assert model_package(session, name=m.name, version="1.0.0") is None
+
+
+def test_a_legacy_format_is_registered_but_loads_only_once_an_admin_allows_it(api: Api) -> None:
+    # Issue 18: a Keras .h5 or TorchScript upload is code its uploader runs in our workers.
+    name = f"legacy-{uuid.uuid4().hex[:8]}"
+    m = manifest(name, "1.0.0", artifact="model.h5").model_copy(update={"framework": "keras"})
+    answer = _post(api, _zip({"manifest.json": m.model_dump_json().encode(), "model.h5": b"HDF5 bytes"}), "application/zip")
+    assert answer.status_code == 201, answer.text
+    [version] = answer.json()["versions"]
+    assert "Keras HDF5" in version["legacy_format"] and version["allow_legacy_format"] is False
+    with session_scope(api.engine) as session, pytest.raises(LegacyFormatRefused, match="allow-legacy-format"):
+        registry.runnable_manifest(session, name=name, version="1.0.0")
+
+    path = f"{api.url}/admin/models/{name}/1.0.0/allow-legacy-format"
+    assert httpx.post(path, headers=api.role("operator")).status_code == 403
+    allowed = httpx.post(path, headers=api.role("admin"))
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["versions"][0]["allow_legacy_format"] is True
+    with session_scope(api.engine) as session:
+        assert registry.runnable_manifest(session, name=name, version="1.0.0").artifact == "model.h5"
+        [record] = session.scalars(
+            select(AuditEvent).where(AuditEvent.entity_what == f"/admin/models/{name}/1.0.0/allow-legacy-format")
+        )
+    assert record.detail["action"] == "allow-legacy-format" and json.loads(record.detail["after"]) == {
+        "allow_legacy_format": True
+    }
+    assert httpx.post(f"{api.url}/admin/models/{name}/9.9.9/allow-legacy-format", headers=api.role("admin")).status_code == 404
+
+    # An ONNX package is data: nothing to allow.
+    onnx_name = f"tiny-{uuid.uuid4().hex[:8]}"
+    m = manifest(onnx_name, "1.0.0")
+    assert _post(api, _zip({"manifest.json": m.model_dump_json().encode(), "model.onnx": _tiny_onnx()}), "application/zip").status_code == 201
+    refused = httpx.post(f"{api.url}/admin/models/{onnx_name}/1.0.0/allow-legacy-format", headers=api.role("admin"))
+    assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"

@@ -263,6 +263,19 @@ def test_search_is_audited_per_study(client: httpx.Client, engine: Engine, repor
 
 
 @pytest.mark.usefixtures("report")
+def test_search_records_keep_identifiers_and_mask_names_and_birth_dates(client: httpx.Client, engine: Engine) -> None:
+    # README: audit records hold identifiers only (issue 18: names and birth dates reached the trail and syslog).
+    query = "name=Smith&birthdate=1970-01-01&identifier=urn:mrn|9RG1&general-practitioner.name=Jones&_count=5"
+    assert client.get(f"/fhir/Patient?{query}", headers=_auth(READER)).status_code == 200
+    with session_scope(engine) as session:
+        [record] = [e for e in audit_log.trail(session, correlation_id="search") if e.entity_what == "Patient"]
+    assert record.detail["query"] == (
+        "name=***&birthdate=***&identifier=urn:mrn|9RG1&general-practitioner.name=***&_count=5"
+    )
+    assert "Smith" not in str(record.detail) and "1970" not in str(record.detail) and "Jones" not in str(record.detail)
+
+
+@pytest.mark.usefixtures("report")
 def test_unknown_resource_is_404(client: httpx.Client) -> None:
     _outcome(client.get("/fhir/DiagnosticReport/does-not-exist", headers=_auth(READER)), 404, "not-found")
     _outcome(client.get("/fhir/Medication/x", headers=_auth(["system/*.cruds"])), 404, "not-found")

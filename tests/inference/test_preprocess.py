@@ -1,5 +1,6 @@
 """Preprocessing on real pydicom-data files."""
 
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from inference import preprocess
+from inference import inputs, preprocess
 from inference.errors import CannotDecode, InputNotAccepted
 from inference.packages import lookup
+from integration.messages import InferenceRequest, TextInput
 
 
 def _path(name: str) -> Path:
@@ -78,3 +80,15 @@ def test_mr_is_not_accepted_by_the_chest_model() -> None:
     manifest, _ = lookup("chest-xray-pneumonia")
     with pytest.raises(InputNotAccepted, match="MR"):
         preprocess.prepare(_bytes("MR_small.dcm"), manifest)
+
+
+def test_report_texts_over_the_bound_are_refused_before_they_are_split() -> None:
+    manifest, _ = lookup("report-triage")
+    request = InferenceRequest(
+        correlation_id="c", job_id="j", study_uid="1.2.3", revision=1, model=manifest.name,
+        model_version=manifest.version, last_received_at=datetime.now(UTC), inputs=[],
+        texts=[TextInput(ref="DiagnosticReport/1", text="No pneumothorax. " * 100)],
+    )
+    with pytest.raises(InputNotAccepted, match="1700 characters; report-triage reads at most 1000"):
+        inputs.model_input(request, manifest, lambda key: b"", max_text_chars=1000)
+    assert inputs.model_input(request, manifest, lambda key: b"", max_text_chars=1700).batch

@@ -166,3 +166,32 @@ def test_a_runner_ends_when_its_worker_is_killed_even_mid_batch(tmp_path: Path) 
         finally:
             worker.kill()  # SIGKILL: no finally, no atexit in the worker
     assert process_ended(pid, timeout=10.0)
+
+
+def test_a_runners_answer_is_never_unpickled(tmp_path: Path) -> None:
+    # Issue 18: the worker un-pickled whatever its runner (a model package's code) sent back.
+    marker = tmp_path / "code-ran-in-the-worker"
+    model = _scripted(tmp_path, pickle_marker=str(marker))
+    try:
+        with pytest.raises(ModelFailed, match="Object arrays cannot be saved"):
+            model.predict(_sleeping(0.0), timeout=30)
+    finally:
+        model.unload()
+    assert not marker.exists()
+
+
+def test_a_runner_starts_without_the_workers_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCTORAI_JWT_SECRET", "jwt-secret-the-runner-must-not-see")
+    monkeypatch.setenv("DOCTORAI_S3_SECRET_KEY", "s3-secret")
+    monkeypatch.setenv("HF_TOKEN", "hub-token")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    model = _scripted(tmp_path)
+    try:
+        model.load()
+        # What the process started with, as the kernel keeps it (os.environ could have been edited since).
+        started_with = Path(f"/proc/{model.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        model.unload()
+    names = {entry.split(b"=", 1)[0].decode() for entry in started_with if entry}
+    assert not {n for n in names if n.startswith("DOCTORAI_")} and "HF_TOKEN" not in names
+    assert {"OMP_NUM_THREADS", "PYTHONPATH", "PATH"} <= names

@@ -361,3 +361,16 @@ def test_priority_decides_the_series_a_model_runs_on(facts: StudyFacts, chest: i
         return
     [only] = runs
     assert (only.rule, only.series_uids) == (winner, by_rule[winner])
+
+
+# Issue 18: a rule's pattern ran on Python's backtracking re, so "(a+)+$" against a long value held
+# the router for ever. Not timed: the marker is the backstop.
+@pytest.mark.timeout(60)
+def test_a_catastrophic_pattern_matches_in_linear_time_and_unsupported_ones_are_refused() -> None:
+    rule = run("r", "m", Match(series_description=r"(a+)+$"))
+    value = "a" * 5000 + "!"
+    assert models([rule], study(series("a", description=value))) == {}
+    assert models([rule], study(series("a", description="AAAA"))) == {"m": ["a"]}  # case-insensitive, as before
+    for refused in (r"(?<=x)y", r"(a)\1", "a" * 513):
+        with pytest.raises(ValidationError):
+            Match(series_description=refused)

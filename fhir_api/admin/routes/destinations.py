@@ -2,7 +2,8 @@
 
 A destination's settings are validated per kind (a discriminated pydantic model); credentials in
 its options (token, password, secret) are never answered nor audited, only masked. A PUT that
-sends the mask back keeps the stored credential, so a client may edit what a GET returned.
+sends the mask back keeps the stored credential, so a client may edit what a GET returned, unless
+it moves the destination to another address (409: the credential must be sent again).
 """
 
 from datetime import UTC, datetime
@@ -205,6 +206,12 @@ def _settings(body: DicomDestination | MllpDestination | FhirDestination | Webho
     }
 
 
+def _address(settings: dict[str, Any]) -> tuple[object, ...]:
+    """Where a destination's deliveries (and its credentials) go."""
+    options = settings["options"]
+    return (settings["kind"], settings["host"], settings["port"], options.get("base_url", ""), options.get("url", ""))
+
+
 def _found(session: Session, destination_id: int) -> Destination:
     row = get_destination(session, destination_id=destination_id)
     if row is None:
@@ -253,11 +260,23 @@ def create_destination(body: Annotated[DestinationIn, Body()], engine: EngineDep
 def replace_destination(
     destination_id: Id, body: Annotated[DestinationIn, Body()], engine: EngineDep, actor: ActorDep
 ) -> DestinationOut:
-    """Replace a destination's settings; a masked credential sent back keeps the stored one."""
+    """Replace a destination's settings; a masked credential sent back keeps the stored one.
+
+    Only for the same address: a PUT that changes where the destination is (kind, host, port,
+    base_url, url) and sends a credential back masked is refused with 409, naming the credential
+    to send again, so a stored token is never sent to an address it was not given for.
+    """
     settings = _settings(body)
     with session_scope(engine) as session:
         row = _found(session, destination_id)
         before = _document(row)
+        kept = sorted(k for k, v in settings["options"].items() if k in SECRET_KEYS and v == MASK)
+        stored = {"kind": row.kind, "host": row.host, "port": row.port, "options": row.options}
+        if kept and _address(settings) != _address(stored):
+            raise InvalidState(
+                f"the destination's address changes: send {' and '.join(kept)} again, not masked "
+                "(a stored credential is only kept for the address it was given for)"
+            )
         settings["options"] = {
             k: (row.options.get(k, "") if k in SECRET_KEYS and v == MASK else v) for k, v in settings["options"].items()
         }

@@ -115,7 +115,11 @@ def read_message(
     message_id: str,
     segments: Annotated[bool, Query(description="also the message itself, segment by segment (audited)")] = False,
 ) -> MessageDetail:
-    """One message with its unmapped report and, with `segments`, the message as received; reading it is audited."""
+    """One message with its unmapped report and, with `segments`, the message as received.
+
+    Reading it is audited either way: the unmapped report holds field values of the message (names,
+    dates, notes), as the segments do.
+    """
     with read_scope(engine) as session:
         row = message(session, message_id=message_id)
         if row is None:
@@ -123,7 +127,11 @@ def read_message(
         detail = MessageDetail.model_validate({**_fields(row), "unmapped": dict(row.unmapped or {})})
     if segments and detail.object_key:
         detail.segments = _segments(objects.get_bytes(detail.object_key))
-        with session_scope(engine) as session:
-            read = {"hl7_message": detail.id, "control_id": detail.control_id[:64]}
-            audit_read(session, actor, hop=ADMIN_INSPECTION, correlation_id=detail.correlation_id, detail=read)
+    with session_scope(engine) as session:
+        read = {
+            "hl7_message": detail.id,
+            "control_id": detail.control_id[:64],
+            "disclosed": "unmapped fields, segments" if detail.segments else "unmapped fields",
+        }
+        audit_read(session, actor, hop=ADMIN_INSPECTION, correlation_id=detail.correlation_id, detail=read)
     return detail

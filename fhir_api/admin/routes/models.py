@@ -28,6 +28,7 @@ from fhir_api.errors import InvalidState, NotFound, UnsupportedMediaType
 from integration.errors import InvalidManifest
 from integration.heartbeats import HEALTHY_WITHIN
 from integration.models import registry
+from integration.models.formats import legacy_format
 from integration.models.packages import read_package, unpack, upload
 from storage.db import read_scope, session_scope
 from storage.heartbeats import live
@@ -63,6 +64,10 @@ class ModelVersion(BaseModel):
     uploaded_at: datetime
     activated_at: datetime | None
     manifest: dict[str, Any]
+    # Why the artifact is a legacy format whose loading runs code ("" when it is not), and whether
+    # an admin allowed workers to load it (integration.models.formats).
+    legacy_format: str = ""
+    allow_legacy_format: bool = False
 
 
 class ModelOut(BaseModel):
@@ -87,6 +92,8 @@ def _model(name: str, rows: list[ModelPackage], workers: int = 0) -> ModelOut:
                 uploaded_at=r.uploaded_at,
                 activated_at=r.activated_at,
                 manifest=json.loads(r.manifest),
+                legacy_format=legacy_format(r.framework, str(json.loads(r.manifest).get("artifact", ""))),
+                allow_legacy_format=r.allow_legacy_format,
             )
             for r in rows
         ],
@@ -225,6 +232,37 @@ def rollback_model(name: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
             before={"versions": before},
             after={"versions": _statuses(session, name)},
             detail={"alert_type": SOFTWARE_CONFIGURATION, "model": name, "version": version, "action": "rollback"},
+        )
+        return _model(name, model_packages(session, name=name))
+
+
+@router.post("/{name}/{version}/allow-legacy-format")
+def allow_legacy_format(name: str, version: str, engine: EngineDep, actor: ActorDep) -> ModelOut:
+    """Let workers load this version's legacy-format artifact (Keras .h5, TorchScript), whose loading
+    runs the package's code: allow it only for a package whose origin you trust. Audited.
+
+    404 for an unknown version; 409 when its artifact is not in a legacy format (nothing to allow).
+    """
+    with session_scope(engine) as session:
+        row = registry.registered(session, name=name, version=version)
+        why = legacy_format(row.framework, str(json.loads(row.manifest).get("artifact", "")))
+        if not why:
+            raise InvalidState(f"{name} {version} is not in a legacy format; it loads without this")
+        before = row.allow_legacy_format
+        registry.allow_legacy(session, name=name, version=version)
+        audit_change(
+            session,
+            actor,
+            hop=ADMIN_CONFIGURATION,
+            before={"allow_legacy_format": before},
+            after={"allow_legacy_format": True},
+            detail={
+                "alert_type": SOFTWARE_CONFIGURATION,
+                "model": name,
+                "version": version,
+                "action": "allow-legacy-format",
+                "legacy_format": why,
+            },
         )
         return _model(name, model_packages(session, name=name))
 

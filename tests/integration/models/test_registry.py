@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from doctorai.stack import StackConfig, engine_env
 from inference import package_cache
-from integration.errors import InvalidPackage, ModelConflict, ModelNotFound, ModelRetired
+from integration.errors import InvalidPackage, LegacyFormatRefused, ModelConflict, ModelNotFound, ModelRetired
 from integration.messages import Coding
 from integration.models import packages, registry
 from integration.models.manifest import Accepts, Manifest, OutputLabel, Preprocessing
@@ -175,3 +175,16 @@ def test_doctorai_models_list_warns_of_rules_that_cannot_run(tmp_path: Path, ser
     done = subprocess.run([sys.executable, "-m", "doctorai.cli", "models", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "warning: rule chest-radiographs-to-pneumonia-model runs chest-xray-pneumonia: not registered" in done.stderr
+
+
+@pytest.mark.stack
+def test_a_builtin_torchscript_package_is_allowed_an_uploaded_one_is_not(tmp_path: Path, engine: Engine, store: ObjectStore) -> None:
+    name = f"torch-{uuid.uuid4().hex[:8]}"
+    m = manifest(name, "1.0.0", artifact="model.pt").model_copy(update={"framework": "torch"})
+    packages.upload(engine, store, *packages.read_package(package(tmp_path, m)))
+    with session_scope(engine) as session, pytest.raises(LegacyFormatRefused, match="TorchScript"):
+        registry.runnable_manifest(session, name=name, version="1.0.0")
+    # `doctorai models add --builtin` registers our own packages again, allowing their format.
+    packages.upload(engine, store, m, tmp_path / f"{name}-1.0.0" / "model.pt", allow_legacy_format=True)
+    with session_scope(engine) as session:
+        assert registry.runnable_manifest(session, name=name, version="1.0.0") == m

@@ -1,8 +1,14 @@
 """Echo of destinations against real peers: a C-ECHO SCP, an HTTP FHIR endpoint, MLLP and webhook ports."""
 
+import asyncio
 import socket
 from datetime import UTC, datetime
 
+import httpx
+import pytest
+
+from integration.errors import DeliveryFailed
+from integration.outbound import http
 from integration.outbound.echo import echo
 from doctorai.stack import free_ports
 from storage.tables.outbound import Destination
@@ -56,3 +62,26 @@ def test_mllp_and_webhook_echo_only_connect() -> None:
         assert hook.requests == []  # connected, never posted
     assert not echo(_row("webhook", url=f"http://127.0.0.1:{free_ports().http}/hook"), timeout=5).ok
     assert not echo(_row("carrier-pigeon"), timeout=5).ok
+
+
+# A peer's words are never kept: delivery errors and echo results are shown by the admin API, and
+# a destination pointed at an internal service would otherwise read it back (issue 18).
+SECRET_PAGE = {"resourceType": "Secret", "text": "internal-service-secret-page"}
+
+
+def test_fhir_echo_and_http_delivery_keep_the_status_never_the_peers_words() -> None:
+    with http_endpoint(lambda *_: (403, SECRET_PAGE)) as peer:
+        result = echo(_row("fhir", base_url=peer.url), timeout=5)
+        assert not result.ok and result.detail.endswith("HTTP 403 Forbidden")
+
+        async def post() -> str:
+            async with httpx.AsyncClient() as client:
+                return await http.post_fhir(client, {"base_url": peer.url}, "{}")
+
+        with pytest.raises(DeliveryFailed) as failed:
+            asyncio.run(post())
+        assert str(failed.value) == "HTTP 403 Forbidden" and not failed.value.retriable
+    with http_endpoint(lambda *_: (200, SECRET_PAGE)) as peer:
+        result = echo(_row("fhir", base_url=peer.url), timeout=5)
+    assert not result.ok and result.detail.endswith("HTTP 200, not a CapabilityStatement")
+    assert "Secret" not in result.detail

@@ -64,6 +64,9 @@ def test_each_destination_is_retried_or_dead_lettered_on_its_own(engine: Engine)
         for a in session.scalars(select(AuditEvent).where(AuditEvent.subtype == "hl7-sent").order_by(AuditEvent.id)):
             audited.setdefault(a.detail["destination"], []).append(a.outcome)
         last_error = session.scalar(select(Delivery.last_error).join(Destination).where(Destination.name == "down"))
+        refusal = session.scalar(select(Delivery.last_error).join(Destination).where(Destination.name == "rejecting"))
+    # The ACK code in our words, never the peer's ERR or MSA-3 text (a read channel, issue 18).
+    assert refusal == "AR: the receiver rejected the message"
     # Every attempt is audited: a retried failure is a minor failure (4), giving up a serious one (8).
     assert audited == {
         "good": ["0"],
