@@ -206,6 +206,10 @@ def test_kubernetes_exposes_only_what_each_component_needs() -> None:
                 assert set(source) <= {"ipBlock", "podSelector", "namespaceSelector"}, (name, source)
         uses_engine_secret = any(
             ref.get("secretRef", {}).get("name") == "doctorai-engine" for c in spec["containers"] for ref in c.get("envFrom", [])
+        ) or any(
+            e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "doctorai-engine"
+            for c in spec["containers"]
+            for e in c.get("env", [])
         )
         assert uses_engine_secret == (labels.get("doctorai/tier") == "engine"), name
     for internal in ("postgres", "minio", "kafka"):
