@@ -15,11 +15,12 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
+from audit.records import ASSOCIATION_ABORTED
 from dicom_listener import commitment, dimse, ingest, metrics, negotiation, pdus, query, retrieve, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, PeerAborted, PeerReleased, ProtocolError
-from dicom_listener.refusals import Refusals
 from integration.errors import InstanceTooLarge
+from integration.refusals import Refusals
 from integration.instances.spool import Spool, file_meta
 from integration import dimse_status
 
@@ -83,7 +84,7 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver, refusals
             log.info("connection from %s ended: %s", address, exc)
             metrics.ASSOCIATIONS.labels("aborted").inc()
         elif not assoc.calling_ae:
-            refusals.note(address, f"connection ended before an association: {type(exc).__name__}")
+            refusals.note(address, f"connection ended before an association: {type(exc).__name__}", ASSOCIATION_ABORTED.subtype)
     except Exception as exc:  # a fault of ours: this association ends, the listener and the others go on
         log.exception("association from %s failed", address)
         _abort(assoc, receiver, refusals, f"internal error: {type(exc).__name__}", pdus.REASON_NOT_SPECIFIED)
@@ -112,7 +113,7 @@ def _abort(assoc: Association, receiver: ingest.Receiver, refusals: Refusals, re
         ingest.aborted(receiver, assoc, reason)
     else:  # nothing but bytes from an address: audited and logged in aggregate (refusals.py)
         metrics.ASSOCIATIONS.labels("aborted").inc()
-        refusals.note(assoc.address, reason)
+        refusals.note(assoc.address, reason, ASSOCIATION_ABORTED.subtype)
 
 
 def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver) -> bool:

@@ -113,6 +113,26 @@ def _association_audit(receiver: Receiver, who: str, address: str, hop: Hop, rea
     )
 
 
+_HOPS = {ASSOCIATION_ABORTED.subtype: ASSOCIATION_ABORTED, ASSOCIATION_REJECTED.subtype: ASSOCIATION_REJECTED}
+
+
+def refusals_audit(receiver: Receiver, address: str, kind: str, reason: str, count: int) -> None:
+    """The audit record of `count` connections from `address` refused before any association (integration.refusals)."""
+    ingest.audit(
+        receiver.engine,
+        AuditRecord(
+            hop=_HOPS[kind],
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=f"host:{address}",
+            agent_address=address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason, "count": str(count)},
+        ),
+        "refused connections",
+    )
+
+
 def _who(assoc: Association) -> str:
     return f"ae:{assoc.calling_ae}" if assoc.calling_ae else f"host:{assoc.address}"
 

@@ -21,7 +21,7 @@ from audit.records import ASSOCIATION_REJECTED
 from dicom_listener import connection, ingest, metrics, pdus, tls
 from dicom_listener.admission import local_limit_exceeded
 from dicom_listener.config import DicomSettings
-from dicom_listener.refusals import Refusals
+from integration.refusals import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Server:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
-        self.refusals = Refusals(receiver.engine, settings.dicom_ae_title, interval=settings.dicom_refusal_audit_seconds)
+        self.refusals = Refusals(partial(ingest.refusals_audit, receiver), interval=settings.dicom_refusal_audit_seconds)
         self._acceptor = threading.Thread(target=self._accept, name="dicom-acceptor", daemon=True)
 
     @property
@@ -93,7 +93,7 @@ class Server:
         finally:
             conn.close()
         metrics.ASSOCIATIONS.labels("rejected").inc()
-        self.refusals.note(address, refusal.why, ASSOCIATION_REJECTED)
+        self.refusals.note(address, refusal.why, ASSOCIATION_REJECTED.subtype)
         return True
 
     def _hand_over(self, conn: socket.socket, address: tuple[str, int]) -> None:
@@ -129,7 +129,7 @@ class Server:
     def _tls_refused(self, address: str, reason: str) -> None:
         """A connection whose TLS handshake failed (PS3.15 B.9): no calling AE title is known yet."""
         metrics.ASSOCIATIONS.labels("rejected").inc()
-        self.refusals.note(address, reason, ASSOCIATION_REJECTED)
+        self.refusals.note(address, reason, ASSOCIATION_REJECTED.subtype)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop accepting, end every open connection (the peers see the TCP connection close), wait for their threads."""
