@@ -46,6 +46,9 @@ _INFLATED_IN_MEMORY = 8 << 20
 # (a lone "0" is a component), at most 64 characters.
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX = 64
+# pydicom leaves values longer than this unread (deferred), so the fallback never holds a large
+# element before the pixel data (or a data set without any) in memory.
+_DEFER = 1 << 16
 _PARSE_ERRORS = (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError, struct.error)
 
 
@@ -53,7 +56,7 @@ def _with_pydicom(f: BinaryIO, size: int) -> dict[str, str]:
     """The wanted attributes as pydicom reads them, leniently, from the whole file (preamble and file meta first)."""
     f.seek(0)
     try:
-        ds = dcmread(f, stop_before_pixels=True, force=True, specific_tags=list(header.WANTED.values()))
+        ds = dcmread(f, stop_before_pixels=True, force=True, specific_tags=list(header.WANTED.values()), defer_size=_DEFER)
         _check_pixel_data(f, size, implicit_vr=bool(ds.original_encoding[0]), little_endian=bool(ds.original_encoding[1]))
     except _PARSE_ERRORS as exc:
         raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
@@ -75,7 +78,7 @@ def _inflated_values(f: BinaryIO, *, limit: int) -> dict[str, str]:
             plain.seek(0)
         try:
             wanted = [int(tag) for tag in header.WANTED]
-            ds = read_dataset(plain, False, True, stop_when=_at_pixels, specific_tags=wanted)  # type: ignore[arg-type]
+            ds = read_dataset(plain, False, True, stop_when=_at_pixels, specific_tags=wanted, defer_size=_DEFER)  # type: ignore[arg-type]
             _check_pixel_data(plain, size, implicit_vr=False, little_endian=True)  # type: ignore[arg-type]
         except _PARSE_ERRORS as exc:
             raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
