@@ -15,7 +15,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from audit.records import ASSOCIATION_ABORTED
+from audit.records import ASSOCIATION_ABORTED, ASSOCIATION_REJECTED
 from dicom_listener import commitment, dimse, ingest, metrics, negotiation, pdus, query, retrieve, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, PeerAborted, PeerReleased, ProtocolError
@@ -66,7 +66,7 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver, refusals
             sock, seconds=settings.dicom_association_seconds, max_bytes=settings.dicom_max_association_bytes
         )
         sock.settimeout(settings.dicom_acse_timeout)
-        if _associate(assoc, reader, receiver):
+        if _associate(assoc, reader, receiver, refusals):
             message = _Message(context_id=0)
             _exchange(assoc, reader, receiver, message)
     except ProtocolError as exc:
@@ -116,7 +116,7 @@ def _abort(assoc: Association, receiver: ingest.Receiver, refusals: Refusals, re
         refusals.note(assoc.address, reason, ASSOCIATION_ABORTED.subtype)
 
 
-def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver) -> bool:
+def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, refusals: Refusals) -> bool:
     """Read the A-ASSOCIATE-RQ and answer it; True once the association is established."""
     pdu_type, length = pdus.read_header(reader, data_limit=0)
     if pdu_type != pdus.A_ASSOCIATE_RQ:
@@ -129,7 +129,9 @@ def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receive
     refusal = negotiation.check(request, receiver.settings.dicom_ae_title) or ingest.admit(receiver, assoc)
     if refusal is not None:
         assoc.sock.sendall(pdus.associate_rj(refusal.result, refusal.source, refusal.reason))
-        ingest.rejected(receiver, assoc, refusal)
+        # Counted, and audited and logged in aggregate per source, AE and interval (integration.refusals).
+        metrics.ASSOCIATIONS.labels("rejected").inc()
+        refusals.note(assoc.address, refusal.why, ASSOCIATION_REJECTED.subtype, who=ingest.who(assoc))
         return False
     assert assoc.policy is not None
     accept, assoc.contexts = negotiation.accept(

@@ -116,14 +116,14 @@ def _association_audit(receiver: Receiver, who: str, address: str, hop: Hop, rea
 _HOPS = {ASSOCIATION_ABORTED.subtype: ASSOCIATION_ABORTED, ASSOCIATION_REJECTED.subtype: ASSOCIATION_REJECTED}
 
 
-def refusals_audit(receiver: Receiver, address: str, kind: str, reason: str, count: int) -> None:
+def refusals_audit(receiver: Receiver, address: str, kind: str, who: str, reason: str, count: int) -> None:
     """The audit record of `count` connections from `address` refused before any association (integration.refusals)."""
     ingest.audit(
         receiver.engine,
         AuditRecord(
             hop=_HOPS[kind],
             correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=f"host:{address}",
+            agent_who=who or f"host:{address}",
             agent_address=address,
             entity_what=f"ae:{receiver.settings.dicom_ae_title}",
             outcome=Outcome.MINOR_FAILURE,
@@ -133,15 +133,8 @@ def refusals_audit(receiver: Receiver, address: str, kind: str, reason: str, cou
     )
 
 
-def _who(assoc: Association) -> str:
+def who(assoc: Association) -> str:
     return f"ae:{assoc.calling_ae}" if assoc.calling_ae else f"host:{assoc.address}"
-
-
-def rejected(receiver: Receiver, assoc: Association, refusal: Refusal) -> None:
-    """An association we rejected (called AE title, allowlist, limits): count and audit it."""
-    log.info("rejected an association from %s: %s", assoc.address, refusal.why)
-    metrics.ASSOCIATIONS.labels("rejected").inc()
-    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_REJECTED, refusal.why, "a rejected association")
 
 
 def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str, reason: str) -> None:
@@ -151,7 +144,7 @@ def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str,
         AuditRecord(
             hop=hop,
             correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=_who(assoc),
+            agent_who=who(assoc),
             agent_address=assoc.address,
             entity_what=f"ae:{receiver.settings.dicom_ae_title}",
             outcome=Outcome.MINOR_FAILURE,
@@ -164,7 +157,7 @@ def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str,
 def aborted(receiver: Receiver, assoc: Association, reason: str) -> None:
     """An association we aborted (protocol error, oversize PDU, timeout): count and audit it."""
     metrics.ASSOCIATIONS.labels("aborted").inc()
-    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_ABORTED, reason, "an aborted association")
+    _association_audit(receiver, who(assoc), assoc.address, ASSOCIATION_ABORTED, reason, "an aborted association")
 
 
 # C-STORE ------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSett
         return Answer("AE", _header_of(raw), error=Hl7Error(f"internal error: {type(exc).__name__}"))
 
 
-def _audit_refusals(engine: Engine, peer: str, kind: str, reason: str, count: int) -> None:
+def _audit_refusals(engine: Engine, peer: str, kind: str, who: str, reason: str, count: int) -> None:
     try:
         record_refusal(engine, reason=reason, source_address=peer, kind=kind, count=count)
     except StorageUnavailable as exc:

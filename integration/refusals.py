@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
-# Writes one audit record: source address, kind, reason, how many refusals it stands for.
-Write = Callable[[str, str, str, int], None]
+# Writes one audit record: source address, kind, who (as far as known), reason, how many refusals it stands for.
+Write = Callable[[str, str, str, str, int], None]
 
 
 @dataclass
@@ -32,18 +32,19 @@ class _Tally:
 
 
 class Refusals:
-    """Refusals per (source address, kind, reason) in the current interval; thread-safe."""
+    """Refusals per (source address, kind, who, reason) in the current interval; thread-safe."""
 
     def __init__(self, write: Write, *, interval: float, what: str = "connection") -> None:
         self._write = write
         self._interval = interval
         self._what = what
         self._lock = threading.Lock()
-        self._tallies: dict[tuple[str, str, str], _Tally] = {}
+        self._tallies: dict[tuple[str, str, str, str], _Tally] = {}
 
-    def note(self, address: str, reason: str, kind: str = "") -> None:
-        """One connection from `address` refused: audited now if it is the first of its kind in the interval, else counted."""
-        key = (address, kind, _NUMBERS.sub("N", reason))
+    def note(self, address: str, reason: str, kind: str = "", who: str = "") -> None:
+        """One connection from `address` (`who`, when it said) refused: audited now if it is the first of its kind
+        in the interval, else counted."""
+        key = (address, kind, who, _NUMBERS.sub("N", reason))
         now = time.monotonic()
         with self._lock:
             tally = self._tallies.get(key)
@@ -53,7 +54,7 @@ class Refusals:
                 self._tallies[key] = _Tally(reason, now)
         if tally is None:
             log.info("refused a %s from %s: %s", self._what, address, reason)
-            self._write(address, kind, reason, 1)
+            self._write(address, kind, who, reason, 1)
         self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
@@ -62,7 +63,7 @@ class Refusals:
             due = [(key, t) for key, t in self._tallies.items() if now is None or now - t.started >= self._interval]
             for key, _ in due:
                 del self._tallies[key]
-        for (address, kind, _), tally in due:
+        for (address, kind, who, _), tally in due:
             if tally.count:
                 log.info("refused %d more %ss from %s: %s", tally.count, self._what, address, tally.reason)
-                self._write(address, kind, tally.reason, tally.count)
+                self._write(address, kind, who, tally.reason, tally.count)

@@ -348,3 +348,20 @@ def test_the_log_of_a_refused_request_is_short_and_quotes_nothing(listener: List
     lines = stream.getvalue().splitlines()
     assert lines and all(len(line) < 1300 for line in lines)
     assert "SECRET" not in stream.getvalue()
+
+
+@pytest.mark.stack
+def test_rejected_association_requests_are_audited_in_aggregate(services: StackConfig, tmp_path: Path) -> None:
+    """Issue 18: refusals before an association exists are audited per source and interval, not one row each."""
+    for listener in serve(services, tmp_path, dicom_refusal_audit_seconds=1.0):
+        for _ in range(50):
+            with _connect(listener) as sock:
+                sock.sendall(associate_rq([build_context(Verification)], called="NOTUS"))
+                assert _read_pdu(sock)[0] == 0x03  # A-ASSOCIATE-RJ
+
+        def rejected(listener: Listener = listener) -> list[AuditEvent]:
+            with session_scope(listener.engine) as s:
+                return list(s.scalars(select(AuditEvent).where(AuditEvent.subtype == "association-rejected")))
+
+        wait_for(lambda: sum(int(r.detail["count"]) for r in rejected()) == 50, what="the aggregate audit records")
+        assert len(rejected()) <= 10 and {r.agent_who for r in rejected()} == {"ae:MODALITY"}
