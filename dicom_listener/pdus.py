@@ -134,6 +134,10 @@ def read_header(reader: Reader, *, data_limit: int) -> tuple[int, int]:
     if limit and length > limit:
         # PS3.8 D.1: a P-DATA-TF longer than the Maximum Length we announced is a protocol error.
         raise OversizePdu(f"PDU of {length} bytes over the maximum of {limit}", reason=REASON_INVALID_PARAMETER)
+    if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
+        # PS3.8 9.3.8: a PDU type the protocol does not define is an unrecognized PDU (one it
+        # defines, out of place, is an unexpected PDU: the state machine's callers say so).
+        raise ProtocolError(f"unrecognized PDU type {pdu_type:#04x}", reason=REASON_UNRECOGNISED_PDU)
     return pdu_type, length
 
 

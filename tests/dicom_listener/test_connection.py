@@ -365,3 +365,12 @@ def test_rejected_association_requests_are_audited_in_aggregate(services: StackC
 
         wait_for(lambda: sum(int(r.detail["count"]) for r in rejected()) == 50, what="the aggregate audit records")
         assert len(rejected()) <= 10 and {r.agent_who for r in rejected()} == {"ae:MODALITY"}
+
+
+@pytest.mark.stack
+def test_a_pdu_type_the_protocol_does_not_define_is_an_unrecognized_pdu(listener: Listener) -> None:
+    """Issue 18: malformed PDUs are refused as such (PS3.8 9.3.8), not as internal errors."""
+    with _connect(listener) as sock:
+        sock.sendall(struct.pack(">BBL", 0x47, 0, 4) + b"\x00" * 4)
+        pdu_type, body = _read_pdu(sock)
+    assert pdu_type == A_ABORT and body[2:] == b"\x02\x01"  # service provider, unrecognized-PDU
