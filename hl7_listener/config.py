@@ -24,8 +24,9 @@ class MllpSettings(Hl7Identity):
     # A connection is closed once it has been open this long (its sender connects again), so no
     # peer holds one forever by trickling bytes within the idle timeout.
     mllp_connection_seconds: float = Field(default=86400.0, gt=0)
-    # Open connections; one more is closed at once, unread. Each holds at most one block of
-    # mllp_max_message_bytes, so together they hold at most their product.
+    # Open connections; one more is closed at once, unread. Each buffers at most about twice
+    # mllp_max_message_bytes (asyncio's reader stops reading the socket past twice its limit),
+    # so together they hold at most that times this many.
     mllp_max_connections: int = Field(default=64, ge=1)
     # Connections refused before a message (address, over the cap, framing) are audited and logged
     # once per source address and kind per this many seconds, with their count.
