@@ -6,12 +6,13 @@ message. Correlation ids are UUIDs, never PHI.
 
 Logs never carry clinical content (issue 18: a 109 KB warning held raw data-set bytes). The
 DICOM libraries put the values they reject into their warnings (pydicom's "Invalid value for VR
-UI: '<the value>'"), so their lines keep only the words before the value; and no line is longer
+UI: '<the value>'"), so their lines keep only the words before the first quote; and no line is longer
 than MAX_MESSAGE_CHARS, whatever an exception or a caller put in it.
 """
 
 import json
 import logging
+import re
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message
 MAX_MESSAGE_CHARS = 1024
 # Loggers of libraries that quote the data they read in their messages.
 _QUOTING = ("pydicom", "pynetdicom")
+_QUOTE = re.compile("['\"]")
 
 
 class _CorrelationFilter(logging.Filter):
@@ -35,10 +37,10 @@ class _CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = correlation.get()
         message = record.getMessage()
-        if record.name.partition(".")[0] in _QUOTING:
-            # "Invalid value for VR UI: '...'": the words up to the first quote or colon, not the value.
-            head = message.split(":", 1)[0].split("'", 1)[0]
-            message = head[:200] + " (value withheld)" if len(head) < len(message) else head[:200]
+        quoted = _QUOTE.search(message)
+        if quoted and record.name.partition(".")[0] in _QUOTING:
+            # "Invalid value for VR UI: '...'": they quote the value (repr: ' or "); the words before it stay.
+            message = message[: quoted.start()].rstrip(": ")[:200] + " (value withheld)"
         if len(message) > MAX_MESSAGE_CHARS:
             message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS} characters cut)"
         record.msg, record.args = message, None

@@ -43,10 +43,12 @@ def test_lines_are_bounded_and_library_lines_keep_no_values() -> None:
     pydicom_logger.addHandler(handler)
     try:
         pydicom_logger.warning("Invalid value for VR PN: 'DOE^JANE%s'. Please see the standard", "x" * 100000)
+        pydicom_logger.warning("Invalid value for VR PN: \"O'DOE^JANE\"")
         ours.warning("refused: %r", b"DOE^JANE" * 20000)
     finally:
         ours.removeHandler(handler)
         pydicom_logger.removeHandler(handler)
-    library, own = stream.getvalue().splitlines()
+    library, quoting, own = stream.getvalue().splitlines()
     assert library.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in library
+    assert quoting.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in quoting
     assert len(own) < MAX_MESSAGE_CHARS + 200 and own.endswith("characters cut)")
