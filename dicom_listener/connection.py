@@ -13,6 +13,8 @@ exchange.py; a commitment report owed on the association goes once it is idle.
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from audit.records import ASSOCIATION_ABORTED, ASSOCIATION_REJECTED
@@ -31,6 +33,10 @@ COMMAND = 0x01
 LAST = 0x02
 # A command set is a few hundred bytes; more is not a command set.
 COMMAND_LIMIT = 1 << 16
+# PS3.8 9.2 (Sta13): after an A-ASSOCIATE-RJ or A-ABORT the acceptor waits, with the ARTIM timer
+# running, for the requestor to close the transport connection. Closing first races the peer
+# reading our PDU (a peer still writing sees a reset and may never read it).
+ARTIM_SECONDS = 2.0
 # Requests whose data set we keep and act on; any other request's data set is read and dropped.
 _WITH_DATA_SET = {
     dimse.C_STORE_RQ,
@@ -55,8 +61,10 @@ class _Message:
     refusal: ingest.Answer | None = None
 
 
-def serve(sock: socket.socket, address: str, receiver: ingest.Receiver, refusals: Refusals) -> None:
-    """Serve one connection until the association ends; never raises."""
+def serve(
+    sock: socket.socket, address: str, receiver: ingest.Receiver, refusals: Refusals, *, requested: Callable[[], None]
+) -> None:
+    """Serve one connection until the association ends; never raises. `requested` is called once its A-ASSOCIATE-RQ is in."""
     assoc = Association(sock, address)
     message: _Message | None = None
     settings = receiver.settings
@@ -66,7 +74,7 @@ def serve(sock: socket.socket, address: str, receiver: ingest.Receiver, refusals
             sock, seconds=settings.dicom_association_seconds, max_bytes=settings.dicom_max_association_bytes
         )
         sock.settimeout(settings.dicom_acse_timeout)
-        if _associate(assoc, reader, receiver, refusals):
+        if _associate(assoc, reader, receiver, refusals, requested):
             message = _Message(context_id=0)
             _exchange(assoc, reader, receiver, message)
     except ProtocolError as exc:
@@ -103,9 +111,22 @@ def _released(assoc: Association) -> None:
         pass  # the peer is gone already
 
 
+def _linger(sock: socket.socket) -> None:
+    """Wait, at most ARTIM_SECONDS, for the peer to close the connection after our A-ASSOCIATE-RJ or A-ABORT (Sta13)."""
+    deadline = time.monotonic() + ARTIM_SECONDS
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(4096):  # anything it still sends is dropped (PS3.8 9.2, Sta13)
+                return
+    except OSError:
+        pass  # reset, timed out, or closed: either way the connection ends now
+
+
 def _abort(assoc: Association, receiver: ingest.Receiver, refusals: Refusals, reason: str, code: int) -> None:
     try:
         assoc.sock.sendall(pdus.abort(pdus.ABORT_SOURCE_PROVIDER, code))
+        _linger(assoc.sock)
     except OSError:
         pass  # the peer is gone already; the audit record below still says why
     if assoc.calling_ae:
@@ -116,13 +137,16 @@ def _abort(assoc: Association, receiver: ingest.Receiver, refusals: Refusals, re
         refusals.note(assoc.address, reason, ASSOCIATION_ABORTED.subtype)
 
 
-def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, refusals: Refusals) -> bool:
+def _associate(
+    assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, refusals: Refusals, requested: Callable[[], None]
+) -> bool:
     """Read the A-ASSOCIATE-RQ and answer it; True once the association is established."""
     pdu_type, length = pdus.read_header(reader, data_limit=0)
     if pdu_type != pdus.A_ASSOCIATE_RQ:
         # PS3.8 9.2 state Sta2: any other PDU is answered with A-ABORT (action AA-1).
         raise ProtocolError(f"PDU type {pdu_type:#04x} before A-ASSOCIATE-RQ", reason=pdus.REASON_UNEXPECTED_PDU)
     body = pdus.read_body(reader, length)
+    requested()
     request = negotiation.decode_request(bytes([pdu_type, 0]) + length.to_bytes(4, "big") + body)
     assoc.calling_ae, assoc.called_ae = request.calling_ae, request.called_ae
     assoc.peer_max_pdu = request.peer_max_pdu
@@ -132,6 +156,7 @@ def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receive
         # Counted, and audited and logged in aggregate per source, AE and interval (integration.refusals).
         metrics.ASSOCIATIONS.labels("rejected").inc()
         refusals.note(assoc.address, refusal.why, ASSOCIATION_REJECTED.subtype, who=ingest.who(assoc))
+        _linger(assoc.sock)
         return False
     assert assoc.policy is not None
     accept, assoc.contexts = negotiation.accept(

@@ -6,8 +6,11 @@ others. With TLS, the handshake runs in the connection's thread, so a peer that 
 stays silent delays nobody else.
 
 A connection costs a thread and a read buffer, so their number is capped (dicom_max_connections)
-before either is spent: one more is answered with a transient A-ASSOCIATE-RJ and closed. Junk
-and refused connections are audited in aggregate (refusals.py).
+before either is spent. At the cap, the oldest connection that has not yet sent its whole
+A-ASSOCIATE-RQ (idle junk, a slow-loris) is closed to make room, so a flood of idle connections
+cannot keep a modality out; with none such, the new one is answered with a transient
+A-ASSOCIATE-RJ and closed. Junk and refused connections are audited in aggregate
+(integration/refusals.py).
 """
 
 import logging
@@ -42,6 +45,10 @@ class Server:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        # Connections still waiting for their A-ASSOCIATE-RQ, oldest first (dicts keep insertion order),
+        # and those closed to make room whose threads have not ended yet.
+        self._waiting: dict[socket.socket, None] = {}
+        self._evicted: set[socket.socket] = set()
         self.refusals = Refusals(partial(ingest.refusals_audit, receiver), interval=settings.dicom_refusal_audit_seconds)
         self._acceptor = threading.Thread(target=self._accept, name="dicom-acceptor", daemon=True)
 
@@ -78,10 +85,21 @@ class Server:
                 log.error("cannot serve a connection from %s: %s; closed it", address[0], type(exc).__name__)
 
     def _over_the_cap(self, conn: socket.socket, address: str) -> bool:
-        """Refuse a connection past dicom_max_connections: a transient A-ASSOCIATE-RJ, then closed (no thread, no buffer)."""
+        """At dicom_max_connections: close the oldest connection still without its A-ASSOCIATE-RQ to make room, or
+        refuse this one with a transient A-ASSOCIATE-RJ and close it (no thread, no buffer)."""
         with self._lock:
-            if len(self._connections) < self._settings.dicom_max_connections:
+            if len(self._connections) - len(self._evicted) < self._settings.dicom_max_connections:
                 return False
+            oldest = next(iter(self._waiting), None)
+            if oldest is not None:
+                del self._waiting[oldest]
+                self._evicted.add(oldest)
+        if oldest is not None:
+            try:
+                oldest.shutdown(socket.SHUT_RDWR)  # its thread wakes, ends, and notes the refusal
+            except OSError:
+                pass  # closed already
+            return False
         refusal = local_limit_exceeded(f"{self._settings.dicom_max_connections} connections already open")
         try:
             # PS3.8 9.3.4: rejected-transient, service-provider (presentation), local-limit-exceeded.
@@ -108,12 +126,23 @@ class Server:
             )
             with self._lock:
                 self._connections[conn] = thread
+                self._waiting[conn] = None
             thread.start()
         except BaseException:
-            with self._lock:
-                self._connections.pop(conn, None)
+            self._forget(conn)
             conn.close()
             raise
+
+    def _forget(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.pop(conn, None)
+            self._waiting.pop(conn, None)
+            self._evicted.discard(conn)
+
+    def _requested(self, conn: socket.socket) -> None:
+        """Its A-ASSOCIATE-RQ is in: no longer a connection to close to make room."""
+        with self._lock:
+            self._waiting.pop(conn, None)
 
     def _serve(self, conn: socket.socket, address: str) -> None:
         try:
@@ -121,10 +150,9 @@ class Server:
             if isinstance(conn, ssl.SSLSocket) and not handshake():
                 conn.close()
                 return
-            connection.serve(conn, address, self._receiver, self.refusals)
+            connection.serve(conn, address, self._receiver, self.refusals, requested=partial(self._requested, conn))
         finally:
-            with self._lock:
-                self._connections.pop(conn, None)
+            self._forget(conn)
 
     def _tls_refused(self, address: str, reason: str) -> None:
         """A connection whose TLS handshake failed (PS3.15 B.9): no calling AE title is known yet."""

@@ -6,6 +6,7 @@ import logging
 import socket
 import struct
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -247,11 +248,21 @@ def test_an_association_ends_at_its_time_and_byte_limits(services: StackConfig, 
         assert any("time limit" in r for r in reasons) and any("byte limit" in r for r in reasons)
 
 
+def _echoes(listener: Listener) -> bool:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="DOCTORAI")
+    try:
+        return bool(assoc.is_established and assoc.send_c_echo().Status == 0)
+    finally:
+        assoc.release()
+
+
 @pytest.mark.stack
 def test_connections_over_the_cap_get_a_transient_rejection_before_any_thread(services: StackConfig, tmp_path: Path) -> None:
     """Issue 18: 500 idle TCP connections made 500 threads (+120 MB) before any association existed."""
     for listener in serve(services, tmp_path, dicom_max_connections=2):
-        idle = [_connect(listener), _connect(listener)]
+        held = [_associated(listener), _associated(listener)]
         try:
             with _connect(listener) as third:
                 pdu_type, body = _read_pdu(third)
@@ -259,19 +270,22 @@ def test_connections_over_the_cap_get_a_transient_rejection_before_any_thread(se
                 assert pdu_type == 0x03 and body == b"\x00\x02\x03\x02"
                 assert third.recv(1) == b""
         finally:
+            for sock in held:
+                sock.close()
+        wait_for(partial(_echoes, listener), what="the held connections' slots to come back")
+
+
+@pytest.mark.stack
+def test_at_the_cap_idle_connections_make_room_for_a_modality(services: StackConfig, tmp_path: Path) -> None:
+    """Issue 18: a flood of idle connections must not keep a well-behaved sender out."""
+    for listener in serve(services, tmp_path, dicom_max_connections=2):
+        idle = [_connect(listener), _connect(listener)]
+        try:
+            assert _echoes(listener)  # the oldest idle connection was closed to make room
+            assert idle[0].recv(1) == b""
+        finally:
             for sock in idle:
                 sock.close()
-
-        def echoes(listener: Listener = listener) -> bool:
-            ae = AE(ae_title="TESTSCU")
-            ae.add_requested_context(Verification)
-            assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="DOCTORAI")
-            try:
-                return bool(assoc.is_established and assoc.send_c_echo().Status == 0)
-            finally:
-                assoc.release()
-
-        wait_for(echoes, what="the idle connections' slots to come back")
 
 
 @pytest.mark.stack
