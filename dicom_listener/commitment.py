@@ -21,6 +21,7 @@ from dicom_listener.association import Association
 from dicom_listener.commitment_reports import WELL_KNOWN_INSTANCE
 from dicom_listener.errors import PeerReleased
 from dicom_listener.ingest import Answer, Receiver
+from integration.errors import CannotUnderstand
 from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dimse_status import Category, category
@@ -41,13 +42,13 @@ def request(receiver: Receiver, assoc: Association, command: dimse.Command, cont
     if command.sop_instance_uid != WELL_KNOWN_INSTANCE:
         return Answer(dimse_status.NO_SUCH_OBJECT_INSTANCE, "not the well-known storage commitment instance")
     try:
-        ds = exchange.data_set(spool)
+        ds = exchange.data_set(spool, assoc.contexts[context_id].transfer_syntax, max_bytes=receiver.settings.dicom_max_request_bytes)
         transaction_uid = str(ds.get("TransactionUID", "")).strip()
         references = [
             (str(item.ReferencedSOPClassUID).strip(), str(item.ReferencedSOPInstanceUID).strip())
             for item in ds.get("ReferencedSOPSequence") or []
         ]
-    except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, AttributeError, OSError) as exc:
+    except (InvalidDicomError, CannotUnderstand, ValueError, EOFError, KeyError, TypeError, AttributeError, OSError) as exc:
         return Answer(dimse_status.INVALID_ATTRIBUTE_VALUE, f"action information unreadable: {type(exc).__name__}")
     if not transaction_uid or not references:
         return Answer(dimse_status.MISSING_ATTRIBUTE, "Transaction UID and Referenced SOP Sequence are required")

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integration.instances.ingest import DuplicatePolicy
+from integration.instances.metadata import MAX_INFLATED_BYTES
 from storage.config import StorageSettings
 
 
@@ -63,6 +64,22 @@ class DicomSettings(BaseSettings):
     # dicom_spool_dir ("" = the system temp dir). Each association holds at most this much.
     dicom_spool_memory_bytes: int = Field(default=8 << 20, ge=0)
     dicom_spool_dir: str = ""
+    # An instance whose data set passes this many bytes is refused as it arrives (0xA700, PS3.4
+    # B.2.3; 0 = no limit); a deflated one (PS3.5 A.5) is refused (0xC000) once it inflates past
+    # dicom_max_inflated_bytes. Other requests' data sets (MPPS, identifiers, commitment requests)
+    # are read whole, so they are bounded by dicom_max_request_bytes, on the wire and inflated.
+    dicom_max_instance_bytes: int = Field(default=4 << 30, ge=0)
+    dicom_max_inflated_bytes: int = Field(default=MAX_INFLATED_BYTES, ge=1)
+    dicom_max_request_bytes: int = Field(default=4 << 20, ge=1)
+    # Open TCP connections per listener process, associated or not; one more is answered with a
+    # transient A-ASSOCIATE-RJ and closed before any thread or buffer is spent on it.
+    dicom_max_connections: int = Field(default=64, ge=1)
+    # An association ends (A-ABORT) once it has lasted this long or received this many bytes (0 = no limit).
+    dicom_association_seconds: float = Field(default=3600.0, gt=0)
+    dicom_max_association_bytes: int = Field(default=64 << 30, ge=0)
+    # Connections refused before any association exists (over the cap, garbage, timeouts) are
+    # audited and logged once per source address per this many seconds, with their count.
+    dicom_refusal_audit_seconds: float = Field(default=60.0, gt=0)
     # TLS (DICOM PS3.15 B.9, BCP 195 profile): with a certificate and key the port speaks TLS
     # only (2762 is the IANA port for DICOM over TLS). A CA file makes client certificates
     # mandatory, verified against it (mutual TLS).

@@ -13,11 +13,16 @@ exchange.py; a commitment report owed on the association goes once it is idle.
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from audit.records import ASSOCIATION_ABORTED, ASSOCIATION_REJECTED
 from dicom_listener import commitment, dimse, ingest, metrics, negotiation, pdus, query, retrieve, steps
 from dicom_listener.association import Association
 from dicom_listener.errors import OversizePdu, PeerAborted, PeerReleased, ProtocolError
+from integration.errors import InstanceTooLarge
+from integration.refusals import Refusals
 from integration.instances.spool import Spool, file_meta
 from integration import dimse_status
 
@@ -28,6 +33,10 @@ COMMAND = 0x01
 LAST = 0x02
 # A command set is a few hundred bytes; more is not a command set.
 COMMAND_LIMIT = 1 << 16
+# PS3.8 9.2 (Sta13): after an A-ASSOCIATE-RJ or A-ABORT the acceptor waits, with the ARTIM timer
+# running, for the requestor to close the transport connection. Closing first races the peer
+# reading our PDU (a peer still writing sees a reset and may never read it).
+ARTIM_SECONDS = 2.0
 # Requests whose data set we keep and act on; any other request's data set is read and dropped.
 _WITH_DATA_SET = {
     dimse.C_STORE_RQ,
@@ -48,36 +57,45 @@ class _Message:
     command: bytearray = field(default_factory=bytearray)
     request: dimse.Command | None = None
     spool: Spool | None = None
+    # The answer already decided while its data set still arrives (too large: the rest is dropped).
+    refusal: ingest.Answer | None = None
 
 
-def serve(sock: socket.socket, address: str, receiver: ingest.Receiver) -> None:
-    """Serve one connection until the association ends; never raises."""
+def serve(
+    sock: socket.socket, address: str, receiver: ingest.Receiver, refusals: Refusals, *, requested: Callable[[], None]
+) -> None:
+    """Serve one connection until the association ends; never raises. `requested` is called once its A-ASSOCIATE-RQ is in."""
     assoc = Association(sock, address)
     message: _Message | None = None
+    settings = receiver.settings
     try:
         pdus.tune(sock)
-        reader = assoc.reader = pdus.Reader(sock)
-        sock.settimeout(receiver.settings.dicom_acse_timeout)
-        if _associate(assoc, reader, receiver):
+        reader = assoc.reader = pdus.Reader(
+            sock, seconds=settings.dicom_association_seconds, max_bytes=settings.dicom_max_association_bytes
+        )
+        sock.settimeout(settings.dicom_acse_timeout)
+        if _associate(assoc, reader, receiver, refusals, requested):
             message = _Message(context_id=0)
             _exchange(assoc, reader, receiver, message)
     except ProtocolError as exc:
         if isinstance(exc, OversizePdu):
             metrics.OVERSIZE_PDUS.inc()
-        _abort(assoc, receiver, str(exc), exc.reason)
+        _abort(assoc, receiver, refusals, str(exc), exc.reason)
     except TimeoutError:
-        _abort(assoc, receiver, "no PDU within the timeout", pdus.REASON_NOT_SPECIFIED)
+        _abort(assoc, receiver, refusals, "no PDU within the timeout", pdus.REASON_NOT_SPECIFIED)
     except PeerReleased:
         _released(assoc)  # while we waited for a response of the peer's (PS3.8 9.2, Sta6 AR-2)
     except PeerAborted:
         metrics.ASSOCIATIONS.labels("aborted").inc()
     except OSError as exc:  # the peer went away (reset, closed mid-PDU) or the listener is stopping
-        log.info("connection from %s ended: %s", address, exc)
         if assoc.policy is not None:
+            log.info("connection from %s ended: %s", address, exc)
             metrics.ASSOCIATIONS.labels("aborted").inc()
+        elif not assoc.calling_ae:
+            refusals.note(address, f"connection ended before an association: {type(exc).__name__}", ASSOCIATION_ABORTED.subtype)
     except Exception as exc:  # a fault of ours: this association ends, the listener and the others go on
         log.exception("association from %s failed", address)
-        _abort(assoc, receiver, f"internal error: {type(exc).__name__}", pdus.REASON_NOT_SPECIFIED)
+        _abort(assoc, receiver, refusals, f"internal error: {type(exc).__name__}", pdus.REASON_NOT_SPECIFIED)
     finally:
         if message is not None and message.spool is not None:
             message.spool.discard()  # a data set cut off by an abort is dropped, never stored
@@ -93,29 +111,52 @@ def _released(assoc: Association) -> None:
         pass  # the peer is gone already
 
 
-def _abort(assoc: Association, receiver: ingest.Receiver, reason: str, code: int) -> None:
-    log.info("aborting the association from %s: %s", assoc.address, reason)
+def _linger(sock: socket.socket) -> None:
+    """Wait, at most ARTIM_SECONDS, for the peer to close the connection after our A-ASSOCIATE-RJ or A-ABORT (Sta13)."""
+    deadline = time.monotonic() + ARTIM_SECONDS
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(4096):  # anything it still sends is dropped (PS3.8 9.2, Sta13)
+                return
+    except OSError:
+        pass  # reset, timed out, or closed: either way the connection ends now
+
+
+def _abort(assoc: Association, receiver: ingest.Receiver, refusals: Refusals, reason: str, code: int) -> None:
     try:
         assoc.sock.sendall(pdus.abort(pdus.ABORT_SOURCE_PROVIDER, code))
+        _linger(assoc.sock)
     except OSError:
         pass  # the peer is gone already; the audit record below still says why
-    ingest.aborted(receiver, assoc, reason)
+    if assoc.calling_ae:
+        log.info("aborting the association from %s: %s", assoc.address, reason)
+        ingest.aborted(receiver, assoc, reason)
+    else:  # nothing but bytes from an address: audited and logged in aggregate (refusals.py)
+        metrics.ASSOCIATIONS.labels("aborted").inc()
+        refusals.note(assoc.address, reason, ASSOCIATION_ABORTED.subtype)
 
 
-def _associate(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver) -> bool:
+def _associate(
+    assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, refusals: Refusals, requested: Callable[[], None]
+) -> bool:
     """Read the A-ASSOCIATE-RQ and answer it; True once the association is established."""
     pdu_type, length = pdus.read_header(reader, data_limit=0)
     if pdu_type != pdus.A_ASSOCIATE_RQ:
         # PS3.8 9.2 state Sta2: any other PDU is answered with A-ABORT (action AA-1).
         raise ProtocolError(f"PDU type {pdu_type:#04x} before A-ASSOCIATE-RQ", reason=pdus.REASON_UNEXPECTED_PDU)
     body = pdus.read_body(reader, length)
+    requested()
     request = negotiation.decode_request(bytes([pdu_type, 0]) + length.to_bytes(4, "big") + body)
     assoc.calling_ae, assoc.called_ae = request.calling_ae, request.called_ae
     assoc.peer_max_pdu = request.peer_max_pdu
     refusal = negotiation.check(request, receiver.settings.dicom_ae_title) or ingest.admit(receiver, assoc)
     if refusal is not None:
         assoc.sock.sendall(pdus.associate_rj(refusal.result, refusal.source, refusal.reason))
-        ingest.rejected(receiver, assoc, refusal)
+        # Counted, and audited and logged in aggregate per source, AE and interval (integration.refusals).
+        metrics.ASSOCIATIONS.labels("rejected").inc()
+        refusals.note(assoc.address, refusal.why, ASSOCIATION_REJECTED.subtype, who=ingest.who(assoc))
+        _linger(assoc.sock)
         return False
     assert assoc.policy is not None
     accept, assoc.contexts = negotiation.accept(
@@ -179,10 +220,20 @@ def _p_data(assoc: Association, reader: pdus.Reader, receiver: ingest.Receiver, 
             if message.request is None or context_id != message.context_id:
                 raise ProtocolError("data set fragment without its command", reason=pdus.REASON_UNEXPECTED_PDU)
             for chunk in reader.stream(value_length):
-                if message.spool is not None:
-                    message.spool.write(chunk)  # else a request we do not serve: its data set is read and dropped
+                if message.spool is not None:  # else a request we do not serve, or refused: the rest is read and dropped
+                    _spool(assoc, receiver, message, chunk)
             if control & LAST:
                 _respond(assoc, receiver, message)
+
+
+def _spool(assoc: Association, receiver: ingest.Receiver, message: _Message, chunk: memoryview) -> None:
+    """A data set fragment into its spool; past the spool's limit the request is refused there and then."""
+    assert message.spool is not None and message.request is not None
+    try:
+        message.spool.write(chunk)
+    except InstanceTooLarge as exc:
+        message.spool = None  # the spool dropped what it held
+        message.refusal = ingest.too_large(receiver, assoc, message.request, str(exc))
 
 
 def _command_complete(assoc: Association, receiver: ingest.Receiver, message: _Message) -> None:
@@ -202,7 +253,13 @@ def _command_complete(assoc: Association, receiver: ingest.Receiver, message: _M
             transfer_syntax_uid=assoc.contexts[message.context_id].transfer_syntax,
         )
         settings = receiver.settings
-        message.spool = Spool(head, memory_limit=settings.dicom_spool_memory_bytes, directory=settings.dicom_spool_dir or None)
+        storing = request.command_field == dimse.C_STORE_RQ
+        message.spool = Spool(
+            head,
+            memory_limit=settings.dicom_spool_memory_bytes,
+            directory=settings.dicom_spool_dir or None,
+            max_bytes=settings.dicom_max_instance_bytes if storing else settings.dicom_max_request_bytes,
+        )
 
 
 def _respond(assoc: Association, receiver: ingest.Receiver, message: _Message) -> None:
@@ -210,11 +267,11 @@ def _respond(assoc: Association, receiver: ingest.Receiver, message: _Message) -
     request = message.request
     assert request is not None
     try:
-        answer = _serve(assoc, receiver, request, message)
+        answer = message.refusal or _serve(assoc, receiver, request, message)
     finally:
         if message.spool is not None:
             message.spool.discard()
-        message.spool, message.request = None, None
+        message.spool, message.request, message.refusal = None, None, None
     if answer is not None:
         response = dimse.response(request, answer.status, answer.comment, instance_uid=answer.instance_uid)
         assoc.sock.sendall(pdus.p_data(message.context_id, response, max_length=assoc.peer_max_pdu))
@@ -239,8 +296,8 @@ def _serve(assoc: Association, receiver: ingest.Receiver, request: dimse.Command
         return ingest.store(receiver, assoc, request, context, spool)
     if spool is not None and abstract == steps.MPPS and field in (dimse.N_CREATE_RQ, dimse.N_SET_RQ):
         if field == dimse.N_CREATE_RQ:
-            return steps.create(receiver, assoc, request, spool)
-        return steps.update(receiver, assoc, request, spool)
+            return steps.create(receiver, assoc, request, message.context_id, spool)
+        return steps.update(receiver, assoc, request, message.context_id, spool)
     if spool is not None and field == dimse.N_ACTION_RQ and abstract == negotiation.STORAGE_COMMITMENT:
         return commitment.request(receiver, assoc, request, message.context_id, spool)
     # Query/Retrieve: many responses, sent by the service itself.

@@ -24,6 +24,10 @@ class OversizePdu(ProtocolError):
     """A PDU longer than the maximum we announced (PS3.8 D.1) or than any association PDU can be."""
 
 
+class AssociationLimit(ProtocolError):
+    """An association past its overall time or byte limit (DOCTORAI_DICOM_ASSOCIATION_SECONDS, _MAX_ASSOCIATION_BYTES)."""
+
+
 class PeerReleased(ListenerError):
     """The peer asked to release the association (A-RELEASE-RQ) while we waited for a message: we
     answer A-RELEASE-RP and the association ends (PS3.8 9.2, state Sta6 AR-2)."""

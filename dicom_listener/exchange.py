@@ -12,12 +12,14 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 
 from dicom_listener import dimse, pdus
 from dicom_listener.association import Association
 from dicom_listener.errors import PeerAborted, PeerReleased, ProtocolError
+from integration.instances.inflate import DEFLATED, inflated
 from integration.instances.spool import Spool
 
 # PS3.8 E.2 message control header: bit 0 set = command, bit 1 set = last fragment.
@@ -27,10 +29,18 @@ LAST = 0x02
 _CHUNK = 1 << 18
 
 
-def data_set(spool: Spool) -> Dataset:
-    """The data set of a request (an identifier, an action's information), decoded as its file meta says."""
+def data_set(spool: Spool, transfer_syntax: str, *, max_bytes: int) -> Dataset:
+    """The data set of a request (an identifier, an action's information, a step), decoded in its context's syntax.
+
+    A request's data set is held whole, so it is bounded: on the wire by the spool's limit, and a
+    deflated one (PS3.5 A.5) as it inflates, by `max_bytes` (CannotUnderstand past it).
+    """
     with spool.open() as f:
-        return dcmread(f, force=True)
+        if transfer_syntax != DEFLATED:
+            return dcmread(f, force=True)
+        f.seek(spool.dataset_start)
+        with inflated(f, limit=max_bytes, memory_limit=max_bytes) as plain:
+            return read_dataset(plain, False, True)  # type: ignore[arg-type]
 
 
 def encode_data_set(ds: Dataset, transfer_syntax: str) -> bytes:

@@ -31,6 +31,7 @@ from integration.dimse_status import (
     DUPLICATE_SOP_INSTANCE,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
+    RESOURCE_LIMITATION,
     SUCCESS,
 )
 from integration.errors import CannotUnderstand, DuplicateRefused
@@ -112,21 +113,28 @@ def _association_audit(receiver: Receiver, who: str, address: str, hop: Hop, rea
     )
 
 
-def _who(assoc: Association) -> str:
+_HOPS = {ASSOCIATION_ABORTED.subtype: ASSOCIATION_ABORTED, ASSOCIATION_REJECTED.subtype: ASSOCIATION_REJECTED}
+
+
+def refusals_audit(receiver: Receiver, address: str, kind: str, who: str, reason: str, count: int) -> None:
+    """The audit record of `count` connections from `address` refused before any association (integration.refusals)."""
+    ingest.audit(
+        receiver.engine,
+        AuditRecord(
+            hop=_HOPS[kind],
+            correlation_id=f"association-{uuid.uuid4()}",
+            agent_who=who or f"host:{address}",
+            agent_address=address,
+            entity_what=f"ae:{receiver.settings.dicom_ae_title}",
+            outcome=Outcome.MINOR_FAILURE,
+            detail={"reason": reason, "count": str(count)},
+        ),
+        "refused connections",
+    )
+
+
+def who(assoc: Association) -> str:
     return f"ae:{assoc.calling_ae}" if assoc.calling_ae else f"host:{assoc.address}"
-
-
-def rejected(receiver: Receiver, assoc: Association, refusal: Refusal) -> None:
-    """An association we rejected (called AE title, allowlist, limits): count and audit it."""
-    log.info("rejected an association from %s: %s", assoc.address, refusal.why)
-    metrics.ASSOCIATIONS.labels("rejected").inc()
-    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_REJECTED, refusal.why, "a rejected association")
-
-
-def tls_refused(receiver: Receiver, address: str, reason: str) -> None:
-    """A connection whose TLS handshake failed (PS3.15 B.9): audit it; no calling AE title is known yet."""
-    metrics.ASSOCIATIONS.labels("rejected").inc()
-    _association_audit(receiver, f"host:{address}", address, ASSOCIATION_REJECTED, reason, "a refused TLS connection")
 
 
 def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str, reason: str) -> None:
@@ -136,7 +144,7 @@ def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str,
         AuditRecord(
             hop=hop,
             correlation_id=f"association-{uuid.uuid4()}",
-            agent_who=_who(assoc),
+            agent_who=who(assoc),
             agent_address=assoc.address,
             entity_what=f"ae:{receiver.settings.dicom_ae_title}",
             outcome=Outcome.MINOR_FAILURE,
@@ -149,7 +157,7 @@ def audit_refusal(receiver: Receiver, assoc: Association, hop: Hop, *, via: str,
 def aborted(receiver: Receiver, assoc: Association, reason: str) -> None:
     """An association we aborted (protocol error, oversize PDU, timeout): count and audit it."""
     metrics.ASSOCIATIONS.labels("aborted").inc()
-    _association_audit(receiver, _who(assoc), assoc.address, ASSOCIATION_ABORTED, reason, "an aborted association")
+    _association_audit(receiver, who(assoc), assoc.address, ASSOCIATION_ABORTED, reason, "an aborted association")
 
 
 # C-STORE ------------------------------------------------------------------------------------
@@ -165,6 +173,24 @@ def _refuse(receiver: Receiver, assoc: Association, *, reason: str, item: Receiv
         context="association",
     )
     ingest.audit(receiver.engine, record, "a refused instance")
+
+
+# Requests whose data set is held whole; a larger one than the limit is refused while it arrives.
+_COMPOSITE = {dimse.C_STORE_RQ, dimse.C_FIND_RQ, dimse.C_MOVE_RQ, dimse.C_GET_RQ}
+
+
+def too_large(receiver: Receiver, assoc: Association, request: dimse.Command, reason: str) -> Answer:
+    """A request whose data set passed its limit while arriving: audited, and the status its service gives.
+
+    C-STORE, C-FIND, C-MOVE, C-GET: A700 Refused: Out of Resources (PS3.4 B.2.3, C.4.1.1.4);
+    N-CREATE, N-SET, N-ACTION: 0213H Resource limitation (PS3.7 Annex C).
+    """
+    log.info("refused a data set from %s: %s", assoc.address, reason)
+    if request.command_field == dimse.C_STORE_RQ:
+        metrics.INSTANCES.labels("out-of-resources").inc()
+    _refuse(receiver, assoc, reason=reason)
+    status = OUT_OF_RESOURCES if request.command_field in _COMPOSITE else RESOURCE_LIMITATION
+    return Answer(status, reason)
 
 
 def _accepted(receiver: Receiver, assoc: Association, item: ReceivedInstance) -> tuple[AuditRecord, ...]:
@@ -219,6 +245,7 @@ def store(receiver: Receiver, assoc: Association, request: dimse.Command, contex
                 calling_ae=assoc.calling_ae,
                 source_address=assoc.address,
                 called_ae=assoc.called_ae,
+                max_inflated=receiver.settings.dicom_max_inflated_bytes,
             )
     except CannotUnderstand as exc:
         metrics.INSTANCES.labels("cannot-understand").inc()
@@ -238,7 +265,8 @@ def store(receiver: Receiver, assoc: Association, request: dimse.Command, contex
     except SQLAlchemyError as exc:
         # Not the database being down (that is StorageUnavailable) but this instance's rows being
         # refused: a retry would fail the same way. Its bytes stay unindexed, overwritten by a resend.
-        log.exception("index refused instance %s", item.sop_uid)
+        # The error's text quotes the row's values (names, dates): its type only, no traceback.
+        log.error("index refused instance %s: %s", item.sop_uid, type(exc).__name__)
         metrics.INSTANCES.labels("processing-failure").inc()
         _refuse(receiver, assoc, reason=f"index refused it: {type(exc).__name__}", item=item)
         return Answer(PROCESSING_FAILURE, "Index refused the instance")

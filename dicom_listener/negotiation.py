@@ -9,7 +9,6 @@ are accepted in the uncompressed syntaxes, deflated included. docs/dicom-conform
 them (tests/test_conformance.py compares the two).
 """
 
-import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -128,8 +127,11 @@ def decode_request(pdu: bytes) -> Request:
     try:
         rq.decode(pdu)
         primitive = rq.to_primitive()
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeDecodeError, struct.error) as exc:
-        raise ProtocolError(f"malformed A-ASSOCIATE-RQ: {type(exc).__name__}", reason=REASON_INVALID_PARAMETER) from exc
+    except Exception as exc:  # noqa: BLE001
+        # pynetdicom's decoder fails on malformed items in many ways (assertions, struct.error,
+        # KeyError, pydicom's warnings turned errors): each is a malformed PDU, aborted with
+        # invalid-PDU-parameter-value (PS3.8 9.3.8), logged as one line with no traceback or bytes.
+        raise ProtocolError(f"malformed A-ASSOCIATE-RQ: {type(exc).__name__}", reason=REASON_INVALID_PARAMETER) from None
     max_pdu = next(
         (int(i.maximum_length_received) for i in primitive.user_information if isinstance(i, MaximumLengthNotification)), 0
     )
@@ -150,7 +152,11 @@ def check(request: Request, ae_title: str) -> Refusal | None:
     if str(request.primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
         return Refusal(0x01, 0x01, 0x02, "application context name not supported")
     if request.called_ae != ae_title:
-        return Refusal(0x01, 0x01, 0x07, f"called AE title {request.called_ae!r} not recognised")
+        return Refusal(0x01, 0x01, 0x07, f"called AE title {request.called_ae[:16]!r} not recognised")
+    if not request.primitive.presentation_context_definition_list:
+        # PS3.8 9.3.2 requires one or more presentation context items; without one nothing can be
+        # negotiated: rejected-permanent, service-user, no-reason-given (PS3.8 9.3.4, Table 9-21).
+        return Refusal(0x01, 0x01, 0x01, "no presentation context proposed")
     return None
 
 

@@ -9,9 +9,10 @@ import select
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Iterator
 
-from dicom_listener.errors import OversizePdu, ProtocolError
+from dicom_listener.errors import AssociationLimit, OversizePdu, ProtocolError
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
@@ -57,19 +58,41 @@ class Reader:
     # One system call takes up to a whole 128 KiB P-DATA-TF and the next PDU's header.
     SIZE = 1 << 18
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, seconds: float = 0.0, max_bytes: int = 0) -> None:
         self._sock = sock
         self._buffer = bytearray(self.SIZE)
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
+        # The association's overall bounds (0: none): a peer that trickles bytes within every
+        # per-read timeout still ends once it has lasted `seconds` or sent `max_bytes`.
+        self._deadline = time.monotonic() + seconds if seconds else 0.0
+        self._left = max_bytes or -1
 
     def _receive(self, into: memoryview) -> int:
-        n = self._sock.recv_into(into)
+        if self._deadline:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssociationLimit("association lasted longer than its time limit", reason=REASON_NOT_SPECIFIED)
+            timeout = self._sock.gettimeout()
+            if timeout is None or timeout > remaining:
+                self._sock.settimeout(remaining)  # the caller sets its own timeout before each read
+        if self._left == 0:
+            raise AssociationLimit("association sent more than its byte limit", reason=REASON_NOT_SPECIFIED)
+        if self._left > 0 and len(into) > self._left:
+            into = into[: self._left]
+        try:
+            n = self._sock.recv_into(into)
+        except TimeoutError:
+            if self._deadline and time.monotonic() >= self._deadline:
+                raise AssociationLimit("association lasted longer than its time limit", reason=REASON_NOT_SPECIFIED) from None
+            raise
         if _QUICKACK is not None:
             self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         if n == 0:
             raise ConnectionResetError("the peer closed the connection")
+        if self._left > 0:
+            self._left -= n
         return n
 
     def ready(self) -> bool:
@@ -111,6 +134,10 @@ def read_header(reader: Reader, *, data_limit: int) -> tuple[int, int]:
     if limit and length > limit:
         # PS3.8 D.1: a P-DATA-TF longer than the Maximum Length we announced is a protocol error.
         raise OversizePdu(f"PDU of {length} bytes over the maximum of {limit}", reason=REASON_INVALID_PARAMETER)
+    if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
+        # PS3.8 9.3.8: a PDU type the protocol does not define is an unrecognized PDU (one it
+        # defines, out of place, is an unexpected PDU: the state machine's callers say so).
+        raise ProtocolError(f"unrecognized PDU type {pdu_type:#04x}", reason=REASON_UNRECOGNISED_PDU)
     return pdu_type, length
 
 

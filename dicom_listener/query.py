@@ -22,6 +22,7 @@ from dicom_listener import dimse, exchange, negotiation
 from dicom_listener.association import Association
 from audit.records import DICOM_QUERIED
 from dicom_listener.ingest import Receiver, audit_refusal
+from integration.errors import CannotUnderstand
 from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dicom_queries import identifier, search
@@ -122,8 +123,8 @@ def find(receiver: Receiver, assoc: Association, request: dimse.Command, context
         exchange.respond(assoc, context_id, request, dimse_status.QUERY_NOT_AUTHORIZED, "the calling AE may not query")
         return
     try:
-        identifier = exchange.data_set(spool)
-    except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError) as exc:
+        identifier = exchange.data_set(spool, assoc.contexts[context_id].transfer_syntax, max_bytes=receiver.settings.dicom_max_request_bytes)
+    except (InvalidDicomError, CannotUnderstand, ValueError, EOFError, KeyError, TypeError, OSError) as exc:
         exchange.respond(assoc, context_id, request, dimse_status.CANNOT_UNDERSTAND, f"identifier unreadable: {type(exc).__name__}")
         return
     try:

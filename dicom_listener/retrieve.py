@@ -28,6 +28,7 @@ from dicom_listener import dimse, exchange, negotiation
 from dicom_listener.association import Association
 from dicom_listener.ingest import Receiver, audit_refusal
 from dicom_listener.query import level_of, text_of
+from integration.errors import CannotUnderstand
 from integration.instances.spool import Spool
 from integration import dimse_status
 from integration.dimse_status import Category, category
@@ -131,7 +132,7 @@ def _retrieve(receiver: Receiver, assoc: Association, request: dimse.Command, co
     models = negotiation.MOVE if via == "C-MOVE" else negotiation.GET
     root: Level = models[assoc.contexts[context_id].abstract_syntax]  # type: ignore[assignment]
     try:
-        identifier = exchange.data_set(spool)
+        identifier = exchange.data_set(spool, assoc.contexts[context_id].transfer_syntax, max_bytes=receiver.settings.dicom_max_request_bytes)
         level = level_of(identifier, root)
         keys = {e.keyword: text_of(e.value) for e in identifier if e.keyword and e.VR != "SQ"}
         with read_scope(receiver.engine) as session:
@@ -142,7 +143,7 @@ def _retrieve(receiver: Receiver, assoc: Association, request: dimse.Command, co
     except StorageUnavailable:
         exchange.respond(assoc, context_id, request, dimse_status.UNABLE_TO_CALCULATE_MATCHES, "index unavailable, retry later")
         return
-    except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError) as exc:
+    except (InvalidDicomError, CannotUnderstand, ValueError, EOFError, KeyError, TypeError, OSError) as exc:
         exchange.respond(assoc, context_id, request, dimse_status.CANNOT_UNDERSTAND, f"identifier unreadable: {type(exc).__name__}")
         return
     serve: Serve = _move if via == "C-MOVE" else _get

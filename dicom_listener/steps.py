@@ -11,16 +11,16 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from audit.log import append
 from audit.records import PROCEDURE_STEP_CREATED, PROCEDURE_STEP_UPDATED, AuditRecord
-from dicom_listener import dimse, metrics
+from dicom_listener import dimse, exchange, metrics
 from dicom_listener.association import Association
-from dicom_listener.ingest import Answer, Receiver
+from dicom_listener.ingest import Answer, Receiver, audit_refusal
+from integration.errors import CannotUnderstand
 from integration.instances.spool import Spool
 from integration.dimse_status import (
     DUPLICATE_SOP_INSTANCE,
@@ -55,9 +55,9 @@ class Report:
     instances: int | None
 
 
-def _report(spool: Spool) -> Report:
-    with spool.open() as f:
-        ds = dcmread(f, force=True)
+def _report(receiver: Receiver, assoc: Association, context_id: int, spool: Spool) -> Report:
+    syntax = assoc.contexts[context_id].transfer_syntax
+    ds = exchange.data_set(spool, syntax, max_bytes=receiver.settings.dicom_max_request_bytes)
     scheduled = ds.get("ScheduledStepAttributesSequence") or [Dataset()]
     series = ds.get("PerformedSeriesSequence")
     instances = None
@@ -89,16 +89,18 @@ def _audit_record(assoc: Association, sop_uid: str, study_uid: str, report: Repo
     )
 
 
-def _read(spool: Spool) -> Report | Answer:
+def _read(receiver: Receiver, assoc: Association, context_id: int, spool: Spool) -> Report | Answer:
     try:
-        return _report(spool)
+        return _report(receiver, assoc, context_id, spool)
+    except CannotUnderstand as exc:
+        return Answer(PROCESSING_FAILURE, str(exc))
     except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError) as exc:
         return Answer(PROCESSING_FAILURE, f"data set cannot be parsed: {type(exc).__name__}")
 
 
-def create(receiver: Receiver, assoc: Association, request: dimse.Command, spool: Spool) -> Answer:
+def create(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, spool: Spool) -> Answer:
     """N-CREATE: record a step that started (PS3.4 F.7.2.1)."""
-    report = _read(spool)
+    report = _read(receiver, assoc, context_id, spool)
     if isinstance(report, Answer):
         return report
     if report.status != steps.IN_PROGRESS:
@@ -129,9 +131,9 @@ def create(receiver: Receiver, assoc: Association, request: dimse.Command, spool
     return Answer(SUCCESS, instance_uid=sop_uid)
 
 
-def update(receiver: Receiver, assoc: Association, request: dimse.Command, spool: Spool) -> Answer:
+def update(receiver: Receiver, assoc: Association, request: dimse.Command, context_id: int, spool: Spool) -> Answer:
     """N-SET: change a step in progress; when it ends, give its study the count of instances it made (PS3.4 F.7.2.2)."""
-    report = _read(spool)
+    report = _read(receiver, assoc, context_id, spool)
     if isinstance(report, Answer):
         return report
     if report.status and report.status not in (steps.IN_PROGRESS, *steps.FINAL):
@@ -143,23 +145,33 @@ def update(receiver: Receiver, assoc: Association, request: dimse.Command, spool
             row = steps.step(session, sop_uid=request.sop_instance_uid)
             if row is None:
                 return Answer(NO_SUCH_OBJECT_INSTANCE, "no such performed procedure step")
-            if row.status in steps.FINAL:
+            foreign = row.calling_ae != assoc.calling_ae
+            if foreign:
+                pass  # refused below, audited outside this transaction
+            elif row.status in steps.FINAL:
                 return Answer(NO_LONGER_UPDATABLE, f"performed procedure step is {row.status}")
-            row.status = report.status or row.status
-            if report.instances is not None:
-                row.instances = report.instances
-            row.updated_at = now
-            session.flush()
-            append(session, _audit_record(assoc, row.sop_uid, row.study_uid, report, created=False))
-            if row.status in steps.FINAL:
-                study = steps.apply_to_study(session, study_uid=row.study_uid)
-                expected = study.expected_instances if study is not None else None
-                if study is not None and study.status == "receiving" and expected == count_instances(session, study_uid=study.study_uid):
-                    announce(session, study, reason="count-reached", who=f"ae:{receiver.settings.dicom_ae_title}", now=now)
-                    announced = True
+            else:
+                row.status = report.status or row.status
+                if report.instances is not None:
+                    row.instances = report.instances
+                row.updated_at = now
+                session.flush()
+                append(session, _audit_record(assoc, row.sop_uid, row.study_uid, report, created=False))
+                if row.status in steps.FINAL:
+                    study = steps.apply_to_study(session, study_uid=row.study_uid)
+                    expected = study.expected_instances if study is not None else None
+                    if study is not None and study.status == "receiving" and expected == count_instances(session, study_uid=study.study_uid):
+                        announce(session, study, reason="count-reached", who=f"ae:{receiver.settings.dicom_ae_title}", now=now)
+                        announced = True
     except StorageUnavailable as exc:
         log.warning("storage unavailable, answering out of resources: %s", exc)
         return Answer(OUT_OF_RESOURCES, "Storage unavailable, retry later")
+    if foreign:
+        # Only the AE that created a step may set it (IHE RAD TF-2 4.7: the modality that sent the
+        # N-CREATE sends its N-SETs). PS3.4 F.7.2.2 gives N-SET no status of its own for this;
+        # 0110H Processing failure is the one it lists for a refused update, with an Error Comment.
+        audit_refusal(receiver, assoc, PROCEDURE_STEP_UPDATED, via="N-SET", reason="performed procedure step created by another AE")
+        return Answer(PROCESSING_FAILURE, "performed procedure step was created by another AE")
     metrics.PROCEDURE_STEPS.labels(row.status).inc()
     if announced:
         metrics.STUDIES_READY.labels("count-reached").inc()

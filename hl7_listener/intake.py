@@ -263,8 +263,8 @@ def _audit_refusal(
     )
 
 
-def record_refusal(engine: Engine, *, reason: str, source_address: str, kind: str) -> None:
-    """Audit bytes refused before any message could be read (framing, size, source address)."""
+def record_refusal(engine: Engine, *, reason: str, source_address: str, kind: str, count: int = 1) -> None:
+    """Audit bytes refused before any message could be read (framing, size, source address), `count` times from one source."""
     correlation_id = str(uuid.uuid4())
     with session_scope(engine) as session:
         append(
@@ -276,7 +276,7 @@ def record_refusal(engine: Engine, *, reason: str, source_address: str, kind: st
                 agent_address=source_address,
                 entity_what=f"mllp:{kind}",
                 outcome=Outcome.MINOR_FAILURE,
-                detail={"reason": reason[:200], "stored": "false"},
+                detail={"reason": reason[:200], "stored": "false", "count": str(count)},
             ),
         )
 

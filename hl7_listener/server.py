@@ -27,6 +27,7 @@ from integration.hl7v2 import Header, ack, decode, minimal_header, read_header
 from hl7_listener.intake import Answer, Received, receive, record_refusal
 from integration.errors import MessageTooLarge
 from integration.mllp import frame, read_block
+from integration.refusals import Refusals
 from storage.errors import StorageUnavailable
 from storage.group_commit import GroupCommit
 from storage.objects import ObjectStore
@@ -104,19 +105,24 @@ async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSett
         message = await asyncio.to_thread(receive, objects, settings, raw, source_address=peer)
         return await asyncio.to_thread(committer.commit, message)
     except StorageUnavailable as exc:
-        log.warning("storage unavailable, answering AE: %r", exc)
+        log.warning("storage unavailable, answering AE: %s", type(exc).__name__)
         return Answer("AE", _header_of(raw), error=StoragePaused("storage unavailable; send again later"))
     except Exception as exc:  # the edge: a bug in one message must not end the listener (DESIGN.md 5.6)
         log.exception("message from %s failed", peer)
         return Answer("AE", _header_of(raw), error=Hl7Error(f"internal error: {type(exc).__name__}"))
 
 
-async def _refused(engine: Engine, reason: str, peer: str, kind: str) -> None:
-    metrics.HL7_FRAMING_ERRORS.labels(kind).inc()
+def _audit_refusals(engine: Engine, peer: str, kind: str, who: str, reason: str, count: int) -> None:
     try:
-        await asyncio.to_thread(record_refusal, engine, reason=reason, source_address=peer, kind=kind)
+        record_refusal(engine, reason=reason, source_address=peer, kind=kind, count=count)
     except StorageUnavailable as exc:
-        log.warning("could not audit a refusal from %s: %r", peer, exc)
+        log.warning("could not audit a refusal from %s: %s", peer, type(exc).__name__)
+
+
+async def _refused(refusals: Refusals, reason: str, peer: str, kind: str) -> None:
+    """Count and audit bytes refused before a message, in aggregate per source and interval (integration.refusals)."""
+    metrics.HL7_FRAMING_ERRORS.labels(kind).inc()
+    await asyncio.to_thread(refusals.note, peer, reason, kind)
 
 
 async def handle_connection(
@@ -127,32 +133,37 @@ async def handle_connection(
     objects: ObjectStore,
     settings: MllpSettings,
     committer: Committer,
+    refusals: Refusals,
 ) -> None:
-    """Serve one connection until the peer closes, idles out, or breaks the framing beyond repair."""
+    """Serve one connection until the peer closes, idles out, outlives its deadline, or breaks the framing beyond repair."""
     peer = str((writer.get_extra_info("peername") or ("",))[0])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.mllp_connection_seconds
     try:
         if not address_allowed(settings, peer):
             # Closed without reading a byte from a host we do not take: what it wrote first is
             # unread, so its kernel sees a reset (RFC 9293 3.6.1), and no ACK either way.
             metrics.HL7_CONNECTIONS.labels("refused").inc()
-            await _refused(engine, f"source address {peer} is not allowed", peer, "address")
+            await _refused(refusals, f"source address {peer} is not allowed", peer, "address")
             return
         metrics.HL7_CONNECTIONS.labels("accepted").inc()
         while True:
+            remaining = deadline - loop.time()
             try:
-                block = await asyncio.wait_for(read_block(reader), settings.mllp_idle_timeout_seconds)
+                block = await asyncio.wait_for(read_block(reader), min(settings.mllp_idle_timeout_seconds, remaining))
             except TimeoutError:
-                log.info("closing idle MLLP connection from %s", peer)
+                why = "idle" if remaining > settings.mllp_idle_timeout_seconds else "open for its time limit"
+                log.info("closing MLLP connection from %s: %s", peer, why)
                 return
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
-                    await _refused(engine, f"connection closed inside a block ({len(exc.partial)} bytes)", peer, "truncated")
+                    await _refused(refusals, f"connection closed inside a block ({len(exc.partial)} bytes)", peer, "truncated")
                 return
             except MessageTooLarge:
-                await _oversize(reader, writer, engine, settings, peer)
+                await _oversize(reader, writer, refusals, settings, peer)
                 return
             if block.junk.strip():
-                await _refused(engine, f"{len(block.junk)} bytes outside an MLLP block", peer, "framing")
+                await _refused(refusals, f"{len(block.junk)} bytes outside an MLLP block", peer, "framing")
             if block.message is None:
                 continue
             started = time.perf_counter()
@@ -164,7 +175,7 @@ async def handle_connection(
             metrics.HL7_MESSAGES.labels(answer.header.message_type or "unknown", answer.code).inc()
             metrics.HL7_ACK_SECONDS.observe(time.perf_counter() - started)
     except (ConnectionError, ssl.SSLError) as exc:
-        log.info("MLLP connection from %s ended: %r", peer, exc)
+        log.info("MLLP connection from %s ended: %s", peer, type(exc).__name__)
     finally:
         writer.close()
         try:
@@ -174,7 +185,7 @@ async def handle_connection(
 
 
 async def _oversize(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, engine: Engine, settings: MllpSettings, peer: str
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refusals: Refusals, settings: MllpSettings, peer: str
 ) -> None:
     """AR for a block over the limit, addressed from its first bytes; then the connection closes."""
     head = await reader.read(4096)  # the start of the block, still unread after the overrun
@@ -182,7 +193,7 @@ async def _oversize(
     header = _header_of(head[start + 1 :] if start >= 0 else head)
     limit = settings.mllp_max_message_bytes
     error = MessageRefused(f"message exceeds {limit} bytes")
-    await _refused(engine, str(error), peer, "oversize")
+    await _refused(refusals, str(error), peer, "oversize")
     reply = acknowledgement(settings, Answer("AR", header, error=error))
     if reply is not None:
         writer.write(frame(reply))
@@ -203,14 +214,25 @@ async def serve(
     open_writers: set[asyncio.StreamWriter] = set()
     handlers: set[asyncio.Task[None]] = set()
     committer = Committer(engine, partial(commits.write, settings=settings))
+    refusals = Refusals(partial(_audit_refusals, engine), interval=settings.mllp_refusal_audit_seconds)
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(open_writers) >= settings.mllp_max_connections:
+            # Over the cap: closed unread (the sender's kernel sees a reset, it sends again later);
+            # nothing of it is buffered. Counted and audited in aggregate.
+            metrics.HL7_CONNECTIONS.labels("over-limit").inc()
+            peer = str((writer.get_extra_info("peername") or ("",))[0])
+            writer.close()
+            await _refused(refusals, f"{settings.mllp_max_connections} connections already open", peer, "limit")
+            return
         if task is not None:
             handlers.add(task)
         open_writers.add(writer)
         try:
-            await handle_connection(reader, writer, engine=engine, objects=objects, settings=settings, committer=committer)
+            await handle_connection(
+                reader, writer, engine=engine, objects=objects, settings=settings, committer=committer, refusals=refusals
+            )
         finally:
             open_writers.discard(writer)
             if task is not None:
@@ -228,7 +250,11 @@ async def serve(
     async with server:
         if ready is not None:
             ready(server)
-        await stop.wait()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), settings.mllp_refusal_audit_seconds)
+            except TimeoutError:
+                await asyncio.to_thread(refusals.flush, time.monotonic())  # the ended intervals' counts
         server.close()
         # Close idle connections so their handlers end; an exchange in progress finishes first
         # only if it is past its read (its ACK write then fails, and the sender retries).
@@ -236,4 +262,5 @@ async def serve(
             writer.close()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+        await asyncio.to_thread(refusals.flush)
 

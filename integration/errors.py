@@ -36,6 +36,10 @@ class CannotUnderstand(PipelineError):
     """An instance that cannot be parsed or lacks the Study, Series or SOP Instance UID (C-STORE 0xC000)."""
 
 
+class InstanceTooLarge(PipelineError):
+    """A data set longer than the door's limit, refused while it arrives (C-STORE 0xA700, PS3.4 B.2.3)."""
+
+
 class DuplicateRefused(PipelineError):
     """A SOP instance we hold came again with other bytes and the sender's duplicate policy is "reject"."""
 

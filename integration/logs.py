@@ -3,10 +3,16 @@
 Whoever works on a study or message sets its correlation id (`correlated`) for that time: the
 Kafka consume loop per record, the DICOM C-STORE handler per instance, the MLLP intake per
 message. Correlation ids are UUIDs, never PHI.
+
+Logs never carry clinical content (issue 18: a 109 KB warning held raw data-set bytes). The
+DICOM libraries put the values they reject into their warnings (pydicom's "Invalid value for VR
+UI: '<the value>'"), so their lines keep only the words before the first quote; and no line is longer
+than MAX_MESSAGE_CHARS, whatever an exception or a caller put in it.
 """
 
 import json
 import logging
+import re
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +25,25 @@ correlation: ContextVar[str] = ContextVar("correlation_id", default="-")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
 
 
+MAX_MESSAGE_CHARS = 1024
+# Loggers of libraries that quote the data they read in their messages.
+_QUOTING = ("pydicom", "pynetdicom")
+_QUOTE = re.compile("['\"]")
+
+
 class _CorrelationFilter(logging.Filter):
-    """Puts the current correlation id on every record the handler emits."""
+    """Puts the current correlation id on every record the handler emits, its message bounded and value-free."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = correlation.get()
+        message = record.getMessage()
+        quoted = _QUOTE.search(message)
+        if quoted and record.name.partition(".")[0] in _QUOTING:
+            # "Invalid value for VR UI: '...'": they quote the value (repr: ' or "); the words before it stay.
+            message = message[: quoted.start()].rstrip(": ")[:200] + " (value withheld)"
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS} characters cut)"
+        record.msg, record.args = message, None
         return True
 
 

@@ -42,7 +42,7 @@ WANTED = {
 # Person names: component groups decoded each on its own (PS3.5 6.2, 6.1.2.5.3).
 _NAMES = {0x00080090, 0x00100010}
 # Pixel Data and its float/double variants end the data set in practice (PS3.5 7.5, A.4).
-_BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 # A value length of 0xFFFFFFFF: undefined, ended by a delimiter (sequences, encapsulated pixel data, PS3.5 7.1).
@@ -142,7 +142,7 @@ def _top_level(
     raw: dict[int, bytes] = {}
     while walk.position < size:
         tag, vr, length = walk.header(implicit)
-        if tag in _BULK:
+        if tag in BULK:
             return raw, walk, tag, length
         if length == UNDEFINED_LENGTH:
             walk.skip_undefined(implicit or vr == b"UN")
@@ -217,7 +217,7 @@ def check_bulk_data(f: BinaryIO, size: int, *, implicit: bool, little_endian: bo
     if walk.position + 8 > size:
         return  # nothing after the header: pydicom read the whole data set
     tag, _, length = walk.header(implicit)
-    if tag in _BULK:
+    if tag in BULK:
         walk.check_bulk(length)
 
 

@@ -6,6 +6,7 @@ write) or as a whole DICOM file (STOW-RS parts, our own SR and SEG), whose file 
 its data set starts and how it is encoded.
 """
 
+import re
 import struct
 from collections.abc import Mapping
 from typing import BinaryIO
@@ -13,9 +14,12 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from integration.errors import CannotUnderstand
 from integration.instances import header
+from integration.instances.inflate import DEFLATED, inflated
 from storage.instances import ReceivedInstance, StudyDetails
 from storage.objects import dicom_key
 
@@ -34,15 +38,59 @@ def _check_pixel_data(f: BinaryIO, size: int, *, implicit_vr: bool, little_endia
         raise CannotUnderstand("dataset truncated inside its pixel data") from exc
 
 
+# A deflated data set inflating past this is refused (a deflate bomb), unless the door sets its own bound.
+MAX_INFLATED_BYTES = 256 << 20
+# How much of an inflated data set is held in memory before it goes to a temporary file.
+_INFLATED_IN_MEMORY = 8 << 20
+# PS3.5 9.1: a UID is components of digits separated by dots, no component with a leading zero
+# (a lone "0" is a component), at most 64 characters.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID_MAX = 64
+# pydicom leaves values longer than this unread (deferred), so the fallback never holds a large
+# element before the pixel data (or a data set without any) in memory.
+_DEFER = 1 << 16
+_PARSE_ERRORS = (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError, struct.error)
+
+
 def _with_pydicom(f: BinaryIO, size: int) -> dict[str, str]:
     """The wanted attributes as pydicom reads them, leniently, from the whole file (preamble and file meta first)."""
     f.seek(0)
     try:
-        ds = dcmread(f, stop_before_pixels=True, force=True, specific_tags=list(header.WANTED.values()))
+        ds = dcmread(f, stop_before_pixels=True, force=True, specific_tags=list(header.WANTED.values()), defer_size=_DEFER)
         _check_pixel_data(f, size, implicit_vr=bool(ds.original_encoding[0]), little_endian=bool(ds.original_encoding[1]))
-    except (InvalidDicomError, ValueError, EOFError, KeyError, TypeError, OSError, struct.error) as exc:
+    except _PARSE_ERRORS as exc:
         raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
     return header_values(ds)
+
+
+def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag in header.BULK
+
+
+def _inflated_values(f: BinaryIO, *, limit: int) -> dict[str, str]:
+    """The wanted attributes of the deflated data set at `f`'s position, inflated with a bound (inflate.py)."""
+    with inflated(f, limit=limit, memory_limit=_INFLATED_IN_MEMORY) as plain:
+        size = plain.seek(0, 2)
+        plain.seek(0)
+        try:
+            return header.scan(plain, size=size, transfer_syntax=ExplicitVRLittleEndian)  # type: ignore[arg-type]
+        except header.Unsupported:
+            plain.seek(0)
+        try:
+            wanted = [int(tag) for tag in header.WANTED]
+            ds = read_dataset(plain, False, True, stop_when=_at_pixels, specific_tags=wanted, defer_size=_DEFER)  # type: ignore[arg-type]
+            _check_pixel_data(plain, size, implicit_vr=False, little_endian=True)  # type: ignore[arg-type]
+        except _PARSE_ERRORS as exc:
+            raise CannotUnderstand(f"dataset cannot be parsed: {type(exc).__name__}") from exc
+        return header_values(ds)
+
+
+def check_uid(name: str, value: str) -> None:
+    """Raise CannotUnderstand unless `value` is a UID as PS3.5 9.1 defines it (it becomes part of an object key)."""
+    if len(value) > _UID_MAX:
+        raise CannotUnderstand(f"{name} is longer than {_UID_MAX} characters (PS3.5 9.1)")
+    if not _UID.fullmatch(value):
+        raise CannotUnderstand(f"{name} is not digits and dots without leading zeros (PS3.5 9.1)")
 
 
 def study_details(values: Mapping[str, str]) -> StudyDetails:
@@ -80,22 +128,31 @@ def read_instance(
     source_address: str,
     called_ae: str = "",
     derived: bool = False,
+    max_inflated: int = MAX_INFLATED_BYTES,
 ) -> ReceivedInstance:
     """The index fields of the DICOM file `f` (`size` bytes; its data set at `dataset_start`, in `transfer_syntax`).
 
-    Raises CannotUnderstand when the file is not DICOM, is cut short, or lacks the Study, Series
-    or SOP Instance UID, which the C-STORE edge answers with 0xC000 (PS3.4 Annex B.2.3).
-    `derived` marks an instance we made from the study (an AI result, storage.instances).
+    Raises CannotUnderstand when the file is not DICOM, is cut short, inflates past
+    `max_inflated` bytes, lacks the Study, Series or SOP Instance UID or has one that is not a
+    UID, which the C-STORE edge answers with 0xC000 (PS3.4 Annex B.2.3) and STOW-RS with its
+    failure reason. `derived` marks an instance we made from the study (an AI result, storage.instances).
     """
     f.seek(dataset_start)
-    try:
-        values = header.scan(f, size=size, transfer_syntax=transfer_syntax)
-    except header.Unsupported:
-        values = _with_pydicom(f, size)
+    if transfer_syntax == DEFLATED:
+        values = _inflated_values(f, limit=max_inflated)
+    else:
+        try:
+            values = header.scan(f, size=size, transfer_syntax=transfer_syntax)
+        except header.Unsupported:
+            values = _with_pydicom(f, size)
     uids = {k: values.get(k, "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
     missing = [k for k, v in uids.items() if not v]
     if missing:
         raise CannotUnderstand(f"missing {', '.join(missing)}")
+    # These three name the object (storage.objects.dicom_key): a "/", ".." or "\\" in one would
+    # reach the key, so anything but a UID is refused here, before anything is stored.
+    for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        check_uid(name, uids[name])
     return ReceivedInstance(
         study_uid=uids["StudyInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
@@ -124,7 +181,14 @@ def read_instance(
 
 
 def read_file(
-    f: BinaryIO, *, size: int, sha256: str, calling_ae: str, source_address: str, derived: bool = False
+    f: BinaryIO,
+    *,
+    size: int,
+    sha256: str,
+    calling_ae: str,
+    source_address: str,
+    derived: bool = False,
+    max_inflated: int = MAX_INFLATED_BYTES,
 ) -> ReceivedInstance:
     """The index fields of a whole DICOM file (PS3.10): its file meta says where its data set starts and how it is encoded.
 
@@ -144,4 +208,5 @@ def read_file(
         calling_ae=calling_ae,
         source_address=source_address,
         derived=derived,
+        max_inflated=max_inflated,
     )

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from integration.errors import InstanceTooLarge
+
 # DoctorAI's Implementation Class UID (PS3.7 D.3.3.2; a UUID-derived UID, PS3.5 B.2) and version name.
 IMPLEMENTATION_CLASS_UID = "2.25.47017180139695480559876679108398971876"
 IMPLEMENTATION_VERSION_NAME = "DOCTORAI_010"
@@ -46,11 +48,13 @@ def file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid:
 
 
 class Spool:
-    """The bytes of one instance being received: in memory up to `memory_limit`, then in a file."""
+    """The bytes of one instance being received: in memory up to `memory_limit`, then in a file;
+    refused (InstanceTooLarge) as soon as its data set passes `max_bytes` (0: no limit)."""
 
-    def __init__(self, head: bytes, *, memory_limit: int, directory: str | None = None) -> None:
+    def __init__(self, head: bytes, *, memory_limit: int, directory: str | None = None, max_bytes: int = 0) -> None:
         self._memory = bytearray(head)
         self._limit = memory_limit
+        self._max = max_bytes
         self._directory = directory
         self._file: IO[bytes] | None = None
         self._whole: bytes | None = None
@@ -60,7 +64,10 @@ class Spool:
         self.dataset_start = len(head)
 
     def write(self, data: memoryview | bytes) -> None:
-        """Append a fragment of the data set."""
+        """Append a fragment of the data set; InstanceTooLarge once the data set passes `max_bytes` (nothing more is kept)."""
+        if self._max and self.size + len(data) - self.dataset_start > self._max:
+            self.discard()
+            raise InstanceTooLarge(f"data set larger than {self._max} bytes")
         self._digest.update(data)
         self.size += len(data)
         if self._file is None:

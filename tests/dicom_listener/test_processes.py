@@ -105,6 +105,13 @@ class _Unmakeable:
         raise MemoryError
 
 
+class _Faulty:
+    """A fault of ours while handing a connection over, other than running out of memory."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise ValueError("a bug")
+
+
 @pytest.fixture
 def alone(services: StackConfig, tmp_path: Path) -> Iterator[DicomSettings]:
     """The single-process listener (processes.serve_alone) in a thread, with its health port."""
@@ -171,3 +178,13 @@ def test_healthz_fails_once_the_acceptor_died(alone: DicomSettings, monkeypatch:
         patched.setattr(server_module, "threading", SimpleNamespace(Thread=_Unmakeable))
         socket.create_connection(("127.0.0.1", alone.dicom_port), timeout=10).close()
         wait_for(lambda: get(_healthz(alone))[0] == 503, what="/healthz to fail")
+
+
+def test_any_fault_handing_a_connection_over_leaves_the_acceptor_alive(alone: DicomSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: the acceptor survived only RuntimeError; any other fault of ours ended it."""
+    with monkeypatch.context() as patched:
+        patched.setattr(server_module, "threading", SimpleNamespace(Thread=_Faulty))
+        with socket.create_connection(("127.0.0.1", alone.dicom_port), timeout=10) as refused:
+            assert refused.recv(1) == b""  # closed
+    assert get(_healthz(alone))[0] == 200
+    assert _echo(alone)

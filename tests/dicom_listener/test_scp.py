@@ -105,3 +105,36 @@ def test_echo_and_uncompressed_syntaxes(listener: Listener) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     assert ds.SOPClassUID == CTImageStorage
     assert send(listener.settings.dicom_port, ds).Status == 0x0000
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize(
+    ("attribute", "uid", "why"),
+    [
+        ("StudyInstanceUID", "1." + "2" * 64, "longer than 64"),
+        ("StudyInstanceUID", "1.2..3", "digits and dots"),
+        ("SeriesInstanceUID", "1.2/3", "digits and dots"),
+        ("StudyInstanceUID", "1.2\\3", "digits and dots"),
+        ("SeriesInstanceUID", "1.02.3", "leading zeros"),
+        ("SOPInstanceUID", "../../etc", "digits and dots"),
+    ],
+)
+def test_an_instance_whose_uid_is_not_a_uid_cannot_be_understood(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch, attribute: str, uid: str, why: str
+) -> None:
+    """Issue 18: an over-long or ".." UID got 0xA700 (resent forever), "/" made a deeper key, "\\" reached it."""
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
+    ds = ct()
+    ds.SOPInstanceUID = generate_uid()
+    ds[attribute].value = uid
+    raw = BytesIO()
+    ds.save_as(raw, enforce_file_format=True)
+    status = send(listener.settings.dicom_port, pydicom.dcmread(BytesIO(raw.getvalue())))
+    assert status.Status == 0xC000 and attribute in status.ErrorComment
+    assert why.split()[0] in status.ErrorComment and uid not in status.ErrorComment
+    with session_scope(listener.engine) as s:
+        assert s.scalars(select(Instance)).first() is None
+        (refused,) = s.scalars(select(AuditEvent).where(AuditEvent.subtype == "instance-refused"))
+        assert attribute in refused.detail["reason"]
+    assert not [key for key in listener.objects.list_keys("dicom/") if str(ds.SOPInstanceUID) in key]

@@ -5,10 +5,11 @@ statuses of PS3.4 F.7 for what a step may not do."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
@@ -18,15 +19,16 @@ from dicom_listener.stability import declare_ready
 from storage.db import session_scope
 from storage.tables.audit import AuditEvent
 from storage.tables.index import PerformedStep, Study
-from tests.dicom_listener.conftest import Listener, ct, send
+from doctorai.stack import StackConfig
+from tests.dicom_listener.conftest import Listener, ct, send, serve
 
 LATER = timedelta(seconds=5)
 
 
 @contextmanager
-def _modality(listener: Listener) -> Iterator[Association]:
-    ae = AE(ae_title="CT_ROOM1")
-    ae.add_requested_context(ModalityPerformedProcedureStep)
+def _modality(listener: Listener, ae_title: str = "CT_ROOM1", syntax: str = ImplicitVRLittleEndian) -> Iterator[Association]:
+    ae = AE(ae_title=ae_title)
+    ae.add_requested_context(ModalityPerformedProcedureStep, syntax)
     assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="DOCTORAI")
     assert assoc.is_established
     try:
@@ -134,3 +136,41 @@ def test_what_a_step_may_not_do_gets_the_statuses_of_ps3_4_f7(listener: Listener
         assert assoc.send_n_create(_started(generate_uid()), ModalityPerformedProcedureStep, None)[0].Status == 0x0000
     with session_scope(listener.engine) as s:
         assert len([uid for uid in s.scalars(select(PerformedStep.sop_uid)) if uid != step_uid]) == 1
+
+
+@pytest.mark.stack
+def test_only_the_ae_that_created_a_step_may_set_it(listener: Listener) -> None:
+    """Issue 18: an MPPS N-SET was accepted from an AE other than the one that created the step."""
+    step_uid = generate_uid()
+    with _modality(listener) as assoc:
+        assert assoc.send_n_create(_started(generate_uid()), ModalityPerformedProcedureStep, step_uid)[0].Status == 0x0000
+    with _modality(listener, "INTRUDER") as assoc:
+        status = assoc.send_n_set(_ended([]), ModalityPerformedProcedureStep, step_uid)[0]
+    # 0110H Processing failure (PS3.4 F.7.2.2), with a comment naming no one.
+    assert status.Status == 0x0110 and "another AE" in status.ErrorComment
+    with session_scope(listener.engine) as s:
+        step = s.get_one(PerformedStep, step_uid)
+        assert step.status == "IN PROGRESS"
+        (refused,) = s.scalars(select(AuditEvent).where(AuditEvent.agent_who == "ae:INTRUDER"))
+        assert refused.subtype == "procedure-step-updated" and refused.outcome == "4"  # minor failure
+    with _modality(listener) as assoc:
+        assert assoc.send_n_set(_ended([]), ModalityPerformedProcedureStep, step_uid)[0].Status == 0x0000
+
+
+@pytest.mark.stack
+def test_a_step_data_set_is_bounded_on_the_wire_and_as_it_inflates(services: StackConfig, tmp_path: Path) -> None:
+    """Issue 18: MPPS read N-CREATE and N-SET data sets whole, deflated ones inflated without a bound."""
+    for listener in serve(services, tmp_path, dicom_max_request_bytes=65536):
+        big = _started(generate_uid())
+        big.PerformedProcedureStepDescription = "x" * 64  # within its VR; the padding below is not
+        big.add_new(0x00400280, "ST", "y" * 100000)  # Comments on the Performed Procedure Step
+        with _modality(listener) as assoc:
+            status = assoc.send_n_create(big, ModalityPerformedProcedureStep, generate_uid())[0]
+        # 0213H Resource limitation (PS3.7 Annex C), refused while it arrived.
+        assert status.Status == 0x0213 and "larger than 65536" in status.ErrorComment
+        bomb = _started(generate_uid())
+        bomb.add_new(0x00400280, "ST", " " * (4 << 20))  # a few KB deflated, 4 MB inflated
+        with _modality(listener, syntax=DeflatedExplicitVRLittleEndian) as assoc:
+            status = assoc.send_n_create(bomb, ModalityPerformedProcedureStep, generate_uid())[0]
+            assert status.Status == 0x0110 and "inflates past 65536" in status.ErrorComment
+            assert assoc.send_n_create(_started(generate_uid()), ModalityPerformedProcedureStep, generate_uid())[0].Status == 0

@@ -385,3 +385,47 @@ def test_healthz_fails_once_the_listener_no_longer_accepts(
         loop.close()
         engine.dispose()
 
+
+
+def _refused_counts(listener: Listener, kind: str) -> list[int]:
+    with session_scope(listener.engine) as session:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.entity_what == f"mllp:{kind}"))
+        return [int(row.detail["count"]) for row in rows]
+
+
+def test_connections_over_the_cap_are_closed_unread(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18: the MLLP listener had no connection cap (and 10 MiB of buffer per connection)."""
+    listener = start_listener(mllp_max_connections=1)
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=30) as first:
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=30) as second:
+            try:
+                closed = second.recv(1) == b""
+            except ConnectionError:
+                closed = True
+            assert closed
+        wait_for(lambda: _refused_counts(listener, "limit") == [1], what="the refusal's audit record")
+        first.sendall(VT + sample("adt_a04_v23.hl7") + FS + CR)
+        assert b"MSA|AA" in first.recv(65536)  # the connection within the cap is served
+
+
+def test_a_connection_is_closed_at_its_time_limit_however_busy(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18: only the idle timeout bounded a connection; one that kept sending was kept forever."""
+    listener = start_listener(mllp_connection_seconds=1.0, mllp_idle_timeout_seconds=120.0)
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=60) as sock:
+        sock.sendall(VT + b"MSH|^~\\&|")  # a block begun, never ended: within the idle timeout
+        assert sock.recv(10) == b""  # closed long before the idle timeout (the socket would time out first)
+
+
+def test_refused_connections_are_audited_in_aggregate(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18: every refused connection wrote an append-only audit record and a log line."""
+    listener = start_listener(mllp_allowed_addresses="10.0.0.0/8", mllp_refusal_audit_seconds=1.0)
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=30) as sock:
+            try:
+                assert sock.recv(1) == b""
+            except ConnectionError:
+                pass
+    wait_for(lambda: sum(_refused_counts(listener, "address")) == 100, what="the aggregate audit records")
+    assert len(_refused_counts(listener, "address")) <= 10
+    (answer,) = send(start_listener().port, sample("adt_a04_v23.hl7"))
+    assert segment(answer, "MSA")[1] == "AA"

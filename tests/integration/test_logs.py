@@ -4,7 +4,7 @@ import io
 import json
 import logging
 
-from integration.logs import correlated, make_handler
+from integration.logs import MAX_MESSAGE_CHARS, correlated, make_handler
 
 
 def _logged(log_format: str) -> list[str]:
@@ -32,3 +32,23 @@ def test_json_lines_carry_the_correlation_id() -> None:
     assert inside["correlation_id"] == "6f1c2d3e-0000-4000-8000-000000000001"
     assert inside["message"] == "handling a record" and inside["level"] == "WARNING"
     assert outside["correlation_id"] == "-"
+
+
+def test_lines_are_bounded_and_library_lines_keep_no_values() -> None:
+    """Issue 18: a 109 KB warning held raw data-set bytes; logs never carry clinical content."""
+    stream = io.StringIO()
+    handler = make_handler("text", stream)
+    ours, pydicom_logger = logging.getLogger("tests.logs"), logging.getLogger("pydicom")
+    ours.addHandler(handler)
+    pydicom_logger.addHandler(handler)
+    try:
+        pydicom_logger.warning("Invalid value for VR PN: 'DOE^JANE%s'. Please see the standard", "x" * 100000)
+        pydicom_logger.warning("Invalid value for VR PN: \"O'DOE^JANE\"")
+        ours.warning("refused: %r", b"DOE^JANE" * 20000)
+    finally:
+        ours.removeHandler(handler)
+        pydicom_logger.removeHandler(handler)
+    library, quoting, own = stream.getvalue().splitlines()
+    assert library.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in library
+    assert quoting.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in quoting
+    assert len(own) < MAX_MESSAGE_CHARS + 200 and own.endswith("characters cut)")

@@ -154,3 +154,19 @@ def test_storing_needs_a_create_scope_on_imaging_studies(dicomweb: DicomWeb) -> 
         assert post(dicomweb, body(("application/dicom", b"x")), scopes=scopes).status_code == 403
     assert post(dicomweb, body(("application/dicom", b"x")), scopes=["system/*.c"]).status_code == 409
     assert httpx.post(f"{dicomweb.api.url}/dicomweb/studies", content=b"").status_code == 401
+
+
+@pytest.mark.parametrize("uid", ["1.2/3", "1.2..3", "1.2\\3", "1.02.3", "1." + "2" * 64])
+def test_an_instance_whose_study_uid_is_not_a_uid_fails_alone(dicomweb: DicomWeb, monkeypatch: pytest.MonkeyPatch, uid: str) -> None:
+    """Issue 18: garbage UIDs were acknowledged and became object keys ("/" a folder deeper, "\\" in the path)."""
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+    bad = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    bad.SOPInstanceUID = generate_uid()
+    bad["StudyInstanceUID"].value = uid
+    good = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    good.SOPInstanceUID = generate_uid()
+    response = post(dicomweb, body(("application/dicom", _encoded(bad)), ("application/dicom", _encoded(good))))
+    assert response.status_code == 202 and _failures(response) == [("", 0xC000)]
+    with session_scope(dicomweb.api.engine) as session:
+        refused = session.scalars(select(AuditEvent).where(AuditEvent.subtype == "instance-refused")).all()
+    assert any("StudyInstanceUID" in r.detail["reason"] for r in refused)

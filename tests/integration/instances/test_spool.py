@@ -5,9 +5,11 @@ import io
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_preamble
 
+from integration.errors import InstanceTooLarge
 from integration.instances.spool import IMPLEMENTATION_CLASS_UID, Spool, file_meta
 
 CT = Path(str(get_testdata_file("CT_small.dcm")))
@@ -63,3 +65,13 @@ def test_file_meta_is_even_and_explicit_little_endian() -> None:
     meta = pydicom.dcmread(io.BytesIO(head + b"\x08\x00\x16\x00\x06\x00\x00\x001.2.3\x00"), force=True).file_meta
     assert meta.MediaStorageSOPClassUID == "1.2.3" and meta.TransferSyntaxUID == "1.2.840.10008.1.2"
     assert meta.FileMetaInformationGroupLength == len(head) - 132 - 12 and len(head) % 2 == 0
+
+
+def test_a_data_set_past_the_limit_is_refused_as_it_arrives_and_dropped(tmp_path: Path) -> None:
+    """Issue 18: the size of one instance was unbounded."""
+    data, _ = _dataset_bytes()
+    spool = Spool(b"head", memory_limit=0, directory=str(tmp_path), max_bytes=10000)
+    with pytest.raises(InstanceTooLarge):
+        for start in range(0, len(data), 4000):
+            spool.write(memoryview(data)[start : start + 4000])
+    assert spool.size <= 4 + 10000 and not any(tmp_path.iterdir())
