@@ -74,6 +74,8 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("POST", "/models/{name}/{version}/activate"): ("/models/chest/1.0/activate", None, 200),
     ("POST", "/models/{name}/{version}/deactivate"): ("/models/chest/1.0/deactivate", None, 200),
     ("POST", "/models/{name}/{version}/retire"): ("/models/chest/2.0/retire", None, 200),
+    # The fixture's chest model is not a legacy format: the opt-in is refused as needless (409).
+    ("POST", "/models/{name}/{version}/allow-legacy-format"): ("/models/chest/1.0/allow-legacy-format", None, 409),
     ("GET", "/clients"): ("/clients", None, 200),
     ("GET", "/clients/{client_id}"): ("/clients/ehr", None, 200),
     ("POST", "/clients"): ("/clients", {"client_id": "ris", "scopes": ["system/*.rs"]}, 201),
