@@ -123,8 +123,12 @@ def running(work: Path | None = None, quiet_period: float = 1.0) -> Iterator[Sta
     """Start PostgreSQL, rclone, Tansu and the engine (one worker: MODEL), supervised; stop everything after."""
     own = work is None
     root = Path(tempfile.mkdtemp(prefix="doctorai-faults-")) if work is None else work
-    root.chmod(0o755)  # the postgres user reaches its cluster inside
-    postgres = Postgres(root / "postgres")
+    root.mkdir(parents=True, exist_ok=True)
+    # The cluster in a directory of its own under the system's temporary directory: the postgres user
+    # must reach it, and a caller's directory (pytest's tmp_path) may be closed to others.
+    cluster = Path(tempfile.mkdtemp(prefix="doctorai-faults-pg-"))
+    cluster.chmod(0o755)
+    postgres = Postgres(cluster / "postgres")
     config = StackConfig(
         var_dir=root / "var",
         ports=free_ports(),
@@ -155,5 +159,6 @@ def running(work: Path | None = None, quiet_period: float = 1.0) -> Iterator[Sta
                 child.process.send_signal(signal.SIGCONT)
         supervisor.stop_all()
         postgres.stop()
+        shutil.rmtree(cluster, ignore_errors=True)
         if own:
             shutil.rmtree(root, ignore_errors=True)

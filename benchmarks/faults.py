@@ -197,6 +197,7 @@ def main() -> int:
     parser.add_argument("--studies", type=int, help="studies sent in crash mode (default 50; smoke 6)")
     parser.add_argument("--fuzz-cases", type=int, help="bad inputs per door (default 10000; smoke 300)")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--work", type=Path, help="keep the stack's data and logs in this (new) directory")
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
     if args.studies is not None:
@@ -210,7 +211,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     figures = Figures()
     began = time.monotonic()
-    with running() as stack:
+    with running(args.work) as stack:
         token, admin = tokens()
         figures.say(f"stack: up in {time.monotonic() - began:.0f}s, logs in {stack.config.var_dir / 'logs'}")
         if "crash" in modes:
