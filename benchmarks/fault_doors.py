@@ -2,6 +2,7 @@
 answer each door owes it) and floods (a well-behaved sender's rate alone and beside idle or slow connections).
 """
 
+import contextlib
 import copy
 import random
 import re
@@ -17,12 +18,16 @@ import httpx
 import psutil
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from benchmarks import fuzz_cases
-from benchmarks.fault_load import VT, FS, CR, ack_code, hl7_order, mllp_exchange
+from benchmarks.fault_load import CR, FS, VT, ack_code, hl7_order, mllp_exchange
 from benchmarks.fault_stack import Stack
 
 # A door that has not answered nor closed this long after the sender finished writing is hung.
@@ -134,11 +139,9 @@ def _retrying(good: Callable[[], bool], seconds: float = 60.0) -> bool:
     """A good request answered within `seconds` (the door may be restarting after a crash the figures count)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(Exception):  # any failure of the good request is retried, then counted
             if good():
                 return True
-        except Exception:  # noqa: BLE001 - any failure of the good request is retried, then counted
-            pass
         time.sleep(0.5)
     return False
 
@@ -446,11 +449,12 @@ def floods(stack: Stack, token: str, connections: int, seconds: float, figures: 
     """Each door's well-behaved rate alone and during a flood of idle (or slow) connections; the ratio."""
     p = stack.config.ports
     slow = b"GET /fhir/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100
-    for name, port, rate, drip in (
+    doors: list[tuple[str, int, Callable[[], float], bytes]] = [
         ("dicom-idle-connections", p.dicom, lambda: _dicom_rate(p.dicom, seconds), b""),
         ("mllp-idle-connections", p.mllp, lambda: _mllp_rate(p.mllp, seconds), b""),
         ("http-slow-clients", p.http, lambda: _http_rate(p.http, token, seconds), slow),
-    ):
+    ]
+    for name, port, rate, drip in doors:
         rate()  # warm-up: the first association or connection pays for imports and pools
         alone = rate()
         stop = threading.Event()

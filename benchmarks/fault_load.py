@@ -54,7 +54,7 @@ class Tally:
 def ct_study(n: int, instances: int = 2) -> list[Dataset]:
     """A CT study of `instances` images (pydicom's CT_small, new UIDs): the seeded rules route CT to MODEL."""
     study, series = generate_uid(), generate_uid()
-    out = []
+    out: list[Dataset] = []
     for i in range(instances):
         ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
         ds.PatientID = f"FAULT{n}"
@@ -172,11 +172,14 @@ def send_patient(base: str, token: str, identifier: str, tally: Tally, deadline:
     return False
 
 
-def flow(stack: Stack, token: str, tally: Tally, *, studies: int, stop: threading.Event, tag: str, deadline: float) -> None:
-    """Send `studies` CT studies, and an order and a Patient with each, one after the other (or until `stop`)."""
-    p = stack.config.ports
+def flow(
+    stack: Stack, token: str, tally: Tally, *, studies: int, stop: threading.Event, tag: str, deadline: float, pace: float = 0.0
+) -> None:
+    """Send `studies` CT studies, and an order and a Patient with each, one after the other, a study
+    every `pace` seconds at most (until `stop`)."""
+    p, began = stack.config.ports, time.monotonic()
     for n in range(studies):
-        if stop.is_set():
+        if stop.wait(max(0.0, began + n * pace - time.monotonic())):
             return
         send_study(p.dicom, ct_study(n), tally, deadline)
         send_order(p.mllp, f"{tag}{n}", tally, deadline)
@@ -232,7 +235,7 @@ def count(stack: Stack, engine: Engine, tally: Tally, *, drain_seconds: float) -
         accepted = Counter(conn.execute(
             select(Hl7Message.control_id).where(Hl7Message.status == "accepted", Hl7Message.control_id.in_(tally.hl7))
         ).scalars())
-        patients = Counter()
+        patients: Counter[str] = Counter()
         for content in conn.execute(select(FhirResource.content).where(FhirResource.resource_type == "Patient")).scalars():
             for ident in json.loads(content).get("identifier", []):
                 if ident.get("system") == "urn:doctorai:faults":

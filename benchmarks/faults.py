@@ -16,8 +16,8 @@ dies is restarted), and runs each mode in turn:
 - fuzz: generated bad input at every door (benchmarks/fuzz_cases.py): zero crashes, hangs and 5xx,
   every answer a protocol-correct refusal, the door still serving a good request after every burst.
 
-    .venv/bin/python benchmarks/faults.py              # every mode, full size (about 20 minutes)
-    .venv/bin/python benchmarks/faults.py --smoke      # small sizes, a couple of minutes
+    .venv/bin/python benchmarks/faults.py              # every mode, full size (about 40 minutes on 2 cores)
+    .venv/bin/python benchmarks/faults.py --smoke      # small sizes, three to four minutes
     .venv/bin/python benchmarks/faults.py --modes crash,fuzz --studies 20 --fuzz-cases 2000
 
 The last line is the summary `faults: lost=0 duplicated=0 5xx=0 crashes=0 hangs=0 wrong=0 ...`;
@@ -37,13 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy import create_engine
 
-from benchmarks import fault_doors, fault_load  # noqa: E402
-from benchmarks.fault_load import Tally  # noqa: E402
-from benchmarks.fault_stack import ENGINE, Stack, running  # noqa: E402
-from fhir_api.auth.tokens import issue_token  # noqa: E402
-from fhir_api.config import ApiSettings  # noqa: E402
+from benchmarks import fault_doors, fault_load
+from benchmarks.fault_load import Tally
+from benchmarks.fault_stack import ENGINE, Stack, running
+from fhir_api.auth.tokens import issue_token
+from fhir_api.config import ApiSettings
 
 MODES = ("crash", "outage", "floods", "fuzz")
 
@@ -53,6 +53,7 @@ class Sizes:
     """How big each mode runs."""
 
     studies: int
+    pace: float  # seconds between studies in crash mode, so that faults land throughout the traffic
     kill_every: tuple[float, float]  # seconds between faults, drawn uniformly
     store_pause: float
     broker_pause: float
@@ -63,8 +64,8 @@ class Sizes:
     drain_seconds: float
 
 
-FULL = Sizes(50, (3.0, 10.0), 30.0, 60.0, 10_000, 500, 300, 10.0, 300.0)
-SMOKE = Sizes(10, (1.0, 2.5), 5.0, 5.0, 300, 100, 100, 3.0, 120.0)
+FULL = Sizes(50, 3.0, (2.0, 6.0), 30.0, 60.0, 10_000, 500, 300, 10.0, 300.0)
+SMOKE = Sizes(10, 1.0, (1.0, 2.5), 5.0, 5.0, 300, 100, 100, 3.0, 120.0)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def crash(stack: Stack, token: str, sizes: Sizes, rng: random.Random, figures: F
     deadline = time.monotonic() + 60 * max(5.0, sizes.studies / 2)
     sender = threading.Thread(
         target=fault_load.flow, args=(stack, token, tally),
-        kwargs={"studies": sizes.studies, "stop": stop, "tag": "C", "deadline": deadline},
+        kwargs={"studies": sizes.studies, "stop": stop, "tag": "C", "deadline": deadline, "pace": sizes.pace},
     )
     began = time.monotonic()
     sender.start()
@@ -192,9 +193,9 @@ def _db(stack: Stack):  # type: ignore[no-untyped-def]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="small sizes and short pauses (a couple of minutes)")
+    parser.add_argument("--smoke", action="store_true", help="small sizes and short pauses (three to four minutes)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
-    parser.add_argument("--studies", type=int, help="studies sent in crash mode (default 50; smoke 6)")
+    parser.add_argument("--studies", type=int, help="studies sent in crash mode (default 50; smoke 10)")
     parser.add_argument("--fuzz-cases", type=int, help="bad inputs per door (default 10000; smoke 300)")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--work", type=Path, help="keep the stack's data and logs in this (new) directory")
