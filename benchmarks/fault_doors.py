@@ -336,16 +336,17 @@ def _problem(answer: httpx.Response) -> bool:
 
 def fuzz(stack: Stack, token: str, admin: str, n: int, burst: int, rng: random.Random, figures: Any) -> None:
     """Every door's fuzz, one after the other, with the figures each prints."""
-    doors = [
-        fuzz_dicom_pdus(stack, n, burst, rng),
-        fuzz_dicom_datasets(stack, max(50, n // 10), min(burst, 50), rng),
-        fuzz_mllp(stack, n, burst, rng),
-        fuzz_http(stack, "fhir", token, fuzz_cases.fhir_requests(n, rng), burst, _operation_outcome,
-                  lambda c: c.get("/fhir/metadata").status_code == 200 and c.get("/fhir/Patient?_count=1").status_code == 200),
-        fuzz_http(stack, "admin", admin, fuzz_cases.admin_requests(n, rng), burst, _problem,
-                  lambda c: c.get("/admin/rules").status_code == 200),
+    runs: list[Callable[[], Door]] = [
+        lambda: fuzz_dicom_pdus(stack, n, burst, rng),
+        lambda: fuzz_dicom_datasets(stack, max(50, n // 10), min(burst, 50), rng),
+        lambda: fuzz_mllp(stack, n, burst, rng),
+        lambda: fuzz_http(stack, "fhir", token, fuzz_cases.fhir_requests(n, rng), burst, _operation_outcome,
+                          lambda c: c.get("/fhir/metadata").status_code == 200 and c.get("/fhir/Patient?_count=1").status_code == 200),
+        lambda: fuzz_http(stack, "admin", admin, fuzz_cases.admin_requests(n, rng), burst, _problem,
+                          lambda c: c.get("/admin/rules").status_code == 200),
     ]
-    for door in doors:
+    for run in runs:  # one door after the other, each door's figures as soon as it is done
+        door = run()
         figures.say(door.line())
         figures.crashes += door.crashes()
         figures.hangs += len(door.hangs)
