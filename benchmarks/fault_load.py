@@ -47,7 +47,8 @@ class Tally:
     hl7: set[str] = field(default_factory=set)  # acknowledged control ids (MSH-10)
     fhir: set[str] = field(default_factory=set)  # acknowledged Patient identifiers
     retriable: Counter[str] = field(default_factory=Counter)  # door -> retriable answers and cut connections
-    refused: Counter[str] = field(default_factory=Counter)  # door -> final refusals of good input
+    refused: Counter[str] = field(default_factory=Counter)  # "door status" -> final refusals of good input
+    server_errors: int = 0  # HTTP answers 500 (or 501, 505...) that no sender can know to retry
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -92,7 +93,7 @@ def send_study(port: int, study: list[Dataset], tally: Tally, deadline: float) -
                     break
                 else:
                     with tally.lock:
-                        tally.refused["dicom"] += 1
+                        tally.refused[f"dicom {code:04X}"] += 1
                     left.remove(ds)
         finally:
             if assoc.is_established:
@@ -139,7 +140,7 @@ def send_order(port: int, control_id: str, tally: Tally, deadline: float) -> boo
             return True
         if code in ("AR", "CR"):
             with tally.lock:
-                tally.refused["mllp"] += 1
+                tally.refused[f"mllp {code}"] += 1
             return False
         with tally.lock:
             tally.retriable["mllp"] += 1
@@ -164,7 +165,8 @@ def send_patient(base: str, token: str, identifier: str, tally: Tally, deadline:
             return True
         if status and status not in HTTP_RETRIABLE:
             with tally.lock:
-                tally.refused["fhir"] += 1
+                tally.refused[f"fhir {status}"] += 1
+                tally.server_errors += status >= 500
             return False
         with tally.lock:
             tally.retriable["fhir"] += 1

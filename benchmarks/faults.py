@@ -135,6 +135,7 @@ def crash(stack: Stack, token: str, sizes: Sizes, rng: random.Random, figures: F
     sent = time.monotonic() - began
     result = fault_load.count(stack, _db(stack), tally, drain_seconds=sizes.drain_seconds)
     figures.counted("crash", result)
+    figures.server_errors += tally.server_errors
     recover = f"recover_p50={statistics.median(recoveries):.1f}s recover_max={max(recoveries):.1f}s" if recoveries else "recover=n/a"
     figures.say(
         f"crash: studies={sizes.studies} instances_acked={len(tally.instances)} hl7_acked={len(tally.hl7)} "
@@ -176,11 +177,12 @@ def outage(stack: Stack, token: str, sizes: Sizes, figures: Figures) -> None:
     sender.join()
     result = fault_load.count(stack, _db(stack), tally, drain_seconds=sizes.drain_seconds)
     figures.counted("outage", result)
+    figures.server_errors += tally.server_errors
     retried = " ".join(f"{door}={n}" for door, n in sorted(tally.retriable.items())) or "none"
     refused = sum(tally.refused.values())
     figures.say(
         f"outage: {' '.join(timings)} instances_acked={len(tally.instances)} hl7_acked={len(tally.hl7)} "
-        f"fhir_acked={len(tally.fhir)} retriable_answers({retried}) final_refusals={refused} "
+        f"fhir_acked={len(tally.fhir)} retriable_answers({retried}) final_refusals={refused} 5xx={tally.server_errors} "
         f"restarts={stack.restarts()} {result.line()}"
     )
     if refused:
