@@ -29,6 +29,8 @@ class IntegrationSettings(Hl7Identity):
     retry_max_delay_seconds: float = 30.0
     # Metrics (and health) port of `python -m integration`; 0 turns it off.
     integration_metrics_port: int = 9102
+    # Metrics port of `doctorai up`'s supervisor (doctorai_process_restarts_total); 0 turns it off.
+    supervisor_metrics_port: int = 9111
     # Address every background process's metrics port binds to: loopback on one machine,
     # 0.0.0.0 in containers so Prometheus and the kubelet's probes reach it.
     metrics_host: str = "127.0.0.1"

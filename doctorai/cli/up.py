@@ -3,7 +3,7 @@
 import argparse
 import signal
 import sys
-import time
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +35,7 @@ def endpoints(config: StackConfig, workers: Mapping[str, int]) -> str:
             f"  HL7 v2 (MLLP)          127.0.0.1:{p.mllp}",
             f"  inference workers      {running or 'none: no model has an active version (doctorai models list)'}",
             f"  health / metrics       http://127.0.0.1:{p.http}/readyz  http://127.0.0.1:{p.http}/metrics",
+            f"  restarts (supervisor)  http://127.0.0.1:{p.supervisor_metrics}/metrics",
             f"  object store (S3)      http://127.0.0.1:{p.s3}  over {config.var_dir / 'objects'}",
             f"  Kafka (Tansu)          127.0.0.1:{p.kafka}",
             f"  database               {database.split('@')[-1]}",
@@ -65,12 +66,15 @@ def _configured_ports() -> Ports:
         inference_metrics=get_inference_settings().inference_metrics_port,
         mllp=get_mllp_settings().mllp_port,
         mllp_metrics=get_mllp_settings().mllp_metrics_port,
+        supervisor_metrics=get_integration_settings().supervisor_metrics_port,
     )
 
 
 def up(args: argparse.Namespace) -> int:
-    """Start rclone S3, Tansu, the database schema and every engine process; run until Ctrl-C."""
+    """Start rclone S3, Tansu, the database schema and every engine process; restart one that dies
+    (doctorai.stack.RestartPolicy); run until Ctrl-C, or until a process is crash-looping (exit 1)."""
     from dicom_listener.config import get_settings as get_dicom_settings
+    from integration import health
 
     storage = get_storage_settings()
     config = StackConfig(
@@ -80,26 +84,26 @@ def up(args: argparse.Namespace) -> int:
         quiet_period_seconds=get_dicom_settings().quiet_period_seconds,
     )
     supervisor = Supervisor(config.var_dir / "logs")
-    stopping = False
+    stopping = threading.Event()
 
     def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # The supervisor's own /metrics (its restart counts): the children's ports are theirs, and the
+    # API's /metrics is one child among them (it may be the one restarting).
+    server = None
+    if config.ports.supervisor_metrics:
+        host, ready = get_integration_settings().metrics_host, health.Readiness({})
+        server = health.serve(host, config.ports.supervisor_metrics, readiness=ready, registry=supervisor.registry)
     try:
         prepare_database(config)
         start_object_store(config, supervisor)
         start_broker(config, supervisor)
         workers = start_engine(config, supervisor)
         print(endpoints(config, workers), flush=True)
-        while not stopping:
-            dead = supervisor.dead()
-            if dead:
-                names = ", ".join(f"{c.name} (exit {c.process.returncode}, log {c.log_path})" for c in dead)
-                raise StackError(f"stopped unexpectedly: {names}")
-            time.sleep(0.5)
+        supervisor.watch(stopping)
         return 0
     except StackError as exc:
         print(f"doctorai up failed: {exc}", file=sys.stderr)
@@ -107,6 +111,7 @@ def up(args: argparse.Namespace) -> int:
     finally:
         print("stopping...", flush=True)
         supervisor.stop_all()
+        health.stop(server)
 
 
 def init(args: argparse.Namespace) -> int:
