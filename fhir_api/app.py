@@ -23,7 +23,7 @@ from fhir_api.config import ApiSettings, check_production, get_settings
 from fhir_api.errors import FhirError, from_storage
 from fhir_api.last_resort import LastResort
 from fhir_api.responses import error_problem, error_response, outcome_response, problem_response
-from fhir_api.security import BodyLimit, Gate, SecurityHeaders
+from fhir_api.security import BodyLimit, Gate, NoNul, SecurityHeaders
 from fhir_api.serving import BodyDeadline
 from fhir_api.fhir.routes import audit as audit_routes
 from fhir_api.auth import routes as auth_routes
@@ -122,7 +122,7 @@ def _install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if not request.url.path.startswith("/fhir"):
             return await http_exception_handler(request, exc)
-        code = {404: "not-found", 405: "not-supported", 408: "timeout"}.get(exc.status_code, "exception")
+        code = {400: "invalid", 404: "not-found", 405: "not-supported", 408: "timeout"}.get(exc.status_code, "exception")
         return outcome_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.middleware("http")
@@ -174,6 +174,8 @@ def create_app(settings: ApiSettings | None = None, storage_settings: StorageSet
     # Innermost (inside the metrics middleware, whose task group would wrap it in an exception
     # group): a body read that times out raises where the routes' error handlers see it.
     app.add_middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds)
+    # The same for a NUL in a body (issue 18): refused where the routes' handlers answer it.
+    app.add_middleware(NoNul)
     _install_handlers(app)
     # Added innermost first: the gate, the body limit, CORS (only when origins are allowed), the
     # last-resort error answer, then the security headers outermost, so every answer, 401, 413,

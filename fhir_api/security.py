@@ -8,11 +8,13 @@ token before any route runs, so a route that forgot its dependency is still prot
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
 
 from audit import log as audit_log
 from audit.records import AUTHENTICATION_FAILED, AuditRecord, Outcome
@@ -276,6 +278,82 @@ class BodyLimit:
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
+
+
+class NulRefused(HTTPException):
+    """Text with U+0000 in it: no FHIR, HL7 or admin value holds one, and PostgreSQL text cannot.
+
+    An HTTPException, so FastAPI's body parsing lets it through to the API's handlers (any other
+    exception there becomes a vague "error parsing the body").
+    """
+
+    def __init__(self, where: str) -> None:
+        super().__init__(400, f"the request's {where} holds a NUL character (U+0000)")
+
+
+# In JSON a NUL inside a string can only be the escape \u0000 (RFC 8259 section 7: control
+# characters must be escaped), unless its backslash is itself escaped.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_TEXT_BODIES = ("application/json", "application/fhir+json", "application/json-patch+json", "application/x-www-form-urlencoded")
+_CARRY = 64  # bytes of one body piece kept to find an escape split between two pieces
+
+
+class NoNul:
+    """Refuses a NUL (U+0000) in the path, the query or a JSON or form body with 400, before any route.
+
+    PostgreSQL's text types cannot hold U+0000 (its documentation, "Character Types"), so such a
+    value would otherwise fail deep in a search or a write as a database error; no FHIR string
+    (FHIR R4 datatypes, string) or admin field has a use for it. DICOM and other binary bodies
+    are not text and pass.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            await self._refuse(scope, receive, send, str(NulRefused("path or query").detail))
+            return
+        media = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+        if media not in _TEXT_BODIES:
+            await self.app(scope, receive, send)
+            return
+        form = media == "application/x-www-form-urlencoded"
+        tail, started = b"", False
+
+        async def scanned() -> Message:
+            nonlocal tail
+            message = await receive()
+            if message["type"] == "http.request":
+                piece = tail + message.get("body", b"")
+                if b"\x00" in piece or (b"%00" in piece if form else _JSON_NUL.search(piece) is not None):
+                    raise NulRefused("body")
+                tail = piece[-_CARRY:]
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, scanned, watched)
+        except* NulRefused as group:
+            if started:
+                raise
+            await self._refuse(scope, receive, send, str(NulRefused("body").detail))
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+        path: str = scope["path"]
+        if path == "/fhir" or path.startswith("/fhir/"):
+            await outcome_response(400, "invalid", detail)(scope, receive, send)
+        else:
+            await problem_response(400, detail)(scope, receive, send)
 
 
 # Content-Security-Policy (CSP Level 3): answers are data, never pages; the console's page may load

@@ -134,8 +134,12 @@ async def handle_connection(
     settings: MllpSettings,
     committer: Committer,
     refusals: Refusals,
+    spoke: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve one connection until the peer closes, idles out, outlives its deadline, or breaks the framing beyond repair."""
+    """Serve one connection until the peer closes, idles out, outlives its deadline, or breaks the framing beyond repair.
+
+    `spoke` is called when the connection's first block has arrived (a sender, not an idle socket).
+    """
     peer = str((writer.get_extra_info("peername") or ("",))[0])
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.mllp_connection_seconds
@@ -162,6 +166,7 @@ async def handle_connection(
             except MessageTooLarge:
                 await _oversize(reader, writer, refusals, settings, peer)
                 return
+            spoke()
             if block.junk.strip():
                 await _refused(refusals, f"{len(block.junk)} bytes outside an MLLP block", peer, "framing")
             if block.message is None:
@@ -211,7 +216,8 @@ async def serve(
 ) -> None:
     """Listen until `stop` is set, then close the server; `ready` is given the server once it is bound
     (its `is_serving` is the listener's liveness)."""
-    open_writers: set[asyncio.StreamWriter] = set()
+    # Open connections, oldest first, with whether each has sent a block yet.
+    open_writers: dict[asyncio.StreamWriter, bool] = {}
     handlers: set[asyncio.Task[None]] = set()
     committer = Committer(engine, partial(commits.write, settings=settings))
     refusals = Refusals(partial(_audit_refusals, engine), interval=settings.mllp_refusal_audit_seconds)
@@ -219,22 +225,41 @@ async def serve(
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if len(open_writers) >= settings.mllp_max_connections:
-            # Over the cap: closed unread (the sender's kernel sees a reset, it sends again later);
-            # nothing of it is buffered. Counted and audited in aggregate.
+            # At the cap, the oldest connection that never sent a block makes room, so a flood of
+            # idle sockets cannot keep a sender out (they still idle out on their own); with none,
+            # the newcomer is closed unread (its kernel sees a reset, it sends again later).
+            # Either way counted and audited in aggregate.
             metrics.HL7_CONNECTIONS.labels("over-limit").inc()
-            peer = str((writer.get_extra_info("peername") or ("",))[0])
-            writer.close()
-            await _refused(refusals, f"{settings.mllp_max_connections} connections already open", peer, "limit")
-            return
+            silent = next((w for w, spoke in open_writers.items() if not spoke), None)
+            victim = silent or writer
+            peer = str((victim.get_extra_info("peername") or ("",))[0])
+            victim.close()
+            why = "closed to make room: it sent nothing" if silent else "already open"
+            await _refused(refusals, f"{settings.mllp_max_connections} connections {why}", peer, "limit")
+            if silent is None:
+                return
+            open_writers.pop(silent, None)
         if task is not None:
             handlers.add(task)
-        open_writers.add(writer)
+        open_writers[writer] = False
+
+        def spoke() -> None:
+            if writer in open_writers:
+                open_writers[writer] = True
+
         try:
             await handle_connection(
-                reader, writer, engine=engine, objects=objects, settings=settings, committer=committer, refusals=refusals
+                reader,
+                writer,
+                engine=engine,
+                objects=objects,
+                settings=settings,
+                committer=committer,
+                refusals=refusals,
+                spoke=spoke,
             )
         finally:
-            open_writers.discard(writer)
+            open_writers.pop(writer, None)
             if task is not None:
                 handlers.discard(task)
 
