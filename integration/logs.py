@@ -13,6 +13,7 @@ than MAX_MESSAGE_CHARS, whatever an exception or a caller put in it.
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +39,14 @@ class _CorrelationFilter(logging.Filter):
         record.correlation_id = correlation.get()
         message = record.getMessage()
         quoted = _QUOTE.search(message)
-        if quoted and record.name.partition(".")[0] in _QUOTING:
+        library = record.name.partition(".")[0] in _QUOTING
+        if quoted and library:
             # "Invalid value for VR UI: '...'": they quote the value (repr: ' or "); the words before it stay.
             message = message[: quoted.start()].rstrip(": ")[:200] + " (value withheld)"
+        if library:
+            # pynetdicom logs the decode errors of a malformed PDU with their traceback, whose
+            # lines quote the bytes; our own refusal line says what was refused and why.
+            record.exc_info, record.exc_text = None, None
         if len(message) > MAX_MESSAGE_CHARS:
             message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS} characters cut)"
         record.msg, record.args = message, None
@@ -76,6 +82,9 @@ def make_handler(log_format: str, stream: TextIO | None = None, *, path: Path | 
 def setup_logging(log_format: str, level: int = logging.INFO) -> None:
     """Log to stderr as text or JSON (DOCTORAI_LOG_FORMAT, IntegrationSettings.log_format), with correlation ids."""
     logging.basicConfig(level=level, handlers=[make_handler(log_format)], force=True)
+    # pydicom says each value it rejects twice: as a log line (withheld above) and as a Python
+    # warning printed to stderr with the value in it. The log line is enough.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
 
 
 @contextmanager

@@ -3,8 +3,13 @@
 import io
 import json
 import logging
+import warnings
 
-from integration.logs import MAX_MESSAGE_CHARS, correlated, make_handler
+import pydicom.valuerep
+import pytest
+from pydicom import config
+
+from integration.logs import MAX_MESSAGE_CHARS, correlated, make_handler, setup_logging
 
 
 def _logged(log_format: str) -> list[str]:
@@ -52,3 +57,34 @@ def test_lines_are_bounded_and_library_lines_keep_no_values() -> None:
     assert library.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in library
     assert quoting.endswith("Invalid value for VR PN (value withheld)") and "DOE" not in quoting
     assert len(own) < MAX_MESSAGE_CHARS + 200 and own.endswith("characters cut)")
+
+
+def test_library_tracebacks_and_warnings_keep_no_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18 (the fault harness's fuzzing): pynetdicom logged each malformed A-ASSOCIATE-RQ's decode
+    error with a traceback, and pydicom printed every rejected value again as a Python warning."""
+    stream = io.StringIO()
+    handler = make_handler("text", stream)
+    library = logging.getLogger("pynetdicom.utils")
+    library.addHandler(handler)
+    try:
+        try:
+            b"DOE^JANE\x9b".decode("ascii")
+        except UnicodeDecodeError:
+            library.exception("")
+    finally:
+        library.removeHandler(handler)
+    assert "Traceback" not in stream.getvalue() and "DOE" not in stream.getvalue()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with warnings.catch_warnings():
+            setup_logging("text")
+            pydicom.valuerep.validate_value("UI", "1.2.3\x00DOE^JANE", config.WARN)
+    finally:
+        for added in root.handlers[:]:
+            root.removeHandler(added)
+        for kept in handlers:
+            root.addHandler(kept)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "Invalid value for VR UI (value withheld)" in err and "DOE" not in err
