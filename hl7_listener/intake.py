@@ -23,7 +23,7 @@ from audit.records import HL7_ACCEPTED, HL7_REJECTED, AuditRecord, Outcome
 from storage import fhir
 from storage.fhir import store
 from hl7_listener.config import MllpSettings
-from integration.errors import Hl7Error, MappingFailed, SenderNotAllowed
+from integration.errors import BadEncoding, Hl7Error, MappingFailed, SenderNotAllowed
 from integration.hl7v2 import Header, Parsed, decode, minimal_header, parse, read_header
 from hl7_listener.acks import queue_application_ack
 from hl7_listener.mapping import Mapping, Merge
@@ -99,6 +99,16 @@ def receive(objects: ObjectStore, settings: MllpSettings, raw: bytes, *, source_
     Raises StorageUnavailable when the object store cannot take it (answer AE).
     """
     received = datetime.now(UTC)
+    if b"\x00" in raw:
+        # NUL is no character of HL7 text (HL7 v2 2.7: printable characters of the character set
+        # and the delimiters), and PostgreSQL text cannot hold it: refused (AR), addressed from
+        # the header read without it, its bytes kept as sent.
+        try:
+            header = read_header(decode(raw.replace(b"\x00", b"")))
+        except Hl7Error:
+            header = minimal_header()
+        refusal = BadEncoding("message holds NUL (0x00) bytes")
+        return _keep(objects, raw, header, str(uuid.uuid4()), source_address, received, refusal=refusal)
     try:
         header = read_header(decode(raw))
     except Hl7Error as exc:

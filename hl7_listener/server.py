@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import ssl
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -108,7 +109,9 @@ async def _answer(committer: Committer, objects: ObjectStore, settings: MllpSett
         log.warning("storage unavailable, answering AE: %s", type(exc).__name__)
         return Answer("AE", _header_of(raw), error=StoragePaused("storage unavailable; send again later"))
     except Exception as exc:  # the edge: a bug in one message must not end the listener (DESIGN.md 5.6)
-        log.exception("message from %s failed", peer)
+        # The type and where, not the text: a database error's text quotes the row's values.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error("message from %s failed: %s at %s:%s", peer, type(exc).__name__, where.filename, where.lineno)
         return Answer("AE", _header_of(raw), error=Hl7Error(f"internal error: {type(exc).__name__}"))
 
 

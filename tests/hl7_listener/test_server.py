@@ -438,3 +438,20 @@ def test_refused_connections_are_audited_in_aggregate(start_listener: Callable[.
     assert len(_refused_counts(listener, "address")) <= 10
     (answer,) = send(start_listener().port, sample("adt_a04_v23.hl7"))
     assert segment(answer, "MSA")[1] == "AA"
+
+
+def test_a_message_with_a_nul_byte_is_refused_not_failed(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18 (the fault harness's fuzzing): a NUL in a message reached the database, which on
+    PostgreSQL failed the transaction: an AE "internal error" (send again, for ever) and a
+    traceback quoting the row. NUL is no HL7 text: AR, with ERR 102, and stored as refused."""
+    listener = start_listener()
+    message = sample("adt_a04_v23.hl7").replace(b"PID|", b"PID|\x00", 1)
+    (answer,) = send(listener.port, message)
+    assert segment(answer, "MSA")[1] == "AR"
+    assert "102" in segment(answer, "ERR")[1]  # ERR-1 in a v2.3 answer: code and location
+    assert segment(answer, "MSA")[2] == segment(sample("adt_a04_v23.hl7"), "MSH")[9]  # addressed to the message
+    with session_scope(listener.engine) as session:
+        row = session.scalars(select(Hl7Message).order_by(Hl7Message.received_at.desc())).first()
+        assert row is not None and row.status == "rejected" and "NUL" in row.error
+    (good,) = send(listener.port, sample("adt_a04_v23.hl7"))
+    assert segment(good, "MSA")[1] == "AA"
