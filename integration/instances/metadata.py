@@ -22,6 +22,7 @@ from integration.instances import header
 from integration.instances.inflate import DEFLATED, inflated
 from storage.instances import ReceivedInstance, StudyDetails
 from storage.objects import dicom_key
+from storage.tables.index import Series, Study
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -110,11 +111,43 @@ def header_values(ds: Dataset) -> dict[str, str]:
     return {keyword: _text(ds, keyword) for keyword in header.WANTED.values()}
 
 
+# IS values are signed 32-bit integers (PS3.5 6.2); the index's integer columns hold no more.
+_IS_RANGE = range(-(2**31), 2**31)
+# The index column each text of the header fills (storage.tables.index): its length bounds it.
+_COLUMNS = {
+    "PatientID": Study.patient_id,
+    "AccessionNumber": Study.accession_number,
+    "StudyDate": Study.study_date,
+    "StudyDescription": Study.study_description,
+    "Modality": Series.modality,
+    "BodyPartExamined": Series.body_part,
+    "SeriesDescription": Series.series_description,
+    "PatientName": Study.patient_name,
+    "PatientBirthDate": Study.patient_birth_date,
+    "PatientSex": Study.patient_sex,
+    "StudyTime": Study.study_time,
+    "StudyID": Study.study_id,
+    "ReferringPhysicianName": Study.referring_physician_name,
+}
+
+
+def _indexable(values: Mapping[str, str]) -> dict[str, str]:
+    """The header's texts as the index can hold them: without NUL (PostgreSQL text cannot hold
+    one) and cut to their column. Values past their VR's length (PS3.5 6.2) are invalid anyway;
+    the stored object keeps every value as sent, only its index entry is cut."""
+    fitted = dict(values)
+    for keyword, column in _COLUMNS.items():
+        if keyword in fitted:
+            fitted[keyword] = fitted[keyword].replace("\x00", "")[: column.type.length]
+    return fitted
+
+
 def _int(value: str) -> int | None:
     try:
-        return int(value) if value else None
+        number = int(value) if value else None
     except ValueError:
         return None  # a malformed IS value must not refuse an otherwise good instance
+    return number if number is None or number in _IS_RANGE else None
 
 
 def read_instance(
@@ -151,8 +184,9 @@ def read_instance(
         raise CannotUnderstand(f"missing {', '.join(missing)}")
     # These three name the object (storage.objects.dicom_key): a "/", ".." or "\\" in one would
     # reach the key, so anything but a UID is refused here, before anything is stored.
-    for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+    for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         check_uid(name, uids[name])
+    values = _indexable(values)
     return ReceivedInstance(
         study_uid=uids["StudyInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
