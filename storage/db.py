@@ -13,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageUnavailable
@@ -96,14 +96,23 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         try:
             yield session
             session.commit()
-        except OperationalError as exc:
-            session.rollback()
-            raise StorageUnavailable(f"database unavailable: {exc.orig!r}") from exc
+        except (OperationalError, InterfaceError) as exc:
+            _roll_back(session)
+            raise StorageUnavailable(f"database unavailable: {type(exc.orig).__name__}") from exc
         except BaseException:
-            session.rollback()
+            _roll_back(session)
             raise
         finally:
             session.close()
+
+
+def _roll_back(session: Session) -> None:
+    """Roll back; when the connection is gone (a database restart), there is nothing to roll back, and
+    the error the caller is raising, not the rollback's, says what happened."""
+    try:
+        session.rollback()
+    except (OperationalError, InterfaceError):
+        pass
 
 
 def checkpoint(engine: Engine) -> None:

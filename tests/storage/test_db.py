@@ -5,9 +5,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+import pytest
 from sqlalchemy import insert, select, text
 
 from storage.db import checkpoint, make_engine, migrate, read_scope, session_scope
+from storage.errors import StorageUnavailable
 from storage.tables.index import Study
 
 
@@ -68,3 +71,19 @@ def test_writers_queue_for_their_turn_and_a_scope_inside_a_scope_does_not_wait_f
     assert order == ["outer", "other"]
     assert (tmp_path / "db.sqlite.writer-lock").exists()
     engine.dispose()
+
+
+def test_a_connection_lost_mid_transaction_is_storage_unavailable(postgres_database: str) -> None:
+    """Issue 18 (the fault harness's database restart): a FHIR create answered 500 with the driver's
+    OperationalError when the server went away mid-transaction; it is StorageUnavailable (503, retry)."""
+    engine = make_engine("postgresql+psycopg://" + postgres_database.removeprefix("postgresql://"))
+    try:
+        with pytest.raises(StorageUnavailable), session_scope(engine) as session:
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with psycopg.connect(postgres_database, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # what a restart does to it
+            session.execute(text("SELECT 1"))
+        with session_scope(engine) as session:  # the pool hands out a live connection again
+            assert session.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
