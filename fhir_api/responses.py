@@ -85,3 +85,10 @@ def problem_response(
 def error_problem(exc: FhirError) -> Response:
     """One of our errors answered as problem details (admin API), with the same challenge on a 401."""
     return problem_response(exc.status_code, str(exc), headers=_challenge(exc))
+
+
+def refusal(path: str, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> Response:
+    """A refusal made before any route (a middleware's): an OperationOutcome under /fhir, problem details elsewhere."""
+    if path == "/fhir" or path.startswith("/fhir/"):
+        return outcome_response(status_code, code, detail, headers=headers)
+    return problem_response(status_code, detail, headers=headers)

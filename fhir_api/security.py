@@ -24,7 +24,7 @@ from fhir_api.auth.tokens import Principal, verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import FhirError, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
 from fhir_api.ratelimit import RateLimiter
-from fhir_api.responses import error_problem, error_response, outcome_response, problem_response
+from fhir_api.responses import error_problem, error_response, outcome_response, problem_response, refusal
 from storage.db import read_scope, session_scope
 from storage.errors import StorageError, StorageUnavailable
 
@@ -316,16 +316,18 @@ class NoNul:
             return
         query: bytes = scope.get("query_string", b"")
         if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-            await self._refuse(scope, receive, send, str(NulRefused("path or query").detail))
+            detail = str(NulRefused("path or query").detail)
+            await refusal(scope["path"], 400, "invalid", detail)(scope, receive, send)
             return
         media = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
         if media not in _TEXT_BODIES:
             await self.app(scope, receive, send)
             return
         form = media == "application/x-www-form-urlencoded"
-        tail, started = b"", False
+        tail = b""
 
         async def scanned() -> Message:
+            # Raised inside a route's body read: the app's handlers answer it (NoNul runs innermost).
             nonlocal tail
             message = await receive()
             if message["type"] == "http.request":
@@ -335,25 +337,7 @@ class NoNul:
                 tail = piece[-_CARRY:]
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, scanned, watched)
-        except* NulRefused as group:
-            if started:
-                raise
-            await self._refuse(scope, receive, send, str(NulRefused("body").detail))
-
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
-        path: str = scope["path"]
-        if path == "/fhir" or path.startswith("/fhir/"):
-            await outcome_response(400, "invalid", detail)(scope, receive, send)
-        else:
-            await problem_response(400, detail)(scope, receive, send)
+        await self.app(scope, scanned, send)
 
 
 # Content-Security-Policy (CSP Level 3): answers are data, never pages; the console's page may load

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fhir_api.config import ApiSettings
-from fhir_api.responses import outcome_response, problem_response
+from fhir_api.responses import refusal
 from fhir_api.security import ASGIApp, Message, Receive, Scope, Send
 
 # Raw answers for connections refused before any request exists (RFC 9110 sections 15.5.9, 15.6.4).
@@ -157,10 +157,4 @@ class BodyDeadline:
                 raise
             timeout = group.exceptions[0]
             detail = timeout.detail if isinstance(timeout, BodyTimeout) else "the request body did not arrive"
-            close = {"Connection": "close"}
-            path: str = scope["path"]
-            if path == "/fhir" or path.startswith("/fhir/"):
-                response = outcome_response(408, "timeout", detail, headers=close)
-            else:
-                response = problem_response(408, detail, headers=close)
-            await response(scope, receive, send)
+            await refusal(scope["path"], 408, "timeout", detail, headers={"Connection": "close"})(scope, receive, send)
