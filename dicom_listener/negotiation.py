@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 
-from pydicom.uid import UID
+from pydicom.uid import UID, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -160,6 +160,18 @@ def check(request: Request, ae_title: str) -> Refusal | None:
     return None
 
 
+def _without_syntaxes(proposed: PresentationContext) -> PresentationContext:
+    """The answer to a context proposed with no Transfer Syntax sub-item, which PS3.8 9.3.2.2 requires
+    one or more of: transfer-syntaxes-not-supported (provider rejection, result 4). The AC's item
+    still carries one, which PS3.8 9.3.3.2 says is not significant when the context is not accepted."""
+    answer = PresentationContext()
+    answer.context_id = proposed.context_id
+    answer.abstract_syntax = proposed.abstract_syntax
+    answer.transfer_syntax = [ImplicitVRLittleEndian]
+    answer.result = 0x04
+    return answer
+
+
 def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes, dict[int, Context]]:
     """The A-ASSOCIATE-AC PDU for `request`, and the contexts it accepts by ID.
 
@@ -177,9 +189,10 @@ def accept(request: Request, *, max_pdu: int, unrestricted: bool) -> tuple[bytes
         if isinstance(i, SCP_SCU_RoleSelectionNegotiation)
     }
     negotiate = negotiate_unrestricted if unrestricted else negotiate_as_acceptor
-    proposed = primitive.presentation_context_definition_list
+    proposed = [cx for cx in primitive.presentation_context_definition_list if cx.transfer_syntax]
     getting = any(str(cx.abstract_syntax) in GET for cx in proposed)
     results, role_replies = negotiate(proposed, _acceptable(proposed, storage_roles=getting), roles)
+    results += [_without_syntaxes(cx) for cx in primitive.presentation_context_definition_list if not cx.transfer_syntax]
     # We act as SCU on a context only when role selection gave us that role (PS3.7 D.3.3.4).
     accepted = {
         int(cx.context_id): Context(str(cx.abstract_syntax), str(cx.transfer_syntax[0]), bool(cx.as_scu) and cx.abstract_syntax in roles)

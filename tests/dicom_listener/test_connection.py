@@ -13,6 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.dimse_messages import C_FIND_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.presentation import build_context
@@ -332,6 +333,24 @@ def test_an_association_request_without_a_presentation_context_is_rejected(liste
         pdu_type, body = _read_pdu(sock)
     # Rejected-permanent, service-user, no-reason-given (PS3.8 9.3.4, Table 9-21).
     assert pdu_type == 0x03 and body == b"\x00\x01\x01\x01"
+
+
+@pytest.mark.stack
+def test_a_context_without_transfer_syntaxes_is_rejected_alone(listener: Listener) -> None:
+    """Issue 18 (the fault harness's fuzzing): a presentation context with no Transfer Syntax sub-item
+    raised inside pynetdicom's negotiation, and the association was aborted as an internal error."""
+    empty = build_context(Verification)
+    empty._transfer_syntax = []  # what the fuzzer's RQ decodes to: PS3.8 9.3.2.2 wants one or more
+    with _connect(listener) as sock:
+        sock.sendall(associate_rq([build_context(Verification), empty]))
+        pdu_type, body = _read_pdu(sock)
+        assert pdu_type == 0x02  # A-ASSOCIATE-AC
+        ac = A_ASSOCIATE_AC()
+        ac.decode(bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body)
+        results = {int(cx.context_id): cx.result for cx in ac.presentation_context}
+        assert results == {1: 0x00, 3: 0x04}  # transfer-syntaxes-not-supported, the other accepted
+        sock.sendall(struct.pack(">BBLL", 0x05, 0, 4, 0))  # A-RELEASE-RQ: the association is alive
+        assert _read_pdu(sock)[0] == 0x06  # A-RELEASE-RP
 
 
 @pytest.mark.stack
