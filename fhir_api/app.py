@@ -120,7 +120,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if not request.url.path.startswith("/fhir"):
+        if not request.url.path.startswith(("/fhir", "/dicomweb")):
             return await http_exception_handler(request, exc)
         code = {400: "invalid", 404: "not-found", 405: "not-supported", 408: "timeout"}.get(exc.status_code, "exception")
         return outcome_response(exc.status_code, code, str(exc.detail), headers=exc.headers)

@@ -87,8 +87,14 @@ def error_problem(exc: FhirError) -> Response:
     return problem_response(exc.status_code, str(exc), headers=_challenge(exc))
 
 
+def answers_problems(path: str) -> bool:
+    """Whether errors on this path are problem details (the admin API and the console) rather than
+    OperationOutcomes (FHIR, DICOMweb and the rest)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in ("/admin", "/console"))
+
+
 def refusal(path: str, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> Response:
-    """A refusal made before any route (a middleware's): an OperationOutcome under /fhir, problem details elsewhere."""
-    if path == "/fhir" or path.startswith("/fhir/"):
-        return outcome_response(status_code, code, detail, headers=headers)
-    return problem_response(status_code, detail, headers=headers)
+    """A refusal made before any route (a middleware's), in the format of the path's errors (`answers_problems`)."""
+    if answers_problems(path):
+        return problem_response(status_code, detail, headers=headers)
+    return outcome_response(status_code, code, detail, headers=headers)

@@ -24,7 +24,7 @@ from fhir_api.auth.tokens import Principal, verify_token
 from fhir_api.config import ApiSettings
 from fhir_api.errors import FhirError, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
 from fhir_api.ratelimit import RateLimiter
-from fhir_api.responses import error_problem, error_response, outcome_response, problem_response, refusal
+from fhir_api.responses import answers_problems, error_problem, error_response, refusal
 from storage.db import read_scope, session_scope
 from storage.errors import StorageError, StorageUnavailable
 
@@ -65,11 +65,6 @@ ADMIN_PREFIX = "/admin"
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
-
-
-def _is_admin(path: str) -> bool:
-    """Whether errors on this path are problem details (the admin API and the console) rather than OperationOutcomes."""
-    return _under(path, ADMIN_PREFIX) or _under(path, CONSOLE_PREFIX)
 
 
 def _public(method: str, path: str) -> bool:
@@ -159,18 +154,14 @@ class Gate:
             wait = self.limiter.wait(client)
             if wait:
                 # RFC 6585 section 4: 429 with Retry-After.
-                message, retry = "too many requests; slow down", {"Retry-After": str(wait)}
-                if _is_admin(path):
-                    response = problem_response(429, message, headers=retry)
-                else:
-                    response = outcome_response(429, "throttled", message, headers=retry)
-                await response(scope, receive, send)
+                retry = {"Retry-After": str(wait)}
+                await refusal(path, 429, "throttled", "too many requests; slow down", headers=retry)(scope, receive, send)
                 return
         if failure is not None and not public:
             if isinstance(failure, Unauthorized) and failure.token_given and not session_id:
                 await self._audit(scope, str(failure))
-            refusal = error_problem(failure) if _is_admin(path) else error_response(failure)
-            await refusal(scope, receive, send)
+            answer = error_problem(failure) if answers_problems(path) else error_response(failure)
+            await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
