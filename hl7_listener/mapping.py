@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import fhir
-from integration.errors import MappingFailed
+from integration.errors import MappingFailed, ValueTooLong
 from integration.hl7v2 import Parsed, Segment
 from hl7_listener.fields import Usage, coding, entity_id, hashed_id, person_name
 from storage.fhir.systems import ASSIGNER_SYSTEM, PATIENT_ID_SYSTEM, V2_0203_SYSTEM
 from storage.fhir.references import patient_resource_id
+from storage.tables.hl7 import Order
 
 V2_0004_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0004"
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -145,6 +146,7 @@ def patient(u: Usage, pid: Segment) -> tuple[fhir.Patient, str]:
     primary = identifiers[0].value if identifiers else u.get(pid, 2)
     if not primary:
         raise MappingFailed("PID-3 (patient identifier list) is empty", location=("PID", pid.occurrence, 3))
+    _kept(primary, Order.patient_id, "the patient identifier (PID-3)", ("PID", pid.occurrence, 3))
     # The identifier the DICOM side gives the same patient, so both find one Patient.
     identifiers.append(fhir.Identifier(system=PATIENT_ID_SYSTEM, value=primary))
     death_flag = u.get(pid, 30).upper()
@@ -202,6 +204,14 @@ def _order_status(control: str, order_status: str) -> str:
     return _CONTROL.get(control, "active")
 
 
+def _kept(value: str, column: Any, what: str, location: tuple[str, int, int]) -> str:
+    """`value`, unless it is longer than its column in the orders table: then ValueTooLong (AE, ERR
+    102), not a database error. Identifiers are never cut: a cut one could link the wrong study."""
+    if len(value) > column.type.length:
+        raise ValueTooLong(f"{what} is longer than {column.type.length} characters", location=location)
+    return value
+
+
 def service_request_id(namespace: str, number: str) -> str:
     """ServiceRequest.id of an order: stable for every message about it (new, status change, cancel)."""
     return hashed_id("sr-", namespace, number)
@@ -212,7 +222,8 @@ def order_id(u: Usage, orc: Segment | None, obr: Segment | None) -> tuple[str, s
     # OBR-2/OBR-3 repeat ORC-2/ORC-3 (v2.5 4.5.3.2): both are read, ORC wins when valued.
     orc_placer, orc_filler = (entity_id(u, orc, 2), entity_id(u, orc, 3)) if orc else ("", "")
     obr_placer, obr_filler = (entity_id(u, obr, 2), entity_id(u, obr, 3)) if obr else ("", "")
-    placer, filler = orc_placer or obr_placer, orc_filler or obr_filler
+    placer = _kept(orc_placer or obr_placer, Order.placer_number, "the placer order number", ("ORC", 1, 2))
+    filler = _kept(orc_filler or obr_filler, Order.filler_number, "the filler order number", ("ORC", 1, 3))
     sender = u.parsed.header.sending_application
     if placer:
         number, _, namespace = placer.partition("^")
@@ -233,6 +244,7 @@ def service_request(
     status = _order_status(control, u.get(orc, 5).upper() if orc else "")
     # The accession number: IPC-1 (OMI), else OBR-18 (IHE RAD placer field 1), else ORC-3's entity id.
     accession = (u.get(ipc, 1) if ipc else "") or (u.get(obr, 18) if obr else "") or filler.split("^")[0]
+    accession = _kept(accession, Order.accession_number, "the accession number", ("OBR", 1, 18))
     identifiers = [
         fhir.Identifier(value=v.split("^")[0], type=fhir.CodeableConcept(coding=[fhir.Coding(system=V2_0203_SYSTEM, code=t)]))
         for v, t in ((placer, "PLAC"), (filler, "FILL"), (accession, "ACSN"))

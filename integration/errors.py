@@ -166,3 +166,10 @@ class MappingFailed(Hl7Error):
     ack_code = "AE"
     error_code = "101"
     error_text = "Required field missing"
+
+
+class ValueTooLong(MappingFailed):
+    """An identifier longer than the engine keeps (an order's numbers, an accession, a patient id)."""
+
+    error_code = "102"
+    error_text = "Data type error"

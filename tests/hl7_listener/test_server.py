@@ -455,3 +455,18 @@ def test_a_message_with_a_nul_byte_is_refused_not_failed(start_listener: Callabl
         assert row is not None and row.status == "rejected" and "NUL" in row.error
     (good,) = send(listener.port, sample("adt_a04_v23.hl7"))
     assert segment(good, "MSA")[1] == "AA"
+
+
+def test_an_identifier_longer_than_kept_is_refused_not_failed(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18 (the fault harness's full fuzz run): an accession number or order number longer than
+    its column failed the transaction on PostgreSQL (DataError: AE "internal error", a resend for
+    ever). It is refused for what it is (AE, ERR 102, with its location), on any database."""
+    listener = start_listener()
+    order = sample("orm_o01_nw_v23.hl7")
+    for long in (order.replace(b"|ACC1001|", b"|" + b"A" * 65 + b"|"), order.replace(b"PL1001^RIS", b"P" * 200 + b"^RIS")):
+        (answer,) = send(listener.port, long)
+        assert segment(answer, "MSA")[1] == "AE"
+        assert "102" in segment(answer, "ERR")[1]
+        assert "longer than" in segment(answer, "MSA")[3]
+    (good,) = send(listener.port, order)
+    assert segment(good, "MSA")[1] == "AA"
