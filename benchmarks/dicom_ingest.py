@@ -37,13 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from doctorai.stack import (
     StackConfig,
-    Supervisor,
     engine_env,
     free_ports,
     http_ok,
     start_object_store,
     tcp_open,
 )
+from doctorai.supervisor import Supervisor
 from storage.db import migrate  # noqa: E402
 
 SMALL = ("CT_small.dcm", "MR_small.dcm")

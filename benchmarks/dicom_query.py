@@ -32,7 +32,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok, start_object_store  # noqa: E402
+from doctorai.stack import StackConfig, engine_env, free_ports, http_ok, start_object_store  # noqa: E402
+from doctorai.supervisor import Supervisor
 from storage.db import migrate  # noqa: E402
 from tests.orthanc import Modality, start_orthanc  # noqa: E402
 

@@ -35,7 +35,8 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok, start_object_store  # noqa: E402
+from doctorai.stack import StackConfig, engine_env, free_ports, http_ok, start_object_store  # noqa: E402
+from doctorai.supervisor import Supervisor
 from fhir_api.auth.tokens import issue_token  # noqa: E402
 from fhir_api.config import ApiSettings  # noqa: E402
 from fhir_api.dicomweb import multipart  # noqa: E402

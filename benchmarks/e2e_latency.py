@@ -30,13 +30,13 @@ from fhir_api.config import ApiSettings  # noqa: E402
 from doctorai.stack import (
     SPINE_MODEL,
     StackConfig,
-    Supervisor,
     free_ports,
     prepare_database,
     start_broker,
     start_engine,
     start_object_store,
 )
+from doctorai.supervisor import Supervisor
 
 
 def model_reference(path: Path, repeats: int) -> float:

@@ -18,10 +18,7 @@ from pathlib import Path
 import psutil
 
 from doctorai.stack import (
-    Child,
-    RestartPolicy,
     StackConfig,
-    Supervisor,
     engine_env,
     free_ports,
     prepare_database,
@@ -29,6 +26,7 @@ from doctorai.stack import (
     start_engine,
     start_object_store,
 )
+from doctorai.supervisor import Child, RestartPolicy, Supervisor
 
 # The builtin model the harness routes its CT studies to (the seeded rule "ct-and-mr-to-modality-check"):
 # a light worker, so a fault run measures the engine, not a neural network.

@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from doctorai.stack import (
     StackConfig,
-    Supervisor,
     engine_env,
     free_ports,
     http_ok,
     prepare_database,
     start_object_store,
     tcp_open,
-)  # noqa: E402,E501
+)
+from doctorai.supervisor import Supervisor  # noqa: E402,E501
 
 ROOT = Path(__file__).resolve().parent.parent
 

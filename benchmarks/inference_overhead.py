@@ -35,13 +35,13 @@ from integration import kafka, topics  # noqa: E402
 from integration.messages import InferenceRequest, InferenceResult, InstanceRef  # noqa: E402
 from doctorai.stack import (
     StackConfig,
-    Supervisor,
     free_ports,
     prepare_database,
     start_broker,
     start_engine,
     start_object_store,
 )
+from doctorai.supervisor import Supervisor
 from storage.db import make_engine, session_scope  # noqa: E402
 from storage.objects import dicom_key, make_object_store  # noqa: E402
 from storage.instances import ReceivedInstance, correlation_id_for_study, record_instance  # noqa: E402

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from audit import log as audit_log
 from audit.records import INFERENCE_RUN, AuditRecord, Outcome
-from inference import inputs, metrics, segmentations, text, volumes
+from inference import inputs, masks, metrics, text
 from inference.adapters import Batch
 from inference.config import InferenceSettings
 from inference.errors import (
@@ -37,14 +37,14 @@ from inference.errors import (
     UnknownJob,
 )
 from inference.runners import LoadedModel, ModelCache
-from inference.postprocess import contradiction, findings, probabilities, volume_measurements
+from inference.postprocess import contradiction, findings, probabilities
 from integration import kafka, topics
 from integration.config import IntegrationSettings
 from integration.models.manifest import Manifest
 from integration.messages import Finding, InferenceRequest, InferenceResult, Measurement
 from storage.db import session_scope
 from storage.errors import ObjectTooLarge
-from storage.objects import ObjectStore, dicom_key, result_key
+from storage.objects import ObjectStore
 from storage.outbox import add_event
 from storage.jobs import count_crash, job_status
 from storage.tables.pipeline import InferenceJob
@@ -390,37 +390,12 @@ class Worker:
             clause_texts = model_input.batch if isinstance(model_input.batch, list) else []
             return Said(findings=findings(manifest, text.scores(manifest, clause_texts, raw, anchors)[np.newaxis]))
         if task in ("segmentation", "measurement"):
-            return await asyncio.to_thread(self._segment, item, manifest, model_input, raw)
+            measured, keys = await asyncio.to_thread(masks.store, self._objects, item.request, manifest, model_input, raw)
+            return Said(measurements=measured, output_keys=keys)
         probs = probabilities(raw, manifest.activation)
         found = findings(manifest, probs)
         checked = contradiction(manifest, probs, model_input.attribute_value)
         return Said(findings=found + ([checked] if checked is not None else []))
-
-    def _segment(
-        self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, raw: NDArray[np.float32]
-    ) -> Said:
-        post = manifest.postprocessing
-        if model_input.affine is None or raw.ndim != 5:
-            raise InferenceError(f"a segmentation needs a volume input and output, got output shape {raw.shape}")
-        mask = volumes.clean_mask(
-            raw[0, 0] > post.mask_threshold, largest_component=post.largest_component, fill_holes=post.fill_holes
-        )
-        spacing = tuple(float(v) for v in np.linalg.norm(model_input.affine[:3, :3], axis=0))
-        measured = volume_measurements(manifest, int(mask.sum()), (spacing[0], spacing[1], spacing[2]))
-        nifti_key = result_key(item.request.job_id, "mask.nii.gz")
-        self._objects.put_bytes(nifti_key, volumes.mask_nifti(mask, model_input.affine), "application/gzip")
-        return Said(measurements=measured, output_keys=[self._store_seg(item, manifest, model_input, mask), nifti_key])
-
-    def _store_seg(self, item: Prepared, manifest: Manifest, model_input: inputs.ModelInput, mask: NDArray[np.bool_]) -> str:
-        """Write the mask as a DICOM SEG over the source slices, beside the study's instances; its key."""
-        assert model_input.affine is not None
-        # The headers kept when the volume was read: no second trip to object storage per slice.
-        headers = volumes.in_slice_order(model_input.headers)
-        frames = volumes.mask_on_slices(mask, model_input.affine, headers)
-        seg = segmentations.segmentation(frames, headers, manifest=manifest, job_id=item.request.job_id)
-        key = dicom_key(item.request.study_uid, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID))
-        self._objects.put_bytes(key, segmentations.to_bytes(seg), "application/dicom")
-        return key
 
     def _result(self, item: Prepared, manifest: Manifest, said: Said, timings: dict[str, float]) -> InferenceResult:
         request = item.request

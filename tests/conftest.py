@@ -20,13 +20,13 @@ from sqlalchemy import Engine
 from doctorai.stack import (
     SPINE_MODEL,
     StackConfig,
-    Supervisor,
     free_ports,
     prepare_database,
     start_broker,
     start_engine,
     start_object_store,
 )
+from doctorai.supervisor import Supervisor
 from storage.db import make_engine, migrate
 from tests.orthanc import DicomWebServer, Modality, Orthanc, OrthancFactory, start_orthanc
 # The stored-study fixtures, for every folder's tests.

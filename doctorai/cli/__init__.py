@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from doctorai.cli import api, audit, hl7, index, models, peers, studies, up, users
-from doctorai.stack import StackError
+from doctorai.supervisor import StackError
 from fhir_api.errors import FhirError
 from inference.errors import InferenceError
 from integration.errors import PipelineError

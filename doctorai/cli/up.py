@@ -10,13 +10,12 @@ from pathlib import Path
 from doctorai.stack import (
     Ports,
     StackConfig,
-    StackError,
-    Supervisor,
     prepare_database,
     start_broker,
     start_engine,
     start_object_store,
 )
+from doctorai.supervisor import StackError, Supervisor
 from integration.config import get_settings as get_integration_settings
 from storage.config import get_settings as get_storage_settings
 
@@ -72,7 +71,7 @@ def _configured_ports() -> Ports:
 
 def up(args: argparse.Namespace) -> int:
     """Start rclone S3, Tansu, the database schema and every engine process; restart one that dies
-    (doctorai.stack.RestartPolicy); run until Ctrl-C, or until a process is crash-looping (exit 1)."""
+    (doctorai.supervisor.RestartPolicy); run until Ctrl-C, or until a process is crash-looping (exit 1)."""
     from dicom_listener.config import get_settings as get_dicom_settings
     from integration import health
 

@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from sqlalchemy import select
 
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, engine_env, free_ports, http_ok
+from doctorai.supervisor import Supervisor
 from storage.db import make_engine, migrate, session_scope
 from storage.tables.index import Instance
 

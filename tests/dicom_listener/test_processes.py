@@ -24,7 +24,8 @@ from dicom_listener import processes
 from dicom_listener import server as server_module
 from dicom_listener.config import DicomSettings
 from integration import process
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, engine_env, free_ports, http_ok
+from doctorai.supervisor import Supervisor
 from storage.db import make_engine, migrate, session_scope
 from storage.objects import make_object_store
 from storage.tables.index import Instance, Study

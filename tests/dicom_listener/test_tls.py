@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 from dicom_listener.config import DicomSettings
 from dicom_listener.errors import TlsMisconfigured
 from dicom_listener.tls import server_context
-from doctorai.stack import StackConfig, Supervisor, engine_env, free_ports, http_ok
+from doctorai.stack import StackConfig, engine_env, free_ports, http_ok
+from doctorai.supervisor import Supervisor
 from storage.db import make_engine, migrate, session_scope
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance

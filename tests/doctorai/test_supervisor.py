@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from doctorai.stack import RestartPolicy, Spec, StackError, Supervisor
+from doctorai.supervisor import RestartPolicy, Spec, StackError, Supervisor
 
 # Writes its own marker, then waits for the other's before it says it is ready.
 WAIT_FOR_OTHER = """
