@@ -6,7 +6,7 @@ engine process as `doctorai up` does, supervised as `doctorai up` supervises the
 dies is restarted), and runs each mode in turn:
 
 - crash: N CT studies by C-STORE, an HL7 order by MLLP and a FHIR Patient with each, while a driver
-  SIGKILLs a random engine process at random moments; then every acknowledged instance, message and
+  SIGKILLs the engine processes at random moments, each once a round; then every acknowledged instance, message and
   resource is stored once, every study has exactly one current report of its routed model, and
   `doctorai audit verify` passes;
 - outage: the same traffic while the object store (rclone) is paused, then the broker (Tansu), then
@@ -105,7 +105,8 @@ def tokens() -> tuple[str, str]:
 
 
 def crash(stack: Stack, token: str, sizes: Sizes, rng: random.Random, figures: Figures) -> None:
-    """Traffic flowing while a driver SIGKILLs a random engine process, one at a time, at random moments."""
+    """Traffic flowing while a driver SIGKILLs the engine processes one at a time, at random moments,
+    each of them once in every round (so the DICOM listener dies mid-association too)."""
     tally, stop = Tally(), threading.Event()
     deadline = time.monotonic() + 60 * max(5.0, sizes.studies / 2)
     sender = threading.Thread(
@@ -116,10 +117,13 @@ def crash(stack: Stack, token: str, sizes: Sizes, rng: random.Random, figures: F
     sender.start()
     recoveries: list[float] = []
     faults: list[str] = []
+    rounds: list[str] = []
     while sender.is_alive():
         if stop.wait(rng.uniform(*sizes.kill_every)) or not sender.is_alive():
             break
-        name = rng.choice(ENGINE)
+        if not rounds:  # every engine process dies once a round, in a random order
+            rounds = rng.sample(ENGINE, len(ENGINE))
+        name = rounds.pop()
         pid = stack.child(name).process.pid
         try:
             os.kill(pid, signal.SIGKILL)
