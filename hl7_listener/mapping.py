@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import fhir
-from integration.errors import MappingFailed, ValueTooLong
+from integration.errors import MappingFailed, UnknownCode, ValueTooLong
 from integration.hl7v2 import Parsed, Segment
 from hl7_listener.fields import Usage, coding, entity_id, hashed_id, person_name
 from storage.fhir.systems import ASSIGNER_SYSTEM, PATIENT_ID_SYSTEM, V2_0203_SYSTEM
@@ -241,6 +241,8 @@ def service_request(
     """ORC + OBR (+ IPC for OMI^O23) -> ServiceRequest and the order facts the study link needs."""
     sr_id, placer, filler = order_id(u, orc, obr)
     control = u.get(orc, 1).upper() if orc else "NW"
+    if len(control) > 2:  # table 0119's codes are two letters; a longer value is none of them
+        raise UnknownCode(f"ORC-1 {control[:20]!r} is not an order control code (HL7 table 0119)", location=("ORC", 1, 1))
     status = _order_status(control, u.get(orc, 5).upper() if orc else "")
     # The accession number: IPC-1 (OMI), else OBR-18 (IHE RAD placer field 1), else ORC-3's entity id.
     accession = (u.get(ipc, 1) if ipc else "") or (u.get(obr, 18) if obr else "") or filler.split("^")[0]

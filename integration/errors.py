@@ -168,6 +168,13 @@ class MappingFailed(Hl7Error):
     error_text = "Required field missing"
 
 
+class UnknownCode(MappingFailed):
+    """A coded field whose value is no code of its HL7 table."""
+
+    error_code = "103"
+    error_text = "Table value not found"
+
+
 class ValueTooLong(MappingFailed):
     """An identifier longer than the engine keeps (an order's numbers, an accession, a patient id)."""
 

@@ -470,3 +470,12 @@ def test_an_identifier_longer_than_kept_is_refused_not_failed(start_listener: Ca
         assert "longer than" in segment(answer, "MSA")[3]
     (good,) = send(listener.port, order)
     assert segment(good, "MSA")[1] == "AA"
+
+
+def test_an_order_control_that_is_no_code_is_refused(start_listener: Callable[..., Listener]) -> None:
+    """Issue 18 (the fault harness's full fuzz run): ORC-1 "NWIPL1001" (a lost field separator) failed
+    the orders table's two-character column on PostgreSQL: AE "internal error", resent for ever."""
+    listener = start_listener()
+    (answer,) = send(listener.port, sample("orm_o01_nw_v23.hl7").replace(b"ORC|NW|PL1001", b"ORC|NWPL1001", 1))
+    assert segment(answer, "MSA")[1] == "AE"
+    assert "103" in segment(answer, "ERR")[1] and "table 0119" in segment(answer, "MSA")[3]
