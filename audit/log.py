@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, text
+from sqlalchemy import Connection, String, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.config import get_settings
@@ -24,6 +24,7 @@ GENESIS = "0" * 64
 # chain. SQLite transactions already hold the database's write lock (storage.db).
 _CHAIN_LOCK = 0x0D0C_A1A0
 _TABLE = cast(Table, AuditEvent.__table__)
+_LENGTHS = {name: cast(String, _TABLE.c[name].type).length or 0 for name in ("agent_who", "agent_address", "entity_what")}
 
 
 _HASHED = ("correlation_id", "type_code", "subtype", "action", "outcome", "agent_who", "agent_address", "entity_what", "detail", "prev_hash")
@@ -66,9 +67,11 @@ def _values(record: AuditRecord, prev_hash: str, now: datetime) -> dict[str, Any
         "subtype": record.hop.subtype,
         "action": record.hop.action.value,
         "outcome": record.outcome.value,
-        "agent_who": record.agent_who,
-        "agent_address": record.agent_address,
-        "entity_what": record.entity_what,
+        # Cut to their columns: senders name themselves (an HL7 MSH-3, an AE title), and a name
+        # past its column must not fail the very record that refuses its sender.
+        "agent_who": record.agent_who[: _LENGTHS["agent_who"]],
+        "agent_address": record.agent_address[: _LENGTHS["agent_address"]],
+        "entity_what": record.entity_what[: _LENGTHS["entity_what"]],
         "detail": dict(record.detail),
         "prev_hash": prev_hash,
     }
