@@ -290,7 +290,8 @@ _CARRY = 64  # bytes of one body piece kept to find an escape split between two 
 
 
 class NoNul:
-    """Refuses a NUL (U+0000) in the path, the query or a JSON or form body with 400, before any route.
+    """Refuses a NUL (U+0000) with 400: in the path or the query before any route, in a JSON or form
+    body as the route reads it (NulRefused, answered by the app's handlers).
 
     PostgreSQL's text types cannot hold U+0000 (its documentation, "Character Types"), so such a
     value would otherwise fail deep in a search or a write as a database error; no FHIR string
