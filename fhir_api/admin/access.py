@@ -74,7 +74,8 @@ def mask(values: Mapping[str, Any]) -> dict[str, Any]:
 def audit_read(
     session: Session, actor: Actor, *, hop: Hop, correlation_id: str, detail: Mapping[str, str], entity: str = ""
 ) -> None:
-    """Record that a person (or client) read what a message or report carries, in the read's transaction."""
+    """Record what a person (or client) did on `entity` (default: the request's path), in the caller's
+    transaction: a read of what a message or report carries, or, through `audit_change`, a change."""
     audit_log.append(
         session,
         AuditRecord(
@@ -105,14 +106,4 @@ def audit_change(
         "after": json.dumps(None if after is None else mask(after), sort_keys=True, default=str),
         **(detail or {}),
     }
-    audit_log.append(
-        session,
-        AuditRecord(
-            hop=hop,
-            correlation_id=correlation_id,
-            agent_who=actor.subject,
-            agent_address=actor.address,
-            entity_what=actor.path[:256],
-            detail=record_detail,
-        ),
-    )
+    audit_read(session, actor, hop=hop, correlation_id=correlation_id, detail=record_detail)
