@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from inference import adapters, preprocess  # noqa: E402
 from inference.runners import LoadedModel, ModelCache  # noqa: E402
 from inference.packages import lookup  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
-from inference.errors import InferenceTimeout, InputTooLarge, ModelCrashed, TooManyCrashes, UnknownJob  # noqa: E402
+from inference.errors import InferenceTimeout, ModelCrashed, TooManyCrashes, UnknownJob  # noqa: E402
 from inference.inputs import ModelInput  # noqa: E402
 from inference.postprocess import findings, probabilities  # noqa: E402
 from inference.worker import Prepared, Worker, record_outcome  # noqa: E402
@@ -39,7 +38,6 @@ from doctorai.stack import StackConfig  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 from storage.config import StorageSettings  # noqa: E402
 from storage.db import make_engine, migrate, read_scope, session_scope  # noqa: E402
-from storage.errors import ObjectTooLarge  # noqa: E402
 from storage.objects import ObjectStore, dicom_key, make_object_store  # noqa: E402
 from storage.instances import correlation_id_for_study, record_instance  # noqa: E402
 from storage.jobs import create_job  # noqa: E402
@@ -498,78 +496,3 @@ def test_a_load_past_the_load_timeout_fails_the_job_the_same_way_and_leaves_no_r
     assert "was still loading the model after 1.0s and was killed" in job.error
     assert _results(engine)["job-1"].error == job.error == letter.error
     assert committed == 1
-
-
-class _StalledStore:
-    """Fault injection: an object store whose reads hang until released (a preparation that overruns)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.reads = 0
-
-    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        self.reads += 1
-        self.release.wait()
-        return RG1.read_bytes()
-
-
-@pytest.mark.timeout(120)
-def test_a_job_whose_preparation_overruns_its_timeout_fails_and_is_dead_lettered(tmp_path: Path) -> None:
-    engine, request = _study_with_job(tmp_path)
-    model = _scripted_model(tmp_path)
-    store = _StalledStore()
-    worker = Worker(
-        name="slow",
-        models=ModelCache(lambda n, v: model, budget_bytes=1e9),
-        objects=store,  # type: ignore[arg-type]
-        engine=engine,
-        producer=None,  # type: ignore[arg-type]
-        settings=InferenceSettings(inference_timeout_seconds=0.5),
-        integration=IntegrationSettings(),
-    )
-    # Not asyncio.run, which joins the executor's threads: the stalled read holds its thread until released.
-    loop = asyncio.new_event_loop()
-    try:
-        prepared = loop.run_until_complete(worker.prepare_request(request))
-        assert isinstance(prepared.failure, InferenceTimeout) and "preparing the inputs" in str(prepared.failure)
-        assert store.reads == 1
-        # Raised after the error result is recorded: integration.kafka dead-letters it, no retry.
-        with pytest.raises(InferenceTimeout) as raised:
-            loop.run_until_complete(worker.answer(prepared, None))
-        assert not raised.value.retriable
-        job = _job(engine, "job-1")
-        assert job.status == "failed" and job.error.startswith("InferenceTimeout: preparing the inputs took over 0.5s")
-        assert _results(engine)["job-1"].error == job.error
-    finally:
-        store.release.set()
-        loop.close()
-        model.unload()
-        engine.dispose()
-
-
-def test_an_input_over_the_object_bound_fails_the_job_with_a_reason(tmp_path: Path) -> None:
-    engine, request = _study_with_job(tmp_path)
-    model = _scripted_model(tmp_path)
-
-    class Small:
-        def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
-            assert max_bytes == 1000  # the store reads at most one byte past the bound
-            raise ObjectTooLarge(f"{key} has more than {max_bytes} bytes")
-
-    worker = Worker(
-        name="slow",
-        models=ModelCache(lambda n, v: model, budget_bytes=1e9),
-        objects=Small(),  # type: ignore[arg-type]
-        engine=engine,
-        producer=None,  # type: ignore[arg-type]
-        settings=InferenceSettings(inference_max_object_bytes=1000),
-        integration=IntegrationSettings(),
-    )
-    try:
-        prepared = asyncio.run(worker.prepare_request(request))
-        with pytest.raises(InputTooLarge, match="inference_max_object_bytes"):
-            asyncio.run(worker.answer(prepared, None))
-        assert _job(engine, "job-1").status == "failed"
-    finally:
-        model.unload()
-        engine.dispose()
