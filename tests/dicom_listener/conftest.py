@@ -1,5 +1,8 @@
 """The listener in this process on a free port, storing to the session's real S3 and a fresh SQLite."""
 
+import socket
+import ssl
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -14,7 +17,8 @@ from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
 from integration.instances import indexer
@@ -84,11 +88,13 @@ def send(port: int, ds: Dataset | Path, *, called: str = "DOCTORAI", calling: st
         assoc.release()
 
 
-def associate_rq(contexts: list[PresentationContext], *, called: str = "DOCTORAI", extra: Sequence[object] = ()) -> bytes:
-    """An A-ASSOCIATE-RQ PDU from MODALITY proposing `contexts` (IDs 1, 3, 5...), max PDU 32768."""
+def associate_rq(
+    contexts: list[PresentationContext], *, called: str = "DOCTORAI", calling: str = "MODALITY", extra: Sequence[object] = ()
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU from `calling` proposing `contexts` (IDs 1, 3, 5...), max PDU 32768."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT_NAME)
-    primitive.calling_ae_title, primitive.called_ae_title = "MODALITY", called
+    primitive.calling_ae_title, primitive.called_ae_title = calling, called
     for i, cx in enumerate(contexts):
         cx.context_id = 2 * i + 1
     primitive.presentation_context_definition_list = contexts
@@ -98,6 +104,41 @@ def associate_rq(contexts: list[PresentationContext], *, called: str = "DOCTORAI
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    """One whole PDU from `sock`: its type and body (PS3.8 9.3.1)."""
+    header = _read_exactly(sock, 6)
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    return pdu_type, _read_exactly(sock, length)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def rejection(
+    port: int, calling: str, *, called: str = "DOCTORAI", tls: ssl.SSLContext | None = None
+) -> tuple[int, int, int]:
+    """Ask for an association and return the A-ASSOCIATE-RJ's result, source and reason (PS3.8 9.3.4).
+
+    By hand, not with pynetdicom's requestor: when the RJ arrives before its calling thread looks,
+    the requestor closes the connection, finds it closed and reports an abort, the RJ unread."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="localhost")
+    with sock:
+        contexts = [build_context(Verification), build_context(CTImageStorage, [ct().file_meta.TransferSyntaxUID])]
+        sock.sendall(associate_rq(contexts, called=called, calling=calling))
+        pdu_type, body = read_pdu(sock)
+    assert pdu_type == 0x03, f"PDU type {pdu_type:#04x}, not an A-ASSOCIATE-RJ"
+    return body[1], body[2], body[3]
 
 
 def ct() -> Dataset:

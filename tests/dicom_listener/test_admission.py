@@ -18,7 +18,7 @@ from storage.db import session_scope
 from storage.peers import Peer, save_peer
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, ct, send, serve
+from tests.dicom_listener.conftest import Listener, ct, rejection, send, serve
 
 
 def _associate(listener: Listener, calling: str = "TESTSCU") -> Association:
@@ -26,13 +26,6 @@ def _associate(listener: Listener, calling: str = "TESTSCU") -> Association:
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage, ct().file_meta.TransferSyntaxUID)
     return ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="DOCTORAI")
-
-
-def _rejection(assoc: Association) -> tuple[int, int, int]:
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert rj is not None
-    return int(rj.result), int(rj.result_source), int(rj.diagnostic)  # type: ignore[arg-type]
 
 
 def _wait_aborted(assoc: Association) -> None:
@@ -62,11 +55,11 @@ def _add_peer(listener: Listener, peer: Peer) -> None:
 def test_allowlist_rejects_unknown_calling_ae_and_wrong_host(services: StackConfig, tmp_path: Path) -> None:
     for listener in serve(services, tmp_path, dicom_allow_unknown_peers=False):
         # calling-AE-title-not-recognized: rejected-permanent, service-user (PS3.8 Table 9-21).
-        assert _rejection(_associate(listener, "STRANGER")) == (1, 1, 3)
+        assert rejection(listener.settings.dicom_port, "STRANGER") == (1, 1, 3)
         (audit,) = _audits(listener, "association-rejected")
         assert audit.agent_who == "ae:STRANGER" and "not in dicom_peers" in audit.detail["reason"]
         _add_peer(listener, Peer(ae_title="MODALITY", host="10.9.9.9"))
-        assert _rejection(_associate(listener, "MODALITY")) == (1, 1, 3)
+        assert rejection(listener.settings.dicom_port, "MODALITY") == (1, 1, 3)
         _add_peer(listener, Peer(ae_title="MODALITY", host="127.0.0.1"))
         assoc = _associate(listener, "MODALITY")
         assert assoc.is_established
@@ -80,10 +73,10 @@ def test_association_limits_per_peer_and_in_total(services: StackConfig, tmp_pat
         first = _associate(listener, "ONEATATIME")
         assert first.is_established
         # local-limit-exceeded: rejected-transient, service-provider presentation related.
-        assert _rejection(_associate(listener, "ONEATATIME")) == (2, 3, 2)
+        assert rejection(listener.settings.dicom_port, "ONEATATIME") == (2, 3, 2)
         other = _associate(listener, "OTHER")
         assert other.is_established
-        assert _rejection(_associate(listener, "THIRD")) == (2, 3, 2)  # 2 in total
+        assert rejection(listener.settings.dicom_port, "THIRD") == (2, 3, 2)  # 2 in total
         first.release()
         other.release()
         deadline = time.monotonic() + 10

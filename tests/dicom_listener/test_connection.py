@@ -25,7 +25,7 @@ from integration.logs import make_handler
 from storage.db import session_scope
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, associate_rq, ct, send, serve
+from tests.dicom_listener.conftest import Listener, associate_rq, ct, read_pdu, send, serve
 from tests.mllp_peers import wait_for
 
 A_ABORT = 0x07
@@ -35,28 +35,11 @@ def _connect(listener: Listener) -> socket.socket:
     return socket.create_connection(("127.0.0.1", listener.settings.dicom_port), timeout=10)
 
 
-def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    header = b""
-    while len(header) < 6:
-        chunk = sock.recv(6 - len(header))
-        if not chunk:
-            raise ConnectionError("closed")
-        header += chunk
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            raise ConnectionError("closed")
-        body += chunk
-    return pdu_type, body
-
-
 def _associated(listener: Listener) -> socket.socket:
     sock = _connect(listener)
     contexts = [build_context(Verification), build_context(CTImageStorage, [ImplicitVRLittleEndian])]
     sock.sendall(associate_rq(contexts))
-    assert _read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
+    assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
     return sock
 
 
@@ -90,10 +73,10 @@ def _command(message: C_STORE_RQ | C_FIND_RQ) -> bytes:
 def test_garbage_instead_of_an_association_request_is_aborted_and_audited(listener: Listener) -> None:
     with _connect(listener) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n")
-        assert _read_pdu(sock)[0] == A_ABORT
+        assert read_pdu(sock)[0] == A_ABORT
     with _connect(listener) as sock:
         sock.sendall(_p_data(1, [(0x03, b"\x00" * 8)]))  # P-DATA-TF before any association (PS3.8 Sta2)
-        assert _read_pdu(sock)[0] == A_ABORT
+        assert read_pdu(sock)[0] == A_ABORT
     reasons = _aborted_reasons(listener, 2)
     assert any("over the maximum" in r for r in reasons) and any("before A-ASSOCIATE-RQ" in r for r in reasons)
     assert send(listener.settings.dicom_port, ct()).Status == 0x0000
@@ -103,7 +86,7 @@ def test_garbage_instead_of_an_association_request_is_aborted_and_audited(listen
 def test_a_pdv_on_a_context_never_accepted_is_aborted(listener: Listener) -> None:
     with _associated(listener) as sock:
         sock.sendall(_p_data(99, [(0x03, b"\x00" * 8)]))
-        assert _read_pdu(sock)[0] == A_ABORT
+        assert read_pdu(sock)[0] == A_ABORT
     assert any("context 99" in r for r in _aborted_reasons(listener))
 
 
@@ -117,10 +100,10 @@ def test_a_request_we_do_not_serve_gets_unrecognized_operation(listener: Listene
     message.primitive_to_message(find)
     with _associated(listener) as sock:
         sock.sendall(_p_data(1, [(0x03, _command(message)), (0x02, identifier)]))
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
         assert pdu_type == 0x04 and _status(body) == 0x0211
         sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-RELEASE-RQ
-        assert _read_pdu(sock)[0] == 0x06
+        assert read_pdu(sock)[0] == 0x06
 
 
 @pytest.mark.stack
@@ -158,7 +141,7 @@ def test_a_c_store_without_a_data_set_cannot_be_understood(listener: Listener) -
     message.primitive_to_message(store)  # no DataSet: Command Data Set Type 0101H
     with _associated(listener) as sock:
         sock.sendall(_p_data(3, [(0x03, _command(message))]))
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
         assert pdu_type == 0x04 and _status(body) == 0xC000
 
 
@@ -238,13 +221,13 @@ def test_an_association_ends_at_its_time_and_byte_limits(services: StackConfig, 
     for listener in serve(services, tmp_path, dicom_association_seconds=1.0, dicom_max_association_bytes=30000):
         with _associated(listener) as sock:
             # Idle well within the network timeout (120 s): the association's own deadline ends it.
-            pdu_type, body = _read_pdu(sock)
+            pdu_type, body = read_pdu(sock)
             assert pdu_type == A_ABORT and body[2] == 0x02  # by the service provider
         with _associated(listener) as sock:
             # Command fragments, none the last (PS3.8 E.2), past the association's 30000 bytes.
             for _ in range(3):
                 sock.sendall(_p_data(1, [(0x01, b"\x00" * 12000)]))
-            assert _read_pdu(sock)[0] == A_ABORT
+            assert read_pdu(sock)[0] == A_ABORT
         reasons = _aborted_reasons(listener, 2)
         assert any("time limit" in r for r in reasons) and any("byte limit" in r for r in reasons)
 
@@ -266,7 +249,7 @@ def test_connections_over_the_cap_get_a_transient_rejection_before_any_thread(se
         held = [_associated(listener), _associated(listener)]
         try:
             with _connect(listener) as third:
-                pdu_type, body = _read_pdu(third)
+                pdu_type, body = read_pdu(third)
                 # A-ASSOCIATE-RJ: rejected-transient, service-provider (presentation), local-limit-exceeded (PS3.8 9.3.4).
                 assert pdu_type == 0x03 and body == b"\x00\x02\x03\x02"
                 assert third.recv(1) == b""
@@ -296,7 +279,7 @@ def test_junk_connections_are_audited_in_aggregate(services: StackConfig, tmp_pa
         for _ in range(200):
             with _connect(listener) as sock:
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n")
-                assert _read_pdu(sock)[0] == A_ABORT
+                assert read_pdu(sock)[0] == A_ABORT
 
         def counted(listener: Listener = listener) -> list[int]:
             with session_scope(listener.engine) as s:
@@ -317,7 +300,7 @@ def test_a_malformed_association_request_is_aborted_as_invalid_without_a_traceba
     rq[109:111] = b"\x00\x00"  # the abstract syntax sub-item's length (PS3.8 9.3.2.2.1)
     with _connect(listener) as sock:
         sock.sendall(bytes(rq))
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
     # A-ABORT from the service provider, invalid-PDU-parameter-value (PS3.8 9.3.8).
     assert pdu_type == A_ABORT and body[2:] == b"\x02\x06"
     (reason,) = _aborted_reasons(listener)
@@ -330,7 +313,7 @@ def test_an_association_request_without_a_presentation_context_is_rejected(liste
     """Issue 18: an A-ASSOCIATE-RQ with no presentation context was accepted."""
     with _connect(listener) as sock:
         sock.sendall(associate_rq([]))
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
     # Rejected-permanent, service-user, no-reason-given (PS3.8 9.3.4, Table 9-21).
     assert pdu_type == 0x03 and body == b"\x00\x01\x01\x01"
 
@@ -343,14 +326,14 @@ def test_a_context_without_transfer_syntaxes_is_rejected_alone(listener: Listene
     empty._transfer_syntax = []  # what the fuzzer's RQ decodes to: PS3.8 9.3.2.2 wants one or more
     with _connect(listener) as sock:
         sock.sendall(associate_rq([build_context(Verification), empty]))
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
         assert pdu_type == 0x02  # A-ASSOCIATE-AC
         ac = A_ASSOCIATE_AC()
         ac.decode(bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body)
         results = {int(cx.context_id): cx.result for cx in ac.presentation_context}
         assert results == {1: 0x00, 3: 0x04}  # transfer-syntaxes-not-supported, the other accepted
         sock.sendall(struct.pack(">BBLL", 0x05, 0, 4, 0))  # A-RELEASE-RQ: the association is alive
-        assert _read_pdu(sock)[0] == 0x06  # A-RELEASE-RP
+        assert read_pdu(sock)[0] == 0x06  # A-RELEASE-RP
 
 
 @pytest.mark.stack
@@ -369,7 +352,7 @@ def test_the_log_of_a_refused_request_is_short_and_quotes_nothing(listener: List
         body = rq[6:74] + item + rq[74 + 4 + 21 :]
         with _connect(listener) as sock:
             sock.sendall(struct.pack(">BBL", 0x01, 0, len(body)) + body)
-            assert _read_pdu(sock)[0] in (0x03, A_ABORT)
+            assert read_pdu(sock)[0] in (0x03, A_ABORT)
 
         def audited() -> bool:
             with session_scope(listener.engine) as s:
@@ -390,7 +373,7 @@ def test_rejected_association_requests_are_audited_in_aggregate(services: StackC
         for _ in range(50):
             with _connect(listener) as sock:
                 sock.sendall(associate_rq([build_context(Verification)], called="NOTUS"))
-                assert _read_pdu(sock)[0] == 0x03  # A-ASSOCIATE-RJ
+                assert read_pdu(sock)[0] == 0x03  # A-ASSOCIATE-RJ
 
         def rejected(listener: Listener = listener) -> list[AuditEvent]:
             with session_scope(listener.engine) as s:
@@ -405,5 +388,5 @@ def test_a_pdu_type_the_protocol_does_not_define_is_an_unrecognized_pdu(listener
     """Issue 18: malformed PDUs are refused as such (PS3.8 9.3.8), not as internal errors."""
     with _connect(listener) as sock:
         sock.sendall(struct.pack(">BBL", 0x47, 0, 4) + b"\x00" * 4)
-        pdu_type, body = _read_pdu(sock)
+        pdu_type, body = read_pdu(sock)
     assert pdu_type == A_ABORT and body[2:] == b"\x02\x01"  # service provider, unrecognized-PDU

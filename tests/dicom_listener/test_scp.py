@@ -20,7 +20,7 @@ from storage.objects import make_object_store
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
 from storage.tables.pipeline import OutboxEvent
-from tests.dicom_listener.conftest import Listener, ct, send
+from tests.dicom_listener.conftest import Listener, ct, rejection, send
 from tests.dicom_listener.conftest import serve as _serve
 
 
@@ -78,10 +78,8 @@ def test_object_store_down_is_out_of_resources_then_retry_succeeds(services: Sta
 
 @pytest.mark.stack
 def test_unknown_called_ae_is_rejected_and_audited(listener: Listener) -> None:
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", listener.settings.dicom_port, ae_title="SOMEONEELSE")
-    assert assoc.is_rejected
+    # called-AE-title-not-recognized: rejected-permanent, service-user (PS3.8 Table 9-21).
+    assert rejection(listener.settings.dicom_port, "TESTSCU", called="SOMEONEELSE") == (1, 1, 7)
     # The SCU hears the rejection before the SCP's handler thread has committed its audit row.
     deadline = time.monotonic() + 10
     while True:

@@ -30,7 +30,7 @@ from doctorai.supervisor import Supervisor
 from storage.db import make_engine, migrate, session_scope
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, ct, serve
+from tests.dicom_listener.conftest import Listener, ct, rejection, serve
 
 
 @dataclass
@@ -137,12 +137,9 @@ def test_mutual_tls_stores_and_refuses_plain_and_unknown_client_certificates(
 @pytest.mark.stack
 def test_unknown_calling_ae_over_tls_is_rejected_with_reason_3(services: StackConfig, tmp_path: Path, pki: Pki) -> None:
     for listener in _tls_listener(services, tmp_path, pki, mutual=False, dicom_allow_unknown_peers=False):
-        assoc = _associate(listener, _client_context(pki, None), calling="STRANGER")
-        assert assoc.is_rejected
-        rj = assoc.acceptor.primitive
-        assert rj is not None
         # Rejected-permanent, service-user, calling-AE-title-not-recognized (PS3.8 Table 9-21).
-        assert (rj.result, rj.result_source, rj.diagnostic) == (1, 1, 3)
+        rejected = rejection(listener.settings.dicom_port, "STRANGER", tls=_client_context(pki, None))
+        assert rejected == (1, 1, 3)
         (audit,) = _refusals(listener, 1)
         assert audit.agent_who == "ae:STRANGER"
 
