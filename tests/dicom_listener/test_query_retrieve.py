@@ -29,8 +29,7 @@ from storage.db import session_scope
 from storage.peers import Peer, save_peer
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, associate_rq, send, serve
-from tests.dicom_listener.test_connection import _read_pdu as read_pdu
+from tests.dicom_listener.conftest import Listener, associate_rq, read_pdu, send, serve
 from tests.dicom_listener.test_connection import _status as status_of
 
 pytestmark = pytest.mark.stack
