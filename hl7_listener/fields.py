@@ -39,6 +39,11 @@ class Usage:
         self.used.add((seg.name, seg.occurrence, position, repetition, component))
         return seg.value(position, component, repetition).strip()
 
+    def subcomponent(self, seg: Segment, position: int, component: int, index: int, repetition: int = 1) -> str:
+        """One subcomponent's value; its component is marked as used."""
+        self.used.add((seg.name, seg.occurrence, position, repetition, component))
+        return seg.subcomponent(position, component, index, repetition).strip()
+
     # FHIR date/dateTime text: fhir.resources validates it, but its annotations name only date and
     # datetime, hence Any (as results.mapping does for ImagingStudy.started).
     def datetime(self, seg: Segment, position: int, component: int = 1) -> Any:

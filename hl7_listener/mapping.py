@@ -72,13 +72,12 @@ class Mapping:
     unmapped: dict[str, str]
 
 
-def _identifier(u: Usage, seg: Segment, position: int, rep: int, sub: str) -> fhir.Identifier | None:
+def _identifier(u: Usage, seg: Segment, position: int, rep: int) -> fhir.Identifier | None:
     value = u.get(seg, position, 1, rep)
     if not value:
         return None
     # CX.4 assigning authority is an HD: namespace&universal id&universal id type.
-    namespace, _, rest = u.get(seg, position, 4, rep).partition(sub)
-    universal, _, kind = rest.partition(sub)
+    namespace, universal, kind = (u.subcomponent(seg, position, 4, n, rep) for n in (1, 2, 3))
     if universal and kind.upper() == "ISO":
         system = f"urn:oid:{universal}"
     elif namespace or universal:
@@ -90,10 +89,10 @@ def _identifier(u: Usage, seg: Segment, position: int, rep: int, sub: str) -> fh
     return fhir.Identifier(system=system, value=value, type=id_type)
 
 
-def _names(u: Usage, pid: Segment, sub: str) -> list[fhir.HumanName]:
+def _names(u: Usage, pid: Segment) -> list[fhir.HumanName]:
     names = []
     for rep in range(1, pid.repetitions(5) + 1):
-        family = u.get(pid, 5, 1, rep).split(sub)[0]
+        family = u.subcomponent(pid, 5, 1, 1, rep)  # XPN.1 is an FN: its surname first
         given = [g for g in (u.get(pid, 5, 2, rep), u.get(pid, 5, 3, rep)) if g]
         suffix, prefix, use = u.get(pid, 5, 4, rep), u.get(pid, 5, 5, rep), u.get(pid, 5, 7, rep)
         if family or given:
@@ -139,9 +138,8 @@ def _telecoms(u: Usage, pid: Segment) -> list[fhir.ContactPoint]:
 
 def patient(u: Usage, pid: Segment) -> tuple[fhir.Patient, str]:
     """PID -> Patient; its id is PID-3's first value through the same rule as a DICOM PatientID."""
-    sub = u.parsed.header.encoding[3]
     u.get(pid, 1)  # set id: structure only
-    identifiers = [i for rep in range(1, pid.repetitions(3) + 1) if (i := _identifier(u, pid, 3, rep, sub))]
+    identifiers = [i for rep in range(1, pid.repetitions(3) + 1) if (i := _identifier(u, pid, 3, rep))]
     # v2.3 senders still put the patient id in PID-2 (external id), retained for backward compatibility.
     primary = identifiers[0].value if identifiers else u.get(pid, 2)
     if not primary:
@@ -153,7 +151,7 @@ def patient(u: Usage, pid: Segment) -> tuple[fhir.Patient, str]:
     resource = fhir.Patient(
         id=patient_resource_id(primary),
         identifier=identifiers,
-        name=_names(u, pid, sub) or None,
+        name=_names(u, pid) or None,
         birthDate=u.date(pid, 7),
         gender=_GENDER.get(u.get(pid, 8).upper()),
         address=_addresses(u, pid) or None,

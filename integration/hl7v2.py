@@ -11,7 +11,7 @@ Z-segments and re-escapes formatting sequences; positions must be exact for the 
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from hl7apy import check_version
 from hl7apy import exceptions as hl7apy_errors
@@ -70,15 +70,24 @@ class Header:
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment: its id, its occurrence in the message (1-based) and its fields, unescaped.
+    """One segment: its id, its occurrence in the message (1-based) and its fields.
 
-    fields[n-1] is field n as repetitions, each repetition a tuple of components; subcomponents stay
-    joined by the message's subcomponent separator, unescaped.
+    parts[n-1] is field n as repetitions, each repetition a tuple of components, each component a
+    tuple of its subcomponents, each unescaped on its own: an escaped delimiter (\\T\\ for the
+    subcomponent separator, HL7 v2 2.7.1) is data and never splits a value.
     """
 
     name: str
     occurrence: int
-    fields: tuple[tuple[tuple[str, ...], ...], ...]
+    parts: tuple[tuple[tuple[tuple[str, ...], ...], ...], ...]
+    subcomponent_separator: str = "&"
+
+    @cached_property
+    def fields(self) -> tuple[tuple[tuple[str, ...], ...], ...]:
+        """fields[n-1] is field n as repetitions of components, each component's subcomponents joined by
+        the message's separator: text to show or store, not to split (subcomponent() reads one)."""
+        joined = self.subcomponent_separator.join
+        return tuple(tuple(tuple(joined(subs) for subs in rep) for rep in reps) for reps in self.parts)
 
     def value(self, position: int, component: int = 1, repetition: int = 1) -> str:
         """One component of one repetition of a field, or "" when absent."""
@@ -89,6 +98,14 @@ class Segment:
             return ""
         comps = reps[repetition - 1]
         return comps[component - 1] if component <= len(comps) else ""
+
+    def subcomponent(self, position: int, component: int, index: int, repetition: int = 1) -> str:
+        """One subcomponent of a component (HL7 v2 2.5.3.4), or "" when absent."""
+        if position < 1 or position > len(self.parts) or repetition > len(reps := self.parts[position - 1]):
+            return ""
+        comps = reps[repetition - 1]
+        subs = comps[component - 1] if component <= len(comps) else ()
+        return subs[index - 1] if index <= len(subs) else ""
 
     def repetitions(self, position: int) -> int:
         """How many repetitions field `position` has."""
@@ -221,7 +238,7 @@ def escape(value: str, encoding: str = "^~\\&", separator: str = "|") -> str:
 
 
 def _segments(text: str, header: Header) -> tuple[Segment, ...]:
-    component, repetition = header.encoding[0], header.encoding[1]
+    sub = header.encoding[3]
     seen: dict[str, int] = {}
     out = []
     for line in text.split("\r"):
@@ -232,17 +249,22 @@ def _segments(text: str, header: Header) -> tuple[Segment, ...]:
         if name == "MSH":
             # MSH-1 is the separator and MSH-2 the delimiters: they are not split like data.
             raw_fields = [header.field_separator, header.encoding, *rest.split(header.field_separator)[1:]]
-            fields = tuple(((f,),) if i < 2 else _split(f, component, repetition, header) for i, f in enumerate(raw_fields))
+            parts = tuple((((f,),),) if i < 2 else _split(f, header) for i, f in enumerate(raw_fields))
         else:
-            fields = tuple(_split(f, component, repetition, header) for f in rest.split(header.field_separator)) if rest else ()
-        out.append(Segment(name=name, occurrence=seen[name], fields=fields))
+            parts = tuple(_split(f, header) for f in rest.split(header.field_separator)) if rest else ()
+        out.append(Segment(name=name, occurrence=seen[name], parts=parts, subcomponent_separator=sub))
     return tuple(out)
 
 
-def _split(value: str, component: str, repetition: str, header: Header) -> tuple[tuple[str, ...], ...]:
+def _split(value: str, header: Header) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """A field's repetitions, components and subcomponents; each unescaped once split (HL7 v2 2.7)."""
     if not value:
         return ()
-    return tuple(tuple(unescape(c, header) for c in rep.split(component)) for rep in value.split(repetition))
+    component, repetition, sub = header.encoding[0], header.encoding[1], header.encoding[3]
+    return tuple(
+        tuple(tuple(unescape(s, header) for s in c.split(sub)) for c in rep.split(component))
+        for rep in value.split(repetition)
+    )
 
 
 @lru_cache(maxsize=1024)  # known names and versions are few; a sender's made-up Z-names stay bounded
