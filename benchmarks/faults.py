@@ -215,6 +215,8 @@ def main() -> int:
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    # A SIGTERM ends the run like Ctrl-C: the stack below is stopped, no engine process or database is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     rng = random.Random(args.seed)
     figures = Figures()
     began = time.monotonic()

@@ -2,7 +2,6 @@
 
 import socket
 import ssl
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +21,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from sqlalchemy import Engine
 
 from integration.instances import indexer
+from benchmarks.dicom_scu import read_pdu
 from dicom_listener.admission import AssociationCounts
 from dicom_listener.config import DicomSettings
 from dicom_listener.ingest import Receiver
@@ -104,23 +104,6 @@ def associate_rq(
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()
-
-
-def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    """One whole PDU from `sock`: its type and body (PS3.8 9.3.1)."""
-    header = _read_exactly(sock, 6)
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    return pdu_type, _read_exactly(sock, length)
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
 def rejection(

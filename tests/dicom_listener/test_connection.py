@@ -20,12 +20,13 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
+from benchmarks.dicom_scu import read_pdu
 from doctorai.stack import StackConfig
 from integration.logs import make_handler
 from storage.db import session_scope
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, associate_rq, ct, read_pdu, send, serve
+from tests.dicom_listener.conftest import Listener, associate_rq, ct, send, serve
 from tests.mllp_peers import wait_for
 
 A_ABORT = 0x07

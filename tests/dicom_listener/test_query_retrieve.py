@@ -24,12 +24,13 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 from sqlalchemy import select
 
+from benchmarks.dicom_scu import read_pdu
 from doctorai.stack import StackConfig
 from storage.db import session_scope
 from storage.peers import Peer, save_peer
 from storage.tables.audit import AuditEvent
 from storage.tables.index import Instance
-from tests.dicom_listener.conftest import Listener, associate_rq, read_pdu, send, serve
+from tests.dicom_listener.conftest import Listener, associate_rq, send, serve
 from tests.dicom_listener.test_connection import _status as status_of
 
 pytestmark = pytest.mark.stack
