@@ -3,7 +3,7 @@
 pynetdicom's requestor runs a reactor thread beside the caller. `send_c_store` pauses it through a
 flag the reactor sets just before its checkpoint and clears just after, so under load the caller can
 read "paused" while the reactor is already past the checkpoint: the reactor then takes the
-C-STORE-RSP off the queue, logs "Received unexpected C-STORE-RSP service message", and the caller
+C-STORE-RSP off the queue, logs "Received unexpected C-STORE service message", and the caller
 waits out its DIMSE timeout for an answer the listener did send (pynetdicom 3.0,
 `Association._run_reactor`). The harness counted those as the listener's hangs. Here each request
 is written and its response read on one socket, in order, with nothing beside it.
