@@ -100,7 +100,7 @@ class Segment:
         return comps[component - 1] if component <= len(comps) else ""
 
     def subcomponent(self, position: int, component: int, index: int, repetition: int = 1) -> str:
-        """One subcomponent of a component (HL7 v2 2.5.3.4), or "" when absent."""
+        """One subcomponent of a component (split at MSH-2's fourth character), or "" when absent."""
         if position < 1 or position > len(self.parts) or repetition > len(reps := self.parts[position - 1]):
             return ""
         comps = reps[repetition - 1]
