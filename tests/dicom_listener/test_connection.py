@@ -158,18 +158,6 @@ def _deflated_ct(zeros: int) -> Dataset:
     return ds
 
 
-def _store(port: int, ds: Dataset) -> Dataset:
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title="DOCTORAI")
-    assert assoc.is_established
-    try:
-        status: Dataset = assoc.send_c_store(ds)
-        return status
-    finally:
-        assoc.release()
-
-
 def _refused_reasons(listener: Listener) -> list[str]:
     with session_scope(listener.engine) as s:
         return [r.detail["reason"] for r in s.scalars(select(AuditEvent).where(AuditEvent.subtype == "instance-refused"))]
@@ -181,9 +169,9 @@ def test_a_deflate_bomb_is_refused_as_it_inflates_and_the_listener_goes_on(servi
     for listener in serve(services, tmp_path, dicom_max_inflated_bytes=1 << 20):
         port = listener.settings.dicom_port
         small = _deflated_ct(1000)
-        assert _store(port, small).Status == 0x0000  # a deflated instance within the bound is stored
+        assert send(port, small).Status == 0x0000  # a deflated instance within the bound is stored
         bomb = _deflated_ct(8 << 20)  # a few KB on the wire, 8 MB inflated
-        status = _store(port, bomb)
+        status = send(port, bomb)
         assert status.Status == 0xC000 and "inflates past 1048576 bytes" in status.ErrorComment
         with session_scope(listener.engine) as s:
             assert s.get(Instance, bomb.SOPInstanceUID) is None
