@@ -29,6 +29,10 @@ A_ASSOCIATE_AC_TYPE, P_DATA_TF_TYPE, A_RELEASE_RQ_TYPE = 0x02, 0x04, 0x05
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 COMMAND, LAST = 0x01, 0x02
 OUR_MAX_PDU = 16384
+# What this SCU reads at most: a PDU (our P-DATA-TF maximum is OUR_MAX_PDU; an AC or RJ is far
+# smaller) and a response's command set (a few hundred bytes); more is refused, never buffered.
+PDU_LIMIT = 1 << 20
+COMMAND_LIMIT = 1 << 16
 
 
 class Refused(ConnectionError):
@@ -38,6 +42,8 @@ class Refused(ConnectionError):
 def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
     """One whole PDU: its type and body (PS3.8 9.3.1). TimeoutError when the peer is silent."""
     pdu_type, _, length = struct.unpack(">BBL", _exactly(sock, 6))
+    if length > PDU_LIMIT:
+        raise Refused(f"a PDU of {length} bytes, over {PDU_LIMIT}")
     return pdu_type, _exactly(sock, length)
 
 
@@ -118,6 +124,8 @@ def _status(sock: socket.socket) -> int:
             at += 4 + length
             if control & COMMAND:
                 command += fragment
+                if len(command) > COMMAND_LIMIT:
+                    raise Refused(f"a response command set over {COMMAND_LIMIT} bytes")
                 if control & LAST:  # command sets are Implicit VR Little Endian (PS3.7 6.3.1)
                     response = read_dataset(BytesIO(bytes(command)), is_implicit_VR=True, is_little_endian=True)
                     return int(response.Status)
